@@ -1,0 +1,1 @@
+"""pycomp: compress PyTorch models on real low-bit and sparse kernels."""
