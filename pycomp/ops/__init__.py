@@ -1,0 +1,5 @@
+"""Ops: one torch.library op per computation (namespace `pycomp`), with references and dispatch."""
+from pycomp.ops import int8
+from pycomp.ops.int8 import int8_linear_dynamic, int8_linear_weight_only, quantize_per_token_int8
+
+__all__ = ["int8", "int8_linear_dynamic", "int8_linear_weight_only", "quantize_per_token_int8"]

@@ -1,0 +1,97 @@
+"""CPU int8 linear benchmark: ours (W8A8, W8A32) against fp32 F.linear and torch's fbgemm dynamic int8.
+
+Cold weights: each timed call uses the next of several weight copies whose total
+exceeds 4x the last-level cache, so memory traffic is real (BENCHMARKING.md).
+Every row checks our output against the reference op before timing it.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pycomp.benchmark.timing import median_ms, time_calls
+from pycomp.ops import int8 as int8_ops
+from pycomp.quantize.int8 import quantize_weight_int8
+
+LLC_BYTES = 32 << 20  # this project's CPU machines (BENCHMARKING.md); cold sets are 4x this
+
+
+@dataclass
+class Row:
+    shape: str
+    m: int
+    fp32_ms: float
+    fbgemm_ms: float
+    w8a8_ms: float
+    w8a32_ms: float
+    vs_fbgemm: float  # fbgemm_ms / w8a8_ms: > 1 means we are faster
+    vs_fp32: float
+    w8a8_rate: float  # GB/s of weight traffic (memory-bound rows) or TOP/s
+    rate_unit: str
+    pct_ceiling: float | None
+
+
+def _copies(nbytes: int) -> int:
+    return min(160, max(2, math.ceil(4 * LLC_BYTES / nbytes) + 1))  # small shapes stay partly cached
+
+
+def read_bandwidth_gbs(nbytes: int = 1 << 30) -> float:
+    """Memory read ceiling: GB/s of a large float32 sum on the current threads."""
+    buf = torch.rand(nbytes // 4)
+    return nbytes / median_ms(time_calls(lambda i: buf.sum(), repeats=7, warmup=2)) / 1e6
+
+
+def _fbgemm_linear(w: torch.Tensor, b: torch.Tensor) -> nn.Module:
+    lin = nn.Linear(w.shape[1], w.shape[0])
+    with torch.no_grad():
+        lin.weight.copy_(w), lin.bias.copy_(b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated: this is the peer users move from
+        return torch.ao.quantization.quantize_dynamic(nn.Sequential(lin), {nn.Linear}, dtype=torch.qint8)
+
+
+def bench_shape(n: int, k: int, ms: list[int], repeats: int, ceiling_gbs: float) -> list[Row]:
+    torch.manual_seed(0)
+    w = torch.randn(n, k) / math.sqrt(k)
+    b = torch.randn(n) * 0.1
+    q, s = quantize_weight_int8(w)
+    n_i8, n_f32 = _copies(q.numel()), _copies(w.numel() * 4)
+    q_sets = [(q.clone(), s.clone()) for _ in range(n_i8)]
+    w_sets = [w.clone() for _ in range(n_f32)]
+    with torch.no_grad():
+        fb_sets = [_fbgemm_linear(w, b) for _ in range(n_i8)]
+    rows = []
+    for m in ms:
+        x = torch.randn(m, k)
+        with torch.no_grad():
+            got = int8_ops.int8_linear_dynamic(x, q, s, b)
+            torch.testing.assert_close(got, int8_ops.int8_linear_dynamic_ref(x, q, s, b), rtol=1e-4, atol=1e-4)
+            got = int8_ops.int8_linear_weight_only(x, q, s, b)
+            torch.testing.assert_close(got, int8_ops.int8_linear_weight_only_ref(x, q, s, b), rtol=1e-4, atol=1e-4)
+            t = {
+                "fp32": time_calls(lambda i: F.linear(x, w_sets[i % n_f32], b), repeats=repeats),
+                "fbgemm": time_calls(lambda i: fb_sets[i % n_i8](x), repeats=repeats),
+                "w8a8": time_calls(lambda i: int8_ops.int8_linear_dynamic(x, *q_sets[i % n_i8], b), repeats=repeats),
+                "w8a32": time_calls(lambda i: int8_ops.int8_linear_weight_only(x, *q_sets[i % n_i8], b),
+                                    repeats=repeats),
+            }
+        med = {name: median_ms(v) for name, v in t.items()}
+        if m <= 4:
+            rate, unit = n * k / med["w8a8"] / 1e6, "GB/s"
+            pct = 100 * rate / ceiling_gbs
+        else:
+            rate, unit, pct = 2 * m * n * k / med["w8a8"] / 1e9, "TOP/s", None
+        rows.append(Row(f"{n}x{k}", m, med["fp32"], med["fbgemm"], med["w8a8"], med["w8a32"],
+                        med["fbgemm"] / med["w8a8"], med["fp32"] / med["w8a8"], rate, unit, pct))
+    return rows
+
+
+def run(shapes=((4096, 4096),), ms=(1, 16, 128), repeats: int = 15) -> dict:
+    ceiling = read_bandwidth_gbs()
+    rows = [r for n, k in shapes for r in bench_shape(n, k, list(ms), repeats, ceiling)]
+    return {"read_bandwidth_gbs": ceiling, "rows": [asdict(r) for r in rows]}

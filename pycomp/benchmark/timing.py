@@ -1,0 +1,42 @@
+"""Timing helpers shared by the benchmarks, the retention report and the demo."""
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def _sync(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(fn: Callable[[int], object], *, repeats: int = 20, warmup: int = 3,
+               device: torch.device | None = None) -> list[float]:
+    """Seconds per call of fn(i) for i = 0..repeats-1, after `warmup` untimed calls.
+
+    fn takes the call index so a caller can rotate through input or weight copies
+    (cold-cache timing); device synchronises CUDA around each call.
+    """
+    for i in range(warmup):
+        fn(i)
+    _sync(device)
+    times = []
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        fn(i)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def median_ms(times: list[float]) -> float:
+    return statistics.median(times) * 1e3
+
+
+def percentile_ms(times: list[float], q: float) -> float:
+    ordered = sorted(times)
+    idx = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[idx] * 1e3

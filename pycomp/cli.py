@@ -1,0 +1,129 @@
+"""`pycomp` command line: info, demo, bench."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def _table(title: str, columns: list[str], rows: list[list]) -> "object":
+    from rich.table import Table
+
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c, justify="left" if c == columns[0] else "right")
+    for r in rows:
+        table.add_row(*[str(v) for v in r])
+    return table
+
+
+def cmd_info(args) -> int:
+    from pycomp import _ext
+    from pycomp.benchmark.machine import machine_info
+    from pycomp.ops import int8 as int8_ops
+
+    con = _console()
+    info = machine_info()
+    con.print(f"pycomp {__import__('pycomp').__version__}  torch {info['torch']}  python {info['python']}")
+    if _ext._C is None:
+        con.print(f"[red]pycomp._C: not loaded[/red] ({_ext.C_ERROR})")
+    else:
+        con.print(f"pycomp._C: {_ext._C.build_info()}")
+        feats = _ext._C.cpu_features()
+        con.print(f"CPU: {info['cpu']}; kernels use [bold]{_ext._C.cpu_isa()}[/bold]; "
+                  f"features: {', '.join(k for k, v in feats.items() if v) or 'none'}")
+    con.print(f"CUDA: {info.get('gpu', 'no device')}; Triton: {info['triton'] or 'not installed'}"
+              + (f" ({_ext.TRITON_ERROR})" if _ext.triton_int8() is None and _ext.TRITON_ERROR else ""))
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    rows = []
+    for layer, mode in (("Int8Linear/Int8Conv2d", "dynamic"), ("Int8Linear/Int8Conv2d", "weight_only")):
+        for dev in devices:
+            rows.append([f"{layer} mode={mode}", dev, int8_ops.plan(mode, dev, 1, 4096),
+                         int8_ops.plan(mode, dev, 1024, 4096), int8_ops.plan(mode, dev, 1024, 4095)])
+    con.print(_table("what each layer runs on", ["layer", "device", "M=1", "M=1024", "M=1024, K=4095"], rows))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    import pycomp
+    from pycomp.models.digits import digits_loaders, pretrained_digits_cnn
+
+    torch.set_num_threads(args.threads)
+    con = _console()
+    with con.status("loading the digits CNN (trained once, then cached)"):
+        model = pretrained_digits_cnn(retrain=args.retrain)
+    _, test = digits_loaders()
+    rows, results = [], {}
+    for label, spec, opts in (("int8 W8A8 (dynamic)", "int8", {}), ("int8 W8A32 (weight_only)", "int8", {"mode": "weight_only"})):
+        small = pycomp.compress(model, spec, **opts)
+        r = pycomp.retention.evaluate(model, small, test).to_dict()
+        results[label] = r
+        rows.append([label, f"{100 * r['accuracy_original']:.2f}", f"{100 * r['accuracy_compressed']:.2f}",
+                     f"{100 * (r['accuracy_original'] - r['accuracy_compressed']):+.2f}", f"{100 * r['agreement']:.2f}",
+                     f"{r['kl_divergence']:.2e}", f"{r['size_bytes_original']:,}", f"{r['size_bytes_compressed']:,}",
+                     f"{r['compression_ratio']:.2f}x", f"{r['latency_ms_original']:.2f}", f"{r['latency_ms_compressed']:.2f}"])
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    con.print(_table(f"digits CNN, {results[label]['n_examples']} test images, batch 128, {args.threads} threads",
+                     ["technique", "acc %", "acc % after", "drop", "agree %", "KL", "bytes", "bytes after",
+                      "ratio", "ms/batch", "ms after"], rows))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from pycomp.benchmark import cpu_int8
+    from pycomp.benchmark.machine import machine_info
+
+    torch.set_num_threads(args.threads)
+    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    ms = [int(m) for m in args.m.split(",")]
+    result = cpu_int8.run(shapes, ms, repeats=args.repeats)
+    result["machine"] = machine_info()
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    con = _console()
+    mi = result["machine"]
+    con.print(f"{mi['cpu']}, {mi['threads']} threads, kernels {mi['cpu_isa']}, torch {mi['torch']}; "
+              f"memory read ceiling {result['read_bandwidth_gbs']:.1f} GB/s; cold weights")
+    rows = [[r["shape"], r["m"], f"{r['fp32_ms']:.3f}", f"{r['fbgemm_ms']:.3f}", f"{r['w8a8_ms']:.3f}",
+             f"{r['vs_fbgemm']:.2f}x", f"{r['vs_fp32']:.2f}x",
+             f"{r['w8a8_rate']:.2f} {r['rate_unit']}" + (f" ({r['pct_ceiling']:.0f}%)" if r["pct_ceiling"] else ""),
+             f"{r['w8a32_ms']:.3f}"] for r in result["rows"]]
+    con.print(_table("CPU int8 linear (ms, median)", ["shape", "M", "fp32", "fbgemm", "ours W8A8", "vs fbgemm",
+                                                      "vs fp32", "W8A8 rate", "ours W8A32"], rows))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pycomp", description="Compress PyTorch models and measure what survives.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("info", help="which kernels loaded and what every layer runs on")
+    p.set_defaults(fn=cmd_info)
+    p = sub.add_parser("demo", help="compress the digits CNN and report retention, size and latency")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--retrain", action="store_true", help="train the CNN again instead of using the cache")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_demo)
+    p = sub.add_parser("bench", help="CPU kernel benchmarks against fp32 and fbgemm (cold weights)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--shapes", default="4096x4096", help="comma-separated NxK, e.g. 4096x4096,11008x4096")
+    p.add_argument("--m", default="1,16,128", help="comma-separated batch sizes")
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_bench)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

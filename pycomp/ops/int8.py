@@ -1,0 +1,266 @@
+"""int8 ops: per-token activation quantization, W8A8 ("dynamic") and W8A16/W8A32 ("weight_only") linear.
+
+Each op is one `torch.library` op in the `pycomp` namespace with a plain-PyTorch
+reference (the definition of what it computes), a fake impl for torch.compile and
+torch.export, a CPU kernel (C++) and a CUDA dispatcher (CUDA C++ kernels or
+Triton, chosen by shape). Backward passes treat the quantizers as identity
+(straight-through), so gradients reach the input for saliency and attacks.
+
+Shapes: x (..., K) float -> (..., N) in x's dtype; qweight (N, K) int8 with
+values in [-127, 127]; wscale (N,) float32; bias (N,) float or None.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from pycomp import _ext
+from pycomp.ops._library import LIB
+
+# Largest M the CUDA W8A16 GEMV serves; above it the Triton GEMM wins (tuned on the GPU run).
+CUDA_GEMV_MAX_M = 16
+# The CUDA kernels read 16 int8 per load, so K must be a multiple of this; other K go to Triton.
+CUDA_K_MULTIPLE = 16
+# From this M on, W8A8 runs the CUDA tensor-core GEMM (when built); below, the Triton kernel.
+CUDA_W8A8_MIN_M = 17
+
+LIB.define("quantize_per_token_int8(Tensor x) -> (Tensor, Tensor)")
+LIB.define("int8_linear_dynamic(Tensor x, Tensor qweight, Tensor wscale, Tensor? bias=None) -> Tensor")
+LIB.define("int8_linear_weight_only(Tensor x, Tensor qweight, Tensor wscale, Tensor? bias=None) -> Tensor")
+
+
+# ----------------------------------------------------------------------------- references
+
+
+def quantize_per_token_int8_ref(x: Tensor) -> tuple[Tensor, Tensor]:
+    """x (..., K) float -> q (..., K) int8, scale (...) float32.
+
+    scale = max|x| / 127 per row; q = clamp(round_half_even(x * (127 / max|x|)), -127, 127).
+    """
+    xf = x.float()
+    amax = xf.abs().amax(dim=-1, keepdim=True)
+    inv = torch.where(amax > 0, torch.full_like(amax, 127.0) / amax, torch.zeros_like(amax))  # true division: 127.0 / t is reciprocal * 127
+    q = torch.round(xf * inv).clamp_(-127, 127).to(torch.int8)
+    return q, (amax / 127.0).squeeze(-1)
+
+
+def int8_linear_dynamic_ref(x: Tensor, qweight: Tensor, wscale: Tensor, bias: Tensor | None = None) -> Tensor:
+    """W8A8 in float64: exact integer dot products, then the two scales and the bias."""
+    q, s = quantize_per_token_int8_ref(x)
+    acc = q.double() @ qweight.double().t()
+    out = acc * s.double().unsqueeze(-1) * wscale.double()
+    if bias is not None:
+        out = out + bias.double()
+    return out.to(x.dtype)
+
+
+def int8_linear_weight_only_ref(x: Tensor, qweight: Tensor, wscale: Tensor, bias: Tensor | None = None) -> Tensor:
+    """x @ (qweight * wscale).T + bias in float64."""
+    out = x.double() @ (qweight.double() * wscale.double().unsqueeze(1)).t()
+    if bias is not None:
+        out = out + bias.double()
+    return out.to(x.dtype)
+
+
+# ----------------------------------------------------------------------------- checks and fakes
+
+
+def _check_linear(op: str, x: Tensor, qweight: Tensor, wscale: Tensor, bias: Tensor | None) -> None:
+    torch._check(x.dtype.is_floating_point, lambda: f"pycomp.{op}: x must be a float tensor, got {x.dtype}")
+    torch._check(
+        qweight.dim() == 2 and qweight.dtype == torch.int8,
+        lambda: f"pycomp.{op}: qweight must be a 2-D int8 tensor (N, K), got {qweight.dim()}-D {qweight.dtype}",
+    )
+    torch._check(x.dim() >= 1, lambda: f"pycomp.{op}: x must have a feature dimension")
+    torch._check(
+        x.shape[-1] == qweight.shape[1],
+        lambda: f"pycomp.{op}: x has {x.shape[-1]} features (last dim) but the weight expects K={qweight.shape[1]}",
+    )
+    torch._check(
+        wscale.dim() == 1 and wscale.dtype == torch.float32 and wscale.shape[0] == qweight.shape[0],
+        lambda: f"pycomp.{op}: wscale must be a float32 vector of N={qweight.shape[0]} per-channel scales",
+    )
+    torch._check(
+        bias is None or (bias.dim() == 1 and bias.shape[0] == qweight.shape[0]),
+        lambda: f"pycomp.{op}: bias must be a vector of N={qweight.shape[0]} values",
+    )
+    for name, t in (("qweight", qweight), ("wscale", wscale), ("bias", bias)):
+        torch._check(
+            t is None or t.device == x.device,
+            lambda: f"pycomp.{op}: {name} is on {t.device} but x is on {x.device}",
+        )
+
+
+@torch.library.register_fake("pycomp::quantize_per_token_int8")
+def _quantize_fake(x):
+    return x.new_empty(x.shape, dtype=torch.int8), x.new_empty(x.shape[:-1], dtype=torch.float32)
+
+
+def _linear_fake(x, qweight, wscale, bias=None):
+    return x.new_empty((*x.shape[:-1], qweight.shape[0]))
+
+
+torch.library.register_fake("pycomp::int8_linear_dynamic")(_linear_fake)
+torch.library.register_fake("pycomp::int8_linear_weight_only")(_linear_fake)
+
+
+# ----------------------------------------------------------------------------- routing
+
+
+def plan(op: str, device: torch.device | str, M: int | None = None, K: int | None = None) -> str:
+    """Name of the backend that runs `op` ("dynamic" or "weight_only") for this device and shape.
+
+    With M or K left out, the answer is for large M and aligned K.
+    """
+    device = torch.device(device)
+    if device.type == "cpu":
+        return f"cpu-{_ext._C.cpu_isa()}" if _ext.has_c("int8_linear_dynamic_cpu") else "reference"
+    if device.type != "cuda":
+        return "reference"
+    aligned = K is None or K % CUDA_K_MULTIPLE == 0
+    if op == "weight_only":
+        if M is not None and M <= CUDA_GEMV_MAX_M and aligned and _ext.has_c("w8a16_linear_cuda"):
+            return "cuda"
+    elif (M is None or M >= CUDA_W8A8_MIN_M) and aligned and _ext.has_c("w8a8_gemm_cuda"):
+        return "cuda"
+    return "triton" if _ext.triton_int8() is not None else "reference"
+
+
+def _rows(x: Tensor) -> Tensor:
+    """(..., K) -> (M, K) with unit column stride (a view when possible)."""
+    x2 = x.reshape(-1, x.shape[-1])
+    return x2 if x2.stride(-1) == 1 else x2.contiguous()
+
+
+# ----------------------------------------------------------------------------- CPU
+
+
+def _quantize_cpu(x):
+    K = x.shape[-1]
+    torch._check(K > 0, lambda: "pycomp.quantize_per_token_int8: x must have at least one feature")
+    if not _ext.has_c("quantize_per_token_int8_cpu"):
+        return quantize_per_token_int8_ref(x)
+    q, s = _ext._C.quantize_per_token_int8_cpu(_rows(x).float())
+    return q.reshape(x.shape), s.reshape(x.shape[:-1])
+
+
+def _linear_cpu(op: str, kernel: str, ref):
+    def impl(x, qweight, wscale, bias=None):
+        _check_linear(op, x, qweight, wscale, bias)
+        x2 = _rows(x)
+        if x2.shape[0] == 0:
+            return x.new_empty((*x.shape[:-1], qweight.shape[0]))
+        if not _ext.has_c(kernel):
+            return ref(x, qweight, wscale, bias)
+        b = None if bias is None else bias.float().contiguous()
+        out = getattr(_ext._C, kernel)(x2.float(), qweight.contiguous(), wscale.contiguous(), b)
+        return out.to(x.dtype).reshape(*x.shape[:-1], qweight.shape[0])
+
+    return impl
+
+
+LIB.impl("quantize_per_token_int8", _quantize_cpu, "CPU")
+LIB.impl(
+    "int8_linear_dynamic",
+    _linear_cpu("int8_linear_dynamic", "int8_linear_dynamic_cpu", int8_linear_dynamic_ref),
+    "CPU",
+)
+LIB.impl(
+    "int8_linear_weight_only",
+    _linear_cpu("int8_linear_weight_only", "int8_linear_weight_only_cpu", int8_linear_weight_only_ref),
+    "CPU",
+)
+
+
+# ----------------------------------------------------------------------------- CUDA
+
+
+def _quantize_cuda(x):
+    x2 = _rows(x)
+    if _ext.has_c("quantize_per_token_int8_cuda"):
+        q, s = _ext._C.quantize_per_token_int8_cuda(x2)
+    elif (tk := _ext.triton_int8()) is not None:
+        q, s = tk.quantize_per_token_int8(x2)
+    else:
+        return quantize_per_token_int8_ref(x)
+    return q.reshape(x.shape), s.reshape(x.shape[:-1])
+
+
+def _dynamic_cuda(x, qweight, wscale, bias=None):
+    _check_linear("int8_linear_dynamic", x, qweight, wscale, bias)
+    x2 = _rows(x)
+    M, K, N = x2.shape[0], x2.shape[1], qweight.shape[0]
+    if M == 0:
+        return x.new_empty((*x.shape[:-1], N))
+    b = None if bias is None else bias.to(x.dtype).contiguous()
+    backend = plan("dynamic", x.device, M, K)
+    if backend == "cuda":
+        q, s = _quantize_cuda(x2)
+        out = _ext._C.w8a8_gemm_cuda(q, s, qweight, wscale, b, x.dtype)
+    elif backend == "triton":
+        out = _ext.triton_int8().int8_linear_dynamic(x2, qweight, wscale, b)
+    else:
+        out = int8_linear_dynamic_ref(x2, qweight, wscale, b)
+    return out.reshape(*x.shape[:-1], N)
+
+
+def _weight_only_cuda(x, qweight, wscale, bias=None):
+    _check_linear("int8_linear_weight_only", x, qweight, wscale, bias)
+    x2 = _rows(x)
+    M, K, N = x2.shape[0], x2.shape[1], qweight.shape[0]
+    if M == 0:
+        return x.new_empty((*x.shape[:-1], N))
+    b = None if bias is None else bias.to(x.dtype).contiguous()
+    backend = plan("weight_only", x.device, M, K)
+    if backend == "cuda":
+        out = _ext._C.w8a16_linear_cuda(x2, qweight, wscale, b)
+    elif backend == "triton":
+        out = _ext.triton_int8().w8a16_linear(x2, qweight, wscale, b)
+    else:
+        out = int8_linear_weight_only_ref(x2, qweight, wscale, b)
+    return out.reshape(*x.shape[:-1], N)
+
+
+LIB.impl("quantize_per_token_int8", _quantize_cuda, "CUDA")
+LIB.impl("int8_linear_dynamic", _dynamic_cuda, "CUDA")
+LIB.impl("int8_linear_weight_only", _weight_only_cuda, "CUDA")
+
+
+# ----------------------------------------------------------------------------- autograd (straight-through)
+
+
+def _setup_ctx(ctx, inputs, output):
+    x, qweight, wscale, bias = inputs
+    ctx.save_for_backward(qweight, wscale)
+    ctx.x_dtype = x.dtype
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, grad_out):
+    qweight, wscale = ctx.saved_tensors
+    w = qweight.to(grad_out.dtype) * wscale.to(grad_out.dtype).unsqueeze(1)
+    grad_x = (grad_out @ w).to(ctx.x_dtype)
+    grad_bias = grad_out.reshape(-1, grad_out.shape[-1]).sum(0) if ctx.has_bias else None
+    return grad_x, None, None, grad_bias
+
+
+for _name in ("int8_linear_dynamic", "int8_linear_weight_only"):
+    torch.library.register_autograd(f"pycomp::{_name}", _backward, setup_context=_setup_ctx)
+
+
+# ----------------------------------------------------------------------------- public wrappers
+
+
+def quantize_per_token_int8(x: Tensor) -> tuple[Tensor, Tensor]:
+    """x (..., K) float -> (q (..., K) int8, scale (...) float32)."""
+    return torch.ops.pycomp.quantize_per_token_int8(x)
+
+
+def int8_linear_dynamic(x: Tensor, qweight: Tensor, wscale: Tensor, bias: Tensor | None = None) -> Tensor:
+    """W8A8: x (..., K) float -> (..., N) in x's dtype; activations quantized per token."""
+    return torch.ops.pycomp.int8_linear_dynamic(x, qweight, wscale, bias)
+
+
+def int8_linear_weight_only(x: Tensor, qweight: Tensor, wscale: Tensor, bias: Tensor | None = None) -> Tensor:
+    """W8A16 / W8A32: x (..., K) float -> (..., N) in x's dtype; weights dequantized in registers."""
+    return torch.ops.pycomp.int8_linear_weight_only(x, qweight, wscale, bias)

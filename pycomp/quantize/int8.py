@@ -1,0 +1,50 @@
+"""int8 quantization: symmetric per-output-channel weights (round to nearest).
+
+Activations are handled at run time by the ops (per token, "dynamic") or left
+in float ("weight_only"); this module only decides the weight values.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+MODES = ("dynamic", "weight_only")
+
+
+def quantize_weight_int8(weight: Tensor, *, where: str = "weight") -> tuple[Tensor, Tensor]:
+    """weight (N, ...) float -> (qweight (N, K) int8 in [-127, 127], scale (N,) float32).
+
+    K is the product of the trailing dimensions (in_channels * kh * kw for a conv).
+    Raises ValueError on NaN or infinite weights, which have no int8 value.
+    """
+    w = weight.detach().reshape(weight.shape[0], -1).float()
+    if not torch.isfinite(w).all():
+        bad = (~torch.isfinite(w)).nonzero()[0].tolist()
+        raise ValueError(f"{where}: weight has a NaN or infinite value (first at {bad}); cannot quantize to int8")
+    amax = w.abs().amax(dim=1)
+    inv = torch.where(amax > 0, torch.full_like(amax, 127.0) / amax, torch.zeros_like(amax))  # true division: 127.0 / t is reciprocal * 127
+    q = torch.round(w * inv.unsqueeze(1)).clamp_(-127, 127).to(torch.int8)
+    return q.contiguous(), (amax / 127.0).contiguous()
+
+
+@dataclass(frozen=True)
+class Int8Config:
+    """`pycomp.compress(model, "int8", mode=...)`: W8A8 ("dynamic") or W8A16/W8A32 ("weight_only")."""
+
+    mode: Literal["dynamic", "weight_only"] = "dynamic"
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"int8: mode must be one of {MODES}, got {self.mode!r}")
+
+    def convert(self, module: nn.Module, name: str) -> nn.Module | None:
+        from pycomp.nn.int8 import Int8Conv2d, Int8Linear
+
+        if isinstance(module, nn.Linear):
+            return Int8Linear.from_float(module, mode=self.mode, name=name)
+        if isinstance(module, nn.Conv2d):
+            return Int8Conv2d.from_float(module, mode=self.mode, name=name)
+        return None

@@ -1,0 +1,74 @@
+"""pycomp.compress: copies, skips, errors, and retention on the digits CNN."""
+import pytest
+import torch
+from torch import nn
+
+import pycomp
+from pycomp.nn import Int8Conv2d, Int8Linear
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 8), nn.ReLU(),
+                         nn.Linear(8, 3))
+
+
+def test_compress_returns_a_copy_and_leaves_the_original():
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    small = pycomp.compress(model, "int8")
+    assert small is not model
+    assert [type(m) for m in model] == [nn.Conv2d, nn.ReLU, nn.Flatten, nn.Linear, nn.ReLU, nn.Linear]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert isinstance(small[0], Int8Conv2d) and isinstance(small[3], Int8Linear) and isinstance(small[5], Int8Linear)
+    assert small[3].name == "3" and small[3].mode == "dynamic"
+    x = torch.randn(2, 1, 8, 8)
+    assert (small(x) - model(x)).norm() / model(x).norm() < 0.05
+
+
+def test_skip_patterns_and_options():
+    model = _model()
+    small = pycomp.compress(model, "int8", skip=["0", "5"], mode="weight_only")
+    assert isinstance(small[0], nn.Conv2d) and isinstance(small[5], nn.Linear)
+    assert isinstance(small[3], Int8Linear) and small[3].mode == "weight_only"
+
+
+def test_nested_names_and_wildcards():
+    model = nn.Sequential()
+    model.add_module("encoder", nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4)))
+    model.add_module("head", nn.Linear(4, 2))
+    small = pycomp.compress(model, "int8", skip="encoder.*")
+    assert isinstance(small.encoder[0], nn.Linear) and isinstance(small.head, Int8Linear)
+    assert small.head.name == "head"
+
+
+def test_errors_are_clear_and_change_nothing():
+    model = _model()
+    with pytest.raises(ValueError, match="unknown technique 'int3'.*int8"):
+        pycomp.compress(model, "int3")
+    with pytest.raises(TypeError, match="int8: unknown option.*group_size"):
+        pycomp.compress(model, "int8", group_size=128)
+    with pytest.raises(ValueError, match="mode"):
+        pycomp.compress(model, "int8", mode="static")
+    with pytest.raises(ValueError, match="no layer"):
+        pycomp.compress(model, "int8", skip=["*"])
+    with torch.no_grad():
+        model[3].weight[0, 0] = float("inf")
+    with pytest.raises(ValueError, match="'3'.*infinite"):
+        pycomp.compress(model, "int8")
+    assert isinstance(model[3], nn.Linear) and torch.isinf(model[3].weight[0, 0])
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "weight_only"])
+def test_digits_cnn_retention(mode):
+    """Target of the foundation issue: int8 loses <= 0.3 points on the digits CNN."""
+    from pycomp.models.digits import digits_loaders, pretrained_digits_cnn
+
+    model = pretrained_digits_cnn()
+    _, test = digits_loaders()
+    report = pycomp.retention.evaluate(model, pycomp.compress(model, "int8", mode=mode), test, latency=False)
+    r = report.to_dict()
+    assert r["accuracy_original"] > 0.95
+    assert r["accuracy_original"] - r["accuracy_compressed"] <= 0.003 + 1e-9
+    assert r["agreement"] >= 0.99
+    assert 3.5 < r["compression_ratio"] < 4.1

@@ -1,0 +1,108 @@
+"""The int8 ops: reference semantics, CPU kernels through the op layer, fakes, autograd, compile."""
+import pytest
+import torch
+
+from pycomp.ops import int8 as ops
+from pycomp.quantize.int8 import quantize_weight_int8
+
+
+def _weights(n, k, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, s = quantize_weight_int8(torch.randn(n, k, generator=g))
+    return q, s, torch.randn(n, generator=g)
+
+
+def test_reference_quantizer_by_hand():
+    x = torch.tensor([[1.0, -2.0, 0.5, 254.0 / 127], [0.0, 0.0, 0.0, 0.0]])
+    q, s = ops.quantize_per_token_int8_ref(x)
+    # amax = 2: inv = 63.5; 1*63.5 = 63.5 -> 64 (half to even), 0.5*63.5 = 31.75 -> 32, 2*63.5 = 127
+    assert q.tolist() == [[64, -127, 32, 127], [0, 0, 0, 0]]
+    assert s.tolist() == pytest.approx([2 / 127, 0.0])
+
+
+def test_reference_linear_by_hand():
+    x = torch.tensor([[127.0, -127.0]])  # amax 127: scale 1, q = x
+    qw = torch.tensor([[1, 2], [-3, 4]], dtype=torch.int8)
+    ws = torch.tensor([0.5, 2.0])
+    out = ops.int8_linear_dynamic_ref(x, qw, ws, torch.tensor([1.0, 0.0]))
+    assert out.tolist() == [[(127 - 254) * 0.5 + 1.0, (-381 - 508) * 2.0]]
+    assert ops.int8_linear_weight_only_ref(x, qw, ws).tolist() == [[(127 - 254) * 0.5, (-381 - 508) * 2.0]]
+
+
+@pytest.mark.parametrize("shape", [(1, 64), (3, 7, 33), (17, 4096 // 8), (5, 1)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_quantize_op_matches_reference(shape, dtype):
+    x = torch.randn(shape).to(dtype) * 3
+    q, s = ops.quantize_per_token_int8(x)
+    qr, sr = ops.quantize_per_token_int8_ref(x)
+    assert q.shape == x.shape and s.shape == x.shape[:-1]
+    assert torch.equal(q, qr)
+    torch.testing.assert_close(s, sr, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("op,ref", [(ops.int8_linear_dynamic, ops.int8_linear_dynamic_ref),
+                                    (ops.int8_linear_weight_only, ops.int8_linear_weight_only_ref)])
+@pytest.mark.parametrize("lead,n,k", [((1,), 7, 33), ((4,), 16, 64), ((2, 9), 33, 100), ((130,), 5, 257)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_linear_ops_match_reference(op, ref, lead, n, k, dtype, with_bias):
+    q, s, b = _weights(n, k)
+    b = b if with_bias else None
+    x = torch.randn(*lead, k).to(dtype)
+    got = op(x, q, s, b)
+    want = ref(x, q, s, b)
+    assert got.shape == (*lead, n) and got.dtype == dtype
+    tol = {torch.float32: 1e-4, torch.bfloat16: 2e-2}[dtype]
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+
+
+def test_linear_op_non_contiguous_input_and_empty_batch():
+    q, s, b = _weights(8, 40)
+    wide = torch.randn(6, 90)
+    x = wide[:, 5:45]  # row stride 90 > K
+    torch.testing.assert_close(ops.int8_linear_dynamic(x, q, s, b), ops.int8_linear_dynamic_ref(x, q, s, b))
+    xt = torch.randn(40, 6).t()  # column stride != 1
+    torch.testing.assert_close(ops.int8_linear_dynamic(xt, q, s, b), ops.int8_linear_dynamic_ref(xt, q, s, b))
+    empty = torch.randn(0, 40)
+    assert ops.int8_linear_dynamic(empty, q, s, b).shape == (0, 8)
+    assert ops.int8_linear_weight_only(torch.randn(2, 0, 40), q, s, b).shape == (2, 0, 8)
+
+
+def test_linear_op_bad_input_raises_clearly():
+    q, s, b = _weights(8, 40)
+    with pytest.raises(RuntimeError, match="40"):
+        ops.int8_linear_dynamic(torch.randn(2, 41), q, s, b)
+    with pytest.raises(RuntimeError, match="int8"):
+        ops.int8_linear_dynamic(torch.randn(2, 40), q.float(), s, b)
+    with pytest.raises(RuntimeError, match="wscale"):
+        ops.int8_linear_dynamic(torch.randn(2, 40), q, s[:4], b)
+    with pytest.raises(RuntimeError, match="float"):
+        ops.int8_linear_dynamic(torch.ones(2, 40, dtype=torch.int32), q, s, b)
+    with pytest.raises(RuntimeError, match="bias"):
+        ops.int8_linear_weight_only(torch.randn(2, 40), q, s, b[:3])
+
+
+@pytest.mark.parametrize("name", ["int8_linear_dynamic", "int8_linear_weight_only"])
+def test_opcheck(name):
+    q, s, b = _weights(6, 24)
+    op = getattr(torch.ops.pycomp, name)
+    torch.library.opcheck(op, (torch.randn(3, 24), q, s, b))
+    torch.library.opcheck(op, (torch.randn(2, 3, 24), q, s, None))
+
+
+def test_opcheck_quantize():
+    torch.library.opcheck(torch.ops.pycomp.quantize_per_token_int8, (torch.randn(5, 24),))
+
+
+def test_straight_through_gradient():
+    q, s, b = _weights(6, 24)
+    x = torch.randn(3, 24, requires_grad=True)
+    ops.int8_linear_dynamic(x, q, s, b).sum().backward()
+    torch.testing.assert_close(x.grad, (q.float() * s[:, None]).sum(0).expand(3, 24))
+
+
+def test_plan_names_cpu_backend():
+    from pycomp import _ext
+
+    assert ops.plan("dynamic", "cpu") == f"cpu-{_ext._C.cpu_isa()}"
+    assert ops.plan("weight_only", "meta") == "reference"
