@@ -106,3 +106,22 @@ def test_plan_names_cpu_backend():
 
     assert ops.plan("dynamic", "cpu") == f"cpu-{_ext._C.cpu_isa()}"
     assert ops.plan("weight_only", "meta") == "reference"
+
+
+def test_cuda_routing_by_m_and_k(monkeypatch):
+    """Dispatch on CUDA: GEMV for small M, tensor-core GEMM for large M, Triton for unaligned K."""
+    from pycomp import _ext
+
+    class FakeC:
+        w8a16_linear_cuda = w8a8_gemm_cuda = object()
+
+    monkeypatch.setattr(_ext, "_C", FakeC)
+    monkeypatch.setattr(_ext, "triton_int8", lambda: object())
+    assert ops.plan("weight_only", "cuda", 1, 4096) == "cuda"
+    assert ops.plan("weight_only", "cuda", ops.CUDA_GEMV_MAX_M + 1, 4096) == "triton"
+    assert ops.plan("weight_only", "cuda", 1, 4095) == "triton"
+    assert ops.plan("dynamic", "cuda", 1024, 4096) == "cuda"
+    assert ops.plan("dynamic", "cuda", 1, 4096) == "triton"
+    assert ops.plan("dynamic", "cuda", 1024, 100) == "triton"
+    monkeypatch.setattr(_ext, "triton_int8", lambda: None)
+    assert ops.plan("dynamic", "cuda", 1, 4096) == "reference"
