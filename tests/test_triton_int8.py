@@ -1,0 +1,220 @@
+"""Triton int8 kernels against plain-PyTorch references.
+
+Without a GPU the kernels run on CPU tensors under TRITON_INTERPRET=1 (set below,
+before triton is imported), so shapes stay tiny. Two interpreter limits shape the
+tolerances: its float32 -> bfloat16 cast truncates instead of rounding to nearest
+(so bf16 outputs are allowed one bf16 ulp), and its tl.dot cannot multiply bf16
+(the W8A16 kernel widens to fp32 there; on a GPU it runs the bf16 MMA).
+"""
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+pytest.importorskip("triton")
+tk = pytest.importorskip("pycomp.triton_kernels.int8")
+
+DEVICE = "cpu" if tk._INTERPRET else "cuda"
+if DEVICE == "cuda" and not torch.cuda.is_available():
+    # The module (and @triton.jit) read TRITON_INTERPRET when first imported, e.g. by an
+    # earlier `import pycomp`; set it in conftest.py to test on a machine without CUDA.
+    pytest.skip("pycomp.triton_kernels.int8 was imported without TRITON_INTERPRET=1 and no CUDA "
+                "device is present", allow_module_level=True)
+
+# Largest relative error of one rounding (or, for bf16 in the interpreter, truncation) per dtype.
+ROUNDING = {torch.float32: 2.0**-23, torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}
+
+
+def ref_quantize(x):
+    xf = x.float()
+    amax = xf.abs().amax(dim=1)
+    # Not `127.0 / amax`: a Python scalar over a tensor is computed as 127 * (1 / amax),
+    # two roundings; the kernels (and the C++ ones) divide once, correctly rounded.
+    inv = torch.where(amax > 0, torch.full_like(amax, 127.0) / amax, torch.zeros_like(amax))
+    q = torch.round(xf * inv[:, None]).clamp(-127, 127).to(torch.int8)  # round half to even
+    return q, amax / 127.0
+
+
+def rand_weight(N, K, gen):
+    q = torch.randint(-127, 128, (N, K), dtype=torch.int8, generator=gen)
+    return q.to(DEVICE), (torch.rand(N, generator=gen) * 0.02 + 1e-3).to(DEVICE)
+
+
+def assert_close_scaled(out, ref, mag, out_dtype, fp32_rtol=1e-5):
+    """|out - ref| <= (one rounding of the output dtype) * |ref| + fp32_rtol * mag.
+
+    mag is the sum of magnitudes of the terms, so cancellation does not make the
+    check stricter than fp32 arithmetic can meet.
+    """
+    out, ref, mag = out.double().cpu(), ref.cpu(), mag.cpu()
+    tol = ROUNDING[out_dtype] * ref.abs() + fp32_rtol * mag + 1e-30
+    err = (out - ref).abs()
+    worst = (err / tol).max().item()
+    assert worst <= 1.0, f"max error {err.max().item():.3g} is {worst:.3g}x the tolerance"
+
+
+# ----------------------------------------------------------------------------- quantization
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("M", [1, 3, 17, 64])
+@pytest.mark.parametrize("K", [1, 7, 32, 33, 100])
+def test_quantize_matches_reference(M, K, dtype):
+    gen = torch.Generator().manual_seed(M * 1000 + K)
+    x = (torch.randn(M, K, generator=gen) * 3).to(dtype).to(DEVICE)
+    q, scale = tk.quantize_per_token_int8(x)
+    q_ref, scale_ref = ref_quantize(x)
+    assert q.dtype == torch.int8 and scale.dtype == torch.float32
+    assert torch.equal(q.cpu(), q_ref.cpu())
+    assert torch.equal(scale.cpu(), scale_ref.cpu())
+
+
+def test_quantize_ties_round_half_to_even():
+    # amax 127 -> inv exactly 1; amax 254 -> inv exactly 0.5: x * inv lands on .5 exactly.
+    halves = [0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 125.5, -126.5, 3.5, 127.0]
+    doubles = [1.0, 3.0, 5.0, -1.0, -3.0, -5.0, 7.0, 9.0, -11.0, 254.0]
+    x = torch.tensor([halves, doubles], dtype=torch.float32, device=DEVICE)
+    q, scale = tk.quantize_per_token_int8(x)
+    expected = torch.tensor([[0, 2, 2, 0, -2, -2, 126, -126, 4, 127],
+                             [0, 2, 2, 0, -2, -2, 4, 4, -6, 127]], dtype=torch.int8)
+    assert torch.equal(q.cpu(), expected)
+    assert scale.cpu().tolist() == [1.0, 2.0]
+
+
+def test_quantize_zero_rows_and_strided_input():
+    gen = torch.Generator().manual_seed(7)
+    base = torch.randn(6, 57, generator=gen).to(DEVICE)
+    base[1].zero_()
+    base[4, 3:43].zero_()
+    x = base[:, 3:43]  # row stride 57 > K = 40; row 4 is all zero inside the view
+    assert x.stride() == (57, 1)
+    q, scale = tk.quantize_per_token_int8(x)
+    q_ref, scale_ref = ref_quantize(x)
+    assert torch.equal(q.cpu(), q_ref.cpu())
+    assert torch.equal(scale.cpu(), scale_ref.cpu())
+    assert scale[1].item() == 0.0 and scale[4].item() == 0.0
+    assert not q[1].any() and not q[4].any()
+
+
+def test_quantize_many_k_blocks_bf16():
+    gen = torch.Generator().manual_seed(11)
+    x = (torch.randn(2, 1000, generator=gen) * 50).bfloat16().to(DEVICE)
+    q, scale = tk.quantize_per_token_int8(x)
+    q_ref, scale_ref = ref_quantize(x)
+    assert torch.equal(q.cpu(), q_ref.cpu()) and torch.equal(scale.cpu(), scale_ref.cpu())
+
+
+# ----------------------------------------------------------------------------- W8A8 GEMM
+
+
+def ref_gemm(xq, xscale, qweight, wscale, bias):
+    acc = xq.double() @ qweight.double().T  # exact integers
+    prod = acc * xscale.double()[:, None] * wscale.double()[None, :]
+    b = bias.double()[None, :] if bias is not None else torch.zeros_like(prod[:1])
+    return prod + b, prod.abs() + b.abs()
+
+
+@pytest.mark.parametrize("M", [1, 3, 17, 64])
+@pytest.mark.parametrize("N", [1, 5, 33])
+@pytest.mark.parametrize("K", [1, 7, 32, 33, 100])
+def test_int8_gemm_fp32_out(M, N, K):
+    gen = torch.Generator().manual_seed(M * 10000 + N * 100 + K)
+    xq = torch.randint(-127, 128, (M, K), dtype=torch.int8, generator=gen).to(DEVICE)
+    xscale = (torch.rand(M, generator=gen) + 0.01).to(DEVICE)
+    qweight, wscale = rand_weight(N, K, gen)
+    bias = torch.randn(N, generator=gen).to(DEVICE) if (M + N + K) % 2 else None
+    out = tk.int8_gemm_dequant(xq, xscale, qweight, wscale, bias, out_dtype=torch.float32)
+    assert out.shape == (M, N) and out.dtype == torch.float32
+    ref, mag = ref_gemm(xq, xscale, qweight, wscale, bias)
+    assert_close_scaled(out, ref, mag, torch.float32)
+
+
+@pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("has_bias", [False, True])
+@pytest.mark.parametrize("M,N,K", [(1, 33, 100), (17, 5, 33), (64, 33, 64)])
+def test_int8_gemm_half_out(M, N, K, has_bias, out_dtype):
+    gen = torch.Generator().manual_seed(M + N + K)
+    xq = torch.randint(-127, 128, (M, K), dtype=torch.int8, generator=gen).to(DEVICE)
+    xscale = (torch.rand(M, generator=gen) + 0.01).to(DEVICE)
+    qweight, wscale = rand_weight(N, K, gen)
+    bias = torch.randn(N, generator=gen).to(out_dtype).to(DEVICE) if has_bias else None
+    out = tk.int8_gemm_dequant(xq, xscale, qweight, wscale, bias, out_dtype=out_dtype)
+    assert out.dtype == out_dtype
+    ref, mag = ref_gemm(xq, xscale, qweight, wscale, bias)
+    assert_close_scaled(out, ref, mag, out_dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("has_bias", [False, True])
+@pytest.mark.parametrize("M,N,K", [(1, 5, 7), (3, 33, 100), (17, 1, 33), (64, 33, 32)])
+def test_int8_linear_dynamic(M, N, K, has_bias, dtype):
+    gen = torch.Generator().manual_seed(3 * M + 5 * N + K)
+    x = torch.randn(M, K + 3, generator=gen).to(dtype).to(DEVICE)[:, :K]  # strided rows
+    x[M // 2].zero_()
+    qweight, wscale = rand_weight(N, K, gen)
+    bias = torch.randn(N, generator=gen).to(dtype).to(DEVICE) if has_bias else None
+    out = tk.int8_linear_dynamic(x, qweight, wscale, bias)
+    assert out.shape == (M, N) and out.dtype == dtype
+    xq, xscale = ref_quantize(x)
+    ref, mag = ref_gemm(xq, xscale, qweight, wscale, bias)
+    assert_close_scaled(out, ref, mag, dtype)
+
+
+# ----------------------------------------------------------------------------- W8A16
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("has_bias", [False, True])
+@pytest.mark.parametrize("M,N,K", [(1, 33, 100), (3, 5, 7), (16, 33, 64), (17, 33, 33), (64, 5, 100), (64, 1, 1)])
+def test_w8a16_linear(M, N, K, has_bias, dtype):
+    gen = torch.Generator().manual_seed(7 * M + 11 * N + K)
+    x = torch.randn(M, K, generator=gen).to(dtype).to(DEVICE)
+    qweight, wscale = rand_weight(N, K, gen)
+    bias = torch.randn(N, generator=gen).to(dtype).to(DEVICE) if has_bias else None
+    out = tk.w8a16_linear(x, qweight, wscale, bias)
+    assert out.shape == (M, N) and out.dtype == dtype
+    w = qweight.double() * wscale.double()[:, None]
+    b = bias.double() if bias is not None else torch.zeros(N, dtype=torch.float64, device=DEVICE)
+    ref = x.double() @ w.T + b
+    mag = x.double().abs() @ w.abs().T + b.abs()
+    # fp32 (W8A32) runs 3xTF32 on a GPU: about 2**-22 per product, inside the fp32 slack.
+    assert_close_scaled(out, ref, mag, dtype)
+
+
+def test_w8a16_strided_x():
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(20, 50, generator=gen).bfloat16().to(DEVICE)[:, 4:44]
+    qweight, wscale = rand_weight(9, 40, gen)
+    out = tk.w8a16_linear(x, qweight, wscale)
+    w = qweight.double() * wscale.double()[:, None]
+    assert_close_scaled(out, x.double() @ w.T, x.double().abs() @ w.abs().T, torch.bfloat16)
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_bad_inputs_raise():
+    x = torch.randn(4, 8, device=DEVICE)
+    qweight = torch.zeros(3, 8, dtype=torch.int8, device=DEVICE)
+    wscale = torch.ones(3, device=DEVICE)
+    with pytest.raises(ValueError, match="K=9"):
+        tk.int8_linear_dynamic(torch.randn(4, 9, device=DEVICE), qweight, wscale)
+    with pytest.raises(TypeError, match="qweight"):
+        tk.int8_linear_dynamic(x, qweight.float(), wscale)
+    with pytest.raises(TypeError, match="wscale"):
+        tk.int8_linear_dynamic(x, qweight, wscale.half())
+    with pytest.raises(TypeError, match="bias"):
+        tk.int8_linear_dynamic(x, qweight, wscale, torch.ones(4, device=DEVICE))
+    with pytest.raises(TypeError, match="x must be one of"):
+        tk.w8a16_linear(x.double(), qweight, wscale)
+    with pytest.raises(ValueError, match="2-D"):
+        tk.quantize_per_token_int8(torch.randn(2, 3, 4, device=DEVICE))
+    with pytest.raises(TypeError, match="xscale"):
+        tk.int8_gemm_dequant(qweight, torch.ones(2, device=DEVICE), qweight, wscale)
+
+
+def test_is_available():
+    assert tk.is_available()

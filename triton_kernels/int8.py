@@ -1,0 +1,390 @@
+"""Triton int8 kernels: per-token activation quantization, W8A8 GEMM with a fused
+dequantizing epilogue, and W8A16 (int8 weights widened in registers to the
+activations' bf16/fp16, or fp32 through 3xTF32).
+
+Weights are int8 (N, K) row-major with one fp32 scale per output row, the same
+layout as the CPU and CUDA kernels: W[n, k] ~ qweight[n, k] * wscale[n].
+
+On a GPU the GEMMs are autotuned (key: M bucket, N, K); the first call of each key
+times the configs, so warm up before capturing a CUDA graph. Under TRITON_INTERPRET=1
+(CPU tensors, used by the tests) each kernel runs one small fixed configuration,
+since autotuning needs a GPU to time; both paths share the same kernel bodies.
+
+Importing this module raises ImportError when triton is missing.
+"""
+import os
+
+import torch
+import triton
+import triton.language as tl
+from triton.language.extra import libdevice
+
+# Read at import, like @triton.jit does: "1" runs kernels on CPU tensors in the interpreter.
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+_HAS_DIV_RN = tl.constexpr(hasattr(tl.math, "div_rn"))
+
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def is_available() -> bool:
+    """True when these kernels can run: a CUDA device, or the Triton interpreter on CPU tensors."""
+    return _INTERPRET or torch.cuda.is_available()
+
+
+# ----------------------------------------------------------------------------- device helpers
+
+
+@triton.jit
+def _div_rn(a, b):
+    # Triton's `/` on fp32 lowers to an approximate division on NVIDIA GPUs; the
+    # scales must match the reference bit for bit, so divide with IEEE rounding.
+    if _HAS_DIV_RN:
+        return tl.math.div_rn(a, b)
+    else:
+        return tl.fdiv(a, b, ieee_rounding=True)
+
+
+@triton.jit
+def _rint(y, INTERPRET: tl.constexpr):
+    # Round half to even. libdevice has no interpreter implementation, so the
+    # interpreter adds and subtracts 1.5 * 2**23 (exact for |y| < 2**22) in fp32.
+    # On the GPU that trick is unsafe: fp fusion may turn x * inv + C into one
+    # FMA and round the unrounded product, so use cvt.rni via libdevice.
+    if INTERPRET:
+        return (y + 12582912.0) - 12582912.0
+    else:
+        return libdevice.rint(y)
+
+
+@triton.jit
+def _tile_ids(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    # Grouped ordering: GROUP_M row-blocks sweep the N tiles together, so the
+    # weight tiles they share are still in L2 when the neighbours need them.
+    pid = tl.program_id(0)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    num_pid_in_group = GROUP_M * num_pid_n
+    group_id = pid // num_pid_in_group
+    first_pid_m = group_id * GROUP_M
+    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
+    pid_n = (pid % num_pid_in_group) // group_size_m
+    return pid_m, pid_n
+
+
+# ----------------------------------------------------------------------------- kernels
+
+
+@triton.jit
+def _quantize_per_token_kernel(x_ptr, q_ptr, scale_ptr, K, stride_xm, stride_qm,
+                               BLOCK_K: tl.constexpr, INTERPRET: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    x_row = x_ptr + row * stride_xm
+    q_row = q_ptr + row * stride_qm
+    cols = tl.arange(0, BLOCK_K)
+
+    amax = tl.zeros([BLOCK_K], dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        x = tl.load(x_row + k0 + cols, mask=k0 + cols < K, other=0.0).to(tl.float32)
+        amax = tl.maximum(amax, tl.abs(x))
+    amax_row = tl.max(amax, axis=0)
+    inv = tl.where(amax_row > 0, _div_rn(127.0, tl.where(amax_row > 0, amax_row, 1.0)), 0.0)
+    tl.store(scale_ptr + row, _div_rn(amax_row, 127.0))
+
+    for k0 in range(0, K, BLOCK_K):
+        mask = k0 + cols < K
+        x = tl.load(x_row + k0 + cols, mask=mask, other=0.0).to(tl.float32)
+        q = _rint(x * inv, INTERPRET)
+        q = tl.minimum(tl.maximum(q, -127.0), 127.0)
+        tl.store(q_row + k0 + cols, q.to(tl.int8), mask=mask)
+
+
+@triton.jit
+def _int8_gemm_kernel(a_ptr, ascale_ptr, w_ptr, wscale_ptr, bias_ptr, out_ptr,
+                      M, N, K, stride_am, stride_wn, stride_om, M_BUCKET,
+                      HAS_BIAS: tl.constexpr, EVEN_K: tl.constexpr,
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                      GROUP_M: tl.constexpr):
+    # M_BUCKET is only an autotune key.
+    pid_m, pid_n = _tile_ids(M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    # Out-of-range rows/columns wrap onto valid ones (their results are never
+    # stored), so only the K tail needs load masks. int64: M*K may exceed 2**31.
+    a_ptrs = a_ptr + (rm % M).to(tl.int64)[:, None] * stride_am + rk[None, :]
+    # (BLOCK_K, BLOCK_N) tile of W^T, K contiguous: the K-major operand int8 MMA wants.
+    w_ptrs = w_ptr + (rn % N).to(tl.int64)[None, :] * stride_wn + rk[:, None]
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+    for kb in range(0, tl.cdiv(K, BLOCK_K)):
+        if EVEN_K:
+            a = tl.load(a_ptrs)
+            b = tl.load(w_ptrs)
+        else:
+            k_left = K - kb * BLOCK_K
+            a = tl.load(a_ptrs, mask=rk[None, :] < k_left, other=0)
+            b = tl.load(w_ptrs, mask=rk[:, None] < k_left, other=0)
+        acc = tl.dot(a, b, acc, out_dtype=tl.int32)
+        a_ptrs += BLOCK_K
+        w_ptrs += BLOCK_K
+
+    mask_m = rm < M
+    mask_n = rn < N
+    a_scale = tl.load(ascale_ptr + rm, mask=mask_m, other=0.0)
+    w_scale = tl.load(wscale_ptr + rn, mask=mask_n, other=0.0)
+    out = acc.to(tl.float32) * a_scale[:, None] * w_scale[None, :]
+    if HAS_BIAS:
+        out += tl.load(bias_ptr + rn, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+    out_ptrs = out_ptr + rm.to(tl.int64)[:, None] * stride_om + rn[None, :]
+    tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
+@triton.jit
+def _w8a16_kernel(x_ptr, w_ptr, wscale_ptr, bias_ptr, out_ptr,
+                  M, N, K, stride_xm, stride_wn, stride_om, M_BUCKET,
+                  HAS_BIAS: tl.constexpr, EVEN_K: tl.constexpr, INTERPRET: tl.constexpr,
+                  PRECISION: tl.constexpr, SWAP_AB: tl.constexpr,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                  GROUP_M: tl.constexpr):
+    # SWAP_AB computes out^T = W x^T: the weight tile becomes the MMA's M side
+    # (>= 64 rows) and the few tokens its N side, which suits small M on Hopper.
+    pid_m, pid_n = _tile_ids(M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    x_ptrs = x_ptr + (rm % M).to(tl.int64)[:, None] * stride_xm + rk[None, :]
+    w_ptrs = w_ptr + (rn % N).to(tl.int64)[:, None] * stride_wn + rk[None, :]
+
+    if SWAP_AB:
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for kb in range(0, tl.cdiv(K, BLOCK_K)):
+        if EVEN_K:
+            a = tl.load(x_ptrs)
+            w = tl.load(w_ptrs)
+        else:
+            k_left = K - kb * BLOCK_K
+            a = tl.load(x_ptrs, mask=rk[None, :] < k_left, other=0.0)
+            w = tl.load(w_ptrs, mask=rk[None, :] < k_left, other=0)
+        if INTERPRET:
+            # The interpreter stores bf16 as raw uint16 bits, and both its tl.dot and
+            # its int8 -> bf16 cast treat them as integers; fp32 holds the operands
+            # and their products exactly, so widen to fp32 there instead.
+            a = a.to(tl.float32)
+            w = w.to(tl.float32)
+        else:
+            w = w.to(x_ptr.dtype.element_ty)  # exact: |q| <= 127 fits bf16, fp16 and tf32
+        if SWAP_AB:
+            acc = tl.dot(w, tl.trans(a), acc, input_precision=PRECISION)
+        else:
+            acc = tl.dot(a, tl.trans(w), acc, input_precision=PRECISION)
+        x_ptrs += BLOCK_K
+        w_ptrs += BLOCK_K
+    if SWAP_AB:
+        acc = tl.trans(acc)
+
+    mask_m = rm < M
+    mask_n = rn < N
+    w_scale = tl.load(wscale_ptr + rn, mask=mask_n, other=0.0)
+    out = acc * w_scale[None, :]
+    if HAS_BIAS:
+        out += tl.load(bias_ptr + rn, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+    out_ptrs = out_ptr + rm.to(tl.int64)[:, None] * stride_om + rn[None, :]
+    tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
+# ----------------------------------------------------------------------------- configurations
+
+
+def _cfg(bm, bn, bk, stages, warps, **extra):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, **extra},
+                         num_stages=stages, num_warps=warps)
+
+
+# Hopper/Ampere; int8 MMA wants BLOCK_K >= 64 and 128-wide tiles at large M.
+_INT8_GEMM_CONFIGS = [
+    _cfg(128, 256, 128, 3, 8),
+    _cfg(256, 128, 128, 3, 8),
+    _cfg(128, 128, 128, 4, 8),
+    _cfg(128, 128, 64, 4, 4),
+    _cfg(64, 128, 128, 4, 4),
+    _cfg(32, 128, 128, 4, 4),
+    _cfg(16, 128, 128, 4, 4),
+    _cfg(16, 64, 256, 4, 4),
+]
+
+# Small M is weight-bandwidth-bound: deep K pipelines, narrow N tiles for enough CTAs.
+_W8A16_CONFIGS = [
+    _cfg(16, 64, 128, 4, 4, SWAP_AB=True),
+    _cfg(16, 64, 256, 4, 4, SWAP_AB=True),
+    _cfg(16, 128, 128, 4, 4, SWAP_AB=True),
+    _cfg(32, 128, 128, 4, 4, SWAP_AB=True),
+    _cfg(64, 128, 64, 4, 4, SWAP_AB=True),
+    _cfg(16, 64, 256, 3, 4, SWAP_AB=False),
+    _cfg(64, 128, 64, 4, 4, SWAP_AB=False),
+    _cfg(128, 128, 64, 4, 8, SWAP_AB=False),
+    _cfg(128, 256, 64, 3, 8, SWAP_AB=False),
+]
+
+# Under the interpreter: small tiles so the tests' odd shapes cross tile and K-tail edges.
+_INTERP_META = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "GROUP_M": 2}
+
+
+def _m_bucket(M):
+    return min(max(16, triton.next_power_of_2(M)), 512)
+
+
+def _prune_by_m(configs, named_args, **kwargs):
+    # Keep tiles whose BLOCK_M is within 4x below the M bucket: tuning stays short.
+    bucket = named_args["M_BUCKET"]
+    kept = [c for c in configs if bucket // 4 <= c.kwargs["BLOCK_M"] <= bucket]
+    return kept or configs[:1]
+
+
+_even_k = triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})
+
+
+def _build(kernel, configs):
+    if _INTERPRET:
+        return _even_k(kernel)
+    return triton.autotune(configs=configs, key=["M_BUCKET", "N", "K"],
+                           prune_configs_by={"early_config_prune": _prune_by_m})(_even_k(kernel))
+
+
+_int8_gemm = _build(_int8_gemm_kernel, _INT8_GEMM_CONFIGS)
+_w8a16 = _build(_w8a16_kernel, _W8A16_CONFIGS)
+
+
+def _grid(M, N):
+    return lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _check_device(*tensors):
+    device = tensors[0].device
+    for t in tensors:
+        if t is not None and t.device != device:
+            raise ValueError(f"all tensors must be on one device, got {device} and {t.device}")
+    if device.type != "cuda" and not _INTERPRET:
+        raise ValueError(f"Triton int8 kernels need CUDA tensors (or TRITON_INTERPRET=1), got {device}")
+
+
+def _activation(x, name, dtypes):
+    if x.dim() != 2:
+        raise ValueError(f"{name} must be 2-D (M, K), got shape {tuple(x.shape)}")
+    if x.dtype not in dtypes:
+        raise TypeError(f"{name} must be one of {dtypes}, got {x.dtype}")
+    return x if x.stride(1) == 1 else x.contiguous()
+
+
+def _weight(qweight, wscale, bias, K):
+    if qweight.dim() != 2 or qweight.dtype != torch.int8:
+        raise TypeError(f"qweight must be 2-D int8 (N, K), got {qweight.dtype} {tuple(qweight.shape)}")
+    if qweight.shape[1] != K:
+        raise ValueError(f"qweight has K={qweight.shape[1]} but the activations have K={K}")
+    if qweight.stride(1) != 1:
+        raise ValueError("qweight must have unit column stride (pack it once, ahead of time)")
+    N = qweight.shape[0]
+    if wscale.dtype != torch.float32 or wscale.shape != (N,):
+        raise TypeError(f"wscale must be float32 of shape ({N},), got {wscale.dtype} {tuple(wscale.shape)}")
+    if bias is not None:
+        if bias.dtype not in _FLOAT_DTYPES or bias.shape != (N,):
+            raise TypeError(f"bias must be a float tensor of shape ({N},), got {bias.dtype} {tuple(bias.shape)}")
+        bias = bias.contiguous()
+    return wscale.contiguous(), bias
+
+
+# ----------------------------------------------------------------------------- launchers
+
+
+def quantize_per_token_int8(x: torch.Tensor):
+    """Per-row symmetric int8 quantization.
+
+    x: (M, K) float32/float16/bfloat16 -> q: (M, K) int8, scale: (M,) float32, with
+    scale = amax/127 and q = clamp(rint(x * 127/amax), -127, 127) (0 for all-zero rows).
+    """
+    x = _activation(x, "x", _FLOAT_DTYPES)
+    _check_device(x)
+    M, K = x.shape
+    q = torch.empty((M, K), dtype=torch.int8, device=x.device)
+    scale = torch.empty((M,), dtype=torch.float32, device=x.device)
+    if M == 0:
+        return q, scale
+    if _INTERPRET:
+        block_k, warps = min(triton.next_power_of_2(max(K, 1)), 64), 4
+    else:
+        block_k = min(triton.next_power_of_2(max(K, 1)), 4096)
+        warps = 4 if block_k <= 1024 else 8
+    _quantize_per_token_kernel[(M,)](x, q, scale, K, x.stride(0), q.stride(0),
+                                     BLOCK_K=block_k, INTERPRET=_INTERPRET, num_warps=warps)
+    return q, scale
+
+
+def int8_gemm_dequant(xq: torch.Tensor, xscale: torch.Tensor, qweight: torch.Tensor,
+                      wscale: torch.Tensor, bias: torch.Tensor = None,
+                      out_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """W8A8 GEMM with the dequantization fused into the epilogue.
+
+    xq: (M, K) int8, xscale: (M,) float32, qweight: (N, K) int8, wscale: (N,) float32,
+    bias: (N,) float or None -> (M, N) out_dtype,
+    out = (xq @ qweight.T as int32) * xscale[:, None] * wscale[None, :] + bias.
+    """
+    xq = _activation(xq, "xq", (torch.int8,))
+    M, K = xq.shape
+    if xscale.dtype != torch.float32 or xscale.shape != (M,):
+        raise TypeError(f"xscale must be float32 of shape ({M},), got {xscale.dtype} {tuple(xscale.shape)}")
+    if out_dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"out_dtype must be one of {_FLOAT_DTYPES}, got {out_dtype}")
+    wscale, bias = _weight(qweight, wscale, bias, K)
+    _check_device(xq, xscale, qweight, wscale, bias)
+    N = qweight.shape[0]
+    out = torch.empty((M, N), dtype=out_dtype, device=xq.device)
+    if M == 0 or N == 0:
+        return out
+    meta = _INTERP_META if _INTERPRET else {}
+    _int8_gemm[_grid(M, N)](xq, xscale.contiguous(), qweight, wscale,
+                            bias if bias is not None else wscale, out,
+                            M, N, K, xq.stride(0), qweight.stride(0), out.stride(0), _m_bucket(M),
+                            HAS_BIAS=bias is not None, **meta)
+    return out
+
+
+def int8_linear_dynamic(x: torch.Tensor, qweight: torch.Tensor, wscale: torch.Tensor,
+                        bias: torch.Tensor = None) -> torch.Tensor:
+    """W8A8 linear with per-token dynamic activation quantization.
+
+    x: (M, K) float32/float16/bfloat16, qweight: (N, K) int8, wscale: (N,) float32,
+    bias: (N,) or None -> (M, N) x.dtype.
+    """
+    xq, xscale = quantize_per_token_int8(x)
+    return int8_gemm_dequant(xq, xscale, qweight, wscale, bias, out_dtype=x.dtype)
+
+
+def w8a16_linear(x: torch.Tensor, qweight: torch.Tensor, wscale: torch.Tensor,
+                 bias: torch.Tensor = None) -> torch.Tensor:
+    """Weight-only int8 linear: weights widened to x.dtype in registers, fp32 accumulation.
+
+    x: (M, K) bfloat16/float16/float32, qweight: (N, K) int8, wscale: (N,) float32,
+    bias: (N,) or None -> (M, N) x.dtype, out = (x @ qweight.T) * wscale + bias.
+    bf16/fp16 run the 16-bit MMA; float32 (W8A32) runs 3xTF32, close to fp32 accuracy.
+    """
+    x = _activation(x, "x", _FLOAT_DTYPES)
+    M, K = x.shape
+    wscale, bias = _weight(qweight, wscale, bias, K)
+    _check_device(x, qweight, wscale, bias)
+    N = qweight.shape[0]
+    out = torch.empty((M, N), dtype=x.dtype, device=x.device)
+    if M == 0 or N == 0:
+        return out
+    # Under the interpreter, both tile orientations get exercised: swapped for M <= 16.
+    meta = {**_INTERP_META, "SWAP_AB": M <= 16} if _INTERPRET else {}
+    _w8a16[_grid(M, N)](x, qweight, wscale, bias if bias is not None else wscale, out,
+                        M, N, K, x.stride(0), qweight.stride(0), out.stride(0), _m_bucket(M),
+                        HAS_BIAS=bias is not None, INTERPRET=_INTERPRET,
+                        PRECISION="tf32x3" if x.dtype == torch.float32 else "tf32", **meta)
+    return out
