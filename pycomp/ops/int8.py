@@ -107,7 +107,8 @@ torch.library.register_fake("pycomp::int8_linear_weight_only")(_linear_fake)
 # ----------------------------------------------------------------------------- routing
 
 
-def plan(op: str, device: torch.device | str, M: int | None = None, K: int | None = None) -> str:
+def plan(op: str, device: torch.device | str, M: int | None = None, K: int | None = None,
+         dtype: torch.dtype | None = None) -> str:
     """Name of the backend that runs `op` ("dynamic" or "weight_only") for this device and shape.
 
     With M or K left out, the answer is for large M and aligned K.
@@ -118,6 +119,8 @@ def plan(op: str, device: torch.device | str, M: int | None = None, K: int | Non
     if device.type != "cuda":
         return "reference"
     aligned = K is None or K % CUDA_K_MULTIPLE == 0
+    if dtype is not None and dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return "reference"  # float64 and friends: no kernel computes in them
     if op == "weight_only":
         if M is not None and M <= CUDA_GEMV_MAX_M and aligned and _ext.has_c("w8a16_linear_cuda"):
             return "cuda"
@@ -193,7 +196,7 @@ def _dynamic_cuda(x, qweight, wscale, bias=None):
     if M == 0:
         return x.new_empty((*x.shape[:-1], N))
     b = None if bias is None else bias.to(x.dtype).contiguous()
-    backend = plan("dynamic", x.device, M, K)
+    backend = plan("dynamic", x.device, M, K, x.dtype)
     if backend == "cuda":
         q, s = _quantize_cuda(x2)
         out = _ext._C.w8a8_gemm_cuda(q, s, qweight, wscale, b, x.dtype)
@@ -211,7 +214,7 @@ def _weight_only_cuda(x, qweight, wscale, bias=None):
     if M == 0:
         return x.new_empty((*x.shape[:-1], N))
     b = None if bias is None else bias.to(x.dtype).contiguous()
-    backend = plan("weight_only", x.device, M, K)
+    backend = plan("weight_only", x.device, M, K, x.dtype)
     if backend == "cuda":
         out = _ext._C.w8a16_linear_cuda(x2, qweight, wscale, b)
     elif backend == "triton":
