@@ -56,7 +56,11 @@ def run_tests() -> int:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "tests/test_cuda_int8.py",
            "tests/test_triton_int8.py", "tests/test_ops_int8.py", "tests/test_nn_int8.py"]
-    return subprocess.run(cmd, cwd=ROOT, env=env, timeout=240).returncode
+    try:
+        return subprocess.run(cmd, cwd=ROOT, env=env, timeout=200).returncode
+    except subprocess.TimeoutExpired:  # keep the timing budget: report and go on
+        log("GPU tests: stopped after 200 s")
+        return -1
 
 
 def ceilings(torch) -> dict:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pycomp import _ext
+from pycomp.ops.int8 import quantize_per_token_int8_ref
 
 C = _ext._C
 pytestmark = pytest.mark.skipif(
@@ -27,13 +28,8 @@ W8A8_RTOL = {torch.bfloat16: 1e-2, torch.float16: 2e-3, torch.float32: 1e-5}
 
 
 def quantize_ref(x):
-    """The op's definition: scale = amax / 127, q = clamp(rint(x * (127 / amax)), -127, 127)."""
-    xf = x.float()
-    amax = xf.abs().amax(dim=-1, keepdim=True)
-    inv = torch.where(amax > 0, 127.0 / amax, torch.zeros_like(amax))
-    q = torch.round(xf * inv).clamp_(-127, 127).to(torch.int8)
-    return q, (amax / 127.0).squeeze(-1)
-
+    """The op's definition (IEEE divisions on every device; see pycomp.ops.int8)."""
+    return quantize_per_token_int8_ref(x)
 
 def random_weight(N, K, gen):
     w = torch.randn(N, K, generator=gen, device="cuda")
@@ -215,6 +211,32 @@ def test_w8a8_strided_rows(pad, gen):
     _, xs, w, ws = random_w8a8_inputs(M, N, K, gen)
     for tile in ("128x256", "64x128"):
         check_w8a8(big[:, :K], xs, w, ws, None, torch.bfloat16, tile)
+
+
+@pytest.mark.parametrize("tile", ["128x256", "64x128"])
+@pytest.mark.parametrize("K", [64, 128, 192, 208, 256, 320, 336])
+def test_w8a8_pipeline_depths(tile, K, gen):
+    """k tiles of 64 fewer than, equal to and more than the 3 the prologue fills, with and without a K tail."""
+    xq, xs, w, ws = random_w8a8_inputs(130, 260, K, gen)
+    check_w8a8(xq, xs, w, ws, None, torch.float32, tile)
+
+
+@pytest.mark.parametrize("tile,M", [("128x256", 9 * 128 + 5), ("64x128", 17 * 64 + 3)])
+def test_w8a8_raster_partial_group(tile, M, gen):
+    """Row tiles not a multiple of the raster group (8): the last group is short, every tile still runs once."""
+    xq, xs, w, ws = random_w8a8_inputs(M, 300, 64, gen)
+    bias = torch.randn(300, generator=gen, device="cuda").half()
+    check_w8a8(xq, xs, w, ws, bias, torch.float16, tile)
+
+
+def test_w8a8_broadcast_rows(gen):
+    """An expanded xq (row stride 0) is read in place, every row the same."""
+    xq, xs, w, ws = random_w8a8_inputs(1, 300, 256, gen)
+    xq = xq.expand(70, 256)
+    xs = xs.expand(70).contiguous()
+    assert xq.stride(0) == 0
+    for tile in ("128x256", "64x128"):
+        check_w8a8(xq, xs, w, ws, None, torch.float32, tile)
 
 
 @pytest.mark.parametrize("M,N,K", [(1024, 4096, 4096), (300, 14336, 4096), (1024, 4096, 14336)])

@@ -17,6 +17,8 @@ if not torch.cuda.is_available():
 pytest.importorskip("triton")
 tk = pytest.importorskip("pycomp.triton_kernels.int8")
 
+from pycomp.ops.int8 import quantize_per_token_int8_ref  # noqa: E402  (after the interpreter switch)
+
 DEVICE = "cpu" if tk._INTERPRET else "cuda"
 if DEVICE == "cuda" and not torch.cuda.is_available():
     # The module (and @triton.jit) read TRITON_INTERPRET when first imported, e.g. by an
@@ -29,13 +31,7 @@ ROUNDING = {torch.float32: 2.0**-23, torch.float16: 2.0**-10, torch.bfloat16: 2.
 
 
 def ref_quantize(x):
-    xf = x.float()
-    amax = xf.abs().amax(dim=1)
-    # Not `127.0 / amax`: a Python scalar over a tensor is computed as 127 * (1 / amax),
-    # two roundings; the kernels (and the C++ ones) divide once, correctly rounded.
-    inv = torch.where(amax > 0, torch.full_like(amax, 127.0) / amax, torch.zeros_like(amax))
-    q = torch.round(xf * inv[:, None]).clamp(-127, 127).to(torch.int8)  # round half to even
-    return q, amax / 127.0
+    return quantize_per_token_int8_ref(x)
 
 
 def rand_weight(N, K, gen):

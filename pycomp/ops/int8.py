@@ -23,6 +23,8 @@ CUDA_GEMV_MAX_M = 16
 CUDA_K_MULTIPLE = 16
 # From this M on, W8A8 runs the CUDA tensor-core GEMM (when built); below, the Triton kernel.
 CUDA_W8A8_MIN_M = 17
+# W8A8 accumulates in int32: 127 * 127 * K must stay below 2**31.
+MAX_K_DYNAMIC = (2**31 - 1) // (127 * 127)
 
 LIB.define("quantize_per_token_int8(Tensor x) -> (Tensor, Tensor)")
 LIB.define("int8_linear_dynamic(Tensor x, Tensor qweight, Tensor wscale, Tensor? bias=None) -> Tensor")
@@ -39,9 +41,12 @@ def quantize_per_token_int8_ref(x: Tensor) -> tuple[Tensor, Tensor]:
     """
     xf = x.float()
     amax = xf.abs().amax(dim=-1, keepdim=True)
-    inv = torch.where(amax > 0, torch.full_like(amax, 127.0) / amax, torch.zeros_like(amax))  # true division: 127.0 / t is reciprocal * 127
+    # Tensor-by-tensor division: `127.0 / t` runs as reciprocal * 127 and `t / 127.0` as a multiply by
+    # fl(1/127) on CUDA; the kernels divide with IEEE rounding, and so must the definition.
+    c127 = torch.full_like(amax, 127.0)
+    inv = torch.where(amax > 0, c127 / amax, torch.zeros_like(amax))
     q = torch.round(xf * inv).clamp_(-127, 127).to(torch.int8)
-    return q, (amax / 127.0).squeeze(-1)
+    return q, (amax / c127).squeeze(-1)
 
 
 def int8_linear_dynamic_ref(x: Tensor, qweight: Tensor, wscale: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -149,7 +154,10 @@ def _quantize_cpu(x):
 
 def _linear_cpu(op: str, kernel: str, ref):
     def impl(x, qweight, wscale, bias=None):
-        _check_linear(op, x, qweight, wscale, bias)
+        if op == "int8_linear_dynamic":
+            _check_dynamic(x, qweight, wscale, bias)
+        else:
+            _check_linear(op, x, qweight, wscale, bias)
         x2 = _rows(x)
         if x2.shape[0] == 0:
             return x.new_empty((*x.shape[:-1], qweight.shape[0]))
@@ -189,8 +197,17 @@ def _quantize_cuda(x):
     return q.reshape(x.shape), s.reshape(x.shape[:-1])
 
 
-def _dynamic_cuda(x, qweight, wscale, bias=None):
+def _check_dynamic(x, qweight, wscale, bias):
     _check_linear("int8_linear_dynamic", x, qweight, wscale, bias)
+    torch._check(
+        qweight.shape[1] <= MAX_K_DYNAMIC,
+        lambda: f"pycomp.int8_linear_dynamic: K={qweight.shape[1]} could overflow the int32 accumulator "
+        f"(at most {MAX_K_DYNAMIC}); use mode='weight_only'",
+    )
+
+
+def _dynamic_cuda(x, qweight, wscale, bias=None):
+    _check_dynamic(x, qweight, wscale, bias)
     x2 = _rows(x)
     M, K, N = x2.shape[0], x2.shape[1], qweight.shape[0]
     if M == 0:

@@ -11,6 +11,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from pycomp.ops.int8 import quantize_per_token_int8_ref
+
 MODES = ("dynamic", "weight_only")
 
 
@@ -24,10 +26,8 @@ def quantize_weight_int8(weight: Tensor, *, where: str = "weight") -> tuple[Tens
     if not torch.isfinite(w).all():
         bad = (~torch.isfinite(w)).nonzero()[0].tolist()
         raise ValueError(f"{where}: weight has a NaN or infinite value (first at {bad}); cannot quantize to int8")
-    amax = w.abs().amax(dim=1)
-    inv = torch.where(amax > 0, torch.full_like(amax, 127.0) / amax, torch.zeros_like(amax))  # true division: 127.0 / t is reciprocal * 127
-    q = torch.round(w * inv.unsqueeze(1)).clamp_(-127, 127).to(torch.int8)
-    return q.contiguous(), (amax / 127.0).contiguous()
+    q, scale = quantize_per_token_int8_ref(w)  # per output channel = per row: the activations' formula
+    return q.contiguous(), scale.contiguous()
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ enum class GemmTile : int { kAuto = 0, k128x256 = 1, k64x128 = 2 };
 // wscale: (N) fp32; bias: (N) of type out_t or nullptr; out: (M, N) of type out_t,
 // row stride N. Requires K % 16 == 0, xq and w 16-byte aligned, ldxq % 16 == 0
 // (rows may overlap: ldxq = 0 broadcasts one row).
-// Any M, N >= 1.
+// Any 1 <= M, N <= INT32_MAX - 256; out needs only element alignment.
 cudaError_t w8a8_gemm(const int8_t* xq, int64_t ldxq, const float* xscale, const int8_t* w, const float* wscale,
                       const void* bias, DType out_t, void* out, int64_t M, int64_t N, int64_t K, GemmTile tile,
                       cudaStream_t stream);

@@ -204,8 +204,9 @@ size_t elem_size(DType t) { return t == DType::kF32 ? 4 : 2; }
 
 cudaError_t w8a16_linear(DType t, const void* x, int64_t ldx, const int8_t* w, const float* wscale, const void* bias,
                          void* out, int64_t ldo, int64_t M, int64_t N, int64_t K, cudaStream_t stream) {
-  const bool shapes_ok = M >= 1 && N >= 1 && K >= 16 && K % 16 == 0 && M <= INT32_MAX && N <= INT32_MAX &&
-                         K <= INT32_MAX && ceil_div(M, 16) <= 65535 && ldo >= N && ldx >= 0;
+  // N and K stay clear of INT32_MAX: the kernel's int row and k indices run a tile / a few chunks past them.
+  const bool shapes_ok = M >= 1 && N >= 1 && K >= 16 && K % 16 == 0 && N <= INT32_MAX - 16 &&
+                         K <= INT32_MAX - 1024 && ceil_div(M, 16) <= 65535 && ldo >= N && ldx >= 0;
   const bool aligned = aligned16(x) && aligned16(w) && (ldx * static_cast<int64_t>(elem_size(t))) % 16 == 0;
   if (!shapes_ok || !aligned) return cudaErrorInvalidValue;
   switch (t) {

@@ -15,6 +15,8 @@
 //   DRAM about once and reused by the group from L2;
 // - epilogue: int32 -> fp32, times xscale[m] * wscale[n], plus bias[n],
 //   converted and stored straight from the accumulator registers.
+#include <atomic>
+
 #include "cuda/ptx.cuh"
 
 namespace pycomp::cuda {
@@ -50,7 +52,7 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
     w8a8_gemm_kernel(const int8_t* __restrict__ xq, int64_t ldx, const float* __restrict__ xscale,
                      const int8_t* __restrict__ w, const float* __restrict__ wscale,
                      const typename Elem<kOut>::T* __restrict__ bias, typename Elem<kOut>::T* __restrict__ out, int M,
-                     int N, int K) {
+                     int N, int K, bool vec_store) {
   using E = Elem<kOut>;
   constexpr int kBM = C::kBM, kBN = C::kBN, kMI = C::kMI, kNI = C::kNI, kStages = C::kStages;
   constexpr int kACopies = kBM * 4 / C::kThreads, kBCopies = kBN * 4 / C::kThreads;
@@ -183,7 +185,6 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
 
   // ---- epilogue. Accumulator r of tile (i, j): row gid + 8 * (r / 2), column 2 * tig + r % 2.
   const int gid = lane / 4, tig = lane % 4;
-  const bool n_even = N % 2 == 0;
   float ws[kNI][2], bs[kNI][2];
 #pragma unroll
   for (int j = 0; j < kNI; ++j) {
@@ -209,7 +210,7 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
         const float v0 = fmaf(static_cast<float>(acc[i][j][2 * h]) * xs, ws[j][0], bs[j][0]);
         const float v1 = fmaf(static_cast<float>(acc[i][j][2 * h + 1]) * xs, ws[j][1], bs[j][1]);
         const bool pair = n + 1 < N;
-        store_pair<kOut>(out_row + n, v0, v1, pair, pair && n_even);
+        store_pair<kOut>(out_row + n, v0, v1, pair, pair && vec_store);
       }
     }
   }
@@ -220,21 +221,25 @@ cudaError_t launch(const int8_t* xq, int64_t ldx, const float* xscale, const int
                    const void* bias, void* out, int64_t M, int64_t N, int64_t K, cudaStream_t stream) {
   using T = typename Elem<kOut>::T;
   auto* kernel = &w8a8_gemm_kernel<C, kOut>;
-  // More than 48 KiB of dynamic shared memory must be opted into, once per device.
-  static bool opted_in[64] = {};
+  // More than 48 KiB of dynamic shared memory must be opted into, once per device
+  // (atomics: launches may come from several host threads; setting it twice is harmless).
+  static std::atomic<bool> opted_in[64] = {};
   int device = 0;
   cudaError_t err = cudaGetDevice(&device);
   if (err != cudaSuccess) return err;
-  if (C::kSmemBytes > 48 * 1024 && (device >= 64 || !opted_in[device])) {
+  const bool cached = device >= 0 && device < 64;
+  if (C::kSmemBytes > 48 * 1024 && (!cached || !opted_in[device].load(std::memory_order_acquire))) {
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmemBytes);
     if (err != cudaSuccess) return err;
-    if (device < 64) opted_in[device] = true;
+    if (cached) opted_in[device].store(true, std::memory_order_release);
   }
+  // Two outputs per store only where every (m, even n) pair is 2-element aligned.
+  const bool vec_store = N % 2 == 0 && reinterpret_cast<uintptr_t>(out) % (2 * sizeof(T)) == 0;
   const int64_t blocks = ceil_div(M, C::kBM) * ceil_div(N, C::kBN);
   if (blocks > INT32_MAX) return cudaErrorInvalidValue;
   kernel<<<static_cast<unsigned>(blocks), C::kThreads, C::kSmemBytes, stream>>>(
       xq, ldx, xscale, w, wscale, static_cast<const T*>(bias), static_cast<T*>(out), static_cast<int>(M),
-      static_cast<int>(N), static_cast<int>(K));
+      static_cast<int>(N), static_cast<int>(K), vec_store);
   return cudaGetLastError();
 }
 
@@ -267,6 +272,7 @@ double wave_efficiency(int64_t tiles, int64_t slots) {
 }  // namespace
 
 GemmTile w8a8_gemm_auto_tile(int64_t M, int64_t N) {
+  if (M < 1 || N < 1) return GemmTile::k128x256;
   const int sms = sm_count();
   int small_per_sm = 0;  // resident 64x128 blocks per SM (3 on sm_80 and sm_90: registers bound it)
   if (sms <= 0 || cudaOccupancyMaxActiveBlocksPerMultiprocessor(&small_per_sm,
@@ -287,8 +293,10 @@ GemmTile w8a8_gemm_auto_tile(int64_t M, int64_t N) {
 cudaError_t w8a8_gemm(const int8_t* xq, int64_t ldxq, const float* xscale, const int8_t* w, const float* wscale,
                       const void* bias, DType out_t, void* out, int64_t M, int64_t N, int64_t K, GemmTile tile,
                       cudaStream_t stream) {
-  const bool shapes_ok = M >= 1 && N >= 1 && K >= 16 && K % 16 == 0 && M <= INT32_MAX && N <= INT32_MAX &&
-                         K <= INT32_MAX && ldxq >= 0;
+  // M, N stay a tile below INT32_MAX: the kernel's int row/column indices run up to a tile past them.
+  constexpr int64_t kMaxMN = INT32_MAX - 256;
+  const bool shapes_ok = M >= 1 && N >= 1 && K >= 16 && K % 16 == 0 && M <= kMaxMN && N <= kMaxMN &&
+                         K <= INT32_MAX - 64 && ldxq >= 0;
   const bool aligned = aligned16(xq) && aligned16(w) && ldxq % 16 == 0;
   if (!shapes_ok || !aligned) return cudaErrorInvalidValue;
   if (tile == GemmTile::kAuto) tile = w8a8_gemm_auto_tile(M, N);
