@@ -11,7 +11,8 @@ import torch
 def _console():
     from rich.console import Console
 
-    return Console()
+    # Piped output (CI logs, RESULTS.md) gets wide tables instead of rich's 80-column default.
+    return Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _table(title: str, columns: list[str], rows: list[list]) -> "object":
