@@ -46,3 +46,23 @@ def test_unlabelled_data_and_sizes():
     assert r["compression_ratio"] == pytest.approx(132 / 54)
     assert r["latency_ms_original"] > 0 and r["latency_p99_ms_compressed"] >= r["latency_ms_compressed"]
     assert not math.isnan(r["kl_divergence"])
+
+
+def test_report_carries_output_metrics_and_extras():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    small = pycomp.compress(model, "int8")
+    data = [(torch.rand(16, 6), torch.randint(0, 3, (16,))) for _ in range(2)]
+    r = pycomp.retention.evaluate(model, small, data, latency=False, extras=("noise", "fgsm", "cka", "attribution"),
+                                  clamp=(0, 1))
+    d = r.to_dict()
+    assert d["top5_original"] == 1.0  # 3 classes: top-5 always hits
+    assert 0 <= d["ece_compressed"] <= 1 and 0 <= d["js_divergence"] <= math.log(2)
+    assert set(d["per_class_drop"]) <= {"0", "1", "2"} and d["worst_classes"][0][1] == max(d["per_class_drop"].values())
+    assert set(d["flipped"]) == {"disagree", "right_to_wrong", "wrong_to_right"}
+    assert [row["sigma"] for row in d["extras"]["noise"]][0] == 0
+    assert d["extras"]["fgsm"][0]["accuracy_original"] == d["accuracy_original"]
+    assert set(d["extras"]["layer_cka"]) >= {"0", "2"} and d["extras"]["layer_cka"]["0"] > 0.9
+    assert d["extras"]["attribution_spearman"] > 0.5
+    with pytest.raises(ValueError, match="unknown extras"):
+        pycomp.retention.evaluate(model, small, data, latency=False, extras=("shap",))

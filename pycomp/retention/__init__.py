@@ -1,4 +1,5 @@
 """Retention: how much of a model's knowledge survives compression, and at what cost."""
-from pycomp.retention.evaluate import RetentionReport, evaluate, model_nbytes
+from pycomp.retention import metrics
+from pycomp.retention.evaluate import EXTRAS, RetentionReport, evaluate, model_nbytes
 
-__all__ = ["RetentionReport", "evaluate", "model_nbytes"]
+__all__ = ["EXTRAS", "RetentionReport", "evaluate", "metrics", "model_nbytes"]

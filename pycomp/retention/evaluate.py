@@ -1,13 +1,18 @@
 """`pycomp.retention.evaluate`: how much of the original model's behaviour the compressed one kept."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pycomp.benchmark.timing import median_ms, percentile_ms, time_calls
+from pycomp.retention import metrics
+from pycomp.retention.metrics import _device, _eval_mode, _split
+
+# What evaluate(..., extras=...) can add; each runs the models again.
+EXTRAS = ("noise", "fgsm", "cka", "attribution")
 
 
 def model_nbytes(model: nn.Module) -> int:
@@ -23,6 +28,8 @@ def model_nbytes(model: nn.Module) -> int:
 
 @dataclass
 class RetentionReport:
+    """What `evaluate` measured. Accuracy-type fields are None for data without labels."""
+
     n_examples: int
     accuracy_original: float | None
     accuracy_compressed: float | None
@@ -35,21 +42,18 @@ class RetentionReport:
     latency_ms_compressed: float | None
     latency_p99_ms_original: float | None
     latency_p99_ms_compressed: float | None
+    js_divergence: float
+    top5_original: float | None = None
+    top5_compressed: float | None = None
+    ece_original: float | None = None
+    ece_compressed: float | None = None
+    per_class_drop: dict[str, float] | None = None  # class -> accuracy drop (points of 1.0)
+    worst_classes: list[list] | None = None  # [class, drop], largest drop first
+    flipped: dict[str, list[int]] = field(default_factory=dict)  # disagree / right_to_wrong / wrong_to_right
+    extras: dict = field(default_factory=dict)  # noise, fgsm, layer_cka, attribution_spearman when asked
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _split(batch) -> tuple[Tensor, Tensor | None]:
-    if isinstance(batch, (tuple, list)):
-        return batch[0], (batch[1] if len(batch) > 1 else None)
-    return batch, None
-
-
-def _device(model: nn.Module) -> torch.device:
-    for t in (*model.parameters(), *model.buffers()):
-        return t.device
-    return torch.device("cpu")
 
 
 @torch.no_grad()
@@ -72,35 +76,58 @@ def _latency(model: nn.Module, x: Tensor, repeats: int) -> tuple[float, float]:
     return median_ms(times), percentile_ms(times, 99)
 
 
+def _extras(original, compressed, data, names: Sequence[str], clamp, max_examples: int) -> dict:
+    unknown = sorted(set(names) - set(EXTRAS))
+    if unknown:
+        raise ValueError(f"evaluate: unknown extras {unknown}; available: {EXTRAS}")
+    out = {}
+    if "noise" in names:
+        out["noise"] = metrics.noise_robustness(original, compressed, data, clamp=clamp, max_examples=max_examples)
+    if "fgsm" in names:
+        out["fgsm"] = metrics.fgsm_robustness(original, compressed, data, clamp=clamp, max_examples=max_examples)
+    if "cka" in names:
+        out["layer_cka"] = metrics.layer_cka(original, compressed, data, max_examples=max_examples)
+    if "attribution" in names:
+        out["attribution_spearman"] = metrics.attribution_agreement(original, compressed, data,
+                                                                    max_examples=max_examples)
+    return out
+
+
 def evaluate(original: nn.Module, compressed: nn.Module, data, *, latency: bool = True,
-             latency_repeats: int = 30) -> RetentionReport:
+             latency_repeats: int = 30, extras: Sequence[str] = (), clamp: tuple[float, float] | None = None,
+             max_examples: int = 512) -> RetentionReport:
     """Compare `compressed` with `original` on `data`.
 
-    data: an iterable (re-iterable, e.g. a DataLoader or a list) of (inputs, labels)
-    batches or of inputs alone (then accuracy is None and the fidelity figures stay).
+    data: a re-iterable (a DataLoader or a list) of (inputs, labels) batches or of
+    inputs alone (then accuracy, top-5, calibration and per-class figures are None
+    and the fidelity figures stay). Output metrics come from one pass of each model.
     Latency is the median (and p99) time of one forward pass on the first batch.
+    extras: any of "noise", "fgsm", "cka", "attribution" (each runs the models again
+    on up to max_examples inputs; clamp bounds perturbed inputs, e.g. (0, 1) for images).
     """
-    was = original.training, compressed.training
-    original.eval(), compressed.eval()
-    try:
+    with _eval_mode(original, compressed):
         lo, y = _outputs(original, data)
         lc, _ = _outputs(compressed, data)
         if lo.shape != lc.shape:
-            raise ValueError(f"evaluate: outputs differ in shape: original {tuple(lo.shape)}, compressed {tuple(lc.shape)}")
-        po, pc = lo.argmax(-1), lc.argmax(-1)
-        acc = (lambda p: float((p == y).float().mean())) if y is not None else (lambda p: None)
-        kl = F.kl_div(F.log_softmax(lc, -1), F.log_softmax(lo, -1), log_target=True, reduction="batchmean")
+            raise ValueError(f"evaluate: outputs differ in shape: original {tuple(lo.shape)}, "
+                             f"compressed {tuple(lc.shape)}")
+        om = metrics.output_metrics(lo, lc, y)
         lat_o = lat_c = (None, None)
         if latency:
             x0, _ = _split(next(iter(data)))
             lat_o, lat_c = _latency(original, x0, latency_repeats), _latency(compressed, x0, latency_repeats)
-        so, sc = model_nbytes(original), model_nbytes(compressed)
-        return RetentionReport(
-            n_examples=lo.shape[0], accuracy_original=acc(po), accuracy_compressed=acc(pc),
-            agreement=float((po == pc).float().mean()), kl_divergence=float(kl),
-            size_bytes_original=so, size_bytes_compressed=sc, compression_ratio=so / sc,
-            latency_ms_original=lat_o[0], latency_ms_compressed=lat_c[0],
-            latency_p99_ms_original=lat_o[1], latency_p99_ms_compressed=lat_c[1],
-        )
-    finally:
-        original.train(was[0]), compressed.train(was[1])
+    more = _extras(original, compressed, data, extras, clamp, max_examples) if extras else {}
+    so, sc = model_nbytes(original), model_nbytes(compressed)
+    return RetentionReport(
+        n_examples=lo.shape[0], accuracy_original=om.get("top1_original"),
+        accuracy_compressed=om.get("top1_compressed"), agreement=om["agreement"],
+        kl_divergence=om["kl_divergence"], js_divergence=om["js_divergence"],
+        size_bytes_original=so, size_bytes_compressed=sc, compression_ratio=so / sc,
+        latency_ms_original=lat_o[0], latency_ms_compressed=lat_c[0],
+        latency_p99_ms_original=lat_o[1], latency_p99_ms_compressed=lat_c[1],
+        top5_original=om.get("top5_original"), top5_compressed=om.get("top5_compressed"),
+        ece_original=om.get("ece_original"), ece_compressed=om.get("ece_compressed"),
+        per_class_drop=({str(c): d for c, d in om["per_class_drop"].items()} if "per_class_drop" in om else None),
+        worst_classes=[[c, d] for c, d in om["worst_classes"]] if "worst_classes" in om else None,
+        flipped=om["flipped"], extras=more,
+    )
