@@ -1,0 +1,113 @@
+"""int4 weight-only op (W4A16): x @ dequantize(packed, scales, zeros).T + bias.
+
+One `torch.library` op, `pycomp::w4a16_linear`, with a plain-PyTorch reference,
+a fake impl for torch.compile and torch.export, CPU and CUDA impls and a
+straight-through backward for x. No fast kernel exists yet: both impls run the
+reference and `plan()` says so ("reference"); kernels add their branch to plan()
+and to `_linear_impl`, reading the canonical k-nibble layout (pycomp.formats.int4).
+
+Shapes: x (..., K) float -> (..., N) in x's dtype; packed (N, ceil(K/2)) uint8
+(column 2j in the low nibble of byte j); scales (N, G) float16 and zeros
+(N, G) uint8 in [0, 15] or None (symmetric, zero point 8), G = ceil(K / group_size);
+bias (N,) float or None; group_size in (32, 64, 128); in_features = K.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from pycomp.formats.int4 import GROUP_SIZES, dequantize_int4, n_groups
+from pycomp.ops._library import LIB
+
+LIB.define("w4a16_linear(Tensor x, Tensor packed, Tensor scales, Tensor? zeros, Tensor? bias, "
+           "int group_size, int in_features) -> Tensor")
+
+
+def w4a16_linear_ref(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor | None, bias: Tensor | None,
+                     group_size: int, in_features: int) -> Tensor:
+    """The definition: dequantize exactly to float32, matmul in float32 (float64 when x is float64)."""
+    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    w = dequantize_int4(packed, scales, zeros, group_size, in_features, compute)
+    out = x.to(compute) @ w.t()
+    if bias is not None:
+        out = out + bias.to(compute)
+    return out.to(x.dtype)
+
+
+def _check(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor | None, bias: Tensor | None,
+           group_size: int, in_features: int) -> None:
+    op = "pycomp.w4a16_linear"
+    torch._check(x.dtype.is_floating_point, lambda: f"{op}: x must be a float tensor, got {x.dtype}")
+    torch._check(x.dim() >= 1, lambda: f"{op}: x must have a feature dimension")
+    torch._check(group_size in GROUP_SIZES, lambda: f"{op}: group_size must be one of {GROUP_SIZES}, got {group_size}")
+    torch._check(
+        x.shape[-1] == in_features,
+        lambda: f"{op}: x has {x.shape[-1]} features (last dim) but the weight expects K={in_features}",
+    )
+    torch._check(
+        packed.dim() == 2 and packed.dtype == torch.uint8 and packed.shape[1] == (in_features + 1) // 2,
+        lambda: f"{op}: packed must be a 2-D uint8 tensor (N, {(in_features + 1) // 2}) for K={in_features}, "
+        f"got {packed.dtype} {tuple(packed.shape)}",
+    )
+    n, g = packed.shape[0], n_groups(in_features, group_size)
+    torch._check(
+        scales.dtype == torch.float16 and scales.dim() == 2 and scales.shape[0] == n and scales.shape[1] == g,
+        lambda: f"{op}: scales must be float16 of shape ({n}, {g}), got {scales.dtype} {tuple(scales.shape)}",
+    )
+    torch._check(
+        zeros is None or (zeros.dtype == torch.uint8 and zeros.dim() == 2 and zeros.shape[0] == n
+                          and zeros.shape[1] == g),
+        lambda: f"{op}: zeros must be None or uint8 of shape ({n}, {g})",
+    )
+    torch._check(
+        bias is None or (bias.dim() == 1 and bias.shape[0] == n),
+        lambda: f"{op}: bias must be a vector of N={n} values",
+    )
+    for name, t in (("packed", packed), ("scales", scales), ("zeros", zeros), ("bias", bias)):
+        torch._check(t is None or t.device == x.device, lambda: f"{op}: {name} is on {t.device} but x is on {x.device}")
+
+
+@torch.library.register_fake("pycomp::w4a16_linear")
+def _fake(x, packed, scales, zeros, bias, group_size, in_features):
+    _check(x, packed, scales, zeros, bias, group_size, in_features)
+    return x.new_empty((*x.shape[:-1], packed.shape[0]))
+
+
+def plan(device: torch.device | str, M: int | None = None, K: int | None = None,
+         dtype: torch.dtype | None = None) -> str:
+    """Name of the backend that runs w4a16_linear for this device and shape: "reference" until kernels land."""
+    return "reference"
+
+
+def _linear_impl(x, packed, scales, zeros, bias, group_size, in_features):
+    _check(x, packed, scales, zeros, bias, group_size, in_features)
+    return w4a16_linear_ref(x, packed, scales, zeros, bias, group_size, in_features)
+
+
+LIB.impl("w4a16_linear", _linear_impl, "CPU")
+LIB.impl("w4a16_linear", _linear_impl, "CUDA")
+
+
+def _setup_ctx(ctx, inputs, output):
+    x, packed, scales, zeros, bias, group_size, in_features = inputs
+    ctx.save_for_backward(packed, scales, zeros)
+    ctx.shape = (group_size, in_features)
+    ctx.x_dtype = x.dtype
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, grad_out):
+    packed, scales, zeros = ctx.saved_tensors
+    w = dequantize_int4(packed, scales, zeros, *ctx.shape, dtype=grad_out.dtype)
+    grad_x = (grad_out @ w).to(ctx.x_dtype)
+    grad_bias = grad_out.reshape(-1, grad_out.shape[-1]).sum(0) if ctx.has_bias else None
+    return grad_x, None, None, None, grad_bias, None, None
+
+
+torch.library.register_autograd("pycomp::w4a16_linear", _backward, setup_context=_setup_ctx)
+
+
+def w4a16_linear(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor | None, bias: Tensor | None,
+                 group_size: int, in_features: int) -> Tensor:
+    """W4A16: x (..., K) float -> (..., N) in x's dtype; group-wise int4 weights dequantized on the fly."""
+    return torch.ops.pycomp.w4a16_linear(x, packed, scales, zeros, bias, group_size, in_features)
