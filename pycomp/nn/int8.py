@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pycomp.formats.int8 import check_int8, dequantize_int8
 from pycomp.nn.base import CompressedLayer
+from pycomp.nn.conv import Im2ColConv2d, conv_settings
 from pycomp.ops import int8 as int8_ops
 from pycomp.quantize.int8 import MODES, quantize_weight_int8
 
@@ -87,11 +87,7 @@ class Int8Linear(_Int8Weights):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, mode={self.mode}"
 
 
-def _pair(v) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else tuple(v)
-
-
-class Int8Conv2d(_Int8Weights):
+class Int8Conv2d(_Int8Weights, Im2ColConv2d):
     """Drop-in nn.Conv2d with int8 weights, run as a GEMM over im2col patches.
 
     x: (B, C, H, W) float -> (B, O, H', W'); stride, padding (ints or "same"/"valid"),
@@ -104,75 +100,32 @@ class Int8Conv2d(_Int8Weights):
                  name: str = ""):
         super().__init__()
         self.name = name
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"{self.label}: channels ({in_channels}, {out_channels}) must divide by groups={groups}")
-        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size, self.stride, self.dilation = _pair(kernel_size), _pair(stride), _pair(dilation)
-        self.padding = padding if isinstance(padding, str) else _pair(padding)
-        if isinstance(self.padding, str) and self.padding not in ("same", "valid"):
-            raise ValueError(f"{self.label}: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
-        if self.padding == "same" and self.stride != (1, 1):
-            raise ValueError(f"{self.label}: padding='same' needs stride 1 (as in nn.Conv2d)")
-        k = in_channels // groups * self.kernel_size[0] * self.kernel_size[1]
+        k = self._init_conv(in_channels, out_channels, kernel_size, stride, padding, dilation, groups)
         self._init_weights(out_channels, k, bias, mode, device, dtype)
 
     @classmethod
     def from_float(cls, conv: nn.Conv2d, mode: str = "dynamic", name: str = "") -> "Int8Conv2d":
-        if not isinstance(conv, nn.Conv2d):
-            raise TypeError(f"Int8Conv2d.from_float '{name}': expected nn.Conv2d, got {type(conv).__name__}")
-        if conv.padding_mode != "zeros":
-            raise ValueError(f"Int8Conv2d '{name}': padding_mode={conv.padding_mode!r} is not supported (only 'zeros')")
+        settings = conv_settings(conv, f"Int8Conv2d '{name}'")
         w = conv.weight
-        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-                    conv.groups, conv.bias is not None, mode, device=w.device, dtype=w.dtype, name=name)
+        layer = cls(**settings, mode=mode, device=w.device, dtype=w.dtype, name=name)
         layer._load_float(w, conv.bias)
         return layer
 
-    def _pad(self, x: Tensor) -> Tensor:
-        if self.padding == "valid":
-            return x
-        if self.padding == "same":
-            pads = []
-            for k, d in zip(reversed(self.kernel_size), reversed(self.dilation)):
-                total = d * (k - 1)
-                pads += [total // 2, total - total // 2]
-            return F.pad(x, pads)
-        ph, pw = self.padding
-        return F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
-
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4:
-            raise ValueError(f"{self.label}: expected a 4-D input (B, C, H, W), got shape {tuple(x.shape)}")
-        self._check_input(x, self.in_channels, 1)
-        x = self._pad(x)
-        B, _, H, W = x.shape
-        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
-        Ho, Wo = (H - dh * (kh - 1) - 1) // sh + 1, (W - dw * (kw - 1) - 1) // sw + 1
-        if Ho <= 0 or Wo <= 0:
-            raise ValueError(f"{self.label}: input {tuple(x.shape)} (after padding) is smaller than the kernel")
-        g, O = self.groups, self.out_channels
-        if (kh, kw, sh, sw) == (1, 1, 1, 1) and g == 1:
-            rows = x.permute(0, 2, 3, 1)  # (B, H, W, C): a 1x1 conv is a linear over channels
-            return self._linear(rows).permute(0, 3, 1, 2)
-        cols = F.unfold(x, (kh, kw), dilation=(dh, dw), stride=(sh, sw))  # (B, C*kh*kw, L)
-        if g == 1:
-            out = self._linear(cols.transpose(1, 2))  # (B, L, O)
-        else:
-            out = torch.cat([self._group_linear(cols, i) for i in range(g)], dim=-1)
-        return out.transpose(1, 2).reshape(B, O, Ho, Wo)
+        return self._conv_gemm(x, self._group_linear)
 
-    def _group_linear(self, cols: Tensor, i: int) -> Tensor:
-        kg, og = self.qweight.shape[1], self.out_channels // self.groups
-        rows = slice(i * og, (i + 1) * og)
-        bias = None if self.bias is None else self.bias[rows]
+    def _group_linear(self, rows: Tensor, i: int) -> Tensor:
+        if self.groups == 1:
+            return self._linear(rows)
+        og = self.out_channels // self.groups
+        sel = slice(i * og, (i + 1) * og)
+        bias = None if self.bias is None else self.bias[sel]
         op = int8_ops.int8_linear_dynamic if self.mode == "dynamic" else int8_ops.int8_linear_weight_only
-        return op(cols[:, i * kg:(i + 1) * kg].transpose(1, 2), self.qweight[rows], self.wscale[rows], bias)
+        return op(rows, self.qweight[sel], self.wscale[sel], bias)
 
     def dequantize(self) -> Tensor:
-        kh, kw = self.kernel_size
         w = dequantize_int8(self.qweight, self.wscale)
-        return w.reshape(self.out_channels, self.in_channels // self.groups, kh, kw)
+        return w.reshape(self.out_channels, self.in_channels // self.groups, *self.kernel_size)
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, mode={self.mode}")
+        return f"{self._conv_repr()}, mode={self.mode}"
