@@ -43,12 +43,14 @@ def cmd_info(args) -> int:
                   f"features: {', '.join(k for k, v in feats.items() if v) or 'none'}")
     con.print(f"CUDA: {info.get('gpu', 'no device')}; Triton: {info['triton'] or 'not installed'}"
               + (f" ({_ext.TRITON_ERROR})" if _ext.triton_int8() is None and _ext.TRITON_ERROR else ""))
+    from pycomp.ops import int4 as int4_ops
+
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    rows = []
-    for layer, mode in (("Int8Linear/Int8Conv2d", "dynamic"), ("Int8Linear/Int8Conv2d", "weight_only")):
-        for dev in devices:
-            rows.append([f"{layer} mode={mode}", dev, int8_ops.plan(mode, dev, 1, 4096),
-                         int8_ops.plan(mode, dev, 1024, 4096), int8_ops.plan(mode, dev, 1024, 4095)])
+    layers = [("Int8Linear/Int8Conv2d mode=dynamic", lambda d, m, k: int8_ops.plan("dynamic", d, m, k)),
+              ("Int8Linear/Int8Conv2d mode=weight_only", lambda d, m, k: int8_ops.plan("weight_only", d, m, k)),
+              ("Int4Linear/Int4Conv2d", lambda d, m, k: int4_ops.plan(d, m, k))]
+    rows = [[name, dev, plan(dev, 1, 4096), plan(dev, 1024, 4096), plan(dev, 1024, 4095)]
+            for name, plan in layers for dev in devices]
     con.print(_table("what each layer runs on", ["layer", "device", "M=1", "M=1024", "M=1024, K=4095"], rows))
     return 0
 
@@ -61,22 +63,25 @@ def cmd_demo(args) -> int:
     con = _console()
     with con.status("loading the digits CNN (trained once, then cached)"):
         model = pretrained_digits_cnn(retrain=args.retrain)
-    _, test = digits_loaders()
+    train, test = digits_loaders()
+    techniques = [("int8 W8A8 (dynamic)", "int8", {}), ("int8 W8A32 (weight_only)", "int8", {"mode": "weight_only"}),
+                  ("int4 g128 RTN", "int4", {}), ("int4 g128 GPTQ", "int4", {"method": "gptq", "calib": train})]
     rows, results = [], {}
-    for label, spec, opts in (("int8 W8A8 (dynamic)", "int8", {}), ("int8 W8A32 (weight_only)", "int8", {"mode": "weight_only"})):
+    for label, spec, opts in techniques:
         small = pycomp.compress(model, spec, **opts)
         r = pycomp.retention.evaluate(model, small, test).to_dict()
         results[label] = r
         rows.append([label, f"{100 * r['accuracy_original']:.2f}", f"{100 * r['accuracy_compressed']:.2f}",
                      f"{100 * (r['accuracy_original'] - r['accuracy_compressed']):+.2f}", f"{100 * r['agreement']:.2f}",
                      f"{r['kl_divergence']:.2e}", f"{r['size_bytes_original']:,}", f"{r['size_bytes_compressed']:,}",
-                     f"{r['compression_ratio']:.2f}x", f"{r['latency_ms_original']:.2f}", f"{r['latency_ms_compressed']:.2f}"])
+                     f"{r['compression_ratio']:.2f}x", f"{r['latency_ms_original']:.2f}", f"{r['latency_ms_compressed']:.2f}",
+                     next(m.backend for m in small.modules() if hasattr(m, "backend"))])
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
     con.print(_table(f"digits CNN, {results[label]['n_examples']} test images, batch 128, {args.threads} threads",
                      ["technique", "acc %", "acc % after", "drop", "agree %", "KL", "bytes", "bytes after",
-                      "ratio", "ms/batch", "ms after"], rows))
+                      "ratio", "ms/batch", "ms after", "backend"], rows))
     return 0
 
 
@@ -110,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("info", help="which kernels loaded and what every layer runs on")
     p.set_defaults(fn=cmd_info)
-    p = sub.add_parser("demo", help="compress the digits CNN and report retention, size and latency")
+    p = sub.add_parser("demo", help="compress the digits CNN (int8, int4) and report retention, size and latency")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--retrain", action="store_true", help="train the CNN again instead of using the cache")
     p.add_argument("--json", action="store_true")
