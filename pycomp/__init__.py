@@ -3,9 +3,11 @@
     import pycomp
     small = pycomp.compress(model, "int8")
     report = pycomp.retention.evaluate(model, small, loader)
+    nbytes = pycomp.save(small, "small.pcz"); again = pycomp.load("small.pcz", model=skeleton)
 """
 from pycomp import nn, ops, retention
 from pycomp.api import TECHNIQUES, compress
+from pycomp.files import PycompFileError, load, save
 
 __version__ = "0.1.0"
-__all__ = ["TECHNIQUES", "compress", "nn", "ops", "retention", "__version__"]
+__all__ = ["TECHNIQUES", "PycompFileError", "compress", "load", "nn", "ops", "retention", "save", "__version__"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import fnmatch
+import json
 from collections.abc import Iterable, Iterator, Sequence
 
 import torch
@@ -141,6 +142,22 @@ def _replace_calibrated(model: nn.Module, config, batches, skip: Sequence[str], 
             m.train(training)
 
 
+def _jsonable(value):
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return f"<{type(value).__name__}>"
+
+
+def _recipe(steps: list, options: dict, skip: list, calib) -> dict:
+    """What compress was asked, JSON-able: kept on the result as `_pycomp_recipe` for pycomp.save's manifest."""
+    recorded = {k: _jsonable(v) for k, v in options.items()}
+    if calib is not None:
+        recorded["calib"] = "<calibration data>"
+    return {"spec": list(steps), "options": recorded, "skip": list(skip)}
+
+
 def compress(model: nn.Module, spec: str | Sequence[str], *, skip: Iterable[str] = (), calib=None,
              **options) -> nn.Module:
     """Return a compressed copy of `model`; the original is left untouched.
@@ -153,6 +170,8 @@ def compress(model: nn.Module, spec: str | Sequence[str], *, skip: Iterable[str]
         forward hooks, one layer at a time in call order, on the copy being compressed.
     options: the technique's settings (int8: mode="dynamic"|"weight_only";
         int4: group_size=32|64|128, method="rtn"|"gptq", symmetric=False, act_order=False).
+    The result carries `_pycomp_recipe` ({"spec", "options", "skip"}, JSON-able; calib recorded as
+    "<calibration data>"), which pycomp.save writes to the file's manifest.
     """
     steps = [spec] if isinstance(spec, str) else list(spec)
     if not steps:
@@ -170,4 +189,5 @@ def compress(model: nn.Module, spec: str | Sequence[str], *, skip: Iterable[str]
             out = root
         elif _replace(out, config, skip) == 0:
             raise ValueError(f"compress: {step} found no layer it can compress (after skip={skip})")
+    out._pycomp_recipe = _recipe(steps, options, skip, calib)
     return out

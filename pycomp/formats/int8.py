@@ -9,6 +9,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+LAYOUT = "row-major"
+FORMAT_VERSION = 1
+
 
 def check_int8(qweight: Tensor, scale: Tensor, *, where: str = "int8 weight") -> None:
     """Raises ValueError unless (qweight, scale) is a valid packed int8 weight."""

@@ -21,11 +21,16 @@ class DigitsCNN(nn.Module):
 
     def __init__(self, width: float = 1.0):
         super().__init__()
+        self.width = width
         c1, c2, h = int(32 * width), int(64 * width), int(128 * width)
         self.conv1 = nn.Conv2d(1, c1, 3, padding=1)
         self.conv2 = nn.Conv2d(c1, c2, 3, padding=1)
         self.fc1 = nn.Linear(c2 * 16, h)
         self.fc2 = nn.Linear(h, 10)
+
+    def init_kwargs(self) -> dict:
+        """The constructor arguments, so a file can name this model and pycomp.load rebuild it."""
+        return {"width": self.width}
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.relu(self.conv1(x))

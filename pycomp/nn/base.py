@@ -1,7 +1,12 @@
-"""What every compressed layer shares: a name for error messages and input checks."""
+"""What every compressed layer shares: a name for error messages, input checks, and the settings a file records."""
 from __future__ import annotations
 
+import inspect
+
 from torch import Tensor, nn
+
+# Constructor arguments that are not settings: where the tensors live, their float dtype, the layer's name.
+_NOT_SETTINGS = ("self", "device", "dtype", "name")
 
 
 class CompressedLayer(nn.Module):
@@ -9,9 +14,38 @@ class CompressedLayer(nn.Module):
 
     `name` is the module's qualified name in the model it came from (set by
     `from_float(..., name=...)` and by `pycomp.compress`), so errors say which layer.
+    A subclass sets `float_type`, the float module it replaces (nn.Linear, nn.Conv2d), and
+    stores each constructor argument under its own name, so `settings()` can read them back.
     """
 
     name: str = ""
+    float_type: type[nn.Module]
+
+    def settings(self) -> dict:
+        """The constructor arguments that rebuild this layer's shapes, JSON-able: `type(self)(**layer.settings())`
+        is an equal layer with empty buffers. `bias` is whether the layer has one; tuples become lists.
+        """
+        out = {}
+        for p in inspect.signature(type(self).__init__).parameters.values():
+            if p.name in _NOT_SETTINGS or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            if p.name == "bias":
+                value = self.bias is not None
+            elif hasattr(self, p.name):
+                value = getattr(self, p.name)
+            else:
+                raise NotImplementedError(f"{self.label}: no attribute for constructor argument {p.name!r}; "
+                                          "store it under that name or override settings()")
+            out[p.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def format_info(self) -> dict:
+        """What a file manifest records to read the buffers back: format, layout, version, dtypes."""
+        raise NotImplementedError(f"{type(self).__name__} does not describe its storage format")
+
+    def check_buffers(self) -> None:
+        """Raises ValueError unless the buffers form a valid packed weight (run on buffers loaded from outside)."""
+        raise NotImplementedError(f"{type(self).__name__} does not check its buffers")
 
     @property
     def label(self) -> str:

@@ -101,6 +101,9 @@ class _Int4Weights(CompressedLayer):
         """The backend for a batch of `m` rows."""
         return int4_ops.plan(self.packed.device, m, self.k)
 
+    def check_buffers(self) -> None:
+        check_int4(self.packed, self.scales, self.zeros, self.group_size, self.k, where=self.label)
+
     def nbytes(self) -> int:
         """Bytes of the packed weight, scales and zero points (bias excluded)."""
         return int4_nbytes(self.packed, self.scales, self.zeros)
@@ -120,6 +123,8 @@ class Int4Linear(_Int4Weights):
 
     x: (..., in_features) float32/bfloat16/float16 -> (..., out_features) in x's dtype.
     """
+
+    float_type = nn.Linear
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, group_size: int = 128,
                  symmetric: bool = False, device=None, dtype=torch.float32, name: str = ""):
@@ -166,6 +171,8 @@ class Int4Conv2d(_Int4Weights, Im2ColConv2d):
     dilation and groups are honoured; padding_mode must be "zeros". The weight is
     stored as (O, C/groups * kh * kw), unfold's patch order; quantization groups run along that K.
     """
+
+    float_type = nn.Conv2d
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, group_size: int = 128, symmetric: bool = False, device=None,

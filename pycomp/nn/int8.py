@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pycomp.formats.int8 import check_int8, dequantize_int8
+from pycomp.formats.int8 import FORMAT_VERSION, LAYOUT, check_int8, dequantize_int8
 from pycomp.nn.base import CompressedLayer
 from pycomp.nn.conv import Im2ColConv2d, conv_settings
 from pycomp.ops import int8 as int8_ops
@@ -29,6 +29,13 @@ class _Int8Weights(CompressedLayer):
         self.wscale.copy_(s)
         if bias is not None:
             self.bias.copy_(bias.detach())
+
+    def check_buffers(self) -> None:
+        check_int8(self.qweight, self.wscale, where=self.label)
+
+    def format_info(self) -> dict:
+        """What a file manifest records to read the buffers back."""
+        return {"format": "int8", "layout": LAYOUT, "version": FORMAT_VERSION, "scale_dtype": "float32"}
 
     def _apply(self, fn, recurse=True):
         # .half() / .to(dtype) must not round the scales: the kernels read float32 scales.
@@ -58,6 +65,8 @@ class Int8Linear(_Int8Weights):
     mode="dynamic": activations quantized per token at run time (W8A8);
     mode="weight_only": activations stay in float (W8A16 on CUDA, W8A32 on the CPU).
     """
+
+    float_type = nn.Linear
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, mode: str = "dynamic",
                  device=None, dtype=torch.float32, name: str = ""):
@@ -94,6 +103,8 @@ class Int8Conv2d(_Int8Weights, Im2ColConv2d):
     dilation and groups are honoured; padding_mode must be "zeros".
     The weight is stored as (O, C/groups * kh * kw), unfold's patch order.
     """
+
+    float_type = nn.Conv2d
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, mode: str = "dynamic", device=None, dtype=torch.float32,
