@@ -1,6 +1,8 @@
 """`pycomp.retention.evaluate`: how much of the original model's behaviour the compressed one kept."""
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -13,6 +15,21 @@ from pycomp.retention.metrics import _device, _eval_mode, _split
 
 # What evaluate(..., extras=...) can add; each runs the models again.
 EXTRAS = ("noise", "fgsm", "cka", "attribution")
+
+
+def file_nbytes(model: nn.Module) -> int:
+    """The model's size as reported everywhere: the bytes of its `pycomp.save` file.
+
+    Falls back to `model_nbytes` for a model that cannot be written (a layer type
+    pycomp does not know, or non-tensor state).
+    """
+    from pycomp.files import PycompFileError, save
+
+    with tempfile.TemporaryDirectory(prefix="pycomp_size_") as tmp:
+        try:
+            return save(model, os.path.join(tmp, "model.pcz"))
+        except PycompFileError:
+            return model_nbytes(model)
 
 
 def model_nbytes(model: nn.Module) -> int:
@@ -117,7 +134,7 @@ def evaluate(original: nn.Module, compressed: nn.Module, data, *, latency: bool 
             x0, _ = _split(next(iter(data)))
             lat_o, lat_c = _latency(original, x0, latency_repeats), _latency(compressed, x0, latency_repeats)
     more = _extras(original, compressed, data, extras, clamp, max_examples) if extras else {}
-    so, sc = model_nbytes(original), model_nbytes(compressed)
+    so, sc = file_nbytes(original), file_nbytes(compressed)
     return RetentionReport(
         n_examples=lo.shape[0], accuracy_original=om.get("top1_original"),
         accuracy_compressed=om.get("top1_compressed"), agreement=om["agreement"],
