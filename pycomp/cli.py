@@ -1,4 +1,4 @@
-"""`pycomp` command line: info, demo, bench."""
+"""`pycomp` command line: info, demo, explore, bench."""
 from __future__ import annotations
 
 import argparse
@@ -82,6 +82,67 @@ def cmd_demo(args) -> int:
     con.print(_table(f"digits CNN, {results[label]['n_examples']} test images, batch 128, {args.threads} threads",
                      ["technique", "acc %", "acc % after", "drop", "agree %", "KL", "bytes", "bytes after",
                       "ratio", "ms/batch", "ms after", "backend"], rows))
+    if args.no_explore:
+        return 0
+    budget = {"size_mb": 0.1, "max_drop": 0.01}
+    front = pycomp.explore(model, test, calib=train, budget=budget)
+    front.print_table(con)
+    con.print(front.explain(budget))
+    front.to_html(args.html)
+    con.print(f"report: {args.html}")
+    return 0
+
+
+def _load_callable(ref: str, what: str):
+    """'pkg.mod:name' -> the object, for --model/--data/--calib."""
+    import importlib
+
+    mod, sep, name = ref.partition(":")
+    if not sep or not mod or not name:
+        raise SystemExit(f"pycomp: --{what} wants 'package.module:name', got {ref!r}")
+    try:
+        return getattr(importlib.import_module(mod), name)
+    except (ImportError, AttributeError) as exc:
+        raise SystemExit(f"pycomp: --{what} {ref!r}: {exc}") from None
+
+
+def _parse_budget(text: str | None) -> dict | None:
+    if not text:
+        return None
+    budget = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        try:
+            budget[key.strip()] = float(value)
+        except ValueError:
+            raise SystemExit(f"pycomp: --budget wants key=value pairs like size_mb=2,max_drop=0.01; got {part!r}")
+        if not sep:
+            raise SystemExit(f"pycomp: --budget wants key=value pairs like size_mb=2,max_drop=0.01; got {part!r}")
+    return budget
+
+
+def cmd_explore(args) -> int:
+    import pycomp
+
+    torch.set_num_threads(args.threads)
+    con = _console()
+    model = _load_callable(args.model, "model")()
+    data = _load_callable(args.data, "data")()
+    calib = _load_callable(args.calib, "calib")() if args.calib else None
+    budget = _parse_budget(args.budget)
+    techniques = args.techniques.split(",") if args.techniques else None
+    front = pycomp.explore(model, data, techniques=techniques, budget=budget, calib=calib, workers=args.workers,
+                           cache=not args.no_cache)
+    front.print_table(con)
+    if args.json:
+        front.to_json(args.json)
+        con.print(f"frontier: {args.json}")
+    if args.html:
+        front.to_html(args.html)
+        con.print(f"report: {args.html}")
+    if budget is not None:
+        con.print(front.explain(budget))
+        return 0 if front.best(budget) is not None else 3
     return 0
 
 
@@ -118,8 +179,22 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("demo", help="compress the digits CNN (int8, int4) and report retention, size and latency")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--retrain", action="store_true", help="train the CNN again instead of using the cache")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the technique table as JSON and stop")
+    p.add_argument("--html", default="report.html", help="where the explorer's report goes")
+    p.add_argument("--no-explore", action="store_true", help="only the technique table")
     p.set_defaults(fn=cmd_demo)
+    p = sub.add_parser("explore", help="search the compression trade-off of your model and data")
+    p.add_argument("--model", required=True, help="package.module:factory returning the float model")
+    p.add_argument("--data", required=True, help="package.module:function returning evaluation batches")
+    p.add_argument("--calib", help="package.module:function returning calibration batches (enables GPTQ)")
+    p.add_argument("--budget", help="e.g. size_mb=0.1,latency_ms=5,max_drop=0.01")
+    p.add_argument("--techniques", help="comma-separated, e.g. int8,int4 (default: all)")
+    p.add_argument("--workers", type=int, default=1, help="evaluate candidates in this many processes")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-cache", action="store_true", help="measure the per-layer sensitivity again")
+    p.add_argument("--json", help="write the frontier as JSON here")
+    p.add_argument("--html", help="write the HTML report here")
+    p.set_defaults(fn=cmd_explore)
     p = sub.add_parser("bench", help="CPU kernel benchmarks against fp32 and fbgemm (cold weights)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--shapes", default="4096x4096", help="comma-separated NxK, e.g. 4096x4096,11008x4096")

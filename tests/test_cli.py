@@ -24,3 +24,27 @@ def test_bench_json_small(capsys):
     assert [r["m"] for r in result["rows"]] == [1, 16]
     assert all(r["w8a8_ms"] > 0 and r["fbgemm_ms"] > 0 for r in result["rows"])
     assert result["machine"]["threads"] == 2
+
+
+def test_explore_command(tmp_path, capsys):
+    out_json, out_html = tmp_path / "f.json", tmp_path / "r.html"
+    rc = main(["explore", "--model", "pycomp.models.digits:pretrained_digits_cnn",
+               "--data", "pycomp.models.digits:test_batches", "--techniques", "int8",
+               "--budget", "size_mb=1,max_drop=0.01", "--threads", "1",
+               "--json", str(out_json), "--html", str(out_html)])
+    assert rc == 0
+    front = json.loads(out_json.read_text())
+    assert front["best"] is not None
+    assert all(c["spec"] == "int8" for c in front["candidates"] if c["kind"] == "uniform")
+    assert "<svg" in out_html.read_text()
+    assert "best inside" in capsys.readouterr().out
+
+
+def test_explore_command_bad_arguments():
+    import pytest
+
+    with pytest.raises(SystemExit, match="package.module:name"):
+        main(["explore", "--model", "nocolon", "--data", "pycomp.models.digits:test_batches"])
+    with pytest.raises(SystemExit, match="key=value"):
+        main(["explore", "--model", "pycomp.models.digits:pretrained_digits_cnn",
+              "--data", "pycomp.models.digits:test_batches", "--budget", "size_mb"])

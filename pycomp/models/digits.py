@@ -109,3 +109,13 @@ def pretrained_digits_cnn(width: float = 1.0, retrain: bool = False) -> DigitsCN
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
     os.replace(tmp, path)
     return model
+
+
+def train_batches(batch_size: int = 128) -> list:
+    """Training batches: `pycomp explore --calib pycomp.models.digits:train_batches`."""
+    return digits_loaders(batch_size)[0]
+
+
+def test_batches(batch_size: int = 128) -> list:
+    """The 360 test images: `pycomp explore --data pycomp.models.digits:test_batches`."""
+    return digits_loaders(batch_size)[1]
