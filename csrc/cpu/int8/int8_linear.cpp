@@ -1,56 +1,36 @@
-// Portable reference-speed implementation; ISA-specific kernels replace it.
+// Dispatch of the int8 ops to the kernels of one instruction set; the kernels
+// are in int8_portable.cpp, int8_avx2.cpp and int8_avx512.cpp, their shared
+// blocking and epilogues in int8_driver.h.
 #include "cpu/int8/int8_linear.h"
 
-#include <algorithm>
-#include <cmath>
-#include <vector>
-
-#include "cpu/parallel.h"
+#include "cpu/int8/int8_tiles.h"
 
 namespace pycomp::cpu {
 
-static void quantize_row(const float* x, int64_t K, int8_t* q, float* scale) {
-  float amax = 0.f;
-  for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(x[k]));
-  const float inv = amax > 0.f ? 127.f / amax : 0.f;
-  *scale = amax / 127.f;
-  for (int64_t k = 0; k < K; ++k) {
-    float v = std::nearbyint(x[k] * inv);
-    q[k] = static_cast<int8_t>(std::min(127.f, std::max(-127.f, v)));
-  }
-}
-
-void quantize_per_token_int8_f32(Isa, const float* x, int64_t ldx, int8_t* q, float* scale, int64_t M, int64_t K) {
-  parallel_for(M, 1, [&](int64_t b, int64_t e) {
-    for (int64_t m = b; m < e; ++m) quantize_row(x + m * ldx, K, q + m * K, scale + m);
-  });
+void quantize_per_token_int8_f32(Isa isa, const float* x, int64_t ldx, int8_t* q, float* scale, int64_t M,
+                                 int64_t K) {
+#if defined(__x86_64__)
+  if (isa != Isa::portable) return int8::quantize_avx2(x, ldx, q, scale, M, K);
+#endif
+  int8::quantize_portable(x, ldx, q, scale, M, K);
 }
 
 void int8_linear_dynamic_f32(Isa isa, const float* x, int64_t ldx, const int8_t* w, const float* wscale,
                              const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t K) {
-  std::vector<int8_t> q(M * K);
-  std::vector<float> s(M);
-  quantize_per_token_int8_f32(isa, x, ldx, q.data(), s.data(), M, K);
-  parallel_for(N, 16, [&](int64_t b, int64_t e) {
-    for (int64_t n = b; n < e; ++n)
-      for (int64_t m = 0; m < M; ++m) {
-        int32_t acc = 0;
-        for (int64_t k = 0; k < K; ++k) acc += int32_t(q[m * K + k]) * int32_t(w[n * K + k]);
-        out[m * ldo + n] = float(acc) * s[m] * wscale[n] + (bias ? bias[n] : 0.f);
-      }
-  });
+#if defined(__x86_64__)
+  if (isa == Isa::avx512vnni) return int8::linear_dynamic_avx512(x, ldx, w, wscale, bias, out, ldo, M, N, K);
+  if (isa == Isa::avx2) return int8::linear_dynamic_avx2(x, ldx, w, wscale, bias, out, ldo, M, N, K);
+#endif
+  int8::linear_dynamic_portable(x, ldx, w, wscale, bias, out, ldo, M, N, K);
 }
 
-void int8_linear_weight_only_f32(Isa, const float* x, int64_t ldx, const int8_t* w, const float* wscale,
+void int8_linear_weight_only_f32(Isa isa, const float* x, int64_t ldx, const int8_t* w, const float* wscale,
                                  const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t K) {
-  parallel_for(N, 16, [&](int64_t b, int64_t e) {
-    for (int64_t n = b; n < e; ++n)
-      for (int64_t m = 0; m < M; ++m) {
-        float acc = 0.f;
-        for (int64_t k = 0; k < K; ++k) acc += x[m * ldx + k] * float(w[n * K + k]);
-        out[m * ldo + n] = acc * wscale[n] + (bias ? bias[n] : 0.f);
-      }
-  });
+#if defined(__x86_64__)
+  if (isa == Isa::avx512vnni) return int8::linear_weight_only_avx512(x, ldx, w, wscale, bias, out, ldo, M, N, K);
+  if (isa == Isa::avx2) return int8::linear_weight_only_avx2(x, ldx, w, wscale, bias, out, ldo, M, N, K);
+#endif
+  int8::linear_weight_only_portable(x, ldx, w, wscale, bias, out, ldo, M, N, K);
 }
 
 }  // namespace pycomp::cpu

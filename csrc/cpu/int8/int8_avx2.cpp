@@ -1,0 +1,391 @@
+// AVX2 + FMA int8 kernels.
+//
+// W8A8: AVX2 has no exact int8 dot product (vpmaddubsw saturates its int16
+// pair sums), so activations are quantized once per call into int16 rows and
+// each weight vector is sign-extended to int16 in registers (vpmovsxbw, 16
+// weights per load, shared by the tile's activation rows); vpmaddwd gives
+// exact int32 pair sums and vpaddd accumulates them. Per 32 products that is
+// 2 multiplies + 2 adds (+ widening / 4). The |q| x sign(w, q) scheme with
+// vpmaddubsw costs 2 multiplies + vpsignb + vpaddd and measured 20% slower on
+// Zen 3; fbgemm's 3-op u8 x s8 scheme is exact only for 7-bit activations.
+//
+// W8A32: 8 weights per load are sign-extended to int32 and converted to fp32 in
+// registers (vpmovsxbd + vcvtdq2ps) and fed to FMAs; wscale is applied once per
+// output in the epilogue.
+//
+// The 4 x 3 GEMM steps are written as inline asm (see step_4x3) because GCC 12
+// schedules the intrinsics version into spills and address arithmetic.
+#if defined(__x86_64__)
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+#include <utility>
+
+#include "cpu/int8/int8_driver.h"
+#include "cpu/int8/int8_tiles.h"
+
+#define PYCOMP_AVX2 __attribute__((target("avx2,fma")))
+#define PYCOMP_AVX2_INLINE inline __attribute__((always_inline, target("avx2,fma")))
+#define PYCOMP_AVX2_LAMBDA __attribute__((always_inline, target("avx2,fma")))
+
+namespace pycomp::cpu::int8 {
+namespace {
+
+// --------------------------------------------------------------- quantization
+
+PYCOMP_AVX2_INLINE float row_amax(const float* x, int64_t K) {
+  const __m256 sign = _mm256_set1_ps(-0.f);
+  __m256 m0 = _mm256_setzero_ps(), m1 = m0, m2 = m0, m3 = m0;
+  int64_t k = 0;
+  // max_ps returns its second operand when either is NaN, so NaN inputs are skipped.
+  for (; k + 32 <= K; k += 32) {
+    m0 = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + k)), m0);
+    m1 = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + k + 8)), m1);
+    m2 = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + k + 16)), m2);
+    m3 = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + k + 24)), m3);
+  }
+  for (; k + 8 <= K; k += 8) m0 = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + k)), m0);
+  m0 = _mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3));
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(m0), _mm256_extractf128_ps(m0, 1));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+  float amax = _mm_cvtss_f32(h);
+  for (; k < K; ++k) amax = amax_step(amax, x[k]);
+  return amax;
+}
+
+// rint(x * inv) clamped to [-127, 127] as int32 lanes; a NaN product becomes
+// -127 (max_ps returns the constant), as in quantize_value.
+PYCOMP_AVX2_INLINE __m256i quantize8(const float* x, __m256 inv) {
+  __m256 v = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x), inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(-127.f)), _mm256_set1_ps(127.f));
+  return _mm256_cvtps_epi32(v);
+}
+
+// Quantizes x[0, K) into q (int8 or int16) and returns the row's scale.
+template <class Q>
+PYCOMP_AVX2 float quantize_row(const float* x, int64_t K, Q* q) {
+  const float amax = row_amax(x, K);
+  const float inv_s = quant_inverse(amax);
+  const __m256 inv = _mm256_set1_ps(inv_s);
+  int64_t k = 0;
+  if constexpr (sizeof(Q) == 1) {
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (; k + 32 <= K; k += 32) {
+      const __m256i ab = _mm256_packs_epi32(quantize8(x + k, inv), quantize8(x + k + 8, inv));
+      const __m256i cd = _mm256_packs_epi32(quantize8(x + k + 16, inv), quantize8(x + k + 24, inv));
+      const __m256i v = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), order);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + k), v);
+    }
+  } else {
+    for (; k + 16 <= K; k += 16) {
+      const __m256i ab = _mm256_packs_epi32(quantize8(x + k, inv), quantize8(x + k + 8, inv));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + k), _mm256_permute4x64_epi64(ab, 0xD8));
+    }
+  }
+  for (; k < K; ++k) q[k] = quantize_value(x[k], inv_s);
+  return amax / 127.f;
+}
+
+// --------------------------------------------------------------- horizontal sums
+
+PYCOMP_AVX2_INLINE int32_t hsum(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+  return _mm_cvtsi128_si32(s);
+}
+
+PYCOMP_AVX2_INLINE float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+// Calls f(integral_constant<int, 0>) .. f(integral_constant<int, N - 1>): the
+// indices are constants before any optimization pass runs, so GCC keeps
+// accumulator arrays indexed by them in registers (loops unrolled later leave
+// them on the stack).
+template <int N, class F, int... I>
+PYCOMP_AVX2_INLINE void unroll_impl(F&& f, std::integer_sequence<int, I...>) {
+  (f(std::integral_constant<int, I>{}), ...);
+}
+template <int N, class F>
+PYCOMP_AVX2_INLINE void unroll(F&& f) {
+  unroll_impl<N>(f, std::make_integer_sequence<int, N>{});
+}
+template <int MR, int NR, class F>
+PYCOMP_AVX2_INLINE void for_tile(F&& f) {
+  unroll<MR>([&](auto i) PYCOMP_AVX2_LAMBDA { unroll<NR>([&](auto j) PYCOMP_AVX2_LAMBDA { f(i, j); }); });
+}
+
+// acc += vpmaddwd(a, w), as one asm statement so that the sum is formed in
+// place: with plain intrinsics GCC 12 hoists every product of a step into its
+// own register first and spills the accumulators of a 4x3 tile to the stack.
+PYCOMP_AVX2_INLINE void madd_accumulate(__m256i& acc, const __m256i& a, __m256i w) {
+  __m256i t;
+  __asm__("vpmaddwd %[a], %[w], %[t]\n\tvpaddd %[t], %[acc], %[acc]"
+          : [acc] "+x"(acc), [t] "=&x"(t)
+          : [w] "x"(w), [a] "m"(a));
+}
+
+// acc += a * w, one asm statement for the same reason.
+PYCOMP_AVX2_INLINE void fma_accumulate(__m256& acc, const __m256& a, __m256 w) {
+  __asm__("vfmadd231ps %[a], %[w], %[acc]" : [acc] "+x"(acc) : [w] "x"(w), [a] "m"(a));
+}
+
+// --------------------------------------------------------------- blocking
+
+// Weight rows per GEMV tile, by M = 1..4 (12 accumulators at most).
+constexpr int kGemvNrDynamic[4] = {8, 6, 4, 3};
+constexpr int kGemvNrWeightOnly[4] = {6, 6, 4, 3};
+
+Blocking avx2_blocking(int64_t M, const int (&gemv_nr)[4]) {
+  // M <= 4 (GEMV, memory-bound): one tile per panel and all of K per tile, so
+  // that each tile prefetches the next tile's weight rows (nr rows x K bytes
+  // in flight) while it computes.
+  if (M <= 4) return {int(M), gemv_nr[M - 1], M, gemv_nr[M - 1], int64_t(1) << 40};
+  // GEMM: 4 x 3 tiles over K blocks of 4096, weight panels of 24 rows x 4096
+  // (96 KB, L2) met by up to 64 rows. Whole-K tiles beat L1-sized K blocks
+  // (2048) here: fewer horizontal sums and tile calls.
+  return {4, 3, 64, 24, 4096};
+}
+
+// --------------------------------------------------------------- W8A8 tiles
+
+struct DynamicTiles {
+  // 16 values of K at offset k: int16 activations (aligned rows of the packed
+  // buffer) times int8 weights widened in registers. Rows are passed as
+  // pointers so that every load is one base + index address. kAsm: the full
+  // tile may take the asm path (not for the K tail, see step_4x3).
+  template <bool kAsm, int MR, int NR>
+  PYCOMP_AVX2_INLINE static void step(__m256i (&acc)[MR][NR], const int16_t* const (&a)[MR],
+                                      const int8_t* const (&w)[NR], int64_t k) {
+    if constexpr (kAsm && MR == 4 && NR == 3) {
+      step_4x3(acc, a, w, k);
+      return;
+    }
+    unroll<NR>([&](auto j) PYCOMP_AVX2_LAMBDA {
+      const __m256i wj = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[j] + k)));
+      unroll<MR>([&](auto i) PYCOMP_AVX2_LAMBDA {
+        madd_accumulate(acc[i][j], *reinterpret_cast<const __m256i*>(a[i] + k), wj);
+      });
+    });
+  }
+
+  // The full GEMM tile written out, a weight column per asm statement: 12
+  // accumulators, one widened weight vector and one product in flight (14 of
+  // the 16 ymm registers), every operand addressed as row base + k. From the
+  // intrinsics GCC 12 spends a lea per activation row and step. The asm reads
+  // memory through pointers without telling GCC (a "memory" clobber or "m"
+  // operands cost the loop reloads and leas): sound because the rows it reads
+  // are written before the tile function is called, never inside it. The K
+  // tail, which reads a stack copy of the weights, takes the intrinsics path.
+  PYCOMP_AVX2_INLINE static void step_4x3(__m256i (&c)[4][3], const int16_t* const (&a)[4],
+                                          const int8_t* const (&w)[3], int64_t k) {
+    unroll<3>([&](auto j) PYCOMP_AVX2_LAMBDA {
+      __m256i wv, t;
+#define PYCOMP_MADD(i) "vpmaddwd (%[a" #i "],%[k],2), %[wv], %[t]\n\tvpaddd %[t], %[c" #i "], %[c" #i "]\n\t"
+      __asm__("vpmovsxbw (%[w],%[k]), %[wv]\n\t" PYCOMP_MADD(0) PYCOMP_MADD(1) PYCOMP_MADD(2) PYCOMP_MADD(3)
+              : [c0] "+x"(c[0][j]), [c1] "+x"(c[1][j]), [c2] "+x"(c[2][j]), [c3] "+x"(c[3][j]), [wv] "=&x"(wv),
+                [t] "=&x"(t)
+              : [a0] "r"(a[0]), [a1] "r"(a[1]), [a2] "r"(a[2]), [a3] "r"(a[3]), [w] "r"(w[j]), [k] "r"(k));
+#undef PYCOMP_MADD
+    });
+  }
+
+  // All whole steps of the tile; returns where the K tail starts. Two
+  // versions, so that tiles without weights to prefetch run a loop without
+  // the prefetcher's branches.
+  template <bool kNext, int MR, int NR>
+  PYCOMP_AVX2_INLINE static int64_t steps(__m256i (&acc)[MR][NR], const int16_t* const (&a)[MR],
+                                          const int8_t* const (&w)[NR], int64_t klen, RowPrefetcher& next) {
+    int64_t k = 0;
+    for (; k + 16 <= klen; k += 16) {
+      if constexpr (kNext) {
+        next.step();
+        if constexpr (NR > 4) next.step();
+      }
+      step<true>(acc, a, w, k);
+    }
+    return k;
+  }
+
+  template <int MR, int NR>
+  PYCOMP_AVX2 static void run(const Tile<int16_t, int32_t>& t) {
+    const int16_t* a[MR];
+    const int8_t* w[NR];
+    unroll<MR>([&](auto i) PYCOMP_AVX2_LAMBDA { a[i] = t.a + i * t.lda; });
+    unroll<NR>([&](auto j) PYCOMP_AVX2_LAMBDA { w[j] = t.w + j * t.ldw; });
+    const int64_t klen = t.klen;
+    __m256i acc[MR][NR];
+    for_tile<MR, NR>([&](auto i, auto j) PYCOMP_AVX2_LAMBDA { acc[i][j] = _mm256_setzero_si256(); });
+    RowPrefetcher next(t.next, t.ldw, NR, klen);
+    const int64_t k = t.next ? steps<true>(acc, a, w, klen, next) : steps<false>(acc, a, w, klen, next);
+    if (k < klen) {
+      // K tail: weights past the row end are not ours to read; the activation
+      // rows are zero-padded, so a zero-padded copy of the weights completes the step.
+      alignas(16) int8_t tail[NR][16] = {};
+      const int8_t* wt[NR];
+      const int16_t* at[MR];
+      for (int j = 0; j < NR; ++j) {
+        std::memcpy(tail[j], w[j] + k, size_t(klen - k));
+        wt[j] = tail[j];
+      }
+      for (int i = 0; i < MR; ++i) at[i] = a[i] + k;
+      step<false>(acc, at, wt, 0);
+    }
+    for_tile<MR, NR>([&](auto i, auto j) PYCOMP_AVX2_LAMBDA {
+      int32_t& c = t.c[i * t.ldc + j];
+      c = (t.accumulate ? c : 0) + hsum(acc[i][j]);
+    });
+  }
+};
+
+struct Dynamic {
+  using Act = int16_t;
+  static constexpr int64_t kStep = 16;
+  static constexpr bool kCorrection = false;
+
+  static void pack_row(const float* x, int64_t K, int64_t Kp, int16_t* a, DynamicAux aux, int64_t m) {
+    aux.scale[m] = quantize_row(x, K, a);
+    std::fill(a + K, a + Kp, int16_t(0));
+  }
+
+  static Blocking blocking(int64_t M, int64_t) { return avx2_blocking(M, kGemvNrDynamic); }
+
+  static void tile(const Blocking&, const Tile<int16_t, int32_t>& t) { TileTable<DynamicTiles, 4, 8>::call(t); }
+};
+
+// --------------------------------------------------------------- W8A32 tiles
+
+struct WeightOnlyTiles {
+  // 8 values of K at offset k: each weight row's 8 int8 are widened to fp32 in
+  // registers and met by every activation row with an FMA. kAsm as in
+  // DynamicTiles::step.
+  template <bool kAsm, int MR, int NR>
+  PYCOMP_AVX2_INLINE static void step(__m256 (&acc)[MR][NR], const float* const (&a)[MR], const int8_t* const (&w)[NR],
+                                      int64_t k) {
+    if constexpr (kAsm && MR == 4 && NR == 3) {
+      step_4x3(acc, a, w, k);
+      return;
+    }
+    unroll<NR>([&](auto j) PYCOMP_AVX2_LAMBDA {
+      const __m256 wj =
+          _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w[j] + k))));
+      unroll<MR>([&](auto i) PYCOMP_AVX2_LAMBDA {
+        fma_accumulate(acc[i][j], *reinterpret_cast<const __m256*>(a[i] + k), wj);
+      });
+    });
+  }
+
+  // The full GEMM tile written out: the three widened weight vectors and one
+  // activation row in registers (16 of 16 ymm with the 12 accumulators), so a
+  // step makes 7 loads for 12 FMAs; with the activations as FMA memory
+  // operands (15 loads) it measured a quarter slower. Memory is read as in
+  // DynamicTiles::step_4x3.
+  PYCOMP_AVX2_INLINE static void step_4x3(__m256 (&c)[4][3], const float* const (&a)[4], const int8_t* const (&w)[3],
+                                          int64_t k) {
+    __m256 w0, w1, w2;
+    __asm__(
+        "vpmovsxbd (%[p0],%[k]), %[w0]\n\tvcvtdq2ps %[w0], %[w0]\n\t"
+        "vpmovsxbd (%[p1],%[k]), %[w1]\n\tvcvtdq2ps %[w1], %[w1]\n\t"
+        "vpmovsxbd (%[p2],%[k]), %[w2]\n\tvcvtdq2ps %[w2], %[w2]"
+        : [w0] "=&x"(w0), [w1] "=&x"(w1), [w2] "=&x"(w2)
+        : [p0] "r"(w[0]), [p1] "r"(w[1]), [p2] "r"(w[2]), [k] "r"(k));
+    unroll<4>([&](auto i) PYCOMP_AVX2_LAMBDA {
+      __m256 av;
+      __asm__(
+          "vmovups (%[a],%[k],4), %[av]\n\t"
+          "vfmadd231ps %[av], %[w0], %[c0]\n\tvfmadd231ps %[av], %[w1], %[c1]\n\tvfmadd231ps %[av], %[w2], %[c2]"
+          : [c0] "+x"(c[i][0]), [c1] "+x"(c[i][1]), [c2] "+x"(c[i][2]), [av] "=&x"(av)
+          : [a] "r"(a[i]), [k] "r"(k), [w0] "x"(w0), [w1] "x"(w1), [w2] "x"(w2));
+    });
+  }
+
+  // All whole steps of the tile, as DynamicTiles::steps.
+  template <bool kNext, int MR, int NR>
+  PYCOMP_AVX2_INLINE static int64_t steps(__m256 (&acc)[MR][NR], const float* const (&a)[MR],
+                                          const int8_t* const (&w)[NR], int64_t klen, RowPrefetcher& next) {
+    int64_t k = 0;
+    for (; k + 16 <= klen; k += 16) {
+      if constexpr (kNext) {
+        next.step();
+        if constexpr (NR > 4) next.step();
+      }
+      step<true>(acc, a, w, k);
+      step<true>(acc, a, w, k + 8);
+    }
+    for (; k + 8 <= klen; k += 8) step<true>(acc, a, w, k);
+    return k;
+  }
+
+  template <int MR, int NR>
+  PYCOMP_AVX2 static void run(const Tile<float, float>& t) {
+    const float* a[MR];
+    const int8_t* w[NR];
+    unroll<MR>([&](auto i) PYCOMP_AVX2_LAMBDA { a[i] = t.a + i * t.lda; });
+    unroll<NR>([&](auto j) PYCOMP_AVX2_LAMBDA { w[j] = t.w + j * t.ldw; });
+    const int64_t klen = t.klen;
+    __m256 acc[MR][NR];
+    for_tile<MR, NR>([&](auto i, auto j) PYCOMP_AVX2_LAMBDA { acc[i][j] = _mm256_setzero_ps(); });
+    RowPrefetcher next(t.next, t.ldw, NR, klen);
+    const int64_t k = t.next ? steps<true>(acc, a, w, klen, next) : steps<false>(acc, a, w, klen, next);
+    if (k < klen) {
+      // K tail: a zero-padded copy of the weights, as in DynamicTiles::run.
+      alignas(16) int8_t tail[NR][8] = {};
+      const int8_t* wt[NR];
+      const float* at[MR];
+      for (int j = 0; j < NR; ++j) {
+        std::memcpy(tail[j], w[j] + k, size_t(klen - k));
+        wt[j] = tail[j];
+      }
+      for (int i = 0; i < MR; ++i) at[i] = a[i] + k;
+      step<false>(acc, at, wt, 0);
+    }
+    for_tile<MR, NR>([&](auto i, auto j) PYCOMP_AVX2_LAMBDA {
+      float& c = t.c[i * t.ldc + j];
+      c = (t.accumulate ? c : 0.f) + hsum(acc[i][j]);
+    });
+  }
+};
+
+struct WeightOnly {
+  using Act = float;
+  static constexpr int64_t kStep = 8;
+
+  static void pack_row(const float* x, int64_t K, int64_t Kp, float* a, std::nullptr_t, int64_t) {
+    std::copy(x, x + K, a);
+    std::fill(a + K, a + Kp, 0.f);
+  }
+
+  static Blocking blocking(int64_t M, int64_t) { return avx2_blocking(M, kGemvNrWeightOnly); }
+
+  static void tile(const Blocking&, const Tile<float, float>& t) { TileTable<WeightOnlyTiles, 4, 8>::call(t); }
+};
+
+}  // namespace
+
+float quantize_row_avx2(const float* x, int64_t K, int8_t* q) { return quantize_row(x, K, q); }
+
+void quantize_avx2(const float* x, int64_t ldx, int8_t* q, float* scale, int64_t M, int64_t K) {
+  quantize_rows(x, ldx, q, scale, M, K, [](const float* xr, int64_t k, int8_t* qr) { return quantize_row(xr, k, qr); });
+}
+
+void linear_dynamic_avx2(const float* x, int64_t ldx, const int8_t* w, const float* wscale, const float* bias,
+                         float* out, int64_t ldo, int64_t M, int64_t N, int64_t K) {
+  linear_dynamic<Dynamic>(x, ldx, w, wscale, bias, out, ldo, M, N, K);
+}
+
+void linear_weight_only_avx2(const float* x, int64_t ldx, const int8_t* w, const float* wscale, const float* bias,
+                             float* out, int64_t ldo, int64_t M, int64_t N, int64_t K) {
+  linear_weight_only<WeightOnly>(x, ldx, w, wscale, bias, out, ldo, M, N, K);
+}
+
+}  // namespace pycomp::cpu::int8
+
+#endif  // __x86_64__

@@ -1,0 +1,272 @@
+// Blocking, threading and epilogues shared by every ISA's int8 kernels.
+//
+// Each ISA supplies a traits struct (int8_portable.cpp, int8_avx2.cpp,
+// int8_avx512.cpp) with its activation format and its register-blocked tile
+// kernels; the drivers here are instantiated once per ISA. They are plain C++
+// (no target attributes), so the float epilogue runs the same instructions for
+// every ISA and the W8A8 results agree bit for bit across ISAs.
+//
+// Both ops use the dot-product form that the canonical row-major (N, K) weight
+// suits: a tile kernel takes mr activation rows and nr weight rows, keeps
+// mr x nr vector accumulators along K and reduces them once per K block.
+// Activations are packed once per call (quantized for W8A8), rows padded to
+// whole tile steps with zeros; weights are read in place.
+//
+//   task (threads split N, and M when N is short)
+//     m block (mc rows) -> n panel (nc weight rows) -> k block (kc)
+//       -> m tile (mr rows) -> n tile (nr rows): Traits::tile
+//
+// The traits contract (see the ISA files for the three implementations):
+//   using Act;                      activation element type in the packed buffer
+//   kStep                           K granularity of a tile step; rows are padded to it
+//   kCorrection                     W8A8 only: tiles return sum (w + 128) * q, and the
+//                                   driver subtracts 128 * sum_k q[m, k]
+//   pack_row(x, K, Kp, act, aux, m) quantizes / copies row m (aux: scale, row sum)
+//   blocking(M, K)                  tile and cache block sizes for this shape
+//   tile(blocking, Tile)            runs one register tile (struct Tile below)
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+
+#include "cpu/parallel.h"
+
+namespace pycomp::cpu::int8 {
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// One scalar of the activation quantization in the header's words; the SIMD
+// paths use it for K tails so that every element follows the same formula.
+// std::max/min keep their first argument when the other is NaN, like the
+// vector max/min the SIMD code uses: a NaN amax term is skipped and a NaN
+// product quantizes to -127.
+inline float amax_step(float amax, float v) { return std::max(amax, std::fabs(v)); }
+inline float quant_inverse(float amax) { return amax > 0.f ? 127.f / amax : 0.f; }
+inline int8_t quantize_value(float v, float inv) {
+  return static_cast<int8_t>(std::min(127.f, std::max(-127.f, std::nearbyint(v * inv))));
+}
+
+// 64-byte aligned scratch that is freed on scope exit.
+template <class T>
+class Scratch {
+ public:
+  explicit Scratch(int64_t n) {
+    if (n > 0) {
+      const size_t bytes = static_cast<size_t>(round_up(n * int64_t(sizeof(T)), 64));
+      p_.reset(static_cast<T*>(std::aligned_alloc(64, bytes)));
+      if (!p_) throw std::bad_alloc();
+    }
+  }
+  T* get() const { return p_.get(); }
+  T& operator[](int64_t i) const { return p_.get()[i]; }
+
+ private:
+  struct Free {
+    void operator()(T* p) const { std::free(p); }
+  };
+  std::unique_ptr<T, Free> p_;
+};
+
+struct Blocking {
+  int mr, nr;          // register tile
+  int64_t mc, nc, kc;  // cache blocks (kc a multiple of the traits' kStep)
+};
+
+// Below this many multiply-adds a call runs on one thread: waking the pool
+// costs more than the work.
+constexpr int64_t kMinParallelMacs = int64_t(1) << 18;
+
+// Splits the (M, N) output over the threads: N first (each thread streams its
+// own weight rows once), M as well when N has too few tiles to go round.
+// fn(m0, m1, n0, n1) runs once per task.
+template <class Fn>
+void parallel_tiles(int64_t M, int64_t N, int64_t K, const Blocking& b, const Fn& fn) {
+  int64_t threads = M * N * K < kMinParallelMacs ? 1 : std::max(1, num_threads());
+  const int64_t n_units = ceil_div(N, b.nr), m_units = ceil_div(M, b.mr);
+  const int64_t tn = std::min(threads, n_units);
+  const int64_t tm = std::min(std::max<int64_t>(threads / tn, 1), m_units);
+  auto range = [](int64_t units, int64_t parts, int64_t i, int64_t unit, int64_t limit) {
+    const int64_t lo = units * i / parts * unit, hi = units * (i + 1) / parts * unit;
+    return std::make_pair(std::min(lo, limit), std::min(hi, limit));
+  };
+  parallel_for(tn * tm, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const auto [m0, m1] = range(m_units, tm, t / tn, b.mr, M);
+      const auto [n0, n1] = range(n_units, tn, t % tn, b.nr, N);
+      if (m0 < m1 && n0 < n1) fn(m0, m1, n0, n1);
+    }
+  });
+}
+
+// Row stride of a packed activation buffer: rows a multiple of 1 KB apart would
+// share L1 sets (a tile reads several rows at the same offset), so such
+// strides get one cache line more.
+template <class Act>
+int64_t packed_stride(int64_t Kp) {
+  const int64_t bytes = Kp * int64_t(sizeof(Act));
+  return bytes % 1024 == 0 ? Kp + 64 / int64_t(sizeof(Act)) : Kp;
+}
+
+// Packs (quantizes or copies) every activation row once, in parallel over rows.
+template <class T, class Aux>
+void pack_rows(const float* x, int64_t ldx, int64_t M, int64_t K, int64_t Kp, int64_t lda, typename T::Act* act,
+               Aux aux) {
+  const int64_t grain = std::max<int64_t>(1, 32768 / K);
+  parallel_for(M, grain, [&](int64_t b, int64_t e) {
+    for (int64_t m = b; m < e; ++m) T::pack_row(x + m * ldx, K, Kp, act + m * lda, aux, m);
+  });
+}
+
+// One tile kernel call: activation rows a[0, mr) (stride lda) times weight rows
+// w[0, nr) (stride ldw) over klen values of K, into c[mr][nr] (stride ldc),
+// added to c when `accumulate`. `next`, when not null, is the first of nr
+// weight rows (stride ldw, klen bytes each) that memory will deliver next; the
+// kernel prefetches them while it computes (RowPrefetcher).
+template <class Act, class Acc>
+struct Tile {
+  int mr, nr;
+  const Act* a;
+  int64_t lda;
+  const int8_t* w;
+  int64_t ldw, klen;
+  Acc* c;
+  int64_t ldc;
+  bool accumulate;
+  const int8_t* next;
+};
+
+// Walks weight rows a cache line per call of step(), for Tile::next; a tile
+// calls it often enough to cover its nr rows of klen bytes.
+class RowPrefetcher {
+ public:
+  RowPrefetcher(const int8_t* rows, int64_t ld, int nrows, int64_t bytes)
+      : row_(rows), ld_(ld), bytes_(bytes), left_(rows ? nrows : 0) {}
+  void step() {
+    if (left_ == 0) return;
+    __builtin_prefetch(row_ + offset_, 0, 3);
+    offset_ += 64;
+    if (offset_ >= bytes_) {
+      offset_ = 0;
+      row_ += ld_;
+      --left_;
+    }
+  }
+
+ private:
+  const int8_t* row_;
+  int64_t ld_, bytes_, offset_ = 0;
+  int left_;
+};
+
+// Runs the tile kernels over one task's output block, handing each finished
+// (m block, n panel) of accumulators to `epilogue(acc, ldc, m0, mlen, n0, nlen)`.
+// Loop order: m block, n panel, k block, m tile, n tile. The first m tile of
+// each (n panel, k block) reads its weights from memory, later ones from cache;
+// each of those first tiles prefetches the weights of the next one, the last
+// of them those of the next (n panel, k block).
+template <class T, class Acc, class Epilogue>
+void run_blocks(const Blocking& b, const typename T::Act* act, int64_t lda, const int8_t* w, int64_t K,
+                int64_t m0, int64_t m1, int64_t n0, int64_t n1, const Epilogue& epilogue) {
+  Scratch<Acc> acc(b.mc * b.nc);
+  const int64_t ldc = b.nc;
+  for (int64_t mb = m0; mb < m1; mb += b.mc) {
+    const int64_t mlen = std::min(b.mc, m1 - mb);
+    for (int64_t nb = n0; nb < n1; nb += b.nc) {
+      const int64_t nlen = std::min(b.nc, n1 - nb);
+      for (int64_t kb = 0; kb < K; kb += b.kc) {
+        const int64_t klen = std::min(b.kc, K - kb);
+        const int8_t* next_block = kb + b.kc < K    ? w + nb * K + kb + b.kc
+                                   : nb + nlen < n1 ? w + (nb + nlen) * K
+                                                    : nullptr;
+        for (int64_t mt = 0; mt < mlen; mt += b.mr)
+          for (int64_t nt = 0; nt < nlen; nt += b.nr) {
+            const int8_t* next = nullptr;
+            if (mt == 0) next = nt + b.nr < nlen ? w + (nb + nt + b.nr) * K + kb : next_block;
+            T::tile(b, Tile<typename T::Act, Acc>{int(std::min<int64_t>(b.mr, mlen - mt)),
+                                                  int(std::min<int64_t>(b.nr, nlen - nt)), act + (mb + mt) * lda + kb,
+                                                  lda, w + (nb + nt) * K + kb, K, klen, acc.get() + mt * ldc + nt, ldc,
+                                                  kb > 0, next});
+          }
+      }
+      epilogue(acc.get(), ldc, mb, mlen, nb, nlen);
+    }
+  }
+}
+
+// Row data the W8A8 pack step fills in: the activation scale and, for traits
+// with kCorrection, sum_k q[m, k].
+struct DynamicAux {
+  float* scale;
+  int32_t* qsum;
+};
+
+template <class T>
+void linear_dynamic(const float* x, int64_t ldx, const int8_t* w, const float* wscale, const float* bias,
+                    float* out, int64_t ldo, int64_t M, int64_t N, int64_t K) {
+  const int64_t Kp = round_up(K, T::kStep), lda = packed_stride<typename T::Act>(Kp);
+  Scratch<typename T::Act> act(M * lda);
+  Scratch<float> scale(M);
+  Scratch<int32_t> qsum(T::kCorrection ? M : 0);
+  pack_rows<T>(x, ldx, M, K, Kp, lda, act.get(), DynamicAux{scale.get(), qsum.get()});
+  const Blocking b = T::blocking(M, K);
+  parallel_tiles(M, N, K, b, [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    run_blocks<T, int32_t>(
+        b, act.get(), lda, w, K, m0, m1, n0, n1,
+        [&](const int32_t* acc, int64_t ldc, int64_t mb, int64_t mlen, int64_t nb, int64_t nlen) {
+          for (int64_t i = 0; i < mlen; ++i) {
+            const int64_t m = mb + i;
+            // (w + 128) . q - 128 * sum q, in wrapping int32: exact whenever the true dot fits.
+            const uint32_t corr = T::kCorrection ? uint32_t(qsum[m]) << 7 : 0u;
+            const float s = scale[m];
+            float* o = out + m * ldo + nb;
+            const int32_t* a = acc + i * ldc;
+            for (int64_t j = 0; j < nlen; ++j) {
+              const float dot = float(int32_t(uint32_t(a[j]) - corr));
+              float v = dot * s;
+              v = v * wscale[nb + j];
+              o[j] = bias ? v + bias[nb + j] : v;
+            }
+          }
+        });
+  });
+}
+
+template <class T>
+void linear_weight_only(const float* x, int64_t ldx, const int8_t* w, const float* wscale, const float* bias,
+                        float* out, int64_t ldo, int64_t M, int64_t N, int64_t K) {
+  const int64_t Kp = round_up(K, T::kStep), lda = packed_stride<float>(Kp);
+  Scratch<float> act(M * lda);
+  pack_rows<T>(x, ldx, M, K, Kp, lda, act.get(), nullptr);
+  const Blocking b = T::blocking(M, K);
+  parallel_tiles(M, N, K, b, [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    run_blocks<T, float>(b, act.get(), lda, w, K, m0, m1, n0, n1,
+                         [&](const float* acc, int64_t ldc, int64_t mb, int64_t mlen, int64_t nb, int64_t nlen) {
+                           for (int64_t i = 0; i < mlen; ++i) {
+                             float* o = out + (mb + i) * ldo + nb;
+                             const float* a = acc + i * ldc;
+                             for (int64_t j = 0; j < nlen; ++j) {
+                               const float v = a[j] * wscale[nb + j];
+                               o[j] = bias ? v + bias[nb + j] : v;
+                             }
+                           }
+                         });
+  });
+}
+
+// Activation quantization alone (the quantize_per_token_int8 op): q has row stride K.
+template <class RowFn>
+void quantize_rows(const float* x, int64_t ldx, int8_t* q, float* scale, int64_t M, int64_t K, const RowFn& row) {
+  const int64_t grain = std::max<int64_t>(1, 32768 / K);
+  parallel_for(M, grain, [&](int64_t b, int64_t e) {
+    for (int64_t m = b; m < e; ++m) scale[m] = row(x + m * ldx, K, q + m * K);
+  });
+}
+
+}  // namespace pycomp::cpu::int8

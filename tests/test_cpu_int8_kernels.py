@@ -1,0 +1,328 @@
+"""The C++ CPU int8 kernels (pycomp._C) against plain PyTorch, for every ISA this CPU runs.
+
+What is checked, per ISA:
+- quantize_per_token_int8_cpu: q and scale equal, bit for bit, to the formula in
+  csrc/cpu/int8/int8_linear.h (torch.round rounds half to even, like rint);
+- int8_linear_dynamic_cpu (W8A8): within a few fp32 roundings of a float64
+  reference built from the reference-quantized activations (the int32 dot is
+  exact, so only the epilogue rounds), exactly equal where the epilogue is exact,
+  and bit-identical across ISAs and thread counts;
+- int8_linear_weight_only_cpu (W8A32): within the fp32 summation bound of a
+  float64 reference, and exact when every partial sum is an integer below 2**24.
+Shapes cover M = 1..4 (GEMV tiles), larger M (GEMM tiles, edge tiles), odd K
+(tails of every vector width), K spanning several cache blocks, strided x.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pycomp import _ext
+
+_C = _ext._C
+pytestmark = pytest.mark.skipif(_C is None, reason=f"pycomp._C not built: {_ext.C_ERROR}")
+
+ISAS = [isa for isa in ("portable", "avx2", "avx512vnni") if _C is not None and _C.cpu_isa_supported(isa)]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Most tests run single-threaded: hundreds of small calls on a loaded 2-core
+    machine spend most of their time in OpenMP spin-waits. Threaded runs are
+    compared bit for bit with single-threaded ones in test_threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+U32 = 2.0**-24  # fp32 unit roundoff
+
+MS = [1, 2, 3, 4, 5, 16, 17, 33, 128]
+ODD_KS = [1, 3, 17, 31, 33, 63, 65, 257]
+NS = [1, 7, 16, 33]
+
+
+def quantize_ref(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The header's formula, in fp32: scale = amax / 127, q = clamp(rint(x * (127 / amax)), -127, 127)."""
+    amax = x.abs().amax(dim=1)
+    # Tensor-by-tensor divisions: `127.0 / amax` runs as amax.reciprocal() * 127,
+    # which is not the correctly rounded fp32 division the header specifies.
+    c127 = torch.full_like(amax, 127.0)
+    inv = torch.where(amax > 0, c127 / amax, torch.zeros_like(amax))
+    q = torch.round(x * inv[:, None]).clamp(-127, 127).to(torch.int8)
+    return q, amax / c127
+
+
+def dynamic_ref(x, w, wscale, bias):
+    """float64 W8A8 output and the magnitude its fp32 epilogue rounds against."""
+    q, s = quantize_ref(x)
+    scaled = (q.double() @ w.double().t()) * s.double()[:, None] * wscale.double()
+    out = scaled if bias is None else scaled + bias.double()
+    mag = scaled.abs() if bias is None else scaled.abs() + bias.double().abs()
+    return out, mag
+
+
+def weight_only_ref(x, w, wscale, bias):
+    """float64 W8A32 output and sum_k |x w wscale| (+ |bias|), the scale of fp32 summation error."""
+    wd = w.double() * wscale.double()[:, None]
+    out = x.double() @ wd.t()
+    mag = x.double().abs() @ wd.abs().t()
+    if bias is not None:
+        out, mag = out + bias.double(), mag + bias.double().abs()
+    return out, mag
+
+
+def assert_within(out: torch.Tensor, ref: torch.Tensor, tol: torch.Tensor, what: str) -> None:
+    assert out.dtype == torch.float32 and out.shape == ref.shape, what
+    err = (out.double() - ref).abs()
+    bad = ~(err <= tol)  # NaN counts as bad
+    if bad.any():
+        i = tuple(bad.nonzero()[0].tolist())
+        raise AssertionError(
+            f"{what}: {int(bad.sum())} of {out.numel()} outputs off; first at {i}: "
+            f"got {out[i].item()!r}, want {ref[i].item()!r} +- {tol[i].item():.3g}"
+        )
+
+
+def make_weight(N: int, K: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    w = torch.randint(-127, 128, (N, K), dtype=torch.int8, generator=gen)
+    wscale = torch.rand(N, generator=gen) * 0.02 + 1e-3
+    return w, wscale
+
+
+def make_x(M: int, K: int, gen: torch.Generator) -> torch.Tensor:
+    # rows of very different magnitudes, so the per-row scales differ
+    return torch.randn(M, K, generator=gen) * torch.logspace(-3, 3, M)[:, None]
+
+
+# ----------------------------------------------------------------------------- quantization
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("K", [*ODD_KS, 64, 4096])
+def test_quantize_matches_formula(isa, K):
+    gen = torch.Generator().manual_seed(K)
+    x = make_x(9, K, gen)
+    q, s = _C.quantize_per_token_int8_cpu(x, isa)
+    q_ref, s_ref = quantize_ref(x)
+    assert q.dtype == torch.int8 and s.dtype == torch.float32
+    assert torch.equal(q, q_ref) and torch.equal(s, s_ref)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_quantize_ties_extremes_and_zero_rows(isa):
+    # amax = 127 makes the inverse scale exactly 1, so x * inv = x: the .5 ties
+    # land exactly and must round to even, in the vector body and in the tails.
+    ties = [0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, -126.5, 125.5, 3.49999976, -3.50000024]
+    K = 45  # vector body of 32 or 16 or 8 lanes, then a scalar tail
+    row = torch.tensor((ties * 5)[:K], dtype=torch.float32)
+    rows = [row.clone(), row.clone(), torch.zeros(K), torch.zeros(K)]
+    rows[0][7], rows[1][40] = 127.0, -127.0  # amax at a body lane / a tail lane, either sign
+    rows[3][K - 1] = -3.0e-3  # one non-zero in the tail: it quantizes to -127 exactly
+    # 127 / amax correctly rounded gives x * inv = -20.500002 -> -21; the
+    # reciprocal-times-127 shortcut gives exactly -20.5 -> -20
+    rows.append(torch.zeros(K))
+    rows[4][3] = 4.025964736938477
+    rows[4][10] = rows[4][K - 2] = -0.6498605012893677  # in the vector body and in the tail
+    x = torch.stack(rows)
+    q, s = _C.quantize_per_token_int8_cpu(x, isa)
+    q_ref, s_ref = quantize_ref(x)
+    assert torch.equal(q, q_ref) and torch.equal(s, s_ref)
+    assert q[0, 0].item() == 0 and q[0, 1].item() == 2 and q[0, 2].item() == 2 and q[0, 6].item() == 126
+    assert q[0, 7].item() == 127 and q[1, 40].item() == -127 and q[3, K - 1].item() == -127
+    assert s[2].item() == 0.0 and not q[2].any()
+    assert q[4, 10].item() == -21 and q[4, K - 2].item() == -21
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_quantize_strided_rows(isa):
+    gen = torch.Generator().manual_seed(1)
+    wide = torch.randn(5, 80, generator=gen)
+    x = wide[:, 3:70]  # row stride 80 > K = 67
+    q, s = _C.quantize_per_token_int8_cpu(x, isa)
+    q_ref, s_ref = quantize_ref(x)
+    assert torch.equal(q, q_ref) and torch.equal(s, s_ref)
+
+
+# ----------------------------------------------------------------------------- W8A8
+
+
+def check_dynamic(isa, x, w, wscale, bias, what):
+    out = _C.int8_linear_dynamic_cpu(x, w, wscale, bias, isa)
+    ref, mag = dynamic_ref(x, w, wscale, bias)
+    # fp32 epilogue: float(int32 dot), * scale, * wscale, + bias: four roundings
+    assert_within(out, ref, 8 * U32 * mag + 1e-37, what)
+    return out
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("M", MS)
+@pytest.mark.parametrize("K", [*ODD_KS, 64])
+def test_dynamic_matches_reference(isa, M, K):
+    gen = torch.Generator().manual_seed(1000 * M + K)
+    x = make_x(M, K, gen)
+    for N in NS:
+        w, wscale = make_weight(N, K, gen)
+        for bias in (None, torch.randn(N, generator=gen)):
+            check_dynamic(isa, x, w, wscale, bias, f"{isa} M={M} K={K} N={N} bias={bias is not None}")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("M", [1, 3, 5, 16, 128])
+@pytest.mark.parametrize("K", [4096, 9000])
+def test_dynamic_long_k(isa, M, K):
+    # K = 9000 spans several K cache blocks of the GEMM paths (partial sums
+    # carried across blocks) and ends in a tail.
+    gen = torch.Generator().manual_seed(M + K)
+    x = make_x(M, K, gen)
+    for N in (1, 16):
+        w, wscale = make_weight(N, K, gen)
+        check_dynamic(isa, x, w, wscale, torch.randn(N, generator=gen), f"{isa} M={M} K={K} N={N}")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("M,K", [(1, 1000), (4, 1000), (17, 1000), (6, 3000), (6, 9000)])
+def test_dynamic_exact_integer_dot(isa, M, K):
+    # Rows reaching +-127 quantize with inv = scale = 1, so q = x; with unit
+    # weight scales, no bias and |dot| < 2**24 the output is the int32 dot exactly.
+    gen = torch.Generator().manual_seed(K + M)
+    x = torch.randint(-127, 128, (M, K), generator=gen).float()
+    x[:, K // 2] = 127.0
+    x[::2, K - 1] = -127.0
+    limit = (2**24 - 1) // (127 * K)  # keeps |dot| < 2**24 for any row
+    w = torch.randint(-min(127, limit), min(127, limit) + 1, (19, K), dtype=torch.int8, generator=gen)
+    w[:, 0] = 127
+    out = _C.int8_linear_dynamic_cpu(x, w, torch.ones(19), None, isa)
+    assert torch.equal(out, (x.double() @ w.double().t()).float())
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_dynamic_extremes_and_zero_rows(isa):
+    # Every product at +-127 * 127 (the largest int32 sums the kernels make),
+    # zero rows (scale 0: output = bias), and ties.
+    K, N = 1031, 9
+    x = torch.full((6, K), 127.0)
+    x[1] = -127.0
+    x[2] = 0.0
+    x[3] = 0.0
+    x[3, ::3] = -0.5
+    x[3, 0] = 1.0  # row 3: amax 1, so the -0.5 scale to the tie -63.5 (-> -64)
+    x[4] = 0.0
+    x[5, ::2] = -127.0
+    w = torch.full((N, K), 127, dtype=torch.int8)
+    w[1::2] = -127
+    bias = torch.arange(N, dtype=torch.float32)
+    out = check_dynamic(isa, x, w, torch.ones(N), bias, f"{isa} extremes")
+    assert torch.equal(out[2], bias) and torch.equal(out[4], bias)
+    assert out[0, 0].item() == 127 * 127 * K and out[1, 0].item() == -127 * 127 * K
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_dynamic_strided_x(isa):
+    gen = torch.Generator().manual_seed(7)
+    for M, K in [(1, 33), (3, 64), (17, 257)]:
+        wide = torch.randn(M, K + 40, generator=gen)
+        x = wide[:, 5 : 5 + K]  # a column slice: row stride K + 40
+        assert x.stride(0) > K and x.stride(1) == 1
+        w, wscale = make_weight(16, K, gen)
+        out = check_dynamic(isa, x, w, wscale, None, f"{isa} strided M={M} K={K}")
+        assert torch.equal(out, _C.int8_linear_dynamic_cpu(x.contiguous(), w, wscale, None, isa))
+
+
+@pytest.mark.skipif(len(ISAS) < 2, reason="one ISA only")
+def test_dynamic_isas_agree_bit_for_bit():
+    gen = torch.Generator().manual_seed(3)
+    for M, K, N in [(1, 4096, 33), (3, 65, 7), (5, 257, 33), (33, 31, 16), (128, 1000, 40)]:
+        x = make_x(M, K, gen)
+        w, wscale = make_weight(N, K, gen)
+        bias = torch.randn(N, generator=gen)
+        outs = [_C.int8_linear_dynamic_cpu(x, w, wscale, bias, isa) for isa in ISAS]
+        for isa, out in zip(ISAS[1:], outs[1:]):
+            assert torch.equal(out, outs[0]), f"{isa} and {ISAS[0]} differ at M={M} K={K} N={N}"
+
+
+# ----------------------------------------------------------------------------- W8A32
+
+
+def check_weight_only(isa, x, w, wscale, bias, what):
+    out = _C.int8_linear_weight_only_cpu(x, w, wscale, bias, isa)
+    ref, mag = weight_only_ref(x, w, wscale, bias)
+    K = x.shape[1]
+    # any summation order of K fp32 products is within (K + 1) u of sum |terms|;
+    # then * wscale and + bias round twice more
+    assert_within(out, ref, (K + 3) * U32 * mag + 1e-37, what)
+    return out
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("M", MS)
+@pytest.mark.parametrize("K", [*ODD_KS, 64])
+def test_weight_only_matches_reference(isa, M, K):
+    gen = torch.Generator().manual_seed(2000 * M + K)
+    x = make_x(M, K, gen)
+    for N in NS:
+        w, wscale = make_weight(N, K, gen)
+        for bias in (None, torch.randn(N, generator=gen)):
+            check_weight_only(isa, x, w, wscale, bias, f"{isa} M={M} K={K} N={N} bias={bias is not None}")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 16, 33])
+@pytest.mark.parametrize("K", [3, 17, 65, 257, 4096, 9000])
+def test_weight_only_exact_on_integers(isa, M, K):
+    # Small-integer x and power-of-two scales: every partial sum is an integer
+    # below 2**24, so any summation order is exact and a lost or doubled term shows.
+    gen = torch.Generator().manual_seed(M * K)
+    x = torch.randint(-8, 9, (M, K), generator=gen).float()
+    w = torch.randint(-127, 128, (11, K), dtype=torch.int8, generator=gen)
+    wscale = 2.0 ** torch.randint(-6, 3, (11,), generator=gen).float()
+    bias = torch.randint(-50, 50, (11,), generator=gen).float()
+    out = _C.int8_linear_weight_only_cpu(x, w, wscale, bias, isa)
+    assert torch.equal(out, (x.double() @ (w.double() * wscale.double()[:, None]).t() + bias.double()).float())
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_weight_only_strided_x_and_zero_rows(isa):
+    gen = torch.Generator().manual_seed(11)
+    wide = torch.randn(6, 300, generator=gen)
+    wide[2] = 0.0
+    x = wide[:, 7:264]  # K = 257, row stride 300
+    w, wscale = make_weight(33, 257, gen)
+    bias = torch.randn(33, generator=gen)
+    out = check_weight_only(isa, x, w, wscale, bias, f"{isa} strided")
+    assert torch.equal(out, _C.int8_linear_weight_only_cpu(x.contiguous(), w, wscale, bias, isa))
+    assert torch.equal(out[2], bias)
+
+
+# ----------------------------------------------------------------------------- threads and errors
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_threads(isa):
+    # Threads split N (or M when N is short); each output's summation order is
+    # fixed by the blocking, so results match the single-threaded ones bit for bit.
+    gen = torch.Generator().manual_seed(5)
+    cases = [(16, 512, 64), (128, 512, 5), (1, 4096, 100), (5, 1001, 97), (33, 257, 160)]
+    for M, K, N in cases:
+        x = make_x(M, K, gen)
+        w, wscale = make_weight(N, K, gen)
+        bias = torch.randn(N, generator=gen)
+        results = []
+        for t in (1, 2, 3):
+            torch.set_num_threads(t)
+            what = f"{isa} M={M} K={K} N={N} threads={t}"
+            dyn = check_dynamic(isa, x, w, wscale, bias, what)
+            results.append((dyn, check_weight_only(isa, x, w, wscale, bias, what)))
+        for dyn, wo in results[1:]:
+            assert torch.equal(dyn, results[0][0]) and torch.equal(wo, results[0][1]), (M, K, N)
+
+
+def test_isa_names_are_checked():
+    x, w, s = torch.randn(2, 8), torch.zeros(3, 8, dtype=torch.int8), torch.ones(3)
+    with pytest.raises(RuntimeError, match="unknown CPU ISA"):
+        _C.int8_linear_dynamic_cpu(x, w, s, None, "sse9")
+    missing = [isa for isa in ("avx2", "avx512vnni") if not _C.cpu_isa_supported(isa)]
+    for isa in missing:
+        with pytest.raises(RuntimeError, match="cannot run"):
+            _C.int8_linear_weight_only_cpu(x, w, s, None, isa)
