@@ -7,6 +7,7 @@ Switches (environment):
 import glob
 import os
 import shutil
+import sys
 import warnings
 
 from setuptools import find_packages, setup
@@ -51,6 +52,13 @@ def _extensions():
     cpu_sources = _rel(glob.glob(os.path.join(ROOT, "csrc", "cpu", "**", "*.cpp"), recursive=True))
     sources = ["csrc/bindings.cpp", *cpu_sources]
     cxx = ["-O3", "-std=c++17", "-fno-math-errno"]
+    link = []
+    if sys.platform.startswith("linux"):
+        # at::parallel_for is an inline `#pragma omp parallel`: without -fopenmp the CPU kernels
+        # run on one thread. The soname resolves to the libgomp torch already loaded, so
+        # torch.set_num_threads still governs them.
+        cxx.append("-fopenmp")
+        link.append("-fopenmp")
     include = [os.path.join(ROOT, "csrc")]
     if _want_cuda():
         cuda_sources = _rel(glob.glob(os.path.join(ROOT, "csrc", "cuda", "**", "*.cu"), recursive=True))
@@ -60,9 +68,11 @@ def _extensions():
             include_dirs=include,
             define_macros=[("PYCOMP_WITH_CUDA", "1")],
             extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++17", "-lineinfo", *_gencode_flags()]},
+            extra_link_args=link,
         )
     else:
-        ext = CppExtension("pycomp._C", sources, include_dirs=include, extra_compile_args={"cxx": cxx})
+        ext = CppExtension("pycomp._C", sources, include_dirs=include, extra_compile_args={"cxx": cxx},
+                           extra_link_args=link)
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=shutil.which("ninja") is not None)}
 
 
