@@ -125,3 +125,20 @@ def test_cuda_routing_by_m_and_k(monkeypatch):
     assert ops.plan("dynamic", "cuda", 1024, 100) == "triton"
     monkeypatch.setattr(_ext, "triton_int8", lambda: None)
     assert ops.plan("dynamic", "cuda", 1, 4096) == "reference"
+
+
+@pytest.mark.parametrize("backend", ["triton", "reference"])
+@pytest.mark.parametrize("mode", ["dynamic", "weight_only"])
+def test_cuda_dispatcher_paths_on_cpu_tensors(monkeypatch, mode, backend):
+    """The CUDA impl's dispatch (reshape, bias cast, empty batch) through the paths that run without a GPU."""
+    from pycomp import _ext
+
+    if backend == "triton" and (_ext.triton_int8() is None or not _ext.triton_interpreting()):
+        pytest.skip("needs Triton's interpreter")
+    monkeypatch.setattr(ops, "plan", lambda *a, **k: backend)
+    q, s, b = _weights(5, 33)
+    x = torch.randn(2, 3, 33)
+    ref = ops.int8_linear_dynamic_ref if mode == "dynamic" else ops.int8_linear_weight_only_ref
+    impl = ops._linear_cuda(mode)
+    torch.testing.assert_close(impl(x, q, s, b), ref(x, q, s, b), rtol=1e-4, atol=1e-4)
+    assert impl(torch.randn(0, 33), q, s, None).shape == (0, 5)

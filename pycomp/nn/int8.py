@@ -44,9 +44,11 @@ class _Int8Weights(CompressedLayer):
             self.wscale = self.wscale.float()
         return self
 
-    def _linear(self, x: Tensor) -> Tensor:
+    def _linear(self, x: Tensor, rows: slice = slice(None)) -> Tensor:
+        """x (..., K) -> (..., N'), using the weight rows `rows` (a conv group's output channels)."""
         op = int8_ops.int8_linear_dynamic if self.mode == "dynamic" else int8_ops.int8_linear_weight_only
-        return op(x, self.qweight, self.wscale, self.bias)
+        bias = None if self.bias is None else self.bias[rows]
+        return op(x, self.qweight[rows], self.wscale[rows], bias)
 
     @property
     def backend(self) -> str:
@@ -123,16 +125,8 @@ class Int8Conv2d(_Int8Weights, Im2ColConv2d):
         return layer
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._conv_gemm(x, self._group_linear)
-
-    def _group_linear(self, rows: Tensor, i: int) -> Tensor:
-        if self.groups == 1:
-            return self._linear(rows)
         og = self.out_channels // self.groups
-        sel = slice(i * og, (i + 1) * og)
-        bias = None if self.bias is None else self.bias[sel]
-        op = int8_ops.int8_linear_dynamic if self.mode == "dynamic" else int8_ops.int8_linear_weight_only
-        return op(rows, self.qweight[sel], self.wscale[sel], bias)
+        return self._conv_gemm(x, lambda rows, i: self._linear(rows, slice(i * og, (i + 1) * og)))
 
     def dequantize(self) -> Tensor:
         w = dequantize_int8(self.qweight, self.wscale)

@@ -152,12 +152,9 @@ def _quantize_cpu(x):
     return q.reshape(x.shape), s.reshape(x.shape[:-1])
 
 
-def _linear_cpu(op: str, kernel: str, ref):
+def _linear_cpu(mode: str, kernel: str, ref):
     def impl(x, qweight, wscale, bias=None):
-        if op == "int8_linear_dynamic":
-            _check_dynamic(x, qweight, wscale, bias)
-        else:
-            _check_linear(op, x, qweight, wscale, bias)
+        _CHECKS[mode](x, qweight, wscale, bias)
         x2 = _rows(x)
         if x2.shape[0] == 0:
             return x.new_empty((*x.shape[:-1], qweight.shape[0]))
@@ -168,19 +165,6 @@ def _linear_cpu(op: str, kernel: str, ref):
         return out.to(x.dtype).reshape(*x.shape[:-1], qweight.shape[0])
 
     return impl
-
-
-LIB.impl("quantize_per_token_int8", _quantize_cpu, "CPU")
-LIB.impl(
-    "int8_linear_dynamic",
-    _linear_cpu("int8_linear_dynamic", "int8_linear_dynamic_cpu", int8_linear_dynamic_ref),
-    "CPU",
-)
-LIB.impl(
-    "int8_linear_weight_only",
-    _linear_cpu("int8_linear_weight_only", "int8_linear_weight_only_cpu", int8_linear_weight_only_ref),
-    "CPU",
-)
 
 
 # ----------------------------------------------------------------------------- CUDA
@@ -206,44 +190,60 @@ def _check_dynamic(x, qweight, wscale, bias):
     )
 
 
-def _dynamic_cuda(x, qweight, wscale, bias=None):
-    _check_dynamic(x, qweight, wscale, bias)
-    x2 = _rows(x)
-    M, K, N = x2.shape[0], x2.shape[1], qweight.shape[0]
-    if M == 0:
-        return x.new_empty((*x.shape[:-1], N))
-    b = None if bias is None else bias.to(x.dtype).contiguous()
-    backend = plan("dynamic", x.device, M, K, x.dtype)
-    if backend == "cuda":
-        q, s = _quantize_cuda(x2)
-        out = _ext._C.w8a8_gemm_cuda(q, s, qweight, wscale, b, x.dtype)
-    elif backend == "triton":
-        out = _ext.triton_int8().int8_linear_dynamic(x2, qweight, wscale, b)
-    else:
-        out = int8_linear_dynamic_ref(x2, qweight, wscale, b)
-    return out.reshape(*x.shape[:-1], N)
+def _w8a8_cuda(x2, qweight, wscale, b):
+    q, s = _quantize_cuda(x2)
+    return _ext._C.w8a8_gemm_cuda(q, s, qweight, wscale, b, x2.dtype)
 
 
-def _weight_only_cuda(x, qweight, wscale, bias=None):
-    _check_linear("int8_linear_weight_only", x, qweight, wscale, bias)
-    x2 = _rows(x)
-    M, K, N = x2.shape[0], x2.shape[1], qweight.shape[0]
-    if M == 0:
-        return x.new_empty((*x.shape[:-1], N))
-    b = None if bias is None else bias.to(x.dtype).contiguous()
-    backend = plan("weight_only", x.device, M, K, x.dtype)
-    if backend == "cuda":
-        out = _ext._C.w8a16_linear_cuda(x2, qweight, wscale, b)
-    elif backend == "triton":
-        out = _ext.triton_int8().w8a16_linear(x2, qweight, wscale, b)
-    else:
-        out = int8_linear_weight_only_ref(x2, qweight, wscale, b)
-    return out.reshape(*x.shape[:-1], N)
+# The input checks of each mode, shared by the CPU and CUDA impls.
+_CHECKS = {"dynamic": _check_dynamic,
+           "weight_only": lambda *a: _check_linear("int8_linear_weight_only", *a)}
+
+# mode -> backend name (from plan) -> (x2, qweight, wscale, bias) -> out: one CUDA dispatcher serves both modes.
+_CUDA_PATHS = {
+    "dynamic": {
+        "cuda": _w8a8_cuda,
+        "triton": lambda *a: _ext.triton_int8().int8_linear_dynamic(*a),
+        "reference": int8_linear_dynamic_ref,
+    },
+    "weight_only": {
+        "cuda": lambda *a: _ext._C.w8a16_linear_cuda(*a),
+        "triton": lambda *a: _ext.triton_int8().w8a16_linear(*a),
+        "reference": int8_linear_weight_only_ref,
+    },
+}
 
 
+def _linear_cuda(mode: str):
+    check, paths = _CHECKS[mode], _CUDA_PATHS[mode]
+
+    def impl(x, qweight, wscale, bias=None):
+        check(x, qweight, wscale, bias)
+        x2 = _rows(x)
+        M, K, N = x2.shape[0], x2.shape[1], qweight.shape[0]
+        if M == 0:
+            return x.new_empty((*x.shape[:-1], N))
+        b = None if bias is None else bias.to(x.dtype).contiguous()
+        out = paths[plan(mode, x.device, M, K, x.dtype)](x2, qweight, wscale, b)
+        return out.reshape(*x.shape[:-1], N)
+
+    return impl
+
+
+LIB.impl("quantize_per_token_int8", _quantize_cpu, "CPU")
+LIB.impl(
+    "int8_linear_dynamic",
+    _linear_cpu("dynamic", "int8_linear_dynamic_cpu", int8_linear_dynamic_ref),
+    "CPU",
+)
+LIB.impl(
+    "int8_linear_weight_only",
+    _linear_cpu("weight_only", "int8_linear_weight_only_cpu", int8_linear_weight_only_ref),
+    "CPU",
+)
 LIB.impl("quantize_per_token_int8", _quantize_cuda, "CUDA")
-LIB.impl("int8_linear_dynamic", _dynamic_cuda, "CUDA")
-LIB.impl("int8_linear_weight_only", _weight_only_cuda, "CUDA")
+LIB.impl("int8_linear_dynamic", _linear_cuda("dynamic"), "CUDA")
+LIB.impl("int8_linear_weight_only", _linear_cuda("weight_only"), "CUDA")
 
 
 # ----------------------------------------------------------------------------- autograd (straight-through)
