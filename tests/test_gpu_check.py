@@ -1,0 +1,31 @@
+"""benchmarks/gpu_check.py runs once, on a lent GPU: its family modules must at least import and expose bench(h)."""
+import glob
+import importlib.util
+import os
+
+import pytest
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+FAMILIES = sorted(p for p in glob.glob(os.path.join(BENCH, "gpu_*.py")) if not p.endswith("gpu_check.py"))
+
+
+def _load(path):
+    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_families_exist():
+    assert any(p.endswith("gpu_int8.py") for p in FAMILIES)
+
+
+@pytest.mark.parametrize("path", FAMILIES, ids=os.path.basename)
+def test_family_module_imports_and_has_bench(path):
+    mod = _load(path)
+    assert callable(getattr(mod, "bench", None)), f"{path} must define bench(h) -> (rows, table)"
+
+
+def test_gpu_check_imports():
+    mod = _load(os.path.join(BENCH, "gpu_check.py"))
+    assert callable(mod.main) and callable(mod.time_graph)
