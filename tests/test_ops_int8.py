@@ -106,6 +106,21 @@ def test_plan_names_cpu_backend():
 
     assert ops.plan("dynamic", "cpu") == f"cpu-{_ext._C.cpu_isa()}"
     assert ops.plan("weight_only", "meta") == "reference"
+    assert ops.plan("dynamic", "cpu", 8, ops.CPU_DENSE_MAX_K, N=64) == "cpu-dense"
+    assert ops.plan("dynamic", "cpu", 8, 4096, N=ops.CPU_DENSE_MAX_N) == "cpu-dense"
+    assert ops.plan("weight_only", "cpu", 8, ops.CPU_DENSE_MAX_K + 1, N=ops.CPU_DENSE_MAX_N + 1) != "cpu-dense"
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "weight_only"])
+@pytest.mark.parametrize("m,k,n", [(1, 9, 32), (300, 32, 7), (5, 1, 1), (64, 17, 16)])
+def test_cpu_dense_path_for_small_layers(mode, m, k, n):
+    """Small layers run the fp32 GEMM on the int8 values: W8A8 integers exact, same answer as the reference."""
+    assert ops.plan(mode, "cpu", m, k, N=n) == "cpu-dense"
+    q, s, b = _weights(n, k)
+    x = torch.randn(m, k) * 3
+    ref = ops.int8_linear_dynamic_ref if mode == "dynamic" else ops.int8_linear_weight_only_ref
+    op = ops.int8_linear_dynamic if mode == "dynamic" else ops.int8_linear_weight_only
+    torch.testing.assert_close(op(x, q, s, b), ref(x, q, s, b), rtol=1e-5, atol=1e-5)
 
 
 def test_cuda_routing_by_m_and_k(monkeypatch):
