@@ -24,6 +24,8 @@ if DEVICE == "cuda" and not torch.cuda.is_available():
     pytest.skip("pycomp.triton_kernels.int4 was imported without TRITON_INTERPRET=1 and no CUDA device is present",
                 allow_module_level=True)
 
+# On a GPU: one fixed tile, not an autotuning run per small shape.
+CFG = {"config": tk.SMALL_CONFIG}
 ROUNDING = {torch.float32: 2.0**-23, torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}
 
 
@@ -61,7 +63,7 @@ def run(M, N, K, group_size, symmetric, dtype, with_bias, seed):
     x = torch.randn(M, K, generator=gen).to(dtype)
     bias = torch.randn(N, generator=gen).to(dtype) if with_bias else None
     dev = [t.to(DEVICE) if t is not None else None for t in (x, packed, scales, zeros, bias)]
-    out = tk.w4a16_linear(*dev, group_size, K)
+    out = tk.w4a16_linear(*dev, group_size, K, **CFG)
     assert_close(out, x, packed, scales, zeros, bias, group_size, K)
 
 
@@ -88,7 +90,8 @@ def test_strided_inputs():
     packed_view = wide[:, 2:2 + packed.shape[1]]  # row stride 40 bytes
     x_big = torch.randn(4, K + 6, generator=gen)
     x = x_big[:, 3:3 + K]  # row stride K + 6
-    out = tk.w4a16_linear(x.to(DEVICE), packed_view.to(DEVICE), scales.to(DEVICE), zeros.to(DEVICE), None, gs, K)
+    out = tk.w4a16_linear(x.to(DEVICE), packed_view.to(DEVICE), scales.to(DEVICE), zeros.to(DEVICE), None, gs, K,
+                          **CFG)
     assert_close(out, x, packed, scales, zeros, None, gs, K)
 
 
@@ -100,7 +103,7 @@ def test_exact_small_case():
     scales = torch.tensor([[0.5, 2.0], [0.25, 1.0]], dtype=torch.float16)
     packed = pack_nibbles(codes, zeros[:, -1])
     x = torch.arange(K, dtype=torch.float32)[None, :] % 5 - 2
-    out = tk.w4a16_linear(x.to(DEVICE), packed.to(DEVICE), scales.to(DEVICE), zeros.to(DEVICE), None, gs, K)
+    out = tk.w4a16_linear(x.to(DEVICE), packed.to(DEVICE), scales.to(DEVICE), zeros.to(DEVICE), None, gs, K, **CFG)
     w = (codes.float() - zeros.float().repeat_interleave(gs, 1)[:, :K]) * scales.float().repeat_interleave(gs, 1)[:, :K]
     assert torch.equal(out.cpu(), x @ w.T)
 
@@ -108,7 +111,8 @@ def test_exact_small_case():
 def test_empty_rows():
     gen = torch.Generator().manual_seed(1)
     packed, scales, zeros = random_int4(4, 32, 32, True, gen)
-    out = tk.w4a16_linear(torch.empty(0, 32, device=DEVICE), packed.to(DEVICE), scales.to(DEVICE), None, None, 32, 32)
+    out = tk.w4a16_linear(torch.empty(0, 32, device=DEVICE), packed.to(DEVICE), scales.to(DEVICE), None, None, 32, 32,
+                          **CFG)
     assert out.shape == (0, 4)
 
 

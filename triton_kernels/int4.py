@@ -137,9 +137,10 @@ _CONFIGS = [
     _cfg(256, 128, 64, 3, 8),
 ]
 
-# Under the interpreter: small tiles so the tests' odd shapes cross tile and K-tail edges;
-# BLOCK_K 64 takes both scale paths (two groups of 32 per tile, or part of one group).
-_INTERP_META = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 64, "GROUP_M": 2}
+# Small tiles so the tests' odd shapes cross tile and K-tail edges; BLOCK_K 64 takes both
+# scale paths (two groups of 32 per tile, or part of one group). The interpreter always
+# runs it; tests on a GPU pass it as `config` to skip autotuning every small shape.
+SMALL_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 64, "GROUP_M": 2}
 
 
 def _m_bucket(M):
@@ -155,10 +156,8 @@ def _prune_by_m(configs, named_args, **kwargs):
 
 _even_k = triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})
 
-if _INTERPRET:
-    _w4a16 = _even_k(_w4a16_kernel)
-else:
-    _w4a16 = triton.autotune(configs=_CONFIGS, key=["M_BUCKET", "N", "K", "GS"],
+_w4a16_fixed = _even_k(_w4a16_kernel)
+_w4a16 = _w4a16_fixed if _INTERPRET else triton.autotune(configs=_CONFIGS, key=["M_BUCKET", "N", "K", "GS"],
                              prune_configs_by={"early_config_prune": _prune_by_m})(_even_k(_w4a16_kernel))
 
 
@@ -166,11 +165,13 @@ else:
 
 
 def w4a16_linear(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, zeros, bias,
-                 group_size: int, in_features: int) -> torch.Tensor:
+                 group_size: int, in_features: int, config: dict | None = None) -> torch.Tensor:
     """W4A16: x (M, K) bfloat16/float16/float32 -> (M, N) x.dtype, out = x @ W.T + bias.
 
     packed (N, ceil(K/2)) uint8 (unit column stride), scales (N, G) float16, zeros (N, G)
     uint8 or None (zero point 8), bias (N,) float or None, G = ceil(K / group_size).
+    config: a fixed tile (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M; num_warps, num_stages
+    optional) instead of the autotuned choice.
     """
     op = "triton w4a16_linear"
     if x.dim() != 2:
@@ -207,9 +208,12 @@ def w4a16_linear(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, ze
     out = torch.empty((M, N), dtype=x.dtype, device=x.device)
     if M == 0 or N == 0:
         return out
-    meta = _INTERP_META if _INTERPRET else {}
+    if _INTERPRET:
+        kernel, meta = _w4a16_fixed, SMALL_CONFIG
+    else:
+        kernel, meta = (_w4a16, {}) if config is None else (_w4a16_fixed, config)
     grid = lambda m: (triton.cdiv(M, m["BLOCK_M"]) * triton.cdiv(N, m["BLOCK_N"]),)  # noqa: E731
-    _w4a16[grid](x, packed, scales, zeros if zeros is not None else packed, bias if bias is not None else scales, out,
+    kernel[grid](x, packed, scales, zeros if zeros is not None else packed, bias if bias is not None else scales, out,
                  M, N, K, G, x.stride(0), packed.stride(0), out.stride(0), _m_bucket(M),
                  GS=group_size, HAS_ZEROS=zeros is not None, HAS_BIAS=bias is not None, INTERPRET=_INTERPRET,
                  PRECISION="tf32x3" if x.dtype == torch.float32 else "tf32", **meta)

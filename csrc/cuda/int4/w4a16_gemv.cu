@@ -368,7 +368,8 @@ template <DType kT>
 cudaError_t dispatch(const Plan& p, const void* x, int64_t ldx, const uint8_t* packed, const void* scales,
                      const uint8_t* zeros, const void* bias, void* out, int64_t ldo, float* ws, int64_t M, int64_t N,
                      int64_t K, int group_size, cudaStream_t stream) {
-  if (p.mt == 1) return launch<kT, 1, 2>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, group_size, stream);
+  if (p.mt == 1)
+    return launch<kT, 1, 2>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, group_size, stream);
   return launch<kT, 2, 4>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, group_size, stream);
 }
 
@@ -390,7 +391,7 @@ cudaError_t w4a16_gemv(DType t, const void* x, int64_t ldx, const uint8_t* packe
   const bool aligned = aligned16(x) && aligned16(packed) && (ldx * 2) % 16 == 0;
   if (!shapes_ok || !aligned || (t != DType::kF16 && t != DType::kBF16)) return cudaErrorInvalidValue;
   const Plan p = make_plan(M, N, K);
-  if (p.splits > 1 && workspace == nullptr) return cudaErrorInvalidValue;
+  if (p.splits > 65535 || (p.splits > 1 && workspace == nullptr)) return cudaErrorInvalidValue;
   if (t == DType::kF16)
     return dispatch<DType::kF16>(p, x, ldx, packed, scales, zeros, bias, out, ldo, workspace, M, N, K, group_size,
                                  stream);
