@@ -4,7 +4,8 @@ Without a GPU the kernel runs on CPU tensors under TRITON_INTERPRET=1 (set by co
 on tiny shapes. The reference is x @ dequantize_int4(...).T + bias in float64.
 Tolerance per output: one rounding of the output dtype (bf16: the interpreter truncates)
 times |ref|, plus, over the sum of the terms' magnitudes, 1e-5 (fp32 accumulation) and,
-on a GPU, one rounding of the 16-bit dtype (the weights are cast to x's dtype for the MMA).
+on a GPU, the weights' rounding to x's 16-bit dtype (ROUNDING bounds two roundings: bf16
+rounds the float16 scale, then the product).
 """
 import os
 

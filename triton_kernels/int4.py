@@ -3,9 +3,10 @@
 Weights use the canonical k-nibble layout (pycomp/formats/int4.py), read as is:
 packed (N, ceil(K/2)) uint8 with column 2j in the low nibble of byte j, scales (N, G)
 float16 and zeros (N, G) uint8 (or None: zero point 8) per group of 32/64/128 along K,
-W[n, k] = (code - zero) * scale. Each K tile of codes is widened to float32,
-(code - zero) * scale is formed there (exact up to one rounding), cast to x's dtype
-(bf16/fp16; fp32 x runs 3xTF32) and multiplied on the tensor cores with fp32 accumulation.
+W[n, k] = (code - zero) * scale. Each K tile of codes is unpacked (low nibble first),
+dequantized in x's dtype ((code - zero) exact, the product rounded once; in bf16 the
+float16 scale is rounded first) and multiplied on the tensor cores with fp32
+accumulation; fp32 x runs 3xTF32.
 
 Meant for M above the CUDA decode kernel's range (M > 16), and for K that kernel does
 not take (odd K, K % 32 != 0). On a GPU it is autotuned (key: M bucket, N, K, group
@@ -68,6 +69,7 @@ def _w4a16_kernel(x_ptr, w_ptr, s_ptr, z_ptr, bias_ptr, out_ptr,
     s_row = s_ptr + rn_w * G
     z_row = z_ptr + rn_w * G
     k_bytes = (K + 1) // 2
+    TILE_GROUPS: tl.constexpr = BLOCK_K // GS if BLOCK_K > GS else 1
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for kb in range(0, tl.cdiv(K, BLOCK_K)):
@@ -79,32 +81,28 @@ def _w4a16_kernel(x_ptr, w_ptr, s_ptr, z_ptr, bias_ptr, out_ptr,
             # x is zero past K, so the padding nibble of odd K and the masked bytes add nothing.
             a = tl.load(x_ptrs, mask=rk[None, :] < K - k0, other=0.0)
             b = tl.load(w_ptrs, mask=rb[None, :] < k_bytes - k0 // 2, other=0)
-        codes = tl.interleave(b & 0xF, b >> 4).to(tl.float32)  # (BLOCK_N, BLOCK_K): low nibble first
-        if BLOCK_K <= GS:
-            g = k0 // GS
-            s = tl.load(s_row + g).to(tl.float32)
-            if HAS_ZEROS:
-                z = tl.load(z_row + g).to(tl.float32)
-            else:
-                z = tl.full((BLOCK_N,), 8.0, tl.float32)
-            w = (codes - z[:, None]) * s[:, None]
-        else:
-            PER_TILE: tl.constexpr = BLOCK_K // GS
-            rg = k0 // GS + tl.arange(0, PER_TILE)
-            g_ok = rg[None, :] < G  # groups past K get scale 0: their codes weigh nothing
-            s = tl.load(s_row[:, None] + rg[None, :], mask=g_ok, other=0.0).to(tl.float32)
-            if HAS_ZEROS:
-                z = tl.load(z_row[:, None] + rg[None, :], mask=g_ok, other=0).to(tl.float32)
-            else:
-                z = tl.full((BLOCK_N, PER_TILE), 8.0, tl.float32)
-            w = (tl.reshape(codes, (BLOCK_N, PER_TILE, GS)) - z[:, :, None]) * s[:, :, None]
-            w = tl.reshape(w, (BLOCK_N, BLOCK_K))
+        # Dequantize in x's dtype on a GPU ((code - zero) is exact there, the product rounds once
+        # more than the reference's); the interpreter stores bf16 as raw uint16 bits, and its
+        # tl.dot treats them as integers, so it computes in fp32.
         if INTERPRET:
-            # The interpreter stores bf16 as raw uint16 bits and its tl.dot treats them
-            # as integers; multiply in fp32 there instead.
+            DQ: tl.constexpr = tl.float32
             a = a.to(tl.float32)
         else:
-            w = w.to(x_ptr.dtype.element_ty)
+            DQ: tl.constexpr = x_ptr.dtype.element_ty
+        codes = tl.interleave(b & 0xF, b >> 4).to(DQ)  # (BLOCK_N, BLOCK_K): low nibble first
+        # (BLOCK_N, TILE_GROUPS) scales and zeros: the groups this K tile touches.
+        rg = k0 // GS + tl.arange(0, TILE_GROUPS)
+        g_ok = rg[None, :] < G  # groups past K get scale 0: their codes weigh nothing
+        s = tl.load(s_row[:, None] + rg[None, :], mask=g_ok, other=0.0).to(DQ)
+        if HAS_ZEROS:
+            z = tl.load(z_row[:, None] + rg[None, :], mask=g_ok, other=0).to(DQ)
+        else:
+            z = tl.full((BLOCK_N, TILE_GROUPS), 8.0, DQ)
+        if TILE_GROUPS == 1:
+            w = (codes - z) * s
+        else:
+            w = (tl.reshape(codes, (BLOCK_N, TILE_GROUPS, GS)) - z[:, :, None]) * s[:, :, None]
+            w = tl.reshape(w, (BLOCK_N, BLOCK_K))
         acc = tl.dot(a, tl.trans(w), acc, input_precision=PRECISION)
         x_ptrs += BLOCK_K
         w_ptrs += BLOCK_K // 2
@@ -127,14 +125,14 @@ def _cfg(bm, bn, bk, stages, warps):
 
 
 # Hopper/Ampere. Few per M bucket: the first call of each key compiles and times them all.
+# Compiled for sm_90a without a GPU (Triton 3.9): the first four spill nothing, 128x128 a
+# little (96 bytes), 128x256 more (312 bytes) but keeps the widest tile for large M.
 _CONFIGS = [
-    _cfg(16, 64, 128, 4, 4),
     _cfg(16, 128, 128, 4, 4),
-    _cfg(32, 128, 128, 4, 4),
     _cfg(64, 128, 64, 4, 4),
-    _cfg(128, 128, 64, 4, 8),
+    _cfg(64, 256, 64, 3, 8),
+    _cfg(128, 128, 64, 3, 8),
     _cfg(128, 256, 64, 3, 8),
-    _cfg(256, 128, 64, 3, 8),
 ]
 
 # Small tiles so the tests' odd shapes cross tile and K-tail edges; BLOCK_K 64 takes both
