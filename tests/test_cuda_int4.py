@@ -181,16 +181,14 @@ def test_gemv_bad_inputs_raise(gen):
 
 
 @needs_gemv
-@pytest.mark.parametrize("M", [1, 16, 100])
-def test_dispatcher_on_gpu(M, gen):
-    # M <= 16 takes the GEMV, larger M the Triton GEMM; odd K takes Triton at any M
-    for K in (4096, 4097):
-        packed, scales, zeros = random_int4(1000, K, 128, False, gen, "cuda")
-        x = torch.randn(M, K, generator=gen).bfloat16().cuda()
-        out = int4_cuda.cuda_impl(x, packed, scales, zeros, None, 128, K)
-        expect = "cuda" if M <= 16 and K % 32 == 0 else "triton"
-        assert int4_cuda.plan_cuda(M, K, torch.bfloat16) == expect
-        assert rel_err(out, reference(x, packed, scales, zeros, None, 128, K)) < TOL[torch.bfloat16]
+@pytest.mark.parametrize("M,K", [(1, 4096), (16, 4096), (1, 4097), (100, 4096)])
+def test_dispatcher_on_gpu(M, K, gen):
+    # M <= 16 takes the GEMV, larger M the (autotuned) Triton GEMM; odd K takes Triton at any M
+    packed, scales, zeros = random_int4(1000, K, 128, False, gen, "cuda")
+    x = torch.randn(M, K, generator=gen).bfloat16().cuda()
+    out = int4_cuda.cuda_impl(x, packed, scales, zeros, None, 128, K)
+    assert int4_cuda.plan_cuda(M, K, torch.bfloat16) == ("cuda" if M <= 16 and K % 32 == 0 else "triton")
+    assert rel_err(out, reference(x, packed, scales, zeros, None, 128, K)) < TOL[torch.bfloat16]
 
 
 @needs_gemv
