@@ -11,8 +11,9 @@
 //   2 * kRT rows with cp.async into its own slots of a kStages-deep ring, so
 //   kStages - 1 chunks stay in flight without registers; a thread reads back only
 //   what it copied, so no barrier is needed in the loop.
-// - x's slice and the slice's scales and zero points are staged once per block
-//   (x with cp.async, swizzled against bank conflicts; scales as the mma's type).
+// - x's slice and the slice's scales and zero points are staged once per block,
+//   while the first chunks are in flight (x with cp.async, swizzled against bank
+//   conflicts; the scale table in the mma's type, loaded a few entries at a time).
 // - Dequantization is bit arithmetic: a nibble n or'ed into the mantissa of
 //   1024.0 (f16 0x6400) or 128.0 (bf16 0x4300) is that float plus n, so one lop3,
 //   one add of -(magic + zero) and one multiply by the scale give two weights.
@@ -132,28 +133,6 @@ __global__ void __launch_bounds__(kThreads, 2)
   uint4* xs = smem + C::kRingUnits;
   uint32_t* table = reinterpret_cast<uint32_t*>(xs + M * xunits);
 
-  // ---- stage x's slice (zero past K) and the slice's scales and zero points
-  const int units = chunks * (kChunk / 8);
-  for (int i = tid; i < M * units; i += kThreads) {
-    const int m = i / units, u = i - m * units;
-    const int k = k0 + 8 * u;
-    const bool ok = k < K;
-    cp_async_16_zfill(smem_addr(xs + m * xunits + swizzle(u)), x + m * ldx + (ok ? k : 0), ok);
-  }
-  cp_async_commit();
-  const int g0 = k0 >> gs_shift;
-  for (int i = tid; i < C::kRows * groups; i += kThreads) {
-    const int r = i / groups, g = i - r * groups;
-    const int n = n0 + r;
-    // Past K or N: scale 0 and zero point 0, so zero-filled codes dequantize to 0, not to garbage.
-    uint32_t v = table_entry<kHalf>(__ushort_as_half(0), 0);
-    if (n < N && g0 + g < G) {
-      const int64_t idx = static_cast<int64_t>(n) * G + g0 + g;
-      v = table_entry<kHalf>(scales[idx], zeros != nullptr ? zeros[idx] : 8u);
-    }
-    table[r * tstride + g] = v;
-  }
-
   // ---- weight ring: chunk j of this warp is chunk warp + kWarps * j of the slice
   const int64_t row_bytes = K / 2;
   const uint8_t* wrow = packed + static_cast<int64_t>(n0 + gid) * row_bytes + k0 / 2 + 16 * tig;
@@ -174,12 +153,47 @@ __global__ void __launch_bounds__(kThreads, 2)
     }
   };
 
+  // ---- prologue: the first kStages - 1 chunks and x's slice (zero past K) go in flight
+  // first (x joins chunk 0's group); the table's plain loads then overlap with them.
+  const int units = chunks * (kChunk / 8);
+  for (int i = tid; i < M * units; i += kThreads) {
+    const int m = i / units, u = i - m * units;
+    const int k = k0 + 8 * u;
+    const bool ok = k < K;
+    cp_async_16_zfill(smem_addr(xs + m * xunits + swizzle(u)), x + m * ldx + (ok ? k : 0), ok);
+  }
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
     if (s < my_chunks) issue(s);
     cp_async_commit();
   }
-  cp_async_wait<kStages - 1>();  // x's group, the oldest
+  // The table, kBatch entries per thread in flight at a time. Past K or N: scale 0 and
+  // zero point 0, so zero-filled codes dequantize to 0, not to garbage.
+  constexpr int kBatch = 4;
+  const int g0 = k0 >> gs_shift;
+  const int entries = C::kRows * groups;
+  for (int base = tid; base < entries; base += kBatch * kThreads) {
+    __half sc[kBatch];
+    uint32_t zp[kBatch];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int i = base + b * kThreads;
+      const int r = i / groups, g = i - r * groups;
+      sc[b] = __ushort_as_half(0);
+      zp[b] = 0;
+      if (i < entries && n0 + r < N && g0 + g < G) {
+        const int64_t idx = static_cast<int64_t>(n0 + r) * G + g0 + g;
+        sc[b] = scales[idx];
+        zp[b] = zeros != nullptr ? zeros[idx] : 8u;
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int i = base + b * kThreads;
+      if (i < entries) table[i / groups * tstride + i % groups] = table_entry<kHalf>(sc[b], zp[b]);
+    }
+  }
+  cp_async_wait<kStages - 2>();  // the oldest group: x and chunk 0
   __syncthreads();               // everyone's x and table entries are in
 
   const uint4* xrow[kMT];
