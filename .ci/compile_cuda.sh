@@ -4,7 +4,8 @@
 #     uses) and prints each kernel's ptxas resource usage; any spill, stack frame
 #     or local memory fails the check (every kernel here is a hot one);
 #  2. when cuobjdump is found, the SASS must show what the designs rely on:
-#     16-byte weight loads and tensor-core mmas in the GEMV, IMMA in the GEMM;
+#     16-byte weight loads and tensor-core mmas in the GEMVs (cp.async ring in the
+#     int4 one), IMMA in the GEMM;
 #  3. csrc/bindings.cpp is syntax-checked with -DPYCOMP_WITH_CUDA against torch's
 #     headers, which covers csrc/cuda/cuda_bindings.h.
 # Run from anywhere: bash .ci/compile_cuda.sh. Exits non-zero on any failure.
@@ -135,6 +136,10 @@ if [ -n "$cuobjdump" ]; then
     sass_expect csrc/cuda/int8/w8a8_gemm.cu "$arch" "LDGSTS\.E\.BYPASS\.LTC128B\.128" "16-byte cp.async"
     sass_expect csrc/cuda/int8/w8a8_gemm.cu "$arch" "LDSM\.16\.M88\.4" "ldmatrix.x4"
     sass_expect csrc/cuda/int8/quantize.cu "$arch" "LDG\.E\.128" "16-byte activation loads"
+    sass_expect csrc/cuda/int4/w4a16_gemv.cu "$arch" "LDGSTS\.E\.BYPASS\.LTC128B\.128" "16-byte cp.async weight loads"
+    sass_expect csrc/cuda/int4/w4a16_gemv.cu "$arch" "HMMA\.16816\.F32\.BF16" "bf16 tensor-core mma"
+    sass_expect csrc/cuda/int4/w4a16_gemv.cu "$arch" "HMMA\.16816\.F32 " "f16 tensor-core mma"
+    sass_expect csrc/cuda/int4/w4a16_gemv.cu "$arch" "LDS\.128" "16-byte shared loads of the weight ring"
   done
 else
   echo "== SASS: cuobjdump not found, skipped"

@@ -1,0 +1,37 @@
+// int4 weight-only (W4A16) kernels for NVIDIA GPUs (raw pointers, CUDA runtime types only, no torch headers).
+//
+// Weights use the canonical "k-nibble" layout (pycomp/formats/int4.py), read as is:
+//   packed (N, K/2) uint8, byte j of row n = column 2j (low nibble) | column 2j+1 (high nibble);
+//   scales (N, G) float16 and zeros (N, G) uint8 in [0, 15], or zeros == nullptr meaning a zero point of 8,
+//   G = ceil(K / group_size), group g covering columns [g * group_size, (g + 1) * group_size);
+//   W[n, k] = (code[n, k] - zero[n, k / group_size]) * scale[n, k / group_size].
+//
+// Each launcher checks the preconditions it documents and returns cudaErrorInvalidValue
+// when one fails (the torch wrapper checks them first, with messages); otherwise it
+// returns the launch's error code.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "cuda/int8/int8_cuda.h"  // DType
+
+namespace pycomp::cuda {
+
+// Float32 elements of split-K workspace that w4a16_gemv needs for this shape on the
+// current device (0: no split, no workspace).
+int64_t w4a16_gemv_workspace(int64_t M, int64_t N, int64_t K);
+
+// Weight-only int4 linear for decode (1 <= M <= 16):
+//   out[m, n] = sum_k x[m, k] * W[n, k] + bias[n]
+// t: kF16 or kBF16 (x, bias and out); x: (M, K) row stride ldx (elements); packed,
+// scales, zeros as above (contiguous); bias: (N) or nullptr; out: (M, N) row stride
+// ldo; workspace: w4a16_gemv_workspace(M, N, K) floats (nullptr when that is 0).
+// Requires K % 32 == 0, group_size in {32, 64, 128}, x, packed and each x row
+// 16-byte aligned (ldx * 2 % 16 == 0).
+cudaError_t w4a16_gemv(DType t, const void* x, int64_t ldx, const uint8_t* packed, const void* scales,
+                       const uint8_t* zeros, const void* bias, void* out, int64_t ldo, float* workspace, int64_t M,
+                       int64_t N, int64_t K, int group_size, cudaStream_t stream);
+
+}  // namespace pycomp::cuda

@@ -1,0 +1,416 @@
+// Weight-only int4 linear for decode (M <= 16), reading the canonical k-nibble layout.
+//
+// Memory-bound: the design streams the packed weights at full bandwidth and keeps
+// everything else off the critical path.
+// - A block owns 16 * kRT rows of W (kRT m16 tiles of a m16n8k16 mma run as
+//   out^T = W x^T) and one K slice; its 4 warps take the slice's 128-wide k chunks
+//   in turn and meet in shared memory at the end. Slices are the split-K: more of
+//   them when the row blocks alone would leave SMs idle, or when x's slice would
+//   not fit in shared memory; their fp32 partials are summed by a second kernel.
+// - Weights: per chunk, each thread copies 16 bytes (32 codes) of each of its
+//   2 * kRT rows with cp.async into its own slots of a kStages-deep ring, so
+//   kStages - 1 chunks stay in flight without registers; a thread reads back only
+//   what it copied, so no barrier is needed in the loop.
+// - x's slice and the slice's scales and zero points are staged once per block,
+//   while the first chunks are in flight (x with cp.async, swizzled against bank
+//   conflicts; the scale table in the mma's type, loaded a few entries at a time).
+// - Dequantization is bit arithmetic: a nibble n or'ed into the mantissa of
+//   1024.0 (f16 0x6400) or 128.0 (bf16 0x4300) is that float plus n, so one lop3,
+//   one add of -(magic + zero) and one multiply by the scale give two weights.
+//   (code - zero) is exact; the product rounds once in f16, twice in bf16 (the
+//   f16 scale is first rounded to bf16).
+//
+// k order: thread t of a quad owns codes 32t..32t+31 of a chunk (its 16 bytes);
+// 32-bit word w of them holds codes c0..c7 (nibble i = code 8w+i). The pair
+// (c_i, c_{i+4}) comes out of one lop3 on (word >> 4i), so word w feeds two mma
+// steps: (c0, c4) and (c1, c5) fill the k slots {2t, 2t+1} and {2t+8, 2t+9} of the
+// first, (c2, c6) and (c3, c7) those of the second. x's fragments are permuted to
+// match with two byte_perms per pair, so the dot product is unchanged.
+#include "cuda/int4/int4_cuda.h"
+#include "cuda/ptx.cuh"
+
+#include <atomic>
+
+namespace pycomp::cuda {
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * 32;
+constexpr int kChunk = 128;              // k per chunk: 4 threads x 32 codes
+constexpr int kStages = 4;               // ring depth: kStages - 1 chunks in flight per warp
+constexpr int kMaxSlice = 4096;          // k per block at most (bounds the scale table)
+constexpr int kXBudget = 32 * 1024;      // bytes of x per block in shared memory (before padding)
+constexpr int kMinSplitSlice = 512;      // k per block at least when splitting only to fill SMs
+
+__device__ __forceinline__ uint32_t word(const uint4& v, int s) {
+  return s == 0 ? v.x : s == 1 ? v.y : s == 2 ? v.z : v.w;
+}
+
+// 16-byte unit u of a staged x row lives at unit u ^ 2 when bit 3 of u is set: the 8 lanes
+// of an ld.shared.v4 phase (2 rows x 4 quads) then hit 8 different bank groups.
+__device__ __forceinline__ int swizzle(int u) { return u ^ ((u >> 2) & 2); }
+
+template <bool kHalf>
+constexpr uint32_t kMagic = kHalf ? 0x6400u : 0x4300u;  // 1024.0 in f16, 128.0 in bf16
+
+template <bool kHalf>
+__device__ __forceinline__ uint32_t add2(uint32_t a, uint32_t b) {
+  uint32_t d;
+  if constexpr (kHalf) {
+    asm("add.f16x2 %0, %1, %2;\n" : "=r"(d) : "r"(a), "r"(b));
+  } else {  // a * 1 + b: sm_80 has no bf16x2 add
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(d) : "r"(a), "r"(0x3F803F80u), "r"(b));
+  }
+  return d;
+}
+
+template <bool kHalf>
+__device__ __forceinline__ uint32_t mul2(uint32_t a, uint32_t b) {
+  uint32_t d;
+  if constexpr (kHalf) {
+    asm("mul.f16x2 %0, %1, %2;\n" : "=r"(d) : "r"(a), "r"(b));
+  } else {  // a * b + (-0): sm_80 has no bf16x2 multiply
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(d) : "r"(a), "r"(b), "r"(0x80008000u));
+  }
+  return d;
+}
+
+// Codes at bits 0..3 and 16..19 of q -> ((c - zero) * scale) x2. neg2 holds -(magic + zero)
+// in both halves, scale2 the scale in both halves.
+template <bool kHalf>
+__device__ __forceinline__ uint32_t dequant2(uint32_t q, uint32_t neg2, uint32_t scale2) {
+  const uint32_t t = (q & 0x000F000Fu) | (kMagic<kHalf> * 0x10001u);  // one lop3
+  return mul2<kHalf>(add2<kHalf>(t, neg2), scale2);
+}
+
+// One (row, group) entry of the staged table: the scale in the mma's type (low half)
+// and -(magic + zero) (high half).
+template <bool kHalf>
+__device__ __forceinline__ uint32_t table_entry(__half scale, uint32_t zero) {
+  uint32_t s;
+  if constexpr (kHalf) {
+    s = __half_as_ushort(scale);
+  } else {
+    s = __bfloat16_as_ushort(__float2bfloat16_rn(__half2float(scale)));
+  }
+  return s | (0x8000u | kMagic<kHalf> | zero) << 16;
+}
+
+template <DType kT, int kMT, int kRT>
+struct Gemv {
+  static constexpr int kRows = 16 * kRT;                                   // rows of W per block
+  static constexpr int kRingUnits = kWarps * kStages * 2 * kRT * 32;       // uint4 slots
+  static constexpr size_t kRingBytes = static_cast<size_t>(kRingUnits) * 16;
+  // Shared memory of the largest launch: ring + x (with one pad unit per row) + table.
+  static constexpr size_t kMaxSmem =
+      kRingBytes + kXBudget + 16 * 16 + static_cast<size_t>(kRows) * (kMaxSlice / 32 + 31) * 4;
+  static_assert(kWarps * kRT * kMT * 128 * 4 <= kRingBytes, "the warps' partials reuse the ring");
+};
+
+// x: (M, K); slice: k per block (a multiple of kChunk); G groups per row, group = 1 << gs_shift.
+// ws == nullptr: one slice, out = sum + bias; else ws[split][m][n] = the slice's sum.
+template <DType kT, int kMT, int kRT>
+__global__ void __launch_bounds__(kThreads, 2)
+    w4a16_gemv_kernel(const typename Elem<kT>::T* __restrict__ x, int64_t ldx, const uint8_t* __restrict__ packed,
+                      const __half* __restrict__ scales, const uint8_t* __restrict__ zeros,
+                      const typename Elem<kT>::T* __restrict__ bias, typename Elem<kT>::T* __restrict__ out,
+                      int64_t ldo, float* __restrict__ ws, int M, int N, int K, int G, int gs_shift, int slice) {
+  using E = Elem<kT>;
+  using C = Gemv<kT, kMT, kRT>;
+  constexpr bool kHalf = kT == DType::kF16;
+  extern __shared__ uint4 smem[];
+
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int gid = lane / 4, tig = lane % 4;
+  const int n0 = blockIdx.x * C::kRows;
+  const int k0 = blockIdx.y * slice;
+  const int chunks = (min(slice, K - k0) + kChunk - 1) / kChunk;
+  const int groups = slice >> gs_shift;                // table columns (the slice's groups)
+  const int tstride = groups + ((4 - groups) & 31);    // = 4 mod 32: a warp's 8 rows x 4 groups hit 32 banks
+  const int xunits = slice / 8 + 1;                    // 16-byte units per staged x row, one of padding
+
+  uint4* ring = smem;
+  uint4* xs = smem + C::kRingUnits;
+  uint32_t* table = reinterpret_cast<uint32_t*>(xs + M * xunits);
+
+  // ---- weight ring: chunk j of this warp is chunk warp + kWarps * j of the slice
+  const int64_t row_bytes = K / 2;
+  const uint8_t* wrow = packed + static_cast<int64_t>(n0 + gid) * row_bytes + k0 / 2 + 16 * tig;
+  uint32_t rows_ok = 0;  // bit i: row n0 + gid + 8i exists
+#pragma unroll
+  for (int i = 0; i < 2 * kRT; ++i) rows_ok |= (n0 + gid + 8 * i < N ? 1u : 0u) << i;
+  const int my_chunks = warp < chunks ? (chunks - warp + kWarps - 1) / kWarps : 0;
+  uint4* my_ring = ring + warp * kStages * 2 * kRT * 32 + lane;
+
+  auto issue = [&](int j) {
+    const int c = warp + kWarps * j;
+    const bool k_ok = k0 + c * kChunk + 32 * tig < K;  // K % 32 == 0: a thread's 32 codes are all in or all out
+    uint4* dst = my_ring + (j % kStages) * 2 * kRT * 32;
+#pragma unroll
+    for (int i = 0; i < 2 * kRT; ++i) {
+      const bool ok = k_ok && (rows_ok >> i & 1u);
+      cp_async_16_zfill(smem_addr(dst + i * 32), ok ? wrow + 8 * i * row_bytes + c * (kChunk / 2) : packed, ok);
+    }
+  };
+
+  // ---- prologue: the first kStages - 1 chunks and x's slice (zero past K) go in flight
+  // first (x joins chunk 0's group); the table's plain loads then overlap with them.
+  const int units = chunks * (kChunk / 8);
+  for (int i = tid; i < M * units; i += kThreads) {
+    const int m = i / units, u = i - m * units;
+    const int k = k0 + 8 * u;
+    const bool ok = k < K;
+    cp_async_16_zfill(smem_addr(xs + m * xunits + swizzle(u)), x + m * ldx + (ok ? k : 0), ok);
+  }
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < my_chunks) issue(s);
+    cp_async_commit();
+  }
+  // The table, kBatch entries per thread in flight at a time. Past K or N: scale 0 and
+  // zero point 0, so zero-filled codes dequantize to 0, not to garbage.
+  constexpr int kBatch = 4;
+  const int g0 = k0 >> gs_shift;
+  const int entries = C::kRows * groups;
+  for (int base = tid; base < entries; base += kBatch * kThreads) {
+    __half sc[kBatch];
+    uint32_t zp[kBatch];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int i = base + b * kThreads;
+      const int r = i / groups, g = i - r * groups;
+      sc[b] = __ushort_as_half(0);
+      zp[b] = 0;
+      if (i < entries && n0 + r < N && g0 + g < G) {
+        const int64_t idx = static_cast<int64_t>(n0 + r) * G + g0 + g;
+        sc[b] = scales[idx];
+        zp[b] = zeros != nullptr ? zeros[idx] : 8u;
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int i = base + b * kThreads;
+      if (i < entries) table[i / groups * tstride + i % groups] = table_entry<kHalf>(sc[b], zp[b]);
+    }
+  }
+  cp_async_wait<kStages - 2>();  // the oldest group: x and chunk 0
+  __syncthreads();               // everyone's x and table entries are in
+
+  const uint4* xrow[kMT];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt) xrow[mt] = xs + min(gid + 8 * mt, M - 1) * xunits;  // rows past M: never stored
+
+  float acc[kRT][kMT][4] = {};
+  for (int j = 0; j < my_chunks; ++j) {
+    if (j + kStages - 1 < my_chunks) issue(j + kStages - 1);
+    cp_async_commit();
+    cp_async_wait<kStages - 1>();  // chunk j has landed
+    const int c = warp + kWarps * j;
+
+    // x as the mma's B operand: for word w, b[0..1] feed its first step, b[2..3] its second.
+    uint32_t xb[kMT][4][4];
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+      for (int w = 0; w < 4; ++w) {
+        const uint4 v = xrow[mt][swizzle(c * (kChunk / 8) + 4 * tig + w)];
+        xb[mt][w][0] = __byte_perm(v.x, v.z, 0x5410);  // (x0, x4)
+        xb[mt][w][1] = __byte_perm(v.x, v.z, 0x7632);  // (x1, x5)
+        xb[mt][w][2] = __byte_perm(v.y, v.w, 0x5410);  // (x2, x6)
+        xb[mt][w][3] = __byte_perm(v.y, v.w, 0x7632);  // (x3, x7)
+      }
+    }
+
+    const int g = (c * kChunk + 32 * tig) >> gs_shift;
+    const uint4* wslot = my_ring + (j % kStages) * 2 * kRT * 32;
+#pragma unroll
+    for (int rt = 0; rt < kRT; ++rt) {
+      const uint4 wa = wslot[(2 * rt) * 32], wb = wslot[(2 * rt + 1) * 32];  // rows gid and gid + 8 of tile rt
+      const uint32_t ta = table[(16 * rt + gid) * tstride + g], tb = table[(16 * rt + gid + 8) * tstride + g];
+      const uint32_t sa = __byte_perm(ta, 0, 0x1010), na = __byte_perm(ta, 0, 0x3232);
+      const uint32_t sb = __byte_perm(tb, 0, 0x1010), nb = __byte_perm(tb, 0, 0x3232);
+#pragma unroll
+      for (int w = 0; w < 4; ++w) {
+        const uint32_t qa = word(wa, w), qb = word(wb, w);
+        uint32_t a[4];
+        a[0] = dequant2<kHalf>(qa, na, sa);       // row gid,     (c0, c4)
+        a[1] = dequant2<kHalf>(qb, nb, sb);       // row gid + 8, (c0, c4)
+        a[2] = dequant2<kHalf>(qa >> 4, na, sa);  // row gid,     (c1, c5)
+        a[3] = dequant2<kHalf>(qb >> 4, nb, sb);  // row gid + 8, (c1, c5)
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          const uint32_t b[2] = {xb[mt][w][0], xb[mt][w][1]};
+          mma_16816<kHalf>(acc[rt][mt], a, b);
+        }
+        a[0] = dequant2<kHalf>(qa >> 8, na, sa);   // (c2, c6)
+        a[1] = dequant2<kHalf>(qb >> 8, nb, sb);
+        a[2] = dequant2<kHalf>(qa >> 12, na, sa);  // (c3, c7)
+        a[3] = dequant2<kHalf>(qb >> 12, nb, sb);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          const uint32_t b[2] = {xb[mt][w][2], xb[mt][w][3]};
+          mma_16816<kHalf>(acc[rt][mt], a, b);
+        }
+      }
+    }
+  }
+
+  // ---- sum the warps' partials (in the ring, now idle). Accumulator r of lane l in
+  // tile (rt, mt) is row n0 + 16 rt + l/4 + 8 (r/2) of W and row 8 mt + 2 (l%4) + r%2 of x.
+  cp_async_wait<0>();
+  __syncthreads();
+  constexpr int kOut = kRT * kMT * 4 * 32;
+  float* red = reinterpret_cast<float*>(smem);
+#pragma unroll
+  for (int rt = 0; rt < kRT; ++rt)
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) red[warp * kOut + ((rt * kMT + mt) * 4 + r) * 32 + lane] = acc[rt][mt][r];
+  __syncthreads();
+  for (int f = tid; f < kOut; f += kThreads) {
+    float sum = 0.f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) sum += red[w * kOut + f];
+    const int l = f % 32, r = (f / 32) % 4, mt = (f / 128) % kMT, rt = f / (128 * kMT);
+    const int n = n0 + 16 * rt + l / 4 + 8 * (r / 2);
+    const int m = 8 * mt + 2 * (l % 4) + r % 2;
+    if (n < N && m < M) {
+      if (ws != nullptr) {
+        ws[(static_cast<int64_t>(blockIdx.y) * M + m) * N + n] = sum;
+      } else {
+        if (bias != nullptr) sum += E::to_float(bias[n]);
+        out[static_cast<int64_t>(m) * ldo + n] = E::from_float(sum);
+      }
+    }
+  }
+}
+
+// out[m, n] = sum over splits of ws[s][m][n] + bias[n].
+template <DType kT>
+__global__ void __launch_bounds__(256)
+    splitk_sum_kernel(const float* __restrict__ ws, int splits, const typename Elem<kT>::T* __restrict__ bias,
+                      typename Elem<kT>::T* __restrict__ out, int64_t ldo, int M, int N) {
+  using E = Elem<kT>;
+  const int64_t total = static_cast<int64_t>(M) * N;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float sum = 0.f;
+    for (int s = 0; s < splits; ++s) sum += ws[s * total + i];
+    const int64_t m = i / N, n = i - m * N;
+    if (bias != nullptr) sum += E::to_float(bias[n]);
+    out[m * ldo + n] = E::from_float(sum);
+  }
+}
+
+int sm_count() {
+  int device = 0, count = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+    return 0;
+  return count;
+}
+
+struct Plan {
+  int mt, rt;       // kMT, kRT
+  int64_t splits;   // K slices (grid.y)
+  int64_t slice;    // k per slice, a multiple of kChunk
+};
+
+Plan make_plan(int64_t M, int64_t N, int64_t K) {
+  Plan p;
+  p.mt = M <= 8 ? 1 : 2;
+  p.rt = p.mt == 1 ? 2 : 4;  // more rows per block as M grows: x's staging stays <= the weights' bytes
+  const int64_t row_blocks = ceil_div(N, 16 * p.rt);
+  const int64_t max_slice = std::min<int64_t>(kMaxSlice, kXBudget / (2 * M) / kChunk * kChunk);
+  int64_t splits = ceil_div(K, max_slice);
+  const int64_t sms = sm_count();
+  if (row_blocks * splits < sms)  // too few blocks to fill the SMs: split K further, down to kMinSplitSlice
+    splits = std::max(splits, std::min(ceil_div(sms, row_blocks), K / kMinSplitSlice));
+  p.slice = ceil_div(ceil_div(K, splits), kChunk) * kChunk;
+  p.splits = ceil_div(K, p.slice);
+  return p;
+}
+
+size_t smem_bytes(const Plan& p, int64_t M, int group_size) {
+  const int64_t rows = 16 * p.rt;
+  const int64_t groups = p.slice / group_size;
+  const int64_t tstride = groups + ((4 - groups) & 31);
+  return static_cast<size_t>(kWarps * kStages * 2 * p.rt * 32 * 16 + M * (p.slice / 8 + 1) * 16 + rows * tstride * 4);
+}
+
+template <DType kT, int kMT, int kRT>
+cudaError_t launch(const Plan& p, const void* x, int64_t ldx, const uint8_t* packed, const void* scales,
+                   const uint8_t* zeros, const void* bias, void* out, int64_t ldo, float* ws, int64_t M, int64_t N,
+                   int64_t K, int group_size, cudaStream_t stream) {
+  using T = typename Elem<kT>::T;
+  using C = Gemv<kT, kMT, kRT>;
+  auto* kernel = &w4a16_gemv_kernel<kT, kMT, kRT>;
+  // More than 48 KiB of dynamic shared memory must be opted into, once per device (to the
+  // largest launch this instantiation makes; setting it twice from two threads is harmless).
+  static std::atomic<bool> opted_in[64] = {};
+  int device = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err != cudaSuccess) return err;
+  const bool cached = device >= 0 && device < 64;
+  if (!cached || !opted_in[device].load(std::memory_order_acquire)) {
+    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(C::kMaxSmem));
+    if (err != cudaSuccess) return err;
+    if (cached) opted_in[device].store(true, std::memory_order_release);
+  }
+  const size_t smem = smem_bytes(p, M, group_size);
+  if (smem > C::kMaxSmem) return cudaErrorInvalidValue;
+  const int64_t G = ceil_div(K, group_size);
+  const int gs_shift = group_size == 32 ? 5 : group_size == 64 ? 6 : 7;
+  const dim3 grid(static_cast<unsigned>(ceil_div(N, C::kRows)), static_cast<unsigned>(p.splits));
+  kernel<<<grid, kThreads, smem, stream>>>(
+      static_cast<const T*>(x), ldx, packed, static_cast<const __half*>(scales), zeros,
+      static_cast<const T*>(bias), static_cast<T*>(out), ldo, p.splits > 1 ? ws : nullptr, static_cast<int>(M),
+      static_cast<int>(N), static_cast<int>(K), static_cast<int>(G), gs_shift, static_cast<int>(p.slice));
+  if (p.splits > 1) {
+    err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+    const int64_t blocks = std::min<int64_t>(ceil_div(M * N, 256), 4 * std::max(sm_count(), 1));
+    splitk_sum_kernel<kT><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(
+        ws, static_cast<int>(p.splits), static_cast<const T*>(bias), static_cast<T*>(out), ldo, static_cast<int>(M),
+        static_cast<int>(N));
+  }
+  return cudaGetLastError();
+}
+
+template <DType kT>
+cudaError_t dispatch(const Plan& p, const void* x, int64_t ldx, const uint8_t* packed, const void* scales,
+                     const uint8_t* zeros, const void* bias, void* out, int64_t ldo, float* ws, int64_t M, int64_t N,
+                     int64_t K, int group_size, cudaStream_t stream) {
+  if (p.mt == 1)
+    return launch<kT, 1, 2>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, group_size, stream);
+  return launch<kT, 2, 4>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, group_size, stream);
+}
+
+}  // namespace
+
+int64_t w4a16_gemv_workspace(int64_t M, int64_t N, int64_t K) {
+  if (M < 1 || M > 16 || N < 1 || K < 32) return 0;
+  const Plan p = make_plan(M, N, K);
+  return p.splits > 1 ? p.splits * M * N : 0;
+}
+
+cudaError_t w4a16_gemv(DType t, const void* x, int64_t ldx, const uint8_t* packed, const void* scales,
+                       const uint8_t* zeros, const void* bias, void* out, int64_t ldo, float* workspace, int64_t M,
+                       int64_t N, int64_t K, int group_size, cudaStream_t stream) {
+  // N and K stay clear of INT32_MAX: the kernel's int row and k indices run a block / a chunk past them.
+  const bool shapes_ok = M >= 1 && M <= 16 && N >= 1 && K >= 32 && K % 32 == 0 && N <= INT32_MAX - 1024 &&
+                         K <= INT32_MAX - 1024 && ldo >= N && ldx >= 0 &&
+                         (group_size == 32 || group_size == 64 || group_size == 128);
+  const bool aligned = aligned16(x) && aligned16(packed) && (ldx * 2) % 16 == 0;
+  if (!shapes_ok || !aligned || (t != DType::kF16 && t != DType::kBF16)) return cudaErrorInvalidValue;
+  const Plan p = make_plan(M, N, K);
+  if (p.splits > 65535 || (p.splits > 1 && workspace == nullptr)) return cudaErrorInvalidValue;
+  if (t == DType::kF16)
+    return dispatch<DType::kF16>(p, x, ldx, packed, scales, zeros, bias, out, ldo, workspace, M, N, K, group_size,
+                                 stream);
+  return dispatch<DType::kBF16>(p, x, ldx, packed, scales, zeros, bias, out, ldo, workspace, M, N, K, group_size,
+                                stream);
+}
+
+}  // namespace pycomp::cuda

@@ -1,0 +1,145 @@
+"""Triton W4A16 kernel (triton_kernels/int4.py) against the k-nibble reference dequantizer.
+
+Without a GPU the kernel runs on CPU tensors under TRITON_INTERPRET=1 (set by conftest),
+on tiny shapes. The reference is x @ dequantize_int4(...).T + bias in float64.
+Tolerance per output: one rounding of the output dtype (bf16: the interpreter truncates)
+times |ref|, plus, over the sum of the terms' magnitudes, 1e-5 (fp32 accumulation) and,
+on a GPU, the weights' rounding to x's 16-bit dtype (ROUNDING bounds two roundings: bf16
+rounds the float16 scale, then the product).
+"""
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+pytest.importorskip("triton")
+tk = pytest.importorskip("pycomp.triton_kernels.int4")
+
+from pycomp.formats.int4 import dequantize_int4, pack_nibbles  # noqa: E402
+
+DEVICE = "cpu" if tk._INTERPRET else "cuda"
+if DEVICE == "cuda" and not torch.cuda.is_available():
+    pytest.skip("pycomp.triton_kernels.int4 was imported without TRITON_INTERPRET=1 and no CUDA device is present",
+                allow_module_level=True)
+
+# On a GPU: one fixed tile, not an autotuning run per small shape.
+CFG = {"config": tk.SMALL_CONFIG}
+ROUNDING = {torch.float32: 2.0**-23, torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}
+
+
+def random_int4(N, K, group_size, symmetric, gen):
+    """Random codes, zero points and float16 scales in the k-nibble layout (odd K padded with the zero point)."""
+    G = -(-K // group_size)
+    codes = torch.randint(0, 16, (N, K), generator=gen, dtype=torch.uint8)
+    zeros = None if symmetric else torch.randint(0, 16, (N, G), generator=gen, dtype=torch.uint8)
+    scales = (torch.rand(N, G, generator=gen) * 0.02 + 1e-3).half()
+    packed = pack_nibbles(codes, 8 if symmetric else zeros[:, -1])
+    return packed, scales, zeros
+
+
+def reference(x, packed, scales, zeros, bias, group_size, K):
+    w = dequantize_int4(packed.cpu(), scales.cpu(), None if zeros is None else zeros.cpu(), group_size, K,
+                        torch.float64)
+    xd = x.cpu().double()
+    b = torch.zeros(w.shape[0], dtype=torch.float64) if bias is None else bias.cpu().double()
+    return xd @ w.T + b, xd.abs() @ w.abs().T + b.abs()
+
+
+def assert_close(out, x, packed, scales, zeros, bias, group_size, K):
+    ref, mag = reference(x, packed, scales, zeros, bias, group_size, K)
+    assert out.dtype == x.dtype and out.shape == ref.shape
+    w_round = 0.0 if (tk._INTERPRET or x.dtype == torch.float32) else ROUNDING[x.dtype]
+    tol = ROUNDING[x.dtype] * ref.abs() + (1e-5 + w_round) * mag + 1e-30
+    err = (out.cpu().double() - ref).abs()
+    worst = (err / tol).max().item()
+    assert worst <= 1.0, f"max error {err.max().item():.3g} is {worst:.3g}x the tolerance"
+
+
+def run(M, N, K, group_size, symmetric, dtype, with_bias, seed):
+    gen = torch.Generator().manual_seed(seed)
+    packed, scales, zeros = random_int4(N, K, group_size, symmetric, gen)
+    x = torch.randn(M, K, generator=gen).to(dtype)
+    bias = torch.randn(N, generator=gen).to(dtype) if with_bias else None
+    dev = [t.to(DEVICE) if t is not None else None for t in (x, packed, scales, zeros, bias)]
+    out = tk.w4a16_linear(*dev, group_size, K, **CFG)
+    assert_close(out, x, packed, scales, zeros, bias, group_size, K)
+
+
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+# Every group size, sym/asym and dtype; on a GPU, where each combination compiles a kernel
+# (and gpu_check's test budget is shared), sym/asym alternate instead of multiplying.
+CASES = [(gs, sym, dt) for gs in (32, 64, 128) for sym in (False, True) for dt in DTYPES
+         if tk._INTERPRET or sym == ((gs // 32 + DTYPES.index(dt)) % 2 == 1)]
+
+
+@pytest.mark.parametrize("group_size,symmetric,dtype", CASES)
+@pytest.mark.parametrize("M,N,K", [(1, 5, 33), (17, 9, 200)])  # tails in M, N and K; K past 3 tiles
+def test_matches_reference(M, N, K, group_size, symmetric, dtype):
+    run(M, N, K, group_size, symmetric, dtype, with_bias=(M + N) % 2 == 0, seed=M * 1000 + N * 10 + K)
+
+
+@pytest.mark.parametrize("K", [1, 2, 31, 64, 65, 192])
+def test_k_edges(K):
+    # K below one group, one byte, odd, exactly one tile, one past a tile, several tiles with a short last group
+    run(2, 17, K, 128 if K != 65 else 32, symmetric=False, dtype=torch.float32, with_bias=True, seed=K)
+
+
+def test_strided_inputs():
+    gen = torch.Generator().manual_seed(5)
+    N, K, gs = 9, 70, 32
+    packed, scales, zeros = random_int4(N, K, gs, False, gen)
+    wide = torch.zeros(N, 40, dtype=torch.uint8)
+    wide[:, 2:2 + packed.shape[1]] = packed
+    packed_view = wide[:, 2:2 + packed.shape[1]]  # row stride 40 bytes
+    x_big = torch.randn(4, K + 6, generator=gen)
+    x = x_big[:, 3:3 + K]  # row stride K + 6
+    out = tk.w4a16_linear(x.to(DEVICE), packed_view.to(DEVICE), scales.to(DEVICE), zeros.to(DEVICE), None, gs, K,
+                          **CFG)
+    assert_close(out, x, packed, scales, zeros, None, gs, K)
+
+
+def test_exact_small_case():
+    # codes and scales that make every product exact: the kernel must give the reference bit for bit in fp32
+    K, gs = 40, 32
+    codes = torch.arange(2 * K, dtype=torch.uint8).reshape(2, K) % 16
+    zeros = torch.tensor([[3, 12], [8, 0]], dtype=torch.uint8)
+    scales = torch.tensor([[0.5, 2.0], [0.25, 1.0]], dtype=torch.float16)
+    packed = pack_nibbles(codes, zeros[:, -1])
+    x = torch.arange(K, dtype=torch.float32)[None, :] % 5 - 2
+    out = tk.w4a16_linear(x.to(DEVICE), packed.to(DEVICE), scales.to(DEVICE), zeros.to(DEVICE), None, gs, K, **CFG)
+    w = (codes.float() - zeros.float().repeat_interleave(gs, 1)[:, :K]) * scales.float().repeat_interleave(gs, 1)[:, :K]
+    assert torch.equal(out.cpu(), x @ w.T)
+
+
+def test_empty_rows():
+    gen = torch.Generator().manual_seed(1)
+    packed, scales, zeros = random_int4(4, 32, 32, True, gen)
+    out = tk.w4a16_linear(torch.empty(0, 32, device=DEVICE), packed.to(DEVICE), scales.to(DEVICE), None, None, 32, 32,
+                          **CFG)
+    assert out.shape == (0, 4)
+
+
+def test_bad_inputs_raise():
+    gen = torch.Generator().manual_seed(2)
+    K, gs = 64, 32
+    packed, scales, zeros = (t.to(DEVICE) for t in random_int4(4, K, gs, False, gen))
+    x = torch.randn(2, K, device=DEVICE)
+    with pytest.raises(ValueError, match="group_size"):
+        tk.w4a16_linear(x, packed, scales, zeros, None, 16, K)
+    with pytest.raises(ValueError, match="in_features"):
+        tk.w4a16_linear(x[:, :32], packed, scales, zeros, None, gs, K)
+    with pytest.raises(TypeError, match="x must be"):
+        tk.w4a16_linear(x.double(), packed, scales, zeros, None, gs, K)
+    with pytest.raises(TypeError, match="packed must be uint8"):
+        tk.w4a16_linear(x, packed.to(torch.int8), scales, zeros, None, gs, K)
+    with pytest.raises(TypeError, match="scales must be float16"):
+        tk.w4a16_linear(x, packed, scales.float(), zeros, None, gs, K)
+    with pytest.raises(TypeError, match="zeros must be None or uint8"):
+        tk.w4a16_linear(x, packed, scales, zeros[:, :1], None, gs, K)
+    with pytest.raises(TypeError, match="bias"):
+        tk.w4a16_linear(x, packed, scales, zeros, torch.zeros(3, device=DEVICE), gs, K)
+    with pytest.raises(ValueError, match="2-D"):
+        tk.w4a16_linear(x[None], packed, scales, zeros, None, gs, K)

@@ -1,0 +1,218 @@
+"""Triton W4A16 GEMM: group-wise int4 weights dequantized in the main loop, fed to tl.dot.
+
+Weights use the canonical k-nibble layout (pycomp/formats/int4.py), read as is:
+packed (N, ceil(K/2)) uint8 with column 2j in the low nibble of byte j, scales (N, G)
+float16 and zeros (N, G) uint8 (or None: zero point 8) per group of 32/64/128 along K,
+W[n, k] = (code - zero) * scale. Each K tile of codes is unpacked (low nibble first),
+dequantized in x's dtype ((code - zero) exact, the product rounded once; in bf16 the
+float16 scale is rounded first) and multiplied on the tensor cores with fp32
+accumulation; fp32 x runs 3xTF32.
+
+Meant for M above the CUDA decode kernel's range (M > 16), and for K that kernel does
+not take (odd K, K % 32 != 0). On a GPU it is autotuned (key: M bucket, N, K, group
+size); the first call of each key times the configs, so warm up before capturing a
+CUDA graph. Under TRITON_INTERPRET=1 (CPU tensors, the tests) it runs one small fixed
+configuration. Importing this module raises ImportError when triton is missing.
+"""
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+# Read at import, like @triton.jit does: "1" runs kernels on CPU tensors in the interpreter.
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+GROUP_SIZES = (32, 64, 128)
+
+
+def is_available() -> bool:
+    """True when this kernel can run: a CUDA device, or the Triton interpreter on CPU tensors."""
+    return _INTERPRET or torch.cuda.is_available()
+
+
+@triton.jit
+def _tile_ids(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    # Grouped ordering: GROUP_M row-blocks sweep the N tiles together, so the
+    # weight tiles they share are still in L2 when the neighbours need them.
+    pid = tl.program_id(0)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    num_pid_in_group = GROUP_M * num_pid_n
+    group_id = pid // num_pid_in_group
+    first_pid_m = group_id * GROUP_M
+    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
+    pid_n = (pid % num_pid_in_group) // group_size_m
+    return pid_m, pid_n
+
+
+@triton.jit
+def _w4a16_kernel(x_ptr, w_ptr, s_ptr, z_ptr, bias_ptr, out_ptr,
+                  M, N, K, G, stride_xm, stride_wn, stride_om, M_BUCKET,
+                  GS: tl.constexpr, HAS_ZEROS: tl.constexpr, HAS_BIAS: tl.constexpr, EVEN_K: tl.constexpr,
+                  INTERPRET: tl.constexpr, PRECISION: tl.constexpr,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    # M_BUCKET is only an autotune key. BLOCK_K and GS are powers of two, so a K tile
+    # lies inside one group (BLOCK_K <= GS) or covers BLOCK_K // GS whole groups.
+    pid_m, pid_n = _tile_ids(M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    rb = tl.arange(0, BLOCK_K // 2)
+    # Out-of-range rows/columns wrap onto valid ones (their results are never stored),
+    # so only the K tail needs load masks. int64: N*K/2 may exceed 2**31.
+    rn_w = (rn % N).to(tl.int64)
+    x_ptrs = x_ptr + (rm % M).to(tl.int64)[:, None] * stride_xm + rk[None, :]
+    w_ptrs = w_ptr + rn_w[:, None] * stride_wn + rb[None, :]
+    s_row = s_ptr + rn_w * G
+    z_row = z_ptr + rn_w * G
+    k_bytes = (K + 1) // 2
+    TILE_GROUPS: tl.constexpr = BLOCK_K // GS if BLOCK_K > GS else 1
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for kb in range(0, tl.cdiv(K, BLOCK_K)):
+        k0 = kb * BLOCK_K
+        if EVEN_K:
+            a = tl.load(x_ptrs)
+            b = tl.load(w_ptrs)
+        else:
+            # x is zero past K, so the padding nibble of odd K and the masked bytes add nothing.
+            a = tl.load(x_ptrs, mask=rk[None, :] < K - k0, other=0.0)
+            b = tl.load(w_ptrs, mask=rb[None, :] < k_bytes - k0 // 2, other=0)
+        # Dequantize in x's dtype on a GPU ((code - zero) is exact there, the product rounds once
+        # more than the reference's); the interpreter stores bf16 as raw uint16 bits, and its
+        # tl.dot treats them as integers, so it computes in fp32.
+        if INTERPRET:
+            DQ: tl.constexpr = tl.float32
+            a = a.to(tl.float32)
+        else:
+            DQ: tl.constexpr = x_ptr.dtype.element_ty
+        codes = tl.interleave(b & 0xF, b >> 4).to(DQ)  # (BLOCK_N, BLOCK_K): low nibble first
+        # (BLOCK_N, TILE_GROUPS) scales and zeros: the groups this K tile touches.
+        rg = k0 // GS + tl.arange(0, TILE_GROUPS)
+        g_ok = rg[None, :] < G  # groups past K get scale 0: their codes weigh nothing
+        s = tl.load(s_row[:, None] + rg[None, :], mask=g_ok, other=0.0).to(DQ)
+        if HAS_ZEROS:
+            z = tl.load(z_row[:, None] + rg[None, :], mask=g_ok, other=0).to(DQ)
+        else:
+            z = tl.full((BLOCK_N, TILE_GROUPS), 8.0, DQ)
+        if TILE_GROUPS == 1:
+            w = (codes - z) * s
+        else:
+            w = (tl.reshape(codes, (BLOCK_N, TILE_GROUPS, GS)) - z[:, :, None]) * s[:, :, None]
+            w = tl.reshape(w, (BLOCK_N, BLOCK_K))
+        acc = tl.dot(a, tl.trans(w), acc, input_precision=PRECISION)
+        x_ptrs += BLOCK_K
+        w_ptrs += BLOCK_K // 2
+
+    mask_m = rm < M
+    mask_n = rn < N
+    out = acc
+    if HAS_BIAS:
+        out += tl.load(bias_ptr + rn, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+    out_ptrs = out_ptr + rm.to(tl.int64)[:, None] * stride_om + rn[None, :]
+    tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
+# ----------------------------------------------------------------------------- configurations
+
+
+def _cfg(bm, bn, bk, stages, warps):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8},
+                         num_stages=stages, num_warps=warps)
+
+
+# Hopper/Ampere. Few per M bucket: the first call of each key compiles and times them all.
+# Compiled for sm_90a without a GPU (Triton 3.9): the first four spill nothing, 128x128 a
+# little (96 bytes), 128x256 more (312 bytes) but keeps the widest tile for large M.
+_CONFIGS = [
+    _cfg(16, 128, 128, 4, 4),
+    _cfg(64, 128, 64, 4, 4),
+    _cfg(64, 256, 64, 3, 8),
+    _cfg(128, 128, 64, 3, 8),
+    _cfg(128, 256, 64, 3, 8),
+]
+
+# Small tiles so the tests' odd shapes cross tile and K-tail edges; BLOCK_K 64 takes both
+# scale paths (two groups of 32 per tile, or part of one group). The interpreter always
+# runs it; tests on a GPU pass it as `config` to skip autotuning every small shape.
+SMALL_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 64, "GROUP_M": 2}
+
+
+def _m_bucket(M):
+    return min(max(16, triton.next_power_of_2(M)), 512)
+
+
+def _prune_by_m(configs, named_args, **kwargs):
+    # Keep tiles whose BLOCK_M is within 4x below the M bucket: tuning stays short.
+    bucket = named_args["M_BUCKET"]
+    kept = [c for c in configs if bucket // 4 <= c.kwargs["BLOCK_M"] <= bucket]
+    return kept or configs[:1]
+
+
+_even_k = triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})
+
+_w4a16_fixed = _even_k(_w4a16_kernel)
+_w4a16 = _w4a16_fixed if _INTERPRET else triton.autotune(configs=_CONFIGS, key=["M_BUCKET", "N", "K", "GS"],
+                             prune_configs_by={"early_config_prune": _prune_by_m})(_even_k(_w4a16_kernel))
+
+
+# ----------------------------------------------------------------------------- launcher
+
+
+def w4a16_linear(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, zeros, bias,
+                 group_size: int, in_features: int, config: dict | None = None) -> torch.Tensor:
+    """W4A16: x (M, K) bfloat16/float16/float32 -> (M, N) x.dtype, out = x @ W.T + bias.
+
+    packed (N, ceil(K/2)) uint8 (unit column stride), scales (N, G) float16, zeros (N, G)
+    uint8 or None (zero point 8), bias (N,) float or None, G = ceil(K / group_size).
+    config: a fixed tile (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M; num_warps, num_stages
+    optional) instead of the autotuned choice.
+    """
+    op = "triton w4a16_linear"
+    if x.dim() != 2:
+        raise ValueError(f"{op}: x must be 2-D (M, K), got shape {tuple(x.shape)}")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{op}: x must be one of {_FLOAT_DTYPES}, got {x.dtype}")
+    if group_size not in GROUP_SIZES:
+        raise ValueError(f"{op}: group_size must be one of {GROUP_SIZES}, got {group_size}")
+    M, K = x.shape
+    if K != in_features:
+        raise ValueError(f"{op}: x has K={K} features but the weight has in_features={in_features}")
+    if packed.dim() != 2 or packed.dtype != torch.uint8 or packed.shape[1] != (K + 1) // 2:
+        raise TypeError(f"{op}: packed must be uint8 of shape (N, {(K + 1) // 2}) for K={K}, "
+                        f"got {packed.dtype} {tuple(packed.shape)}")
+    N, G = packed.shape[0], -(-K // group_size)
+    if scales.dtype != torch.float16 or scales.shape != (N, G):
+        raise TypeError(f"{op}: scales must be float16 of shape ({N}, {G}), got {scales.dtype} {tuple(scales.shape)}")
+    if zeros is not None and (zeros.dtype != torch.uint8 or zeros.shape != (N, G)):
+        raise TypeError(f"{op}: zeros must be None or uint8 of shape ({N}, {G}), got {zeros.dtype} "
+                        f"{tuple(zeros.shape)}")
+    if bias is not None and (bias.dtype not in _FLOAT_DTYPES or bias.shape != (N,)):
+        raise TypeError(f"{op}: bias must be a float tensor of shape ({N},), got {bias.dtype} {tuple(bias.shape)}")
+    for name, t in (("packed", packed), ("scales", scales), ("zeros", zeros), ("bias", bias)):
+        if t is not None and t.device != x.device:
+            raise ValueError(f"{op}: {name} is on {t.device} but x is on {x.device}")
+    if x.device.type != "cuda" and not _INTERPRET:
+        raise ValueError(f"{op}: needs CUDA tensors (or TRITON_INTERPRET=1), got {x.device}")
+
+    x = x if x.stride(1) == 1 else x.contiguous()
+    packed = packed if packed.stride(1) == 1 else packed.contiguous()
+    scales = scales.contiguous()
+    zeros = zeros.contiguous() if zeros is not None else None
+    bias = bias.contiguous() if bias is not None else None
+    out = torch.empty((M, N), dtype=x.dtype, device=x.device)
+    if M == 0 or N == 0:
+        return out
+    if _INTERPRET:
+        kernel, meta = _w4a16_fixed, SMALL_CONFIG
+    else:
+        kernel, meta = (_w4a16, {}) if config is None else (_w4a16_fixed, config)
+    grid = lambda m: (triton.cdiv(M, m["BLOCK_M"]) * triton.cdiv(N, m["BLOCK_N"]),)  # noqa: E731
+    kernel[grid](x, packed, scales, zeros if zeros is not None else packed, bias if bias is not None else scales, out,
+                 M, N, K, G, x.stride(0), packed.stride(0), out.stride(0), _m_bucket(M),
+                 GS=group_size, HAS_ZEROS=zeros is not None, HAS_BIAS=bias is not None, INTERPRET=_INTERPRET,
+                 PRECISION="tf32x3" if x.dtype == torch.float32 else "tf32", **meta)
+    return out
