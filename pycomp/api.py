@@ -102,6 +102,17 @@ def _check_data(recipe: Recipe, calib, train) -> tuple[Recipe, list | Iterable |
     return Recipe(tuple(steps), recipe.skip), batches
 
 
+def _jsonable(value):
+    """`value` for a JSON manifest: containers walked, anything JSON cannot hold named as "<type>"."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return f"<{type(value).__name__}>"
+
+
 def _recorded(model: nn.Module) -> Recipe | None:
     """The recipe recorded on an already-compressed model, which this call's steps extend."""
     data = getattr(model, "_pycomp_recipe", None)
@@ -131,8 +142,9 @@ def compress(model: nn.Module, spec: str | Sequence[str] | Recipe, *, skip: Iter
         int4: group_size=32|64|128, method="rtn"|"gptq", symmetric=False, act_order=False), and
         "skip"/"overrides" ({pattern: options}) for a single technique. For a list, each option goes
         to every step that accepts it; one that no step accepts is an error.
-    The result carries `_pycomp_recipe`, the Recipe's to_dict() ({"spec", "options", "skip"}, JSON-able),
-    which pycomp.save writes to the file's manifest; compressing a model that has one appends to it.
+    The result carries `_pycomp_recipe`, the Recipe's to_dict() ({"spec", "options", "skip"}; an option
+    JSON cannot hold is recorded as "<type>"), which pycomp.save writes to the file's manifest and
+    Recipe.from_dict reads back; compressing a model that has one appends this call's steps to it.
     """
     if isinstance(spec, Recipe):
         if options:
@@ -150,5 +162,5 @@ def compress(model: nn.Module, spec: str | Sequence[str] | Recipe, *, skip: Iter
             out = TRAINING_STEPS[step.technique](out, teacher=model, train=train, **step.options)
         else:
             out = _layer_step(out, step, recipe.skip, batches)
-    out._pycomp_recipe = (recipe if before is None else before.then(recipe)).to_dict()
+    out._pycomp_recipe = _jsonable((recipe if before is None else before.then(recipe)).to_dict())
     return out

@@ -185,7 +185,7 @@ class Step:
     def from_options(cls, technique: str, options: Mapping | None) -> "Step":
         """A step from a technique name and its options dict (which may hold "skip" and "overrides")."""
         options = dict(options or {})
-        calibrated = options.pop("calib", None) is not None
+        calibrated = bool(options.pop("calib", None))
         skip = _patterns(options.pop("skip", ()), technique)
         overrides = options.pop("overrides", {}) or {}
         if not isinstance(overrides, Mapping) or not all(isinstance(v, Mapping) for v in overrides.values()):

@@ -214,3 +214,13 @@ def test_gptq_step_in_a_recipe_records_its_calibration():
     again = pycomp.compress(model, Recipe.from_dict(small._pycomp_recipe), calib=calib)
     assert _same(again, small) and isinstance(again[0], Int4Conv2d) and isinstance(again[6], nn.Linear)
     assert isinstance(pycomp.compress(model, "int8")[0], Int8Conv2d)
+
+
+def test_an_option_json_cannot_hold_is_named_in_the_record(monkeypatch, tmp_path):
+    def scaled(model, *, teacher, train, factor=1.0):
+        return model
+
+    monkeypatch.setitem(TRAINING_STEPS, "scaled", scaled)
+    small = pycomp.compress(_model(), ["scaled", "int8"], train=_train(1), factor=torch.tensor(2.0))
+    assert small._pycomp_recipe["options"] == [{"factor": "<Tensor>"}, {}]
+    pycomp.save(small, tmp_path / "s.pcz")  # the manifest stays JSON
