@@ -262,15 +262,20 @@ def prepare_qat(model: nn.Module, technique: str, *, skip: Iterable[str] = (), *
     _check_options(technique, options)
     skip = [skip] if isinstance(skip, str) else list(skip)
     out = copy.deepcopy(model)
-    kinds = {nn.Linear: QATLinear, nn.Conv2d: QATConv2d}
-    if type(out) in kinds:
-        return kinds[type(out)](out, technique, "", **options)
-    targets = [(n, m) for n, m in out.named_modules() if n and type(m) in kinds and not _skipped(n, skip)]
+
+    def qat_layer(module: nn.Module, name: str) -> nn.Module | None:
+        cls = QATLinear if isinstance(module, nn.Linear) else QATConv2d if isinstance(module, nn.Conv2d) else None
+        return None if cls is None else cls(module, technique, name, **options)
+
+    if (root := qat_layer(out, "")) is not None:
+        return root
+    targets = [(n, m) for n, m in out.named_modules() if n and isinstance(m, (nn.Linear, nn.Conv2d))
+               and not _skipped(n, skip)]
     if not targets:
         raise ValueError(f"prepare_qat: found no nn.Linear or nn.Conv2d to train (after skip={skip})")
     for name, module in targets:
         parent, _, child = name.rpartition(".")
-        setattr(out.get_submodule(parent), child, kinds[type(module)](module, technique, name, **options))
+        setattr(out.get_submodule(parent), child, qat_layer(module, name))
     return out
 
 
