@@ -23,7 +23,8 @@ is a callable `fn(model, *, teacher, train, **options) -> model`: `teacher` is t
 was given, `train` compress's train= data. Its options are its keyword parameters, or the names
 `fn.option_names()` returns when it forwards **options.
 
-`to_dict()` writes the call form, with each step's options exactly as given, so
+`to_dict()` writes the call form, with each step's options exactly as given (plus "calib":
+"<calibration data>" on a step that calibrated: the data itself is not recorded), so
 `compress(model, Recipe.from_dict(small._pycomp_recipe), calib=..., train=...)` repeats the run.
 """
 from __future__ import annotations
