@@ -4,20 +4,21 @@ from __future__ import annotations
 import copy
 import dataclasses
 import fnmatch
-import json
 from collections.abc import Iterable, Iterator, Sequence
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
+from pycomp.calibrate import calib_batches, replace_calibrated
 from pycomp.quantize.int4 import Int4Config
 from pycomp.quantize.int8 import Int8Config
+from pycomp.recipe import TRAINING_STEPS, Recipe
 
 # Technique name -> configuration dataclass. A technique's config takes its
 # options as fields and converts one module at a time (returning None for a
 # module type it does not handle). Adding a technique adds one row here.
 # A config whose `calibrates` is true also has `handles(module)` and takes
 # `convert(module, name, calib=inputs)`, the inputs compress collected for that module.
+# Steps that train instead of replacing layers live in pycomp.recipe.TRAINING_STEPS.
 TECHNIQUES: dict[str, type] = {
     "int4": Int4Config,
     "int8": Int8Config,
@@ -41,153 +42,125 @@ def _skipped(name: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def _replace(model: nn.Module, config, skip: Sequence[str]) -> int:
+def _calibrates(config) -> bool:
+    return getattr(config, "calibrates", False)
+
+
+def _layer_step(model: nn.Module, step, skip: Sequence[str], batches) -> nn.Module:
+    """Runs one layer-replacing step on `model` (changed in place, or the new root when it is itself a layer)."""
+    base = make_config(step.technique, **step.options)
+    overrides = [(p, make_config(step.technique, **{**step.options, **o})) for p, o in step.overrides]
+
+    def config_for(name: str):
+        return next((c for p, c in overrides if fnmatch.fnmatchcase(name, p)), base)
+
+    skip = [*skip, *step.skip]
+    root = config_for("")
+    if not _calibrates(root) and (new := root.convert(model, "")) is not None:
+        return new
+    if _calibrates(root) and root.handles(model):
+        return replace_calibrated(model, [("", model)], lambda n, m, x: root.convert(m, n, calib=x), batches,
+                                  step.technique)
     targets = [(n, m) for n, m in model.named_modules() if n and not _skipped(n, skip)]
-    replaced = 0
-    for name, module in targets:
-        new = config.convert(module, name)
-        if new is None:
+    later, replaced = [], 0
+    for name, module in targets:  # layers without calibration first: GPTQ then sees them compressed
+        config = config_for(name)
+        if _calibrates(config):
+            if config.handles(module):
+                later.append((name, module))
             continue
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name), child, new)
-        replaced += 1
-    return replaced
-
-
-class _Stop(Exception):
-    """Raised by a calibration hook once it has its layer's input: the rest of the forward is not needed."""
-
-
-def _calib_batches(calib, step: str) -> list | Iterable:
-    if calib is None:
-        raise ValueError(f"compress: {step} calibrates on the layers' inputs with these options; pass calib=, "
-                         "an iterable of input batches (or of (inputs, labels))")
-    if isinstance(calib, Tensor):
-        return [calib]
-    return list(calib) if isinstance(calib, Iterator) else calib  # one-shot iterators are read once, kept
-
-
-def _run(model: nn.Module, batch, device: torch.device) -> None:
-    if isinstance(batch, dict):
-        model(**{k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()})
-    else:
-        model((batch[0] if isinstance(batch, (tuple, list)) else batch).to(device))
-
-
-def _inputs_of(model: nn.Module, module: nn.Module, batches, device) -> list[Tensor]:
-    """What `module` receives (first call per batch) when `model` runs on each batch; the forward stops there."""
-    got = []
-
-    def hook(mod, args):
-        got.append(args[0].detach())
-        raise _Stop
-
-    handle = module.register_forward_pre_hook(hook)
-    try:
-        for batch in batches:
-            try:
-                _run(model, batch, device)
-            except _Stop:
-                pass
-    finally:
-        handle.remove()
-    return got
-
-
-def _call_order(model: nn.Module, targets: list, batches, device) -> list:
-    """`targets` in the order the forward first calls them on the first batch (uncalled ones last)."""
-    seen: dict[str, int] = {}
-
-    def hook(name):
-        def record(mod, args):  # returns None: a pre-hook's return value would replace the input
-            seen.setdefault(name, len(seen))
-
-        return record
-
-    handles = [m.register_forward_pre_hook(hook(n)) for n, m in targets]
-    try:
-        _run(model, next(iter(batches)), device)
-    finally:
-        for h in handles:
-            h.remove()
-    return sorted(targets, key=lambda t: seen.get(t[0], len(seen)))
-
-
-@torch.no_grad()
-def _replace_calibrated(model: nn.Module, config, batches, skip: Sequence[str], step: str) -> nn.Module:
-    """Sequential calibration, the GPTQ way: layers in call order, each calibrated on the inputs it gets
-    from the model with every earlier layer already compressed. Holds one layer's inputs at a time.
-    """
-    device = next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
-    if not any(True for _ in batches):
-        raise ValueError(f"compress: {step}: calib holds no batch")
-    flags = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        if config.handles(model):  # the model is itself a single layer
-            return config.convert(model, "", calib=_inputs_of(model, model, batches, device))
-        targets = [(n, m) for n, m in model.named_modules() if n and not _skipped(n, skip) and config.handles(m)]
-        if not targets:
-            raise ValueError(f"compress: {step} found no layer it can compress (after skip={list(skip)})")
-        for name, module in _call_order(model, targets, batches, device):
-            inputs = _inputs_of(model, module, batches, device)
-            if not inputs:
-                raise ValueError(f"compress: {step}: layer '{name}' never ran on the calibration data; "
-                                 "give calib that reaches it, or skip it")
+        new = config.convert(module, name)
+        if new is not None:
             parent_name, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent_name), child, config.convert(module, name, calib=inputs))
-        return model
-    finally:
-        for m, training in flags.items():
-            m.train(training)
+            setattr(model.get_submodule(parent_name), child, new)
+            replaced += 1
+    if later:
+        replace_calibrated(model, later, lambda n, m, x: config_for(n).convert(m, n, calib=x), batches,
+                           step.technique)
+    if replaced + len(later) == 0:
+        raise ValueError(f"compress: {step.technique} found no layer it can compress (after skip={skip})")
+    return model
+
+
+def _check_data(recipe: Recipe, calib, train) -> tuple[Recipe, list | Iterable | None]:
+    """(the recipe with its calibrating steps marked, the calibration batches when a step needs them);
+    raises, before any work, when a step needs calib= or train= and did not get it."""
+    steps, batches = [], None
+    for i, step in enumerate(recipe.steps, 1):
+        label = step.technique if len(recipe.steps) == 1 else f"step {i} ({step.technique})"
+        if step.trains:
+            if train is None:
+                raise ValueError(f"compress: {label} trains the model; pass train=, an iterable of "
+                                 "(inputs, labels) batches")
+            steps.append(step)
+            continue
+        configs = [make_config(step.technique, **{**step.options, **o}) for o in [{}, *(o for _, o in step.overrides)]]
+        calibrates = any(_calibrates(c) for c in configs)
+        if calibrates and batches is None:
+            batches = calib_batches(calib, label)
+        steps.append(dataclasses.replace(step, calibrated=calibrates))
+    return Recipe(tuple(steps), recipe.skip), batches
 
 
 def _jsonable(value):
-    try:
-        json.dumps(value)
+    """`value` for a JSON manifest: containers walked, anything JSON cannot hold named as "<type>"."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    except (TypeError, ValueError):
-        return f"<{type(value).__name__}>"
+    return f"<{type(value).__name__}>"
 
 
-def _recipe(steps: list, options: dict, skip: list, calib) -> dict:
-    """What compress was asked, JSON-able: kept on the result as `_pycomp_recipe` for pycomp.save's manifest."""
-    recorded = {k: _jsonable(v) for k, v in options.items()}
-    if calib is not None:
-        recorded["calib"] = "<calibration data>"
-    return {"spec": list(steps), "options": recorded, "skip": list(skip)}
+def _recorded(model: nn.Module) -> Recipe | None:
+    """The recipe recorded on an already-compressed model, which this call's steps extend."""
+    data = getattr(model, "_pycomp_recipe", None)
+    if data is None:
+        return None
+    try:
+        return Recipe.from_dict(data)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"compress: the model's recorded recipe ({data!r}) cannot be extended: {e}; "
+                         "delete model._pycomp_recipe to start a new record") from None
 
 
-def compress(model: nn.Module, spec: str | Sequence[str], *, skip: Iterable[str] = (), calib=None,
-             **options) -> nn.Module:
+def compress(model: nn.Module, spec: str | Sequence[str] | Recipe, *, skip: Iterable[str] = (), calib=None,
+             train=None, **options) -> nn.Module:
     """Return a compressed copy of `model`; the original is left untouched.
 
-    spec: a technique name ("int8") or a list of them, applied in order.
+    spec: a technique name ("int8"), a list of steps applied in order (techniques of TECHNIQUES, which
+        replace layers, and training steps of pycomp.recipe.TRAINING_STEPS, e.g. "finetune"), or a
+        pycomp.Recipe (then its steps carry their options, and `options` must be empty).
     skip: fnmatch patterns of module names kept in float (e.g. ["classifier", "*.head"]).
     calib: an iterable (re-iterable, or it is read once and kept) of input batches, or of
         (inputs, labels), or of keyword dicts, for techniques that calibrate (int4 method="gptq";
         unused by int8 and int4 RTN). Each calibrating step collects its layers' inputs with
         forward hooks, one layer at a time in call order, on the copy being compressed.
+    train: (inputs, labels) batches for training steps ("finetune", "distill"), whose teacher is `model`.
     options: the technique's settings (int8: mode="dynamic"|"weight_only";
-        int4: group_size=32|64|128, method="rtn"|"gptq", symmetric=False, act_order=False).
-    The result carries `_pycomp_recipe` ({"spec", "options", "skip"}, JSON-able; calib recorded as
-    "<calibration data>"), which pycomp.save writes to the file's manifest.
+        int4: group_size=32|64|128, method="rtn"|"gptq", symmetric=False, act_order=False), and
+        "skip"/"overrides" ({pattern: options}) for a single technique. For a list, each option goes
+        to every step that accepts it; one that no step accepts is an error.
+    The result carries `_pycomp_recipe`, the Recipe's to_dict() ({"spec", "options", "skip"}; an option
+    JSON cannot hold is recorded as "<type>"), which pycomp.save writes to the file's manifest and
+    Recipe.from_dict reads back; compressing a model that has one appends this call's steps to it.
     """
-    steps = [spec] if isinstance(spec, str) else list(spec)
-    if not steps:
-        raise ValueError("compress: spec names no technique")
-    configs = [make_config(step, **options) for step in steps]
-    skip = [skip] if isinstance(skip, str) else list(skip)
-    batches = next((_calib_batches(calib, s) for s, c in zip(steps, configs) if getattr(c, "calibrates", False)), None)
+    if isinstance(spec, Recipe):
+        if options:
+            raise TypeError(f"compress: options {sorted(options)} given with a Recipe; put them in its steps")
+        extra = [skip] if isinstance(skip, str) else list(skip)
+        recipe = Recipe(spec.steps, tuple(dict.fromkeys([*spec.skip, *extra]))) if extra else spec
+    else:
+        recipe = Recipe.from_call(spec, options, skip)
+    recipe, batches = _check_data(recipe, calib, train)
+    train = list(train) if isinstance(train, Iterator) else train  # one-shot iterators: read once, kept
+    before = _recorded(model)
     out = copy.deepcopy(model)
-    for step, config in zip(steps, configs):
-        if getattr(config, "calibrates", False):
-            out = _replace_calibrated(out, config, batches, skip, step)
-            continue
-        root = config.convert(out, "")  # the model may itself be a single layer
-        if root is not None:
-            out = root
-        elif _replace(out, config, skip) == 0:
-            raise ValueError(f"compress: {step} found no layer it can compress (after skip={skip})")
-    out._pycomp_recipe = _recipe(steps, options, skip, calib)
+    for step in recipe.steps:
+        if step.trains:
+            out = TRAINING_STEPS[step.technique](out, teacher=model, train=train, **step.options)
+        else:
+            out = _layer_step(out, step, recipe.skip, batches)
+    out._pycomp_recipe = _jsonable((recipe if before is None else before.then(recipe)).to_dict())
     return out

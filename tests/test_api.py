@@ -72,3 +72,30 @@ def test_digits_cnn_retention(mode):
     assert r["accuracy_original"] - r["accuracy_compressed"] <= 0.003 + 1e-9
     assert r["agreement"] >= 0.99
     assert 3.5 < r["compression_ratio"] < 4.1
+
+
+def test_a_single_layer_model_and_sequential_calibration():
+    """The calibration hooks (pycomp.calibrate): the model itself as the layer, and layers in call order."""
+    from pycomp.nn import Int4Linear
+
+    torch.manual_seed(0)
+    lin = nn.Linear(40, 6)
+    assert isinstance(pycomp.compress(lin, "int8"), Int8Linear)
+    small = pycomp.compress(lin, "int4", method="gptq", group_size=32, calib=[torch.randn(64, 40)])
+    assert isinstance(small, Int4Linear) and small.name == ""
+    model = _model()
+    calib = iter([torch.randn(200, 1, 8, 8)])  # one-shot: read once, kept for every layer
+    small = pycomp.compress(model, "int4", method="gptq", group_size=32, calib=calib, skip=["5"])
+    assert [type(small[i]).__name__ for i in (0, 3, 5)] == ["Int4Conv2d", "Int4Linear", "Linear"]
+    with pytest.raises(ValueError, match="compress: int4 calibrates.*pass calib="):
+        pycomp.compress(model, "int4", method="gptq")
+    with pytest.raises(ValueError, match="calib holds no batch"):
+        pycomp.compress(model, "int4", method="gptq", calib=[])
+
+
+def test_compress_appends_to_a_compressed_models_recipe():
+    first = pycomp.compress(_model(), "int4", skip=["5"], group_size=32)
+    second = pycomp.compress(first, "int8")
+    assert second._pycomp_recipe == {"spec": ["int4", "int8"], "options": [{"group_size": 32, "skip": ["5"]}, {}],
+                                     "skip": []}
+    assert isinstance(second[5], Int8Linear) and first._pycomp_recipe["spec"] == ["int4"]
