@@ -136,7 +136,8 @@ def test_mixed_candidates_put_the_least_sensitive_layers_at_int4(explored):
             assert isinstance(layer, Int4Linear if s.startswith("int4") else Int8Linear), (c["label"], n)
             if isinstance(layer, Int4Linear):
                 assert layer.group_size == 32
-        assert small._pycomp_recipe["steps"][0]["spec"] == ["int4"]
+        assert small._pycomp_recipe["spec"][0] == "int4"
+        assert pycomp.Recipe.from_dict(small._pycomp_recipe)  # the file's record rebuilds as a recipe
 
 
 def test_compress_leaves_pycomp_layers_alone():

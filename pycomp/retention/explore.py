@@ -153,13 +153,10 @@ def build(model: nn.Module, candidate: dict, calib=None) -> nn.Module:
     """
     from pycomp.api import compress
 
-    out, recipes = model, []
-    for step in candidate["steps"]:
+    out = model
+    for step in candidate["steps"]:  # compress appends each call to the recorded recipe
         out = compress(out, step["spec"], skip=step["skip"], calib=calib if step["calib"] else None,
                        **step["options"])
-        recipes.append(out._pycomp_recipe)
-    if len(recipes) > 1:  # each compress call records only itself; the file should say what all did
-        out._pycomp_recipe = {"steps": recipes}
     return out
 
 
