@@ -1,0 +1,159 @@
+"""The C++ CPU int4 kernels (pycomp._C.w4a16_linear_cpu) against plain PyTorch, for every ISA this CPU runs.
+
+What is checked, per ISA (the isa argument; AVX-512 only where the CPU has it):
+- random weights and activations: within the fp32 dot-product bound of a float64
+  reference on the exactly dequantized weights, |out - ref| <= (K + 2) u sum_k |x w| (+ |bias|),
+  u = 2**-24 (every weight is formed exactly, so only the fp32 sums round);
+- integer activations and power-of-two scales: every partial sum is an integer
+  below 2**24, so the output must equal the reference exactly (a wrong nibble,
+  group, zero point or tail fails this);
+- M = 1..4 (GEMV) and larger M (GEMM, edge tiles, K over several panel blocks),
+  odd K (a shorter last group and the padding nibble; partial last chunks of
+  every vector width), group sizes 32/64/128, asymmetric and symmetric, strided x;
+- results bit-identical across thread counts.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pycomp import _ext
+from pycomp.formats import int4 as fmt
+from pycomp.quantize.int4 import rtn_int4
+
+_C = _ext._C
+pytestmark = pytest.mark.skipif(not _ext.has_c("w4a16_linear_cpu"), reason=f"pycomp._C int4 kernels not built: {_ext.C_ERROR}")
+
+ISAS = [isa for isa in ("portable", "avx2", "avx512vnni") if _C is not None and _C.cpu_isa_supported(isa)]
+U32 = 2.0**-24
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Single-threaded unless a test says otherwise: many small calls on a loaded 2-core machine
+    spend their time in OpenMP spin-waits. test_threads compares threaded runs bit for bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _weights(n, k, gs, symmetric, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(n, k, generator=g) * torch.rand(n, 1, generator=g)
+    packed, scales, zeros = rtn_int4(w, gs, symmetric)
+    return packed, scales, zeros, torch.randn(n, generator=g)
+
+
+def _ref(x, packed, scales, zeros, bias, gs, k):
+    """float64 output and sum_k |x w| + |bias|, the scale of the fp32 summation error."""
+    w = fmt.dequantize_int4(packed, scales, zeros, gs, k, torch.float64)
+    out, mag = x.double() @ w.t(), x.double().abs() @ w.abs().t()
+    if bias is not None:
+        out, mag = out + bias.double(), mag + bias.double().abs()
+    return out, mag
+
+
+def _check(out, x, packed, scales, zeros, bias, gs, k):
+    ref, mag = _ref(x, packed, scales, zeros, bias, gs, k)
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    err = (out.double() - ref).abs()
+    tol = (k + 2) * U32 * mag
+    bad = ~(err <= tol)  # NaN counts as bad
+    assert not bad.any(), f"{int(bad.sum())} outputs beyond the bound; worst {float((err - tol).max()):.3g}"
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("gs", fmt.GROUP_SIZES)
+@pytest.mark.parametrize("symmetric", [False, True], ids=["asym", "sym"])
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 17, 128])
+def test_random_within_fp32_bound(isa, gs, symmetric, m):
+    for n, k in [(37, 33), (8, 100), (13, 257), (50, 1100)]:
+        packed, scales, zeros, bias = _weights(n, k, gs, symmetric, seed=n + k)
+        x = torch.randn(m, k)
+        for b in (bias, None):
+            out = _C.w4a16_linear_cpu(x, packed, scales, zeros, b, gs, k, isa)
+            _check(out, x, packed, scales, zeros, b, gs, k)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m", [1, 3, 5, 33])
+@pytest.mark.parametrize("k", [1, 2, 15, 17, 31, 33, 63, 65, 97, 129, 255, 513, 1027])
+def test_exact_on_integer_sums(isa, m, k):
+    g = torch.Generator().manual_seed(k)
+    for gs in fmt.GROUP_SIZES:
+        for symmetric in (False, True):
+            n, groups = 19, fmt.n_groups(k, gs)
+            codes = torch.randint(0, 16, (n, k), generator=g, dtype=torch.uint8)
+            zeros = None if symmetric else torch.randint(0, 16, (n, groups), generator=g, dtype=torch.uint8)
+            scales = (2.0 ** torch.randint(-2, 2, (n, groups), generator=g)).half()
+            pad = fmt.SYMMETRIC_ZERO if zeros is None else zeros[:, -1]
+            packed = fmt.pack_nibbles(codes, pad)
+            x = torch.randint(-4, 5, (m, k), generator=g).float()
+            bias = torch.randint(-8, 9, (n,), generator=g).float()
+            out = _C.w4a16_linear_cpu(x, packed, scales, zeros, bias, gs, k, isa)
+            ref, _ = _ref(x, packed, scales, zeros, bias, gs, k)
+            assert torch.equal(out.double(), ref), (gs, symmetric, (out.double() - ref).abs().max())
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_padding_nibble_is_ignored(isa):
+    """For odd K the last high nibble is padding: whatever it holds, the result is the same."""
+    k, gs = 45, 32
+    packed, scales, zeros, bias = _weights(6, k, gs, False)
+    x = torch.randn(3, k)
+    want = _C.w4a16_linear_cpu(x, packed, scales, zeros, bias, gs, k, isa)
+    dirty = packed.clone()
+    dirty[:, -1] |= 0xF0
+    assert torch.equal(_C.w4a16_linear_cpu(x, dirty, scales, zeros, bias, gs, k, isa), want)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m", [1, 24])
+def test_strided_x(isa, m):
+    k, gs = 70, 64
+    packed, scales, zeros, bias = _weights(9, k, gs, True)
+    wide = torch.randn(m, k + 11)
+    x = wide[:, 3:3 + k]
+    out = _C.w4a16_linear_cpu(x, packed, scales, zeros, bias, gs, k, isa)
+    assert torch.equal(out, _C.w4a16_linear_cpu(x.contiguous(), packed, scales, zeros, bias, gs, k, isa))
+    _check(out, x, packed, scales, zeros, bias, gs, k)
+
+
+def test_threads_bit_identical():
+    packed, scales, zeros, bias = _weights(301, 1000, 128, False)
+    for m in (1, 3, 40, 300):
+        x = torch.randn(m, 1000)
+        for isa in ISAS:
+            torch.set_num_threads(1)
+            one = _C.w4a16_linear_cpu(x, packed, scales, zeros, bias, 128, 1000, isa)
+            torch.set_num_threads(2)
+            assert torch.equal(_C.w4a16_linear_cpu(x, packed, scales, zeros, bias, 128, 1000, isa), one), (m, isa)
+
+
+def test_isa_names_and_default():
+    assert _C.w4a16_cpu_kernel("portable") == "portable"
+    assert _C.w4a16_cpu_kernel() in ("avx512", "avx2", "portable")
+    if _C.cpu_isa_supported("avx2") and _C.cpu_features()["f16c"]:
+        assert _C.w4a16_cpu_kernel("avx2") == "avx2"
+
+
+def test_binding_rejects_bad_tensors():
+    packed, scales, zeros, bias = _weights(4, 40, 32, False)
+    f = _C.w4a16_linear_cpu
+    x = torch.randn(2, 40)
+    with pytest.raises(RuntimeError, match="w4a16_linear_cpu: x must be a 2-D float32"):
+        f(x.double(), packed, scales, zeros, bias, 32, 40)
+    with pytest.raises(RuntimeError, match="w4a16_linear_cpu: group_size must be 32, 64 or 128"):
+        f(x, packed, scales, zeros, bias, 16, 40)
+    with pytest.raises(RuntimeError, match="w4a16_linear_cpu: packed must be a contiguous \\(N, 20\\) uint8"):
+        f(x, packed[:, :19], scales, zeros, bias, 32, 40)
+    with pytest.raises(RuntimeError, match="w4a16_linear_cpu: scales must be a contiguous float16"):
+        f(x, packed, scales.float(), zeros, bias, 32, 40)
+    with pytest.raises(RuntimeError, match="w4a16_linear_cpu: zeros must be None or"):
+        f(x, packed, scales, zeros[:, :1].contiguous(), bias, 32, 40)
+    with pytest.raises(RuntimeError, match="w4a16_linear_cpu: bias must be"):
+        f(x, packed, scales, zeros, bias.double(), 32, 40)
+    with pytest.raises(RuntimeError, match="w4a16_linear_cpu: .*unknown CPU ISA"):
+        f(x, packed, scales, zeros, bias, 32, 40, "sse9")
+    assert f(torch.randn(0, 40), packed, scales, zeros, bias, 32, 40).shape == (0, 4)
