@@ -2,11 +2,11 @@
 //
 // The AVX2 kernels (int4_avx2.cpp) on 512-bit registers: vpmovzxbd widens 16
 // packed bytes (32 weights) to int32 lanes, vpandd 15 / vpsrld 4 split even
-// and odd columns, vcvtdq2ps and one FMA dequantize them exactly. With 32
-// vector registers the GEMV tiles take more weight rows and the GEMM tile is
-// 4 x 4. Run only on CPUs that report AVX-512 (dispatch in int4_linear.cpp);
-// the development machine hides AVX-512, so this file is compiled on every
-// build and tested wherever such a CPU runs the kernel tests.
+// and odd columns and vcvtdq2ps turns them into fp32. With 32 vector registers
+// the GEMV tiles take more weight rows and the GEMM tile is 4 x 4. Run only on
+// CPUs that report AVX-512 (dispatch in int4_linear.cpp); the development
+// machine hides AVX-512, so this file is compiled on every build and tested
+// wherever such a CPU runs the kernel tests.
 #if defined(__x86_64__)
 
 #include <immintrin.h>
@@ -52,17 +52,18 @@ PYCOMP_AVX512_INLINE void dequant_chunk(const uint8_t* p, __m512 s, __m512 zs, _
 
 // ----------------------------------------------------------------- GEMV
 
-// Weight rows per GEMV tile by M = 1..4: accumulators, the group constants and
-// the unpacked vectors fit the 32 zmm registers.
+// Weight rows per GEMV tile by M = 1..4: group and total accumulators and the
+// unpacked vectors fit the 32 zmm registers.
 template <int MR>
 constexpr int kGemvNr = MR == 1 ? 8 : MR == 2 ? 6 : 4;
 
+// acc[i][j] += x[i] . codes of row j over one chunk (codes as floats, not yet dequantized).
 template <int MR, int NR>
-PYCOMP_AVX512_INLINE void gemv_step(__m512 (&acc)[MR][NR], const float* const (&x)[MR], const uint8_t* const (&p)[NR],
-                                  const __m512 (&s)[NR], const __m512 (&zs)[NR]) {
+PYCOMP_AVX512_INLINE void gemv_step(__m512 (&acc)[MR][NR], const float* const (&x)[MR], const uint8_t* const (&p)[NR]) {
   unroll<NR>([&](auto j) PYCOMP_AVX512_LAMBDA {
-    __m512 lo, hi;
-    dequant_chunk(p[j], s[j], zs[j], lo, hi);
+    const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p[j])));
+    const __m512 lo = _mm512_cvtepi32_ps(_mm512_and_si512(v, _mm512_set1_epi32(15)));
+    const __m512 hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4));
     unroll<MR>([&](auto i) PYCOMP_AVX512_LAMBDA {
       acc[i][j] = _mm512_fmadd_ps(_mm512_load_ps(x[i]), lo, acc[i][j]);
       acc[i][j] = _mm512_fmadd_ps(_mm512_load_ps(x[i] + V), hi, acc[i][j]);
@@ -70,22 +71,24 @@ PYCOMP_AVX512_INLINE void gemv_step(__m512 (&acc)[MR][NR], const float* const (&
   });
 }
 
-// Rows [n, n + NR) against MR activation rows, all of K.
+// Rows [n, n + NR) against MR activation rows, all of K. Per group, lane-wise:
+// total += scale * (sum x * code - zero * sum x), with sum x per lane and group
+// from the driver (GemvTask::xsum). Dequantizing each weight in registers
+// instead costs two more FMAs per 16 weights, a quarter more work in the
+// compute-bound part of the loop.
 template <int MR, int NR>
 PYCOMP_AVX512 void gemv_tile(const GemvTask& t, int64_t n) {
   const Int4Weights& w = *t.w;
   const uint8_t* row[NR];
   unroll<NR>([&](auto j) PYCOMP_AVX512_LAMBDA { row[j] = w.packed + (n + j) * w.Kb; });
-  __m512 acc[MR][NR];
+  __m512 total[MR][NR];
   unroll<MR>([&](auto i) PYCOMP_AVX512_LAMBDA {
-    unroll<NR>([&](auto j) PYCOMP_AVX512_LAMBDA { acc[i][j] = _mm512_setzero_ps(); });
+    unroll<NR>([&](auto j) PYCOMP_AVX512_LAMBDA { total[i][j] = _mm512_setzero_ps(); });
   });
   for (int64_t g = 0; g < w.G; ++g) {
-    __m512 s[NR], zs[NR];
-    unroll<NR>([&](auto j) PYCOMP_AVX512_LAMBDA {
-      const float sf = half(w.scales[(n + j) * w.G + g]);
-      s[j] = _mm512_set1_ps(sf);
-      zs[j] = _mm512_set1_ps(-float(w.zero(n + j, g)) * sf);
+    __m512 acc[MR][NR];
+    unroll<MR>([&](auto i) PYCOMP_AVX512_LAMBDA {
+      unroll<NR>([&](auto j) PYCOMP_AVX512_LAMBDA { acc[i][j] = _mm512_setzero_ps(); });
     });
     const int64_t c0 = g * w.chunks_per_group, c1 = std::min<int64_t>(c0 + w.chunks_per_group, w.chunks);
     const int64_t cf = std::min(c1, w.full);
@@ -94,7 +97,7 @@ PYCOMP_AVX512 void gemv_tile(const GemvTask& t, int64_t n) {
       const uint8_t* p[NR];
       unroll<MR>([&](auto i) PYCOMP_AVX512_LAMBDA { x[i] = t.x.p + i * t.x.lda + c * 2 * V; });
       unroll<NR>([&](auto j) PYCOMP_AVX512_LAMBDA { p[j] = row[j] + c * V; });
-      gemv_step<MR, NR>(acc, x, p, s, zs);
+      gemv_step<MR, NR>(acc, x, p);
     }
     if (cf < c1) {  // the row's partial last chunk
       alignas(64) uint8_t tail[NR][V];
@@ -102,12 +105,20 @@ PYCOMP_AVX512 void gemv_tile(const GemvTask& t, int64_t n) {
       const uint8_t* p[NR];
       unroll<MR>([&](auto i) PYCOMP_AVX512_LAMBDA { x[i] = t.x.p + i * t.x.lda + cf * 2 * V; });
       unroll<NR>([&](auto j) PYCOMP_AVX512_LAMBDA { p[j] = w.chunk(n + j, cf, V, tail[j]); });
-      gemv_step<MR, NR>(acc, x, p, s, zs);
+      gemv_step<MR, NR>(acc, x, p);
     }
+    unroll<NR>([&](auto j) PYCOMP_AVX512_LAMBDA {
+      const __m512 s = _mm512_set1_ps(half(w.scales[(n + j) * w.G + g]));
+      const __m512 z = _mm512_set1_ps(float(w.zero(n + j, g)));
+      unroll<MR>([&](auto i) PYCOMP_AVX512_LAMBDA {
+        const __m512 xs = _mm512_load_ps(t.xsum + i * t.ldxs + g * V);
+        total[i][j] = _mm512_fmadd_ps(s, _mm512_fnmadd_ps(z, xs, acc[i][j]), total[i][j]);
+      });
+    });
   }
   unroll<MR>([&](auto i) PYCOMP_AVX512_LAMBDA {
     unroll<NR>([&](auto j) PYCOMP_AVX512_LAMBDA {
-      const float v = hsum(acc[i][j]);
+      const float v = hsum(total[i][j]);
       t.out[i * t.ldo + n + j] = t.bias ? v + t.bias[n + j] : v;
     });
   });

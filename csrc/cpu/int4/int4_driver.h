@@ -15,7 +15,8 @@
 // partial chunk (weights past a row's end are not ours to read).
 //
 // GEMV (M <= kGemvMaxM, memory-bound): each weight row is read once, unpacked
-// and dequantized in registers and met by all M activation rows.
+// in registers and met by all M activation rows; the x86 kernels apply zero
+// point and scale per group, from per-group sums of x (GemvTask::xsum).
 //   Traits::gemv(const GemvTask&)              rows [n0, n1) for all M rows
 // GEMM (larger M, compute-bound): per (n panel, k block) the weights are
 // dequantized once into an fp32 panel (same permuted order, L2-resident) that
@@ -118,7 +119,9 @@ struct PackedX {
 struct GemvTask {
   const Int4Weights* w;
   PackedX x;
-  int mr;  // activation rows, 1..kGemvMaxM
+  const float* xsum;  // (M, G, V): lane l of group g sums the permuted x over the group's chunks at l and V + l
+  int64_t ldxs;       // G * V
+  int mr;             // activation rows, 1..kGemvMaxM
   int64_t n0, n1;
   const float* bias;
   float* out;
@@ -189,8 +192,18 @@ void w4a16_linear(const float* x, int64_t ldx, const uint8_t* packed, const uint
   const PackedX px{xp.get(), lda};
 
   if (M <= kGemvMaxM) {
+    const int64_t ldxs = w.G * V;
+    Scratch<float> xsum(M * ldxs);
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t g = 0; g < w.G; ++g) {
+        float* o = xsum.get() + m * ldxs + g * V;
+        std::fill(o, o + V, 0.f);
+        const int64_t c1 = std::min<int64_t>((g + 1) * w.chunks_per_group, w.chunks);
+        for (int64_t c = g * w.chunks_per_group; c < c1; ++c)
+          for (int l = 0; l < V; ++l) o[l] += px.p[m * lda + c * 2 * V + l] + px.p[m * lda + c * 2 * V + V + l];
+      }
     parallel_tasks(1, N, M * K, 1, T::kGemvNr, [&](int64_t, int64_t, int64_t n0, int64_t n1) {
-      T::gemv(GemvTask{&w, px, int(M), n0, n1, bias, out, ldo});
+      T::gemv(GemvTask{&w, px, xsum.get(), ldxs, int(M), n0, n1, bias, out, ldo});
     });
     return;
   }

@@ -9,10 +9,13 @@
 //
 //   out[m, n] = sum_k x[m, k] * ((code[n, k] - zero[n, g(k)]) * scale[n, g(k)]) + bias[n]
 //
-// Every kernel forms each weight exactly as the reference dequantizer does
-// ((code - zero) * scale is exact in fp32: one FMA, code * scale - zero * scale)
-// and accumulates in fp32, so results differ from the reference only by the
-// order of the fp32 sums.
+// Accumulation is fp32. The GEMM path and the portable kernels form each
+// weight exactly as the reference dequantizer does ((code - zero) * scale is
+// exact in fp32: one FMA, code * scale - zero * scale), so they differ from the
+// reference only by the order of the sums. The x86 GEMV path (M <= 4) sums
+// x * code per group and applies the group's zero point and scale once,
+// scale * (sum x * code - zero * sum x): its rounding error scales with
+// sum |x| (code + zero) scale rather than sum |x| |code - zero| scale.
 #pragma once
 
 #include <cstdint>
