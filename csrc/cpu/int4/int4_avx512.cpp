@@ -4,9 +4,11 @@
 // packed bytes (32 weights) to int32 lanes, vpandd 15 / vpsrld 4 split even
 // and odd columns and vcvtdq2ps turns them into fp32. With 32 vector registers
 // the GEMV tiles take more weight rows and the GEMM tile is 4 x 4. Run only on
-// CPUs that report AVX-512 (dispatch in int4_linear.cpp); the development
-// machine hides AVX-512, so this file is compiled on every build and tested
-// wherever such a CPU runs the kernel tests.
+// CPUs that report AVX-512 (dispatch in int4_linear.cpp). The development
+// machine hides AVX-512: this file is compiled on every build, checked bit for
+// bit against the portable kernels with its intrinsics emulated by SIMDe
+// (tests/test_cpu_int4_kernels.py), and run by the kernel tests wherever the
+// CPU has AVX-512.
 #if defined(__x86_64__)
 
 #include <immintrin.h>
