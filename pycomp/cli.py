@@ -147,13 +147,14 @@ def cmd_explore(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from pycomp.benchmark import cpu_int8
+    from pycomp.benchmark import cpu_int4, cpu_int8
     from pycomp.benchmark.machine import machine_info
 
     torch.set_num_threads(args.threads)
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     ms = [int(m) for m in args.m.split(",")]
-    result = cpu_int8.run(shapes, ms, repeats=args.repeats)
+    family = cpu_int4 if args.family == "int4" else cpu_int8
+    result = family.run(shapes, ms, repeats=args.repeats)
     result["machine"] = machine_info()
     if args.json:
         print(json.dumps(result, indent=2))
@@ -162,6 +163,17 @@ def cmd_bench(args) -> int:
     mi = result["machine"]
     con.print(f"{mi['cpu']}, {mi['threads']} threads, kernels {mi['cpu_isa']}, torch {mi['torch']}; "
               f"memory read ceiling {result['read_bandwidth_gbs']:.1f} GB/s; cold weights")
+    if args.family == "int4":
+        rate = lambda r: f"{r['rate']:.2f} {r['rate_unit']}" + (  # noqa: E731
+            f" ({r['pct_ceiling']:.0f}%)" if r["pct_ceiling"] else "")
+        opt = lambda v, fmt: "-" if v is None else fmt.format(v)  # noqa: E731
+        rows = [[r["shape"], r["m"], r["group_size"], f"{r['fp32_ms']:.3f}", opt(r["int4pack_ms"], "{:.3f}"),
+                 f"{r['ours_ms']:.3f}", f"{r['vs_fp32']:.2f}x", opt(r["vs_int4pack"], "{:.2f}x"), rate(r),
+                 r["backend"]] for r in result["rows"]]
+        con.print(_table("CPU int4 weight-only linear (ms, median)",
+                         ["shape", "M", "group", "fp32", "int4pack_mm", "ours W4A16", "vs fp32", "vs int4pack",
+                          "rate", "backend"], rows))
+        return 0
     rows = [[r["shape"], r["m"], f"{r['fp32_ms']:.3f}", f"{r['fbgemm_ms']:.3f}", f"{r['w8a8_ms']:.3f}",
              f"{r['vs_fbgemm']:.2f}x", f"{r['vs_fp32']:.2f}x",
              f"{r['w8a8_rate']:.2f} {r['rate_unit']}" + (f" ({r['pct_ceiling']:.0f}%)" if r["pct_ceiling"] else ""),
@@ -195,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write the frontier as JSON here")
     p.add_argument("--html", help="write the HTML report here")
     p.set_defaults(fn=cmd_explore)
-    p = sub.add_parser("bench", help="CPU kernel benchmarks against fp32 and fbgemm (cold weights)")
+    p = sub.add_parser("bench", help="CPU kernel benchmarks against fp32 and torch's own kernels (cold weights)")
+    p.add_argument("--family", choices=["int8", "int4"], default="int8",
+                   help="int8: W8A8/W8A32 against fbgemm; int4: W4A16 (group 128) against _weight_int4pack_mm_for_cpu")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--shapes", default="4096x4096", help="comma-separated NxK, e.g. 4096x4096,11008x4096")
     p.add_argument("--m", default="1,16,128", help="comma-separated batch sizes")

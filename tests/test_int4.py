@@ -186,6 +186,42 @@ def test_opcheck(symmetric):
     torch.library.opcheck(op, (torch.randn(2, 3, 45), packed, scales, zeros, None, 32, 45))
 
 
+def test_plan_names_what_runs():
+    from pycomp import _ext
+
+    kernel = f"cpu-{_ext._C.w4a16_cpu_kernel()}" if _ext.has_c("w4a16_linear_cpu") else "reference"
+    assert ops.plan("cpu") == kernel and ops.plan("cpu", 1, 4095, torch.bfloat16) == kernel
+    assert ops.plan("cpu", 7, 64, torch.float64) == "reference"
+    assert ops.plan("cuda", 1, 4096) == "reference"  # until the CUDA kernels are wired
+
+
+@pytest.mark.skipif(ops.plan("cpu") == "reference", reason="pycomp._C int4 kernels not built")
+@pytest.mark.parametrize("group_size", [32, 64, 128])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_op_runs_the_cpu_kernel(monkeypatch, group_size, symmetric):
+    """The CPU impl calls the kernel for float32/bfloat16/float16 x, with a padded last group when
+    K is not a multiple of the group size, and the reference for float64."""
+    from pycomp import _ext
+
+    calls = []
+    kernel = _ext._C.w4a16_linear_cpu
+    monkeypatch.setattr(_ext._C, "w4a16_linear_cpu", lambda *a: calls.append(a[0].shape) or kernel(*a),
+                        raising=True)
+    k = group_size * 2 + 9
+    packed, scales, zeros, bias = _packed(10, k, group_size, symmetric)
+    want_w = fmt.dequantize_int4(packed, scales, zeros, group_size, k, torch.float64)
+    for lead in [(1,), (3,), (17,), (2, 64)]:
+        for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2), (torch.float16, 2e-3)):
+            x = torch.randn(*lead, k).to(dtype)
+            got = ops.w4a16_linear(x, packed, scales, zeros, bias, group_size, k)
+            want = F.linear(x.double(), want_w, bias.double()).to(dtype)
+            assert got.dtype == dtype and got.shape == (*lead, 10)
+            torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+    assert len(calls) == 12
+    ops.w4a16_linear(torch.randn(2, k, dtype=torch.float64), packed, scales, zeros, bias, group_size, k)
+    assert len(calls) == 12
+
+
 def test_straight_through_gradient_and_empty_batch():
     packed, scales, zeros, bias = _packed(6, 40)
     x = torch.randn(3, 40, requires_grad=True)
@@ -226,7 +262,8 @@ def test_linear_matches_float_layer_on_dequantized_weights(method, symmetric):
     x = torch.randn(4, 5, 150)
     torch.testing.assert_close(layer(x), F.linear(x, layer.dequantize(), lin.bias), rtol=1e-5, atol=1e-5)
     assert (layer(x) - lin(x)).norm() / lin(x).norm() < 0.12
-    assert layer.backend == "reference" and layer.backend_for(1) == "reference"
+    assert layer.backend == ops.plan("cpu") and layer.backend_for(1) == ops.plan("cpu", 1, 150)
+    assert layer.backend_for(1, torch.float64) == "reference"
     assert "group_size=64" in repr(layer) and f"symmetric={symmetric}" in repr(layer)
     assert layer.nbytes() == 11 * 75 + 11 * 3 * 2 + (0 if symmetric else 11 * 3)
 
@@ -319,6 +356,7 @@ def test_digits_cnn_retention():
     for method, limit in (("rtn", 0.01), ("gptq", 0.005)):
         small = pycomp.compress(model, "int4", group_size=128, method=method, calib=train)
         assert isinstance(small.fc1, Int4Linear) and isinstance(small.conv2, Int4Conv2d)
+        assert small.fc1.backend == small.conv2.backend == ops.plan("cpu")  # the C++ kernel where built
         r = pycomp.retention.evaluate(model, small, test, latency=False).to_dict()
         assert r["accuracy_original"] > 0.95
         assert r["accuracy_original"] - r["accuracy_compressed"] <= limit + 1e-9, r

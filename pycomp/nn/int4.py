@@ -94,12 +94,15 @@ class _Int4Weights(CompressedLayer):
 
     @property
     def backend(self) -> str:
-        """The backend that runs this layer's forward on its current device (large batches)."""
-        return int4_ops.plan(self.packed.device)
+        """The backend that runs this layer's forward on its current device, for float32 inputs
+        (or the bias dtype when the layer was moved to one)."""
+        return self.backend_for(None)
 
-    def backend_for(self, m: int) -> str:
-        """The backend for a batch of `m` rows."""
-        return int4_ops.plan(self.packed.device, m, self.k)
+    def backend_for(self, m: int | None, dtype: torch.dtype | None = None) -> str:
+        """The backend for a batch of `m` rows of `dtype` (default: the bias dtype, else float32)."""
+        if dtype is None:
+            dtype = self.bias.dtype if self.bias is not None else torch.float32
+        return int4_ops.plan(self.packed.device, m, self.k, dtype)
 
     def check_buffers(self) -> None:
         check_int4(self.packed, self.scales, self.zeros, self.group_size, self.k, where=self.label)

@@ -2,9 +2,11 @@
 
 One `torch.library` op, `pycomp::w4a16_linear`, with a plain-PyTorch reference,
 a fake impl for torch.compile and torch.export, CPU and CUDA impls and a
-straight-through backward for x. No fast kernel exists yet: both impls run the
-reference and `plan()` says so ("reference"); kernels add their branch to plan()
-and to `_linear_impl`, reading the canonical k-nibble layout (pycomp.formats.int4).
+straight-through backward for x. Kernels read the canonical k-nibble layout
+(pycomp.formats.int4) in place. On the CPU the C++ kernels (csrc/cpu/int4) run
+float32, bfloat16 and float16 x (converted to float32 around the kernel, which
+accumulates in float32); float64 x runs the reference. The CUDA impl runs the
+reference until its kernels land. `plan()` names what runs.
 
 Shapes: x (..., K) float -> (..., N) in x's dtype; packed (N, ceil(K/2)) uint8
 (column 2j in the low nibble of byte j); scales (N, G) float16 and zeros
@@ -16,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from pycomp import _ext
 from pycomp.formats.int4 import GROUP_SIZES, dequantize_int4, n_groups
 from pycomp.ops._library import LIB
 
@@ -73,9 +76,21 @@ def _fake(x, packed, scales, zeros, bias, group_size, in_features):
     return x.new_empty((*x.shape[:-1], packed.shape[0]))
 
 
+# x dtypes the CPU kernels take (converted to float32 around the kernel); others run the reference.
+CPU_KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
 def plan(device: torch.device | str, M: int | None = None, K: int | None = None,
          dtype: torch.dtype | None = None) -> str:
-    """Name of the backend that runs w4a16_linear for this device and shape: "reference" until kernels land."""
+    """Name of the backend that runs w4a16_linear for this device, shape and x dtype:
+    "cpu-avx512", "cpu-avx2", "cpu-portable" (the C++ kernels) or "reference".
+
+    With M, K or dtype left out, the answer is for a float32 x of any shape (the CPU
+    kernels take every M and K).
+    """
+    device = torch.device(device)
+    if device.type == "cpu" and _ext.has_c("w4a16_linear_cpu") and (dtype is None or dtype in CPU_KERNEL_DTYPES):
+        return f"cpu-{_ext._C.w4a16_cpu_kernel()}"
     return "reference"
 
 
@@ -84,7 +99,19 @@ def _linear_impl(x, packed, scales, zeros, bias, group_size, in_features):
     return w4a16_linear_ref(x, packed, scales, zeros, bias, group_size, in_features)
 
 
-LIB.impl("w4a16_linear", _linear_impl, "CPU")
+def _linear_cpu(x, packed, scales, zeros, bias, group_size, in_features):
+    _check(x, packed, scales, zeros, bias, group_size, in_features)
+    x2 = x.reshape(-1, x.shape[-1])
+    n = packed.shape[0]
+    if x2.shape[0] == 0 or n == 0 or plan(x.device, x2.shape[0], in_features, x.dtype) == "reference":
+        return w4a16_linear_ref(x, packed, scales, zeros, bias, group_size, in_features)
+    out = _ext._C.w4a16_linear_cpu(
+        x2.float(), packed.contiguous(), scales.contiguous(), None if zeros is None else zeros.contiguous(),
+        None if bias is None else bias.float().contiguous(), group_size, in_features)
+    return out.to(x.dtype).reshape(*x.shape[:-1], n)
+
+
+LIB.impl("w4a16_linear", _linear_cpu, "CPU")
 LIB.impl("w4a16_linear", _linear_impl, "CUDA")
 
 

@@ -1,0 +1,243 @@
+// Blocking, threading and activation packing shared by every ISA's int4 kernels.
+//
+// Each ISA file (int4_portable.cpp, int4_avx2.cpp, int4_avx512.cpp) supplies a
+// traits struct with V, its vector width in fp32 lanes, and three kernels; the
+// drivers here are plain C++ instantiated once per ISA.
+//
+// Unpacking V bytes of a weight row into 32-bit lanes gives the low nibbles
+// (columns 0, 2, .., 2V-2 of a 2V-column "chunk") with one AND and the high
+// nibbles (columns 1, 3, .., 2V-1) with one shift. Rather than interleave them
+// back, each call permutes x once into the same order: per chunk, its V
+// even-column values then its V odd-column values, rows zero-padded to whole
+// chunks. Every group size (32, 64, 128) is a multiple of 2V for V <= 16, so a
+// chunk never straddles two groups. The zero padding also covers the padding
+// nibble of odd K and the zero-filled copy a kernel reads for a row's last,
+// partial chunk (weights past a row's end are not ours to read).
+//
+// GEMV (M <= kGemvMaxM, memory-bound): each weight row is read once, unpacked
+// in registers and met by all M activation rows; the x86 kernels apply zero
+// point and scale per group, from per-group sums of x (GemvTask::xsum).
+//   Traits::gemv(const GemvTask&)              rows [n0, n1) for all M rows
+// GEMM (larger M, compute-bound): per (n panel, k block) the weights are
+// dequantized once into an fp32 panel (same permuted order, L2-resident) that
+// register tiles of mr x nr dot products then read for every activation row.
+//   Traits::dequant(const Int4Weights&, n0, rows, c0, c1, panel, ldp)
+//   Traits::gemm_tile(const GemmTile&)
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <utility>
+
+#include "cpu/parallel.h"
+
+namespace pycomp::cpu::int4 {
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+constexpr int kSymmetricZero = 8;
+// The largest M that takes the GEMV path; above it the dequantized panel is reused enough to win.
+constexpr int64_t kGemvMaxM = 4;
+// Below this many multiply-adds a call runs on one thread: waking the pool costs more than the work.
+constexpr int64_t kMinParallelMacs = int64_t(1) << 18;
+
+// IEEE half bits -> float, subnormals included (the portable path; the x86
+// paths convert with F16C).
+inline float half_to_float(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, man = h & 0x3FF;
+  uint32_t bits;
+  if (exp == 0x1F) {
+    bits = sign | 0x7F800000u | (man << 13);
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112) << 23) | (man << 13);
+  } else if (man == 0) {
+    bits = sign;
+  } else {
+    float f = float(man) * (1.f / 16777216.f);  // man * 2^-24, exact
+    std::memcpy(&bits, &f, 4);
+    bits |= sign;
+  }
+  float out;
+  std::memcpy(&out, &bits, 4);
+  return out;
+}
+
+// 64-byte aligned scratch that is freed on scope exit.
+template <class T>
+class Scratch {
+ public:
+  explicit Scratch(int64_t n) {
+    if (n > 0) {
+      const size_t bytes = static_cast<size_t>(round_up(n * int64_t(sizeof(T)), 64));
+      p_.reset(static_cast<T*>(std::aligned_alloc(64, bytes)));
+      if (!p_) throw std::bad_alloc();
+    }
+  }
+  T* get() const { return p_.get(); }
+
+ private:
+  struct Free {
+    void operator()(T* p) const { std::free(p); }
+  };
+  std::unique_ptr<T, Free> p_;
+};
+
+// The weight in the k-nibble layout plus its chunk geometry for a V-lane ISA.
+struct Int4Weights {
+  const uint8_t* packed;
+  const uint16_t* scales;
+  const uint8_t* zeros;  // nullptr: symmetric
+  int64_t K, Kb, G;      // Kb = ceil(K / 2) bytes per row
+  int gs;
+  int64_t chunks, full;  // chunks per row (ceil(Kb / V)); the first `full` of them lie wholly inside the row
+  int chunks_per_group;  // gs / (2V)
+
+  int zero(int64_t n, int64_t g) const { return zeros ? zeros[n * G + g] : kSymmetricZero; }
+
+  // Bytes of chunk t of row n: in place, or a zero-filled copy of the row's partial last chunk in `tail`.
+  const uint8_t* chunk(int64_t n, int64_t t, int V, uint8_t* tail) const {
+    const uint8_t* p = packed + n * Kb + t * V;
+    if (t < full) return p;
+    std::memset(tail, 0, size_t(V));
+    std::memcpy(tail, p, size_t(Kb - t * V));
+    return tail;
+  }
+};
+
+// Activations permuted for the chunk order (see the header comment): (M, Kp) fp32, row stride lda.
+struct PackedX {
+  const float* p;
+  int64_t lda;
+};
+
+struct GemvTask {
+  const Int4Weights* w;
+  PackedX x;
+  const float* xsum;  // (M, G, V): lane l of group g sums the permuted x over the group's chunks at l and V + l
+  int64_t ldxs;       // G * V
+  int mr;             // activation rows, 1..kGemvMaxM
+  int64_t n0, n1;
+  const float* bias;
+  float* out;
+  int64_t ldo;
+};
+
+// c[i * ldc + j] (i < mr, j < nr) = (accumulate ? c : init[j] or 0) + sum_k a[i][k] * w[j][k], k < klen.
+struct GemmTile {
+  int mr, nr;
+  const float* a;
+  int64_t lda;
+  const float* w;
+  int64_t ldw, klen;
+  float* c;
+  int64_t ldc;
+  bool accumulate;
+  const float* init;  // bias, or nullptr
+};
+
+template <int V>
+void pack_x(const float* x, int64_t ldx, int64_t M, int64_t K, int64_t Kp, float* xp, int64_t lda) {
+  const int64_t grain = std::max<int64_t>(1, 32768 / K);
+  parallel_for(M, grain, [&](int64_t b, int64_t e) {
+    for (int64_t m = b; m < e; ++m) {
+      const float* xr = x + m * ldx;
+      float* o = xp + m * lda;
+      for (int64_t c = 0; c < Kp; c += 2 * V)
+        for (int l = 0; l < V; ++l) {
+          const int64_t k = c + 2 * l;
+          o[c + l] = k < K ? xr[k] : 0.f;
+          o[c + V + l] = k + 1 < K ? xr[k + 1] : 0.f;
+        }
+    }
+  });
+}
+
+// Splits the (M, N) output over the threads: N first (each thread streams its
+// own weight rows once), M as well when N has too few units to go round.
+template <class Fn>
+void parallel_tasks(int64_t M, int64_t N, int64_t K, int64_t m_unit, int64_t n_unit, const Fn& fn) {
+  const int64_t threads = M * N * K < kMinParallelMacs ? 1 : std::max(1, num_threads());
+  const int64_t n_units = ceil_div(N, n_unit), m_units = ceil_div(M, m_unit);
+  const int64_t tn = std::min(threads, n_units);
+  const int64_t tm = std::min(std::max<int64_t>(threads / tn, 1), m_units);
+  auto range = [](int64_t units, int64_t parts, int64_t i, int64_t unit, int64_t limit) {
+    return std::make_pair(std::min(units * i / parts * unit, limit), std::min(units * (i + 1) / parts * unit, limit));
+  };
+  parallel_for(tn * tm, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const auto [m0, m1] = range(m_units, tm, t / tn, m_unit, M);
+      const auto [n0, n1] = range(n_units, tn, t % tn, n_unit, N);
+      if (m0 < m1 && n0 < n1) fn(m0, m1, n0, n1);
+    }
+  });
+}
+
+template <class T>
+void w4a16_linear(const float* x, int64_t ldx, const uint8_t* packed, const uint16_t* scales, const uint8_t* zeros,
+                  const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t K, int gs) {
+  constexpr int V = T::V;
+  const int64_t Kb = (K + 1) / 2;
+  const Int4Weights w{packed, scales, zeros, K, Kb, ceil_div(K, gs), gs, ceil_div(Kb, V), Kb / V, gs / (2 * V)};
+  const int64_t Kp = w.chunks * 2 * V;
+  // Rows a multiple of 1 KB apart would share L1 sets (a tile reads several rows at one offset).
+  const int64_t lda = (Kp * 4) % 1024 == 0 ? Kp + 16 : Kp;
+  Scratch<float> xp(M * lda);
+  pack_x<V>(x, ldx, M, K, Kp, xp.get(), lda);
+  const PackedX px{xp.get(), lda};
+
+  if (M <= kGemvMaxM) {
+    const int64_t ldxs = w.G * V;
+    Scratch<float> xsum(M * ldxs);
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t g = 0; g < w.G; ++g) {
+        float* o = xsum.get() + m * ldxs + g * V;
+        std::fill(o, o + V, 0.f);
+        const int64_t c1 = std::min<int64_t>((g + 1) * w.chunks_per_group, w.chunks);
+        for (int64_t c = g * w.chunks_per_group; c < c1; ++c)
+          for (int l = 0; l < V; ++l) o[l] += px.p[m * lda + c * 2 * V + l] + px.p[m * lda + c * 2 * V + V + l];
+      }
+    parallel_tasks(1, N, M * K, 1, T::kGemvNr, [&](int64_t, int64_t, int64_t n0, int64_t n1) {
+      T::gemv(GemvTask{&w, px, xsum.get(), ldxs, int(M), n0, n1, bias, out, ldo});
+    });
+    return;
+  }
+
+  const int64_t nc = T::kPanelRows, kc = T::kPanelK;  // kc: a multiple of 2V
+  parallel_tasks(M, N, K, T::kMr * 16, T::kNr, [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    Scratch<float> panel(nc * kc);
+    for (int64_t nb = n0; nb < n1; nb += nc) {
+      const int64_t nlen = std::min(nc, n1 - nb);
+      for (int64_t kb = 0; kb < Kp; kb += kc) {
+        const int64_t klen = std::min(kc, Kp - kb);
+        T::dequant(w, nb, nlen, kb / (2 * V), (kb + klen) / (2 * V), panel.get(), kc);
+        for (int64_t mt = m0; mt < m1; mt += T::kMr)
+          for (int64_t nt = 0; nt < nlen; nt += T::kNr)
+            T::gemm_tile(GemmTile{int(std::min<int64_t>(T::kMr, m1 - mt)), int(std::min<int64_t>(T::kNr, nlen - nt)),
+                                  px.p + mt * lda + kb, lda, panel.get() + nt * kc, kc, klen,
+                                  out + mt * ldo + nb + nt, ldo, kb > 0, bias ? bias + nb + nt : nullptr});
+      }
+    }
+  });
+}
+
+// Fn::template run<MR, NR> for MR in 1..MaxMR and NR in 1..MaxNR, indexed by the runtime tile shape.
+template <class Fn, int MaxMR, int MaxNR, class Arg>
+struct TileTable {
+  using F = void (*)(const Arg&);
+  static void call(int mr, int nr, const Arg& arg) { fns[(mr - 1) * MaxNR + (nr - 1)](arg); }
+
+ private:
+  template <int... I>
+  static constexpr std::array<F, sizeof...(I)> make(std::integer_sequence<int, I...>) {
+    return {{&Fn::template run<I / MaxNR + 1, I % MaxNR + 1>...}};
+  }
+  static constexpr std::array<F, MaxMR * MaxNR> fns = make(std::make_integer_sequence<int, MaxMR * MaxNR>{});
+};
+
+}  // namespace pycomp::cpu::int4

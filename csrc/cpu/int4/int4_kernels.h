@@ -1,0 +1,21 @@
+// Per-ISA entry points of the int4 kernels; int4_linear.cpp dispatches to them.
+#pragma once
+
+#include <cstdint>
+
+namespace pycomp::cpu::int4 {
+
+#define PYCOMP_INT4_ISA_ENTRY_POINT(isa)                                                                      \
+  void w4a16_linear_##isa(const float* x, int64_t ldx, const uint8_t* packed, const uint16_t* scales,        \
+                          const uint8_t* zeros, const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, \
+                          int64_t K, int group_size);
+
+PYCOMP_INT4_ISA_ENTRY_POINT(portable)
+#if defined(__x86_64__)
+PYCOMP_INT4_ISA_ENTRY_POINT(avx2)
+PYCOMP_INT4_ISA_ENTRY_POINT(avx512)
+#endif
+
+#undef PYCOMP_INT4_ISA_ENTRY_POINT
+
+}  // namespace pycomp::cpu::int4

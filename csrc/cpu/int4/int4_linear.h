@@ -1,0 +1,37 @@
+// int4 weight-only linear (W4A16) kernels for the CPU (raw pointers, no torch headers).
+//
+// Weights arrive in the canonical "k-nibble" layout of pycomp/formats/int4.py,
+// read in place (no repacking): packed (N, ceil(K/2)) uint8, byte j of row n
+// holding column 2j in its low nibble and column 2j+1 in its high nibble;
+// scales (N, G) float16 (passed as their bits), zeros (N, G) uint8 in [0, 15]
+// or nullptr (symmetric: zero point 8), G = ceil(K / group_size), group g
+// covering columns [g * group_size, (g + 1) * group_size).
+//
+//   out[m, n] = sum_k x[m, k] * ((code[n, k] - zero[n, g(k)]) * scale[n, g(k)]) + bias[n]
+//
+// Accumulation is fp32. The GEMM path and the portable kernels form each
+// weight exactly as the reference dequantizer does ((code - zero) * scale is
+// exact in fp32: one FMA, code * scale - zero * scale), so they differ from the
+// reference only by the order of the sums. The x86 GEMV path (M <= 4) sums
+// x * code per group and applies the group's zero point and scale once,
+// scale * (sum x * code - zero * sum x): its rounding error scales with
+// sum |x| (code + zero) scale rather than sum |x| |code - zero| scale.
+#pragma once
+
+#include <cstdint>
+
+#include "cpu/cpu_features.h"
+
+namespace pycomp::cpu {
+
+// x: (M, K) fp32, row stride ldx; out: (M, N) fp32, row stride ldo; bias (N)
+// fp32 or nullptr. group_size is 32, 64 or 128; any M, N, K >= 1.
+void w4a16_linear_f32(Isa isa, const float* x, int64_t ldx, const uint8_t* packed, const uint16_t* scales,
+                      const uint8_t* zeros, const float* bias, float* out, int64_t ldo, int64_t M, int64_t N,
+                      int64_t K, int group_size);
+
+// The kernel family that `isa` runs: "avx512", "avx2" or "portable" (an AVX2
+// CPU without F16C runs the portable kernels).
+const char* w4a16_kernel_name(Isa isa);
+
+}  // namespace pycomp::cpu
