@@ -59,6 +59,18 @@ def test_plan(monkeypatch):
     assert int4_cuda.plan_cuda(1, 4096, torch.bfloat16) == triton  # an extension built without CUDA
 
 
+def test_op_plan_and_cuda_registration_use_the_dispatcher(monkeypatch):
+    from pycomp.ops import int4 as int4_ops
+
+    monkeypatch.setattr(int4_cuda._ext, "has_c", lambda name: name == "w4a16_linear_cuda")
+    assert int4_ops.plan("cuda", 1, 4096, torch.bfloat16) == "cuda"
+    assert int4_ops.plan("cuda", 1024, 4096, torch.bfloat16) == int4_cuda.plan_cuda(1024, 4096, torch.bfloat16)
+    called = []
+    monkeypatch.setattr(int4_cuda, "cuda_impl", lambda *a: called.append(a) or a[0])
+    int4_ops._linear_cuda(torch.ones(1), None, None, None, None, 128, 1)
+    assert len(called) == 1
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("symmetric", [False, True])
 @pytest.mark.parametrize("shape", [(1, 33), (2, 3, 64)])  # x (..., K): a vector and a 3-D batch

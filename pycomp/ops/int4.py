@@ -83,20 +83,26 @@ CPU_KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 def plan(device: torch.device | str, M: int | None = None, K: int | None = None,
          dtype: torch.dtype | None = None) -> str:
     """Name of the backend that runs w4a16_linear for this device, shape and x dtype:
-    "cpu-avx512", "cpu-avx2", "cpu-portable" (the C++ kernels) or "reference".
+    "cpu-avx512", "cpu-avx2", "cpu-portable" (the C++ kernels), "cuda" (the decode GEMV,
+    M <= 16), "triton" (the GEMM) or "reference".
 
-    With M, K or dtype left out, the answer is for a float32 x of any shape (the CPU
-    kernels take every M and K).
+    With M, K or dtype left out, the answer is for a float32 x of any shape on the CPU (the
+    kernels take every M and K), and for a bfloat16 x, M=1024, K=4096 on CUDA.
     """
     device = torch.device(device)
     if device.type == "cpu" and _ext.has_c("w4a16_linear_cpu") and (dtype is None or dtype in CPU_KERNEL_DTYPES):
         return f"cpu-{_ext._C.w4a16_cpu_kernel()}"
+    if device.type == "cuda":
+        from pycomp.ops.int4_cuda import plan_cuda
+
+        return plan_cuda(1024 if M is None else M, 4096 if K is None else K, dtype or torch.bfloat16)
     return "reference"
 
 
-def _linear_impl(x, packed, scales, zeros, bias, group_size, in_features):
-    _check(x, packed, scales, zeros, bias, group_size, in_features)
-    return w4a16_linear_ref(x, packed, scales, zeros, bias, group_size, in_features)
+def _linear_cuda(x, packed, scales, zeros, bias, group_size, in_features):
+    from pycomp.ops.int4_cuda import cuda_impl  # imports this module's _check and reference
+
+    return cuda_impl(x, packed, scales, zeros, bias, group_size, in_features)
 
 
 def _linear_cpu(x, packed, scales, zeros, bias, group_size, in_features):
@@ -112,7 +118,7 @@ def _linear_cpu(x, packed, scales, zeros, bias, group_size, in_features):
 
 
 LIB.impl("w4a16_linear", _linear_cpu, "CPU")
-LIB.impl("w4a16_linear", _linear_impl, "CUDA")
+LIB.impl("w4a16_linear", _linear_cuda, "CUDA")
 
 
 def _setup_ctx(ctx, inputs, output):
