@@ -279,3 +279,17 @@ def test_factors_train():
     layer = LowRankLinear.from_float(_linear(torch.randn(8, 6)), rank=2)
     layer(torch.randn(4, 6)).sum().backward()
     assert layer.u.weight.grad is not None and layer.v.weight.grad is not None
+
+
+def test_a_later_int8_step_quantizes_the_factors_and_the_file_says_so(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(40, 32), nn.ReLU(), nn.Linear(32, 24))
+    with torch.no_grad():
+        model[0].weight.copy_(_rank_r(32, 40, 4))  # energy 0.95 keeps rank <= 4 here; layer 2 stays dense
+    with pytest.warns(UserWarning, match="layer '2' kept dense"):
+        small = pycomp.compress(model, ["lowrank", "int8"]).eval()
+    assert isinstance(small[0], LowRankLinear) and small[0].factor_quant == "int8"
+    assert type(small[0].u).__name__ == "Int8Linear"
+    again = _roundtrip(small, tmp_path, nn.Sequential(nn.Linear(40, 32), nn.ReLU(), nn.Linear(32, 24)))
+    x = torch.randn(3, 40)
+    assert torch.equal(small(x), again(x))

@@ -216,7 +216,8 @@ class Distiller:
         """Train the student on `train` (a re-iterable of (inputs, labels) or inputs) with Adam; returns it.
 
         val: batches for early stopping on `metric` ("agreement" with the teacher, or "accuracy"), checked
-        after each epoch; the best student (first of equals) is restored at the end, and training stops
+        before training and after each epoch; the best student (first of equals, the starting one
+        included) is restored at the end, and training stops
         after `patience` epochs without improvement (None: never early). Without val, the last student.
         seed fixes the initialization of adapters and the batch order (a list of batches is shuffled per epoch).
         cosine: cosine learning-rate decay over `epochs`. progress: a tqdm bar (None: on a terminal only).
@@ -241,6 +242,8 @@ class Distiller:
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs) if cosine else None
         keeper = keep_masks(self.student, self.masks, opt) if self.masks else None
         best, best_state, waited = -math.inf, None, 0
+        if val is not None:  # the starting student is a candidate too: fine-tuning never ends worse on val
+            best, best_state = self.evaluate(val, metric), copy.deepcopy(self.student.state_dict())
         bar = tqdm(range(epochs), desc="distill", disable=None if progress is None else not progress)
         try:
             for epoch in bar:

@@ -21,6 +21,7 @@ FORMAT_VERSION = 1
 FACTOR_QUANT = (None, "int8", "int4")
 METHODS = ("svd", "nmf")
 DECOMPOSITIONS = ("tucker", "cp")
+_FACTOR_KIND = {nn.Linear: None, Int8Linear: "int8", Int4Linear: "int4"}
 
 
 def _check_factors(layer: CompressedLayer, expected: dict[str, tuple]) -> None:
@@ -58,7 +59,7 @@ class LowRankLinear(CompressedLayer):
             raise ValueError(f"{self.label}: rank must be an int in [1, min(in, out) = "
                              f"{min(in_features, out_features)}], got {rank!r}")
         self.in_features, self.out_features, self.rank = in_features, out_features, rank
-        self.factor_quant, self.group_size = factor_quant, group_size
+        self.group_size = group_size
         kind = {None: nn.Linear, "int8": Int8Linear, "int4": Int4Linear}[factor_quant]
         extra = {"group_size": group_size} if factor_quant == "int4" else {}
         named = {} if factor_quant is None else {"name": f"{name}.v" if name else "v"}
@@ -69,6 +70,16 @@ class LowRankLinear(CompressedLayer):
     @property
     def bias(self) -> Tensor | None:
         return self.u.bias
+
+    @property
+    def factor_quant(self) -> str | None:
+        """What the factors are now: None (float), "int8" or "int4"; read from the children, so a later
+        compress step that quantized them (compress(model, ["lowrank", "int8"])) is reported too."""
+        kinds = {_FACTOR_KIND.get(type(m), "?") for m in (self.u, self.v)}
+        if len(kinds) != 1 or "?" in kinds:
+            raise ValueError(f"{self.label}: factors of types {type(self.v).__name__} and {type(self.u).__name__} "
+                             "are not one of float, int8, int4")
+        return kinds.pop()
 
     @classmethod
     def from_float(cls, linear: nn.Linear, rank: int | None = None, *, energy: float | None = None,
