@@ -3,7 +3,6 @@ spatial attention transfer (Zagoruyko & Komodakis 2017), and attention-probabili
 transformers whose attention modules return their probabilities (TinyBERT-style KL)."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

@@ -112,7 +112,8 @@ class LowRankLinear(CompressedLayer):
         """The layer computing (x @ v.T) @ u.T + bias; u (out, rank), v (rank, in)."""
         (n, r), (r2, k) = u.shape, v.shape
         if r != r2:
-            raise ValueError(f"LowRankLinear '{name}': factor shapes {tuple(u.shape)} and {tuple(v.shape)} do not chain")
+            raise ValueError(f"LowRankLinear '{name}': factor shapes {tuple(u.shape)} and {tuple(v.shape)} "
+                             "do not chain")
         dtype = bias.dtype if bias is not None else u.dtype
         layer = cls(k, n, r, bias is not None, factor_quant, group_size, device=u.device, dtype=dtype, name=name)
         with torch.no_grad():
