@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from torch import nn
 
 from pycomp.calibrate import calib_batches, replace_calibrated
+from pycomp.lowrank.config import LowRankConfig
 from pycomp.quantize.int4 import Int4Config
 from pycomp.quantize.int8 import Int8Config
 from pycomp.recipe import TRAINING_STEPS, Recipe
@@ -22,6 +23,7 @@ from pycomp.recipe import TRAINING_STEPS, Recipe
 TECHNIQUES: dict[str, type] = {
     "int4": Int4Config,
     "int8": Int8Config,
+    "lowrank": LowRankConfig,
 }
 
 
