@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
+from pycomp.prune.config import SparseConfig, Sparse24Config
 from pycomp.quantize.int4 import Int4Config
 from pycomp.quantize.int8 import Int8Config
 
@@ -21,6 +22,7 @@ from pycomp.quantize.int8 import Int8Config
 TECHNIQUES: dict[str, type] = {
     "int4": Int4Config,
     "int8": Int8Config,
+    "2:4": Sparse24Config, "sparse": SparseConfig,
 }
 
 

@@ -2,10 +2,12 @@
 from pycomp.nn.base import CompressedLayer
 from pycomp.nn.int4 import Int4Conv2d, Int4Linear
 from pycomp.nn.int8 import Int8Conv2d, Int8Linear
+from pycomp.nn.sparse import SparseConv2d, SparseLinear
 
 # Layer class name -> class: what pycomp.load may rebuild from a file (a name outside this table is refused).
 LAYERS: dict[str, type[CompressedLayer]] = {
-    cls.__name__: cls for cls in (Int4Conv2d, Int4Linear, Int8Conv2d, Int8Linear)
+    cls.__name__: cls for cls in (Int4Conv2d, Int4Linear, Int8Conv2d, Int8Linear, SparseConv2d, SparseLinear)
 }
 
-__all__ = ["LAYERS", "CompressedLayer", "Int4Conv2d", "Int4Linear", "Int8Conv2d", "Int8Linear"]
+__all__ = ["LAYERS", "CompressedLayer", "Int4Conv2d", "Int4Linear", "Int8Conv2d", "Int8Linear", "SparseConv2d",
+           "SparseLinear"]
