@@ -15,6 +15,7 @@
 #include <string>
 
 #include "cuda/int8/int8_cuda.h"
+#include "cuda/sparse/sparse_bindings.h"
 
 namespace pycomp {
 namespace cuda_binding {
@@ -208,6 +209,7 @@ inline void register_cuda_bindings(pybind11::module_& m) {
   m.def("w8a8_gemm_cuda_auto_tile", [](int64_t M, int64_t N) { return gemm_tile_name(cuda::w8a8_gemm_auto_tile(M, N)); },
         py::arg("M"), py::arg("N"), "The block tile w8a8_gemm_cuda picks for (M, N) on the current device");
   m.def("cuda_kernels_info", &cuda_kernels_info, "Static constraints of the CUDA kernels (alignment, dtypes, tiles)");
+  register_sparse_cuda(m);
 }
 
 }  // namespace pycomp
