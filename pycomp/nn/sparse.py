@@ -148,10 +148,10 @@ class _SparseWeights(CompressedLayer):
     @property
     def backend(self) -> str:
         """The backend that runs this layer's forward on its current device (large batches)."""
-        return sparse_ops.plan(self.pattern, self.values.device, None, self.values.dtype)
+        return sparse_ops.plan(self.pattern, self.values.device, None, self.values.dtype, self.block_size)
 
     def backend_for(self, m: int) -> str:
-        return sparse_ops.plan(self.pattern, self.values.device, m, self.values.dtype)
+        return sparse_ops.plan(self.pattern, self.values.device, m, self.values.dtype, self.block_size)
 
     def nbytes(self) -> int:
         """Bytes of the packed weight (bias excluded)."""

@@ -159,12 +159,14 @@ def triton_sparse():
     return _TRITON
 
 
-def plan(pattern: str, device: torch.device | str, M: int | None = None, dtype: torch.dtype | None = None) -> str:
+def plan(pattern: str, device: torch.device | str, M: int | None = None, dtype: torch.dtype | None = None,
+         block: tuple[int, int] | None = None) -> str:
     """Name of the backend that runs a `pattern` layer whose values are `dtype`, for a batch of M rows.
 
     CPU: the C++ kernels read float32 values (x of another float dtype is converted); other value dtypes
     run the reference. CUDA: 2:4 on the CUDA kernels (GEMV for M <= 16, mma.sp GEMM above) for float16 and
-    bfloat16; block-CSR on the Triton kernel; CSR on the reference. With M left out: large M.
+    bfloat16; block-CSR on the Triton kernel when its blocks suit it (powers of two >= 16); CSR on the
+    reference. With M left out: large M.
     """
     if pattern not in PATTERNS:
         raise ValueError(f"sparse: pattern must be one of {PATTERNS}, got {pattern!r}")
@@ -179,7 +181,7 @@ def plan(pattern: str, device: torch.device | str, M: int | None = None, dtype: 
         kernel = "sparse24_gemv_cuda" if M is not None and M <= CUDA_GEMV_MAX_M else "sparse24_gemm_cuda"
         if _ext.has_c(kernel):
             return "cuda"
-    if pattern == "block" and triton_sparse() is not None:
+    if pattern == "block" and triton_sparse() is not None and (block is None or triton_sparse().supports(block)):
         return "triton"
     return "reference"
 
@@ -235,13 +237,14 @@ def _bsr_impl(x, crow, col, values, out_features, in_features, bias=None):
     x2 = _rows(x)
     if x2.shape[0] == 0:
         return _out_like(x, out_features)
-    backend = plan("block", x.device, x2.shape[0], values.dtype)
+    backend = plan("block", x.device, x2.shape[0], values.dtype, tuple(values.shape[1:]))
     if backend == "reference":
         return bsr_linear_ref(x, crow, col, values, out_features, in_features, bias)
     bk = values.shape[2]
     xp = _pad_k(x2, -(-in_features // bk) * bk)
     if backend == "triton":
-        out = triton_sparse().bsr_linear(xp.to(values.dtype), crow, col, values, out_features, bias)
+        out = triton_sparse().bsr_linear(xp.to(values.dtype), crow.contiguous(), col.contiguous(), values,
+                                         out_features, bias)
     else:
         b = None if bias is None else bias.float().contiguous()
         out = _ext._C.bsr_linear_cpu(xp.float(), crow.contiguous(), col.contiguous(), values.contiguous(),
