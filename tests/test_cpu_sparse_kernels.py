@@ -75,7 +75,7 @@ def test_bsr(isa, m, block):
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("m", [1, 2, 4, 5, 16])
+@pytest.mark.parametrize("m", [1, 2, 4, 5, 8, 16, 37])
 @pytest.mark.parametrize("n,k", [(1, 32), (33, 64), (70, 96), (128, 256), (37, 21)])
 def test_sparse24(isa, m, n, k):
     g = torch.Generator().manual_seed(m + n)

@@ -7,7 +7,8 @@
 // 256-entry table turns each byte (two groups) into 4 lane indices, and the word into a vpermps
 // control: permuting x[16c..16c+7] by it gives groups 0-1's kept x values in lanes 0-3, permuting
 // x[16c+8..16c+15] gives groups 2-3's in lanes 4-7; one blend and one FMA with the 8 kept weights.
-// No gathers, and the decoded control is shared by up to 4 activation rows.
+// No gathers, and the decoded control is shared by up to 4 activation rows. From M = 8 on, the
+// generic outer-product loop (x transposed once, a broadcast weight times 8-row vectors of x^T).
 #if defined(__x86_64__)
 
 #include <immintrin.h>
@@ -98,6 +99,7 @@ void bsr_avx2(const float* x, int64_t ldx, const int32_t* crow, const int32_t* c
 
 void s24_avx2(const float* x, int64_t ldx, const float* val, const int16_t* meta, int64_t Np, const float* bias,
               float* out, int64_t ldo, int64_t M, int64_t N, int64_t Kp) {
+  if (M >= kCsrTransposeMinM) return s24_outer_driver(x, ldx, val, meta, Np, bias, out, ldo, M, N, Kp);
   parallel_for(N, kRowGrain, [&](int64_t n0, int64_t n1) {
     for (int64_t m0 = 0; m0 < M; m0 += 4) {
       const float* xm = x + m0 * ldx;

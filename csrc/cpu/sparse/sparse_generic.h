@@ -9,6 +9,8 @@
 // R*W rows of x (outer product), so the gather disappears and x^T rows are reused across output rows.
 // Block-CSR: per output row of a block row, dot products of the block's row with x along bk, up to 4
 // activation rows sharing each weight vector.
+// 2:4, M >= kCsrTransposeMinM: the CSR outer-product loop with the two column indices of each group
+// decoded from its metadata nibble (the ISA files have their own kernels for small M).
 
 template <class Idx, int MR>
 void csr_gather_rows(const float* x, int64_t ldx, const int32_t* crow, const Idx* col, const float* val,
@@ -33,6 +35,16 @@ void csr_gather_rows(const float* x, int64_t ldx, const int32_t* crow, const Idx
     const float b = bias ? bias[n] : 0.0f;
     for (int m = 0; m < MR; ++m) out[m * ldo + n] = s[m] + b;
   }
+}
+
+// x (M, K) -> x^T (K, mpad), the columns past M zero.
+inline std::vector<float> transpose_x(const float* x, int64_t ldx, int64_t M, int64_t K, int64_t mpad) {
+  std::vector<float> xt(static_cast<size_t>(K * mpad), 0.0f);
+  parallel_for(K, 64, [&](int64_t k0, int64_t k1) {
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t k = k0; k < k1; ++k) xt[k * mpad + m] = x[m * ldx + k];
+  });
+  return xt;
 }
 
 template <class Idx, int R>
@@ -74,11 +86,7 @@ void csr_driver(const float* x, int64_t ldx, const int32_t* crow, const Idx* col
     return;
   }
   const int64_t mpad = (M + V::W - 1) / V::W * V::W;
-  std::vector<float> xt(static_cast<size_t>(K * mpad), 0.0f);
-  parallel_for(K, 64, [&](int64_t k0, int64_t k1) {
-    for (int64_t m = 0; m < M; ++m)
-      for (int64_t k = k0; k < k1; ++k) xt[k * mpad + m] = x[m * ldx + k];
-  });
+  const std::vector<float> xt = transpose_x(x, ldx, M, K, mpad);
   constexpr int64_t chunk = 4 * V::W;
   parallel_for(N, kRowGrain, [&](int64_t n0, int64_t n1) {
     for (int64_t mc = 0; mc < M; mc += chunk) {
@@ -142,4 +150,48 @@ inline void csr_entry(const float* x, int64_t ldx, const int32_t* crow, const in
     csr_driver(x, ldx, crow, col16, val, bias, out, ldo, M, N, K);
   else
     csr_driver(x, ldx, crow, col32, val, bias, out, ldo, M, N, K);
+}
+
+template <int R>
+void s24_outer_rows(const float* xt, int64_t mpad, int64_t mc, int64_t mcount, const float* val, const int16_t* meta,
+                    int64_t Np, int64_t Kp, const float* bias, float* out, int64_t ldo, int64_t n0, int64_t n1) {
+  for (int64_t n = n0; n < n1; ++n) {
+    const MetaRow row(n);
+    const float* v = val + n * (Kp / 2);
+    typename V::F acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = V::zero();
+    for (int64_t c = 0; c < Kp / 16; ++c) {
+      const uint32_t word = static_cast<uint16_t>(meta[row.offset(c, Np)]);
+      for (int g = 0; g < 4; ++g) {
+        const uint32_t nib = (word >> (4 * g)) & 15u;
+        const float* p0 = xt + (16 * c + 4 * g + (nib & 3u)) * mpad + mc;
+        const float* p1 = xt + (16 * c + 4 * g + (nib >> 2)) * mpad + mc;
+        const typename V::F v0 = V::set1(v[8 * c + 2 * g]), v1 = V::set1(v[8 * c + 2 * g + 1]);
+        for (int r = 0; r < R; ++r) acc[r] = V::fma(v1, V::loadu(p1 + r * V::W), V::fma(v0, V::loadu(p0 + r * V::W), acc[r]));
+      }
+    }
+    float tmp[R * V::W];
+    for (int r = 0; r < R; ++r) V::storeu(tmp + r * V::W, acc[r]);
+    const float b = bias ? bias[n] : 0.0f;
+    for (int64_t i = 0; i < mcount; ++i) out[(mc + i) * ldo + n] = tmp[i] + b;
+  }
+}
+
+inline void s24_outer_driver(const float* x, int64_t ldx, const float* val, const int16_t* meta, int64_t Np,
+                             const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t Kp) {
+  const int64_t mpad = (M + V::W - 1) / V::W * V::W;
+  const std::vector<float> xt = transpose_x(x, ldx, M, Kp, mpad);
+  constexpr int64_t chunk = 4 * V::W;
+  parallel_for(N, kRowGrain, [&](int64_t n0, int64_t n1) {
+    for (int64_t mc = 0; mc < M; mc += chunk) {
+      const int64_t mcount = std::min(chunk, M - mc);
+      const float* t = xt.data();
+      switch ((mcount + V::W - 1) / V::W) {
+        case 1: s24_outer_rows<1>(t, mpad, mc, mcount, val, meta, Np, Kp, bias, out, ldo, n0, n1); break;
+        case 2: s24_outer_rows<2>(t, mpad, mc, mcount, val, meta, Np, Kp, bias, out, ldo, n0, n1); break;
+        case 3: s24_outer_rows<3>(t, mpad, mc, mcount, val, meta, Np, Kp, bias, out, ldo, n0, n1); break;
+        default: s24_outer_rows<4>(t, mpad, mc, mcount, val, meta, Np, Kp, bias, out, ldo, n0, n1); break;
+      }
+    }
+  });
 }

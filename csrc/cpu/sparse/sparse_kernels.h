@@ -38,7 +38,7 @@ struct MetaRow {
   int64_t offset(int64_t c, int64_t Np) const { return (c >> 1) * 2 * Np + slot[c & 1]; }
 };
 
-// From this M on, the CSR kernels transpose x once and run an outer-product loop (broadcast one
+// From this M on, the CSR (and 2:4) kernels transpose x once and run an outer-product loop (broadcast one
 // weight, FMA a vector of M); below it they gather x along K per row.
 constexpr int64_t kCsrTransposeMinM = 8;
 

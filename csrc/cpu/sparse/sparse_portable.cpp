@@ -40,7 +40,8 @@ void bsr_portable(const float* x, int64_t ldx, const int32_t* crow, const int32_
 
 void s24_portable(const float* x, int64_t ldx, const float* val, const int16_t* meta, int64_t Np, const float* bias,
                   float* out, int64_t ldo, int64_t M, int64_t N, int64_t Kp) {
-  parallel_for(N, 16, [&](int64_t n0, int64_t n1) {
+  if (M >= kCsrTransposeMinM) return s24_outer_driver(x, ldx, val, meta, Np, bias, out, ldo, M, N, Kp);
+  parallel_for(N, kRowGrain, [&](int64_t n0, int64_t n1) {
     for (int64_t n = n0; n < n1; ++n) {
       const MetaRow row(n);
       const float* v = val + n * (Kp / 2);
