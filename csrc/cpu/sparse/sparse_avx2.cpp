@@ -58,6 +58,21 @@ struct PermTable {
 };
 const PermTable kPerm;
 
+// The control vector of one metadata word (16 columns): lanes 0-3 index x[16c..16c+7], lanes 4-7 x[16c+8..].
+inline __m256i perm_ctrl(uint32_t word) {
+  const __m128i lo = _mm_load_si128(reinterpret_cast<const __m128i*>(kPerm.ctrl[word & 255u].data()));
+  const __m128i hi = _mm_load_si128(reinterpret_cast<const __m128i*>(kPerm.ctrl[(word >> 8) & 255u].data()));
+  return _mm256_set_m128i(hi, lo);
+}
+
+inline __m256 kept_x(const float* xc, __m256i ctrl) {
+  const __m256 a = _mm256_permutevar8x32_ps(_mm256_loadu_ps(xc), ctrl);
+  const __m256 b = _mm256_permutevar8x32_ps(_mm256_loadu_ps(xc + 8), ctrl);
+  return _mm256_blend_ps(a, b, 0xF0);
+}
+
+// Chunks go in pairs (Kp % 32 == 0): the pair's two words sit in one column pair of the metadata, and
+// the two chunks feed separate accumulators, so the FMA latency does not chain.
 template <int MR>
 void s24_rows(const float* x, int64_t ldx, const float* val, const int16_t* meta, int64_t Np, const float* bias,
               float* out, int64_t ldo, int64_t Kp, int64_t n0, int64_t n1) {
@@ -65,23 +80,21 @@ void s24_rows(const float* x, int64_t ldx, const float* val, const int16_t* meta
   for (int64_t n = n0; n < n1; ++n) {
     const MetaRow row(n);
     const float* v = val + n * (Kp / 2);
-    __m256 acc[MR];
-    for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps();
-    for (int64_t c = 0; c < chunks; ++c) {
-      const uint32_t word = static_cast<uint16_t>(meta[row.offset(c, Np)]);
-      const __m128i lo = _mm_load_si128(reinterpret_cast<const __m128i*>(kPerm.ctrl[word & 255u].data()));
-      const __m128i hi = _mm_load_si128(reinterpret_cast<const __m128i*>(kPerm.ctrl[word >> 8].data()));
-      const __m256i ctrl = _mm256_set_m128i(hi, lo);
-      const __m256 w = _mm256_loadu_ps(v + 8 * c);
+    __m256 acc[2][MR];
+    for (int m = 0; m < MR; ++m) acc[0][m] = acc[1][m] = _mm256_setzero_ps();
+    for (int64_t c = 0; c < chunks; c += 2) {
+      const int16_t* pair = meta + (c >> 1) * 2 * Np;
+      const __m256i ctrl0 = perm_ctrl(static_cast<uint16_t>(pair[row.slot[0]]));
+      const __m256i ctrl1 = perm_ctrl(static_cast<uint16_t>(pair[row.slot[1]]));
+      const __m256 w0 = _mm256_loadu_ps(v + 8 * c), w1 = _mm256_loadu_ps(v + 8 * c + 8);
       for (int m = 0; m < MR; ++m) {
         const float* xc = x + m * ldx + 16 * c;
-        const __m256 a = _mm256_permutevar8x32_ps(_mm256_loadu_ps(xc), ctrl);
-        const __m256 b = _mm256_permutevar8x32_ps(_mm256_loadu_ps(xc + 8), ctrl);
-        acc[m] = _mm256_fmadd_ps(w, _mm256_blend_ps(a, b, 0xF0), acc[m]);
+        acc[0][m] = _mm256_fmadd_ps(w0, kept_x(xc, ctrl0), acc[0][m]);
+        acc[1][m] = _mm256_fmadd_ps(w1, kept_x(xc + 16, ctrl1), acc[1][m]);
       }
     }
     const float bv = bias ? bias[n] : 0.0f;
-    for (int m = 0; m < MR; ++m) out[m * ldo + n] = V::hsum(acc[m]) + bv;
+    for (int m = 0; m < MR; ++m) out[m * ldo + n] = V::hsum(_mm256_add_ps(acc[0][m], acc[1][m])) + bv;
   }
 }
 

@@ -16,17 +16,26 @@ template <class Idx, int MR>
 void csr_gather_rows(const float* x, int64_t ldx, const int32_t* crow, const Idx* col, const float* val,
                      const float* bias, float* out, int64_t ldo, int64_t n0, int64_t n1) {
   for (int64_t n = n0; n < n1; ++n) {
-    typename V::F acc[MR];
-    for (int m = 0; m < MR; ++m) acc[m] = V::zero();
+    // two accumulator sets: consecutive FMAs into one register would wait on each other's latency
+    typename V::F acc[2][MR];
+    for (int m = 0; m < MR; ++m) acc[0][m] = acc[1][m] = V::zero();
     int64_t j = crow[n];
     const int64_t end = crow[n + 1];
-    for (; j + V::W <= end; j += V::W) {
+    for (; j + 2 * V::W <= end; j += 2 * V::W) {
+      for (int u = 0; u < 2; ++u) {
+        const typename V::F v = V::loadu(val + j + u * V::W);
+        const typename V::I i = V::idx(col + j + u * V::W);
+        for (int m = 0; m < MR; ++m) acc[u][m] = V::fma(v, V::gather(x + m * ldx, i), acc[u][m]);
+      }
+    }
+    if (j + V::W <= end) {
       const typename V::F v = V::loadu(val + j);
       const typename V::I i = V::idx(col + j);
-      for (int m = 0; m < MR; ++m) acc[m] = V::fma(v, V::gather(x + m * ldx, i), acc[m]);
+      for (int m = 0; m < MR; ++m) acc[0][m] = V::fma(v, V::gather(x + m * ldx, i), acc[0][m]);
+      j += V::W;
     }
     float s[MR];
-    for (int m = 0; m < MR; ++m) s[m] = V::hsum(acc[m]);
+    for (int m = 0; m < MR; ++m) s[m] = V::hsum(acc[0][m]) + V::hsum(acc[1][m]);
     for (; j < end; ++j) {
       const float v = val[j];
       const int64_t c = col[j];
