@@ -14,6 +14,7 @@
 #include "cpu/int4/int4_bindings.h"
 #include "cpu/int8/int8_linear.h"
 #include "cpu/parallel.h"
+#include "cpu/sparse/sparse_bindings.h"
 
 #ifdef PYCOMP_WITH_CUDA
 #include "cuda/cuda_bindings.h"
@@ -161,6 +162,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("wscale"), py::arg("bias") = py::none(), py::arg("isa") = "",
         "W8A32 linear: x (M, K) float32, qweight (N, K) int8, wscale (N) float32 -> (M, N) float32");
   register_int4_cpu(m);
+  register_sparse_cpu(m);
 #ifdef PYCOMP_WITH_CUDA
   register_cuda_bindings(m);
 #endif

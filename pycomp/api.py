@@ -10,6 +10,7 @@ from torch import nn
 
 from pycomp.calibrate import calib_batches, replace_calibrated
 from pycomp.lowrank.config import LowRankConfig
+from pycomp.prune.config import SparseConfig, Sparse24Config
 from pycomp.quantize.int4 import Int4Config
 from pycomp.quantize.int8 import Int8Config
 from pycomp.recipe import TRAINING_STEPS, Recipe
@@ -24,6 +25,8 @@ TECHNIQUES: dict[str, type] = {
     "int4": Int4Config,
     "int8": Int8Config,
     "lowrank": LowRankConfig,
+    "2:4": Sparse24Config,
+    "sparse": SparseConfig,
 }
 
 

@@ -16,6 +16,7 @@
 
 #include "cuda/int4/int4_bindings.h"
 #include "cuda/int8/int8_cuda.h"
+#include "cuda/sparse/sparse_bindings.h"
 
 namespace pycomp {
 namespace cuda_binding {
@@ -210,6 +211,7 @@ inline void register_cuda_bindings(pybind11::module_& m) {
         py::arg("M"), py::arg("N"), "The block tile w8a8_gemm_cuda picks for (M, N) on the current device");
   m.def("cuda_kernels_info", &cuda_kernels_info, "Static constraints of the CUDA kernels (alignment, dtypes, tiles)");
   register_int4_cuda(m);
+  register_sparse_cuda(m);
 }
 
 }  // namespace pycomp

@@ -3,11 +3,13 @@ from pycomp.nn.base import CompressedLayer
 from pycomp.nn.int4 import Int4Conv2d, Int4Linear
 from pycomp.nn.int8 import Int8Conv2d, Int8Linear
 from pycomp.nn.lowrank import LowRankConv2d, LowRankLinear
+from pycomp.nn.sparse import SparseConv2d, SparseLinear
 
 # Layer class name -> class: what pycomp.load may rebuild from a file (a name outside this table is refused).
 LAYERS: dict[str, type[CompressedLayer]] = {
-    cls.__name__: cls for cls in (Int4Conv2d, Int4Linear, Int8Conv2d, Int8Linear, LowRankConv2d, LowRankLinear)
+    cls.__name__: cls for cls in (Int4Conv2d, Int4Linear, Int8Conv2d, Int8Linear, LowRankConv2d, LowRankLinear,
+                                  SparseConv2d, SparseLinear)
 }
 
 __all__ = ["LAYERS", "CompressedLayer", "Int4Conv2d", "Int4Linear", "Int8Conv2d", "Int8Linear", "LowRankConv2d",
-           "LowRankLinear"]
+           "LowRankLinear", "SparseConv2d", "SparseLinear"]

@@ -1,0 +1,29 @@
+// 2:4 sparse kernels for NVIDIA GPUs (raw pointers, CUDA runtime types only, no torch headers).
+//
+// The weight is in pycomp's 2:4 format (pycomp/formats/sparse.py): values (N, Kp/2) of type t,
+// meta (Np, Kp/16) int16 in CUTLASS's reordered layout (Np = ceil(N/32)*32, Kp % 32 == 0). Read as
+// int32, meta word (s * Np + r) holds rows n and n+8 of one 16-column chunk of k32 step s, which is
+// what one thread hands to mma.sp; see the kernel file for the fragment mapping.
+//
+// Launchers check their preconditions and return cudaErrorInvalidValue when one fails (the torch
+// wrapper checks them first, with messages); otherwise the launch's error code.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "cuda/int8/int8_cuda.h"  // DType
+
+namespace pycomp::cuda {
+
+// out[m, n] = sum_k x[m, k] * W[n, k] + bias[n], on sparse tensor cores (mma.sp m16n8k32, fp32
+// accumulation). t: kF16 or kBF16 (x, values, bias and out share it). x: (M, Kp) row stride ldx
+// (even), 4-byte aligned; out: (M, N) row stride ldo; bias (N) or nullptr.
+// gemv=true: the decode configuration (M <= 16; warps split K, each weight value read once);
+// gemv=false: 64 rows of W by 64 rows of x per block.
+cudaError_t sparse24_linear(DType t, const void* x, int64_t ldx, const void* values, const int16_t* meta, int64_t Np,
+                            const void* bias, void* out, int64_t ldo, int64_t M, int64_t N, int64_t Kp, bool gemv,
+                            cudaStream_t stream);
+
+}  // namespace pycomp::cuda

@@ -1,0 +1,100 @@
+"""The C++ sparse kernels, each ISA this CPU runs, against float64 on odd shapes and both CSR M paths."""
+import pytest
+import torch
+
+from pycomp import _ext
+from pycomp.formats import sparse as fmt
+from pycomp.prune import nm_mask
+
+pytestmark = pytest.mark.skipif(not _ext.has_c("csr_linear_cpu"), reason="pycomp._C without the sparse kernels")
+
+ISAS = ["portable", "avx2", "avx512vnni"]
+
+
+def _isa(name):
+    if not _ext._C.cpu_isa_supported(name):
+        pytest.skip(f"this CPU does not run {name}")
+    return name
+
+
+def _sparse(n, k, density, seed):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(n, k, generator=g) * (torch.rand(n, k, generator=g) < density)
+    if n > 3:
+        w[n // 3] = 0  # an empty row
+    return w
+
+
+def _close(got, x, w, bias=None):
+    want = torch.nn.functional.linear(x.double(), w.double(), None if bias is None else bias.double())
+    # fp32 FMAs in another order: within 1e-5 of the output's scale
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5 * float(want.abs().max()) + 1e-6)
+
+
+# M < 8 gathers along K per row, M >= 8 transposes x (outer products): both, with odd tails
+MS = [1, 2, 3, 4, 5, 7, 8, 9, 33, 70]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m", MS)
+@pytest.mark.parametrize("n,k,density", [(45, 77, 0.1), (16, 300, 0.5), (7, 5, 0.9)])
+def test_csr(isa, m, n, k, density):
+    w = _sparse(n, k, density, seed=m * 7 + n)
+    x, bias = torch.randn(m, k), torch.randn(n)
+    crow, col, values = fmt.pack_csr(w)
+    _close(_ext._C.csr_linear_cpu(x, crow, col, values, k, bias, isa=_isa(isa)), x, w, bias)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_csr_int32_indices_and_empty_weight(isa):
+    w = _sparse(9, 40000, 0.01, seed=3)
+    x = torch.randn(10, 40000)
+    crow, col, values = fmt.pack_csr(w)
+    assert col.dtype == torch.int32
+    _close(_ext._C.csr_linear_cpu(x, crow, col, values, 40000, isa=_isa(isa)), x, w)
+    crow, col, values = fmt.pack_csr(torch.zeros(5, 6))
+    assert values.numel() == 0
+    out = _ext._C.csr_linear_cpu(torch.randn(3, 6), crow, col, values, 6, isa=isa)
+    assert torch.equal(out, torch.zeros(3, 5))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m", [1, 3, 4, 6, 33])
+@pytest.mark.parametrize("block", [(16, 16), (4, 8), (3, 5), (1, 24)])
+def test_bsr(isa, m, block):
+    n, k = 37, 61
+    g = torch.Generator().manual_seed(m)
+    bn, bk = block
+    keep = torch.rand(-(-n // bn), -(-k // bk), generator=g) > 0.6
+    keep[0] = False  # an empty block row
+    w = torch.randn(n, k, generator=g) * keep.repeat_interleave(bn, 0).repeat_interleave(bk, 1)[:n, :k]
+    crow, col, values = fmt.pack_bsr(w, block)
+    x, bias = torch.randn(m, k), torch.randn(n)
+    xp = torch.nn.functional.pad(x, (0, -(-k // bk) * bk - k))
+    _close(_ext._C.bsr_linear_cpu(xp, crow, col, values, n, bias, isa=_isa(isa)), x, w, bias)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m", [1, 2, 4, 5, 8, 16, 37])
+@pytest.mark.parametrize("n,k", [(1, 32), (33, 64), (70, 96), (128, 256), (37, 21)])
+def test_sparse24(isa, m, n, k):
+    g = torch.Generator().manual_seed(m + n)
+    w = torch.randn(n, k, generator=g)
+    w = w * nm_mask(w, pad=True)
+    if n > 3:
+        w[2] = 0
+    values, meta = fmt.pack_24(w)
+    x, bias = torch.randn(m, k), torch.randn(n)
+    xp = torch.nn.functional.pad(x, (0, values.shape[1] * 2 - k))
+    _close(_ext._C.sparse24_linear_cpu(xp, values, meta, bias, isa=_isa(isa)), x, w, bias)
+
+
+def test_wrappers_refuse_bad_tensors():
+    crow, col, values = fmt.pack_csr(_sparse(4, 8, 0.5, 0))
+    with pytest.raises(RuntimeError, match="csr_linear_cpu: x has 9 columns"):
+        _ext._C.csr_linear_cpu(torch.randn(2, 9), crow, col, values, 8)
+    with pytest.raises(RuntimeError, match="csr_linear_cpu: crow\\[N\\] must equal nnz"):
+        _ext._C.csr_linear_cpu(torch.randn(2, 8), crow, col[:-1], values[:-1], 8)
+    values, meta = fmt.pack_24(torch.zeros(4, 32))
+    with pytest.raises(RuntimeError, match="sparse24_linear_cpu: meta must be"):
+        _ext._C.sparse24_linear_cpu(torch.randn(2, 32), values, meta[:16])

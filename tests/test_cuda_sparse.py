@@ -1,0 +1,59 @@
+"""The 2:4 CUDA kernels (mma.sp GEMV and GEMM) against float64, on odd shapes; skipped without a GPU."""
+import pytest
+import torch
+
+from pycomp import _ext
+from pycomp.formats import sparse as fmt
+from pycomp.ops import sparse as ops
+from pycomp.prune import nm_mask
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or not _ext.has_c("sparse24_gemm_cuda"),
+                                reason="needs a GPU and pycomp._C built with the CUDA kernels")
+
+
+def _case(m, n, k, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(n, k, generator=g)
+    w = (w * nm_mask(w, pad=True)).to(dtype)
+    if n > 3:
+        w[2] = 0  # an all-zero row
+    values, meta = fmt.pack_24(w)
+    x, b = torch.randn(m, k, generator=g).to(dtype), torch.randn(n, generator=g).to(dtype)
+    want = x.double() @ w.double().t() + b.double()
+    return [t.cuda() for t in (x, values, meta, b)], want, values.shape[1] * 2
+
+
+def _check(got, want):
+    # bf16/fp16 inputs are exact in the fp32 accumulator; the output rounding dominates (2^-8 relative)
+    torch.testing.assert_close(got.double().cpu(), want, rtol=1e-2, atol=1e-2 * float(want.abs().max()))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("m,n,k", [(1, 64, 64), (1, 37, 21), (3, 100, 96), (16, 33, 200), (16, 4096, 4096)])
+def test_gemv(m, n, k, dtype):
+    (x, values, meta, b), want, kp = _case(m, n, k, dtype, seed=m + n)
+    xp = torch.nn.functional.pad(x, (0, kp - k))
+    _check(_ext._C.sparse24_gemv_cuda(xp, values, meta, b), want)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("m,n,k", [(1, 64, 64), (17, 37, 21), (100, 100, 96), (257, 130, 200), (1024, 512, 1024)])
+def test_gemm(m, n, k, dtype):
+    (x, values, meta, b), want, kp = _case(m, n, k, dtype, seed=m + k)
+    xp = torch.nn.functional.pad(x, (0, kp - k))
+    _check(_ext._C.sparse24_gemm_cuda(xp, values, meta, b), want)
+
+
+@pytest.mark.parametrize("m", [1, 16, 17, 300])
+def test_op_dispatch_on_cuda(m):
+    (x, values, meta, b), want, _ = _case(m, 70, 45, torch.bfloat16, seed=m)
+    assert ops.plan("2:4", "cuda", m, torch.bfloat16) == "cuda"
+    _check(ops.sparse24_linear(x, values, meta, 45, b), want)
+
+
+def test_wrapper_refuses_bad_input():
+    (x, values, meta, b), _, kp = _case(4, 64, 64, torch.bfloat16)
+    with pytest.raises(RuntimeError, match="sparse24_gemv_cuda: x has 64 columns|the GEMV serves M <= 16"):
+        _ext._C.sparse24_gemv_cuda(torch.randn(20, kp, device="cuda", dtype=torch.bfloat16), values, meta, b)
+    with pytest.raises(RuntimeError, match="sparse24_gemm_cuda: values must be float16 or bfloat16"):
+        _ext._C.sparse24_gemm_cuda(x.float(), values.float(), meta, None)
