@@ -73,7 +73,8 @@ def test_compare_reports_fidelity_and_cost(loaded):
         # 0.90 and 0.83. Random 384-d directions would give cosine about 0 and agreement about 0.2.
         assert r["embedding_cosine"] > (0.99 if label.startswith("int8") else 0.93), label
         assert r["knn_agreement"] >= 0.6, label
-        assert r["compression_ratio"] > 1.5 and r["size_bytes_compressed"] < r["size_bytes_original"]
+        # The float word embeddings (47 of the 90 MB) stay float, so int8 gives 1.54x and int4 1.69x.
+        assert r["compression_ratio"] > 1.4 and r["size_bytes_compressed"] < r["size_bytes_original"]
         assert r["latency_ms_compressed"] > 0 and r["latency_ms_original"] > 0
         assert "agreement" not in r and "kl_divergence" not in r  # logit metrics do not apply to embeddings
         assert "energy_j_per_inference_original" not in r  # CPU: no energy counter
