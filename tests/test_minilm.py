@@ -4,6 +4,7 @@ The tests that need the weights skip when the package is not installed; the ones
 the missing package and the shipped sentences always run.
 """
 import importlib.util
+import json
 import sys
 
 import pytest
@@ -35,7 +36,6 @@ def test_missing_weights_package_says_what_to_install(monkeypatch):
 
 @pytest.fixture(scope="module")
 def loaded():
-    torch.set_num_threads(2)
     model, tokenizer = minilm.load_minilm()
     # 16 sentences from across the file (it is grouped by topic), so that neighbours mean something.
     sentences = minilm.demo_sentences()[::12][:16]
@@ -59,15 +59,19 @@ def test_bad_token_tensor_is_refused(loaded):
         model(minilm.tokenize(tokenizer, sentences[:2])[:, 0])
 
 
-@needs_weights
-def test_compare_reports_fidelity_and_cost(loaded):
+@pytest.fixture(scope="module")
+def compared(loaded):
     model, tokenizer, sentences = loaded
     batches = minilm.sentence_batches(tokenizer, sentences, batch_size=8)
     # int8 W8A32 is left out to save time: it runs the same layer class as W8A8.
     techniques = [t for t in minilm.DEMO_TECHNIQUES if t[0] != "int8 W8A32 (weight_only)"]
-    results = minilm.compare(model, batches, techniques, k=3, latency_repeats=2)
-    assert list(results) == ["int8 W8A8 (dynamic)", "int4 g128 RTN"]
-    for label, r in results.items():
+    return minilm.compare(model, batches, techniques, k=3, latency_repeats=2)
+
+
+@needs_weights
+def test_compare_reports_fidelity_and_cost(compared):
+    assert list(compared) == ["int8 W8A8 (dynamic)", "int4 g128 RTN"]
+    for label, r in compared.items():
         assert r["n_examples"] == 16 and r["k"] == 3
         # Measured on these 16 sentences: cosine 0.997 (int8 W8A8), 0.963 (int4 g128 RTN); 3-NN agreement
         # 0.90 and 0.83. Random 384-d directions would give cosine about 0 and agreement about 0.2.
@@ -93,11 +97,21 @@ def test_compressed_minilm_round_trips_through_a_file(loaded, tmp_path):
 
 
 @needs_weights
-def test_demo_command_prints_the_table(monkeypatch, capsys, loaded):
+def test_demo_command_prints_the_table_and_json(monkeypatch, capsys, loaded, compared):
     model, tokenizer, sentences = loaded
+    seen = {}
+
+    def fake_compare(m, batches):  # the figures were checked above; this test is about the command
+        seen["batches"] = batches
+        return compared
+
     monkeypatch.setattr(minilm, "load_minilm", lambda: (model, tokenizer))
     monkeypatch.setattr(minilm, "demo_sentences", lambda: sentences)
-    monkeypatch.setattr(minilm, "DEMO_TECHNIQUES", minilm.DEMO_TECHNIQUES[:1])
+    monkeypatch.setattr(minilm, "compare", fake_compare)
     assert main(["demo", "--model", "minilm"]) == 0
     out = capsys.readouterr().out
-    assert "all-MiniLM-L6-v2" in out and "int8 W8A8 (dynamic)" in out and "16 sentences" in out
+    assert "all-MiniLM-L6-v2" in out and "16 sentences" in out and "3-NN agree %" in out
+    assert "int8 W8A8 (dynamic)" in out and "int4 g128 RTN" in out and "0.99" in out
+    assert sum(len(b) for b in seen["batches"]) == 16 and seen["batches"][0].shape[:2] == (16, 2)
+    assert main(["demo", "--model", "minilm", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == compared
