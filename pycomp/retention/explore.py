@@ -55,8 +55,10 @@ class Setting:
     @property
     def calibrates(self) -> bool:
         from pycomp.api import make_config
+        from pycomp.recipe import route_options
 
-        return any(getattr(make_config(t, **self.options), "calibrates", False) for t in self.techniques)
+        per_step = route_options(list(self.techniques), self.options)
+        return any(getattr(make_config(t, **o), "calibrates", False) for t, o in zip(self.techniques, per_step))
 
     def call(self) -> dict:
         """The compress call as JSON: {"spec", "options"} (a chain's spec is a list)."""
@@ -65,11 +67,10 @@ class Setting:
 
 # The candidates explore tries, one row per setting; a new technique adds its rows here.
 # Rows whose techniques are not in pycomp.TECHNIQUES are left out, and so are rows that
-# calibrate when explore gets no calib.
-# No chain yet: every technique today replaces nn.Linear/nn.Conv2d by a pycomp layer, so a
-# second quantizer finds nothing left to compress ("int8" then "int4" raises "found no layer").
-# Chains start to make sense with a step that keeps float layers, e.g. ("2:4", "int4") once
-# "2:4" is a compress technique; note that compress passes one set of options to every step.
+# calibrate when explore gets no calib. A chain's options go to the step(s) that take them
+# (pycomp.recipe.route_options). Chains need a first step that leaves nn.Linear/nn.Conv2d
+# modules for the next one: low-rank does (its factors are plain layers), while the
+# quantizers and the sparse formats replace layers with pycomp layers that later steps skip.
 SETTINGS: tuple[Setting, ...] = (
     Setting("int8 dynamic", "int8", {"mode": "dynamic"}),
     Setting("int8 weight_only", "int8", {"mode": "weight_only"}),
@@ -77,6 +78,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("int4 g32 rtn", "int4", {"group_size": 32, "method": "rtn"}),
     Setting("int4 g128 gptq", "int4", {"group_size": 128, "method": "gptq"}),
     Setting("int4 g32 gptq", "int4", {"group_size": 32, "method": "gptq"}),
+    Setting("binary", "binary", {}),
+    Setting("xnor", "xnor", {}),
+    Setting("2:4", "2:4", {}),
+    Setting("sparse 90%", "sparse", {"sparsity": 0.9}),
+    Setting("lowrank budget 0.5", "lowrank", {"budget": 0.5}),
+    Setting("lowrank budget 0.5 + int8", ("lowrank", "int8"), {"budget": 0.5, "mode": "dynamic"}),
 )
 
 # (low, high) setting labels for mixed candidates: the least sensitive layers get `low`, the rest `high`.
