@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
+from pycomp.binarize import BinaryConfig, XnorConfig
 from pycomp.quantize.int4 import Int4Config
 from pycomp.quantize.int8 import Int8Config
 
@@ -19,8 +20,10 @@ from pycomp.quantize.int8 import Int8Config
 # A config whose `calibrates` is true also has `handles(module)` and takes
 # `convert(module, name, calib=inputs)`, the inputs compress collected for that module.
 TECHNIQUES: dict[str, type] = {
+    "binary": BinaryConfig,
     "int4": Int4Config,
     "int8": Int8Config,
+    "xnor": XnorConfig,
 }
 
 
