@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <string>
 
+#include "cuda/binary/binary_bindings.h"
 #include "cuda/int8/int8_cuda.h"
 
 namespace pycomp {
@@ -208,6 +209,7 @@ inline void register_cuda_bindings(pybind11::module_& m) {
   m.def("w8a8_gemm_cuda_auto_tile", [](int64_t M, int64_t N) { return gemm_tile_name(cuda::w8a8_gemm_auto_tile(M, N)); },
         py::arg("M"), py::arg("N"), "The block tile w8a8_gemm_cuda picks for (M, N) on the current device");
   m.def("cuda_kernels_info", &cuda_kernels_info, "Static constraints of the CUDA kernels (alignment, dtypes, tiles)");
+  register_binary_cuda(m);
 }
 
 }  // namespace pycomp
