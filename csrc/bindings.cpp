@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "cpu/binary/binary_bindings.h"
 #include "cpu/cpu_features.h"
 #include "cpu/int8/int8_linear.h"
 #include "cpu/parallel.h"
@@ -159,6 +160,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("int8_linear_weight_only_cpu", &int8_linear_weight_only_cpu, py::arg("x"), py::arg("qweight"),
         py::arg("wscale"), py::arg("bias") = py::none(), py::arg("isa") = "",
         "W8A32 linear: x (M, K) float32, qweight (N, K) int8, wscale (N) float32 -> (M, N) float32");
+  register_binary_cpu(m);
 #ifdef PYCOMP_WITH_CUDA
   register_cuda_bindings(m);
 #endif
