@@ -34,12 +34,17 @@ def finetune(student: nn.Module, data: list, epochs: int, lr: float = 1e-3, seed
     return student.eval()
 
 
-def finetune_digits(activations: str = "float", epochs: int = 15, lr: float = 1e-3, centre: bool = False) -> dict:
-    """Accuracies (in [0, 1]) of the float CNN, its post-hoc binarization and the STE-trained packed model."""
+def finetune_digits(activations: str = "float", epochs: int = 15, lr: float = 1e-3, centre: bool = False,
+                    limit: int | None = None) -> dict:
+    """Accuracies (in [0, 1]) of the float CNN, its post-hoc binarization and the STE-trained packed model.
+
+    limit: train on the first `limit` training images only (a CI-length run); the test set is always whole.
+    """
     model = pretrained_digits_cnn()
     xtr, ytr, xte, yte = digits_tensors()
     test = batches(xte, yte, 360)
     start = time.perf_counter()
+    xtr, ytr = xtr[:limit], ytr[:limit]
     student = finetune(prepare(model, activations=activations, centre=centre), batches(xtr, ytr, 64, shuffle=True),
                        epochs, lr)
     packed = convert(student)

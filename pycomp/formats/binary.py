@@ -50,12 +50,21 @@ def pack_signs(t: Tensor) -> Tensor:
     return word.to(torch.uint32)
 
 
-def unpack_signs(packed: Tensor, k: int) -> Tensor:
-    """(..., W) uint32 -> (..., K) float32 of ±1 (the inverse of pack_signs for the first K entries)."""
-    w = packed.view(torch.int32).to(torch.int64) & 0xFFFFFFFF
-    bits = (w.unsqueeze(-1) >> torch.arange(WORD_BITS, device=packed.device)) & 1
-    bits = bits.reshape(*packed.shape[:-1], -1)[..., :k]
+def _byte_signs(device) -> Tensor:
+    """(256, 8) float32: row b holds the ±1 of bits 0..7 of byte value b."""
+    bits = (torch.arange(256, device=device).unsqueeze(1) >> torch.arange(8, device=device)) & 1
     return 1.0 - 2.0 * bits.to(torch.float32)
+
+
+def unpack_signs(packed: Tensor, k: int) -> Tensor:
+    """(..., W) uint32 -> (..., K) float32 of ±1 (the inverse of pack_signs for the first K entries).
+
+    Byte by byte through a 256-entry table: a word's bytes are its bits 0-7, 8-15, ... in memory order,
+    as torch's CPU and CUDA tensors are little-endian.
+    """
+    by = packed.contiguous().view(torch.uint8).to(torch.int64)  # (..., 4W)
+    signs = _byte_signs(packed.device)[by]  # (..., 4W, 8)
+    return signs.reshape(*packed.shape[:-1], -1)[..., :k]
 
 
 def group_mean_abs(t: Tensor, group_size: int) -> Tensor:
