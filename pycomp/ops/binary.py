@@ -24,8 +24,6 @@ from pycomp import _ext
 from pycomp.formats.binary import WORD_BITS, dequantize_binary, num_groups, pack_signs, unpack_signs, words
 from pycomp.ops._library import LIB
 
-# Largest M the CPU W1A32 select/add kernel serves; above it a dequantized fp32 GEMM (BLAS FMAs) is faster.
-CPU_W1A32_MAX_M = 8
 # Largest M the CUDA W1A16 GEMV serves; above it the Triton kernel (tensor cores on ±1 tiles).
 CUDA_GEMV_MAX_M = 16
 # The CUDA XNOR GEMM copies weight rows 16 bytes (4 words) at a time.
@@ -126,19 +124,15 @@ def plan(op: str, device: torch.device | str, M: int | None = None, dtype: torch
     """Name of the backend that runs `op` ("w1a16" or "xnor") for this device, batch size M and K.
 
     With M left out, the answer is for a single token (M = 1); with K left out, for an aligned K.
-    CPU: "cpu-<isa>" (the C++ kernels), or for w1a16 at M > CPU_W1A32_MAX_M "cpu-dequant" (the packed
-    weight expanded to fp32 for that call and run through BLAS, which beats add/sub at large M).
+    CPU: "cpu-<isa>" (the C++ kernels) at every M. Expanding the bits to an fp32 weight per call for BLAS
+    measured slower than the add/sub kernel at M = 16 and 128 (4096x4096), so there is no such route.
     CUDA: "cuda" (C++ kernels; the XNOR GEMM needs one α per channel and ceil(K/32) % 4 == 0),
     "triton" (w1a16 at mid/large M), else "reference".
     """
     device = torch.device(device)
     m = 1 if M is None else M
     if device.type == "cpu":
-        if not _ext.has_c("w1a32_linear_cpu"):
-            return "reference"
-        if op == "w1a16" and m > CPU_W1A32_MAX_M:
-            return "cpu-dequant"
-        return f"cpu-{_ext._C.binary_cpu_isa()}"
+        return f"cpu-{_ext._C.binary_cpu_isa()}" if _ext.has_c("w1a32_linear_cpu") else "reference"
     if device.type != "cuda" or (dtype is not None and dtype not in (torch.float16, torch.bfloat16, torch.float32)):
         return "reference"
     if op == "xnor":
@@ -183,7 +177,7 @@ def _impl(op: str, ref, paths):
         backend = plan(op, x.device, M, x.dtype, x2.shape[1], group_size)
         if backend == "reference":
             return ref(x, packed, alpha, group_size, bias)
-        key = backend if backend in paths else backend.split("-")[0]  # "cpu-avx2" runs paths["cpu"]
+        key = backend.split("-")[0]  # "cpu-avx2" runs paths["cpu"]
         out = paths[key](x2, packed, alpha, group_size, bias)
         return out.to(x.dtype).reshape(*x.shape[:-1], N)
 
@@ -198,11 +192,6 @@ def _cpu_kernel(kernel: str):
     return run
 
 
-def _dequant_linear(x2, packed, alpha, group_size, bias):
-    w = dequantize_binary(packed, alpha, x2.shape[1], group_size)
-    return torch.nn.functional.linear(x2.float(), w, None if bias is None else bias.float())
-
-
 def _cuda(kernel: str):
     def run(x2, packed, alpha, group_size, bias):
         b = None if bias is None else bias.to(x2.dtype).contiguous()
@@ -215,8 +204,7 @@ def _triton_w1a16(x2, packed, alpha, group_size, bias):
     return triton_binary().w1a16_linear(x2, packed, alpha, group_size, bias)
 
 
-LIB.impl("w1a16_linear", _impl("w1a16", w1a16_linear_ref,
-                               {"cpu": _cpu_kernel("w1a32_linear_cpu"), "cpu-dequant": _dequant_linear}), "CPU")
+LIB.impl("w1a16_linear", _impl("w1a16", w1a16_linear_ref, {"cpu": _cpu_kernel("w1a32_linear_cpu")}), "CPU")
 LIB.impl("xnor_linear", _impl("xnor", xnor_linear_ref, {"cpu": _cpu_kernel("xnor_linear_cpu")}), "CPU")
 LIB.impl("w1a16_linear", _impl("w1a16", w1a16_linear_ref,
                                {"cuda": _cuda("w1a16_gemv_cuda"), "triton": _triton_w1a16}), "CUDA")
