@@ -1,7 +1,8 @@
 // AVX-512 binary kernels (AVX512F/BW/VL + VPOPCNTDQ), selected by CPUID.
 //
-// Not run by its author: the development machine exposes AVX2 only. It is compiled on every
-// build (target attributes), and the tests run it whenever the CPU has VPOPCNTDQ.
+// Not run on hardware by its author (the development machine exposes AVX2 only): checked against
+// a float64 reference on random shapes with the intrinsics emulated in software (SIMDe), compiled
+// on every build (target attributes), and the tests run it whenever the CPU has VPOPCNTDQ.
 //
 // W1A32: each 16-bit half of a packed word is a __mmask16 as it is, so vaddps {k} adds the
 // 16 inputs whose bit is set: one masked add per 16 weights.
