@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "cpu/binary/binary_bindings.h"
 #include "cpu/cpu_features.h"
 #include "cpu/int4/int4_bindings.h"
 #include "cpu/int8/int8_linear.h"
@@ -163,6 +164,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "W8A32 linear: x (M, K) float32, qweight (N, K) int8, wscale (N) float32 -> (M, N) float32");
   register_int4_cpu(m);
   register_sparse_cpu(m);
+  register_binary_cpu(m);
 #ifdef PYCOMP_WITH_CUDA
   register_cuda_bindings(m);
 #endif

@@ -8,9 +8,10 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from torch import nn
 
+from pycomp.binarize import BinaryConfig, XnorConfig
 from pycomp.calibrate import calib_batches, replace_calibrated
 from pycomp.lowrank.config import LowRankConfig
-from pycomp.prune.config import SparseConfig, Sparse24Config
+from pycomp.prune.config import Sparse24Config, SparseConfig
 from pycomp.quantize.int4 import Int4Config
 from pycomp.quantize.int8 import Int8Config
 from pycomp.recipe import TRAINING_STEPS, Recipe
@@ -22,11 +23,13 @@ from pycomp.recipe import TRAINING_STEPS, Recipe
 # `convert(module, name, calib=inputs)`, the inputs compress collected for that module.
 # Steps that train instead of replacing layers live in pycomp.recipe.TRAINING_STEPS.
 TECHNIQUES: dict[str, type] = {
+    "binary": BinaryConfig,
     "int4": Int4Config,
     "int8": Int8Config,
     "lowrank": LowRankConfig,
     "2:4": Sparse24Config,
     "sparse": SparseConfig,
+    "xnor": XnorConfig,
 }
 
 

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <string>
 
+#include "cuda/binary/binary_bindings.h"
 #include "cuda/int4/int4_bindings.h"
 #include "cuda/int8/int8_cuda.h"
 #include "cuda/sparse/sparse_bindings.h"
@@ -212,6 +213,7 @@ inline void register_cuda_bindings(pybind11::module_& m) {
   m.def("cuda_kernels_info", &cuda_kernels_info, "Static constraints of the CUDA kernels (alignment, dtypes, tiles)");
   register_int4_cuda(m);
   register_sparse_cuda(m);
+  register_binary_cuda(m);
 }
 
 }  // namespace pycomp

@@ -1,0 +1,157 @@
+// ISA choice and the threaded driver of the binary kernels; the inner loops are in
+// binary_portable.cpp, binary_avx2.cpp and binary_avx512.cpp.
+#include "cpu/binary/binary_linear.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <stdexcept>
+#include <vector>
+
+#include "cpu/cpu_features.h"
+#include "cpu/parallel.h"
+
+namespace pycomp::cpu::binary {
+
+namespace {
+
+bool supported(BinaryIsa isa) {
+  const CpuFeatures& f = cpu_features();
+  switch (isa) {
+    case BinaryIsa::portable:
+      return true;
+    case BinaryIsa::avx2:
+      return f.avx2;
+    case BinaryIsa::avx512:
+      return f.avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512vpopcntdq;
+  }
+  return false;
+}
+
+BinaryIsa parse_name(const std::string& name) {
+  if (name == "portable") return BinaryIsa::portable;
+  if (name == "avx2") return BinaryIsa::avx2;
+  if (name == "avx512") return BinaryIsa::avx512;
+  throw std::invalid_argument("unknown binary CPU ISA '" + name + "' (expected portable, avx2 or avx512)");
+}
+
+detail::Kernels kernels(BinaryIsa isa) {
+#if defined(__x86_64__)
+  if (isa == BinaryIsa::avx512) return detail::avx512_kernels();
+  if (isa == BinaryIsa::avx2) return detail::avx2_kernels();
+#endif
+  (void)isa;
+  return detail::portable_kernels();
+}
+
+// Rows of weights per parallel task: enough work per task to amortize the dispatch.
+int64_t grain_rows(int64_t M, int64_t KW) { return std::max<int64_t>(8, 65536 / std::max<int64_t>(1, M * KW)); }
+
+}  // namespace
+
+BinaryIsa best_binary_isa() {
+  static const BinaryIsa best = [] {
+    BinaryIsa isa = BinaryIsa::portable;
+    for (BinaryIsa cand : {BinaryIsa::avx2, BinaryIsa::avx512})
+      if (supported(cand)) isa = cand;
+    // The shared cap of every CPU family (cpu_features.h): "portable" and "avx2" cap this one too.
+    if (const char* cap = std::getenv("PYCOMP_CPU_ISA"); cap && *cap) {
+      const std::string c(cap);
+      if (c == "portable") isa = BinaryIsa::portable;
+      if (c == "avx2" && isa == BinaryIsa::avx512) isa = BinaryIsa::avx2;
+    }
+    return isa;
+  }();
+  return best;
+}
+
+std::string binary_isa_name(BinaryIsa isa) {
+  switch (isa) {
+    case BinaryIsa::portable:
+      return "portable";
+    case BinaryIsa::avx2:
+      return "avx2";
+    case BinaryIsa::avx512:
+      return "avx512";
+  }
+  return "unknown";
+}
+
+BinaryIsa parse_binary_isa(const std::string& name) {
+  if (name.empty()) return best_binary_isa();
+  const BinaryIsa isa = parse_name(name);
+  if (!supported(isa)) throw std::invalid_argument("this CPU cannot run the '" + name + "' binary kernels");
+  return isa;
+}
+
+void binarize_rows_f32(BinaryIsa isa, const float* x, int64_t ldx, int64_t M, int64_t K, uint32_t* bits,
+                       float* beta) {
+  const detail::BinarizeRowFn fn = kernels(isa).binarize_row;
+  const int64_t KW = (K + 31) / 32;
+  parallel_for(M, std::max<int64_t>(1, 16384 / K), [&](int64_t m0, int64_t m1) {
+    for (int64_t m = m0; m < m1; ++m) beta[m] = fn(x + m * ldx, K, bits + m * KW);
+  });
+}
+
+void w1a32_linear_f32(BinaryIsa isa, const float* x, int64_t ldx, const BinaryWeights& wt, float* out, int64_t ldo,
+                      int64_t M) {
+  const detail::Kernels kern = kernels(isa);
+  const int64_t K = wt.K, KW = wt.KW, G = wt.G, gw = wt.group_words, KP = KW * 32;
+  // x zero-padded to whole words (so the kernels read full words) and its plain sum per group.
+  std::vector<float> xp(static_cast<size_t>(M * KP), 0.f), gsum(static_cast<size_t>(M * G), 0.f);
+  for (int64_t m = 0; m < M; ++m) {
+    std::copy(x + m * ldx, x + m * ldx + K, xp.begin() + m * KP);
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t k0 = g * gw * 32, k1 = std::min(K, (g + 1) * gw * 32);
+      float s = 0.f;
+      for (int64_t k = k0; k < k1; ++k) s += xp[m * KP + k];
+      gsum[m * G + g] = s;
+    }
+  }
+  parallel_for(wt.N, grain_rows(M, KW), [&](int64_t n0, int64_t n1) {
+    float sums[16];
+    for (int64_t n = n0; n < n1; n += kern.max_nr) {
+      const int nr = static_cast<int>(std::min<int64_t>(kern.max_nr, n1 - n));
+      for (int64_t m = 0; m < M; ++m) {
+        float acc[16] = {};
+        for (int64_t g = 0; g < G; ++g) {
+          const int64_t w0 = g * gw, nw = std::min(gw, KW - w0);
+          kern.masked_sum(xp.data() + m * KP + w0 * 32, wt.w + n * KW + w0, KW, nr, nw, sums);
+          for (int r = 0; r < nr; ++r) acc[r] += wt.alpha[(n + r) * G + g] * (gsum[m * G + g] - 2.f * sums[r]);
+        }
+        for (int r = 0; r < nr; ++r) out[m * ldo + n + r] = acc[r] + (wt.bias ? wt.bias[n + r] : 0.f);
+      }
+    }
+  });
+}
+
+void xnor_linear_f32(BinaryIsa isa, const float* x, int64_t ldx, const BinaryWeights& wt, float* out, int64_t ldo,
+                     int64_t M) {
+  const detail::Kernels kern = kernels(isa);
+  const int64_t K = wt.K, KW = wt.KW, G = wt.G, gw = wt.group_words;
+  std::vector<uint32_t> bits(static_cast<size_t>(M * KW));
+  std::vector<float> beta(static_cast<size_t>(M));
+  binarize_rows_f32(isa, x, ldx, M, K, bits.data(), beta.data());
+  parallel_for(wt.N, grain_rows(M, KW), [&](int64_t n0, int64_t n1) {
+    int64_t counts[64];
+    for (int64_t n = n0; n < n1; n += kern.max_nr) {
+      const int nr = static_cast<int>(std::min<int64_t>(kern.max_nr, n1 - n));
+      for (int64_t m = 0; m < M; m += kern.max_mr) {
+        const int mr = static_cast<int>(std::min<int64_t>(kern.max_mr, M - m));
+        float acc[64] = {};
+        for (int64_t g = 0; g < G; ++g) {
+          const int64_t w0 = g * gw, nw = std::min(gw, KW - w0);
+          const float len = static_cast<float>(std::min(K, (g + 1) * gw * 32) - w0 * 32);
+          kern.xor_popc(bits.data() + m * KW + w0, KW, mr, wt.w + n * KW + w0, KW, nr, nw, counts);
+          for (int i = 0; i < mr; ++i)
+            for (int r = 0; r < nr; ++r)
+              acc[i * nr + r] += wt.alpha[(n + r) * G + g] * (len - 2.f * static_cast<float>(counts[i * nr + r]));
+        }
+        for (int i = 0; i < mr; ++i)
+          for (int r = 0; r < nr; ++r)
+            out[(m + i) * ldo + n + r] = beta[m + i] * acc[i * nr + r] + (wt.bias ? wt.bias[n + r] : 0.f);
+      }
+    }
+  });
+}
+
+}  // namespace pycomp::cpu::binary

@@ -1,0 +1,76 @@
+// Binary (1-bit weight) linear kernels for the CPU (raw pointers, no torch headers).
+//
+// Weights: sign bits packed 32 per uint32 along K, row-major (N, KW), KW = ceil(K / 32);
+// bit j of word w of row n is 1 when W[n, 32w + j] < 0; bits past K are 0.
+// alpha: (N, G) fp32, one scale per group of `group_words` words (G = 1, group_words = KW
+// for one scale per output channel). The weight is W[n, k] = alpha[n, g(k)] * (bit ? -1 : +1).
+//
+// W1A32: out[m, n] = sum_g alpha[n, g] * (S_g(x_m) - 2 * sum_{k in g, bit set} x[m, k]) + bias[n],
+// where S_g is the plain sum of x over the group: the bits select which inputs to subtract,
+// so weights are never turned into floats.
+//
+// XNOR (W1A1): x is binarized per row, bits like the weights' (x < 0) and
+// beta[m] = mean_k |x[m, k]|; out[m, n] = beta[m] * sum_g alpha[n, g] * (len_g - 2 * popc_g(a xor w))
+// + bias[n], len_g the group's real length (zero padding never disagrees). Counts are exact.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace pycomp::cpu::binary {
+
+// Instruction sets of this family, best last. avx512 needs AVX512F/BW/VL and VPOPCNTDQ.
+enum class BinaryIsa : int { portable = 0, avx2 = 1, avx512 = 2 };
+
+// The best BinaryIsa this CPU runs, capped like the other families by PYCOMP_CPU_ISA
+// (portable -> portable, avx2 -> avx2).
+BinaryIsa best_binary_isa();
+std::string binary_isa_name(BinaryIsa isa);
+// "" (= best), "portable", "avx2", "avx512"; throws std::invalid_argument for other names
+// and for an ISA this CPU cannot run.
+BinaryIsa parse_binary_isa(const std::string& name);
+
+struct BinaryWeights {
+  const uint32_t* w;      // (N, KW)
+  const float* alpha;     // (N, G)
+  const float* bias;      // (N) or nullptr
+  int64_t N, K, KW, G, group_words;
+};
+
+// x: (M, K) fp32 with row stride ldx; out: (M, N) fp32 with row stride ldo. Any M, N, K >= 1.
+void w1a32_linear_f32(BinaryIsa isa, const float* x, int64_t ldx, const BinaryWeights& wt, float* out, int64_t ldo,
+                      int64_t M);
+void xnor_linear_f32(BinaryIsa isa, const float* x, int64_t ldx, const BinaryWeights& wt, float* out, int64_t ldo,
+                     int64_t M);
+
+// Per-row binarization: bits (M, KW) (bits past K zero) and beta (M).
+void binarize_rows_f32(BinaryIsa isa, const float* x, int64_t ldx, int64_t M, int64_t K, uint32_t* bits,
+                       float* beta);
+
+// Per-ISA pieces, called by the driver in binary_linear.cpp.
+namespace detail {
+// sum_{k in [0, 32 * nwords) with bit set} x[k] over `nwords` words (x holds at least the real K entries;
+// the caller never passes bits past K as set). Rows r = 0..nr-1 of w (stride KW), one result each.
+using MaskedSumFn = void (*)(const float* x, const uint32_t* w, int64_t ldw, int nr, int64_t nwords, float* sums);
+// popc(a xor w) over nwords for mr rows of a (stride lda) and nr rows of w (stride ldw):
+// counts[i * nr + j].
+using XorPopcFn = void (*)(const uint32_t* a, int64_t lda, int mr, const uint32_t* w, int64_t ldw, int nr,
+                           int64_t nwords, int64_t* counts);
+using BinarizeRowFn = float (*)(const float* x, int64_t K, uint32_t* bits);
+
+struct Kernels {
+  MaskedSumFn masked_sum;
+  XorPopcFn xor_popc;
+  BinarizeRowFn binarize_row;
+  int max_nr;  // rows of w per masked_sum / xor_popc call
+  int max_mr;  // rows of a per xor_popc call
+};
+
+Kernels portable_kernels();
+#if defined(__x86_64__)
+Kernels avx2_kernels();
+Kernels avx512_kernels();
+#endif
+}  // namespace detail
+
+}  // namespace pycomp::cpu::binary

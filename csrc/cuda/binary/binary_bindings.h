@@ -1,0 +1,128 @@
+// Torch-facing wrappers of the binary CUDA kernels; included by csrc/cuda/cuda_bindings.h (and so
+// only by csrc/bindings.cpp, under PYCOMP_WITH_CUDA), which calls register_binary_cuda(m).
+#pragma once
+
+#include <torch/extension.h>
+
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <cstdint>
+
+#include "cuda/binary/binary_cuda.h"
+
+namespace pycomp {
+namespace binary_cuda_bindings {
+
+inline cuda::DType float_dtype(const char* op, at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return cuda::DType::kF32;
+    case at::kHalf: return cuda::DType::kF16;
+    case at::kBFloat16: return cuda::DType::kBF16;
+    default: break;
+  }
+  TORCH_CHECK(false, op, ": x must be float32, float16 or bfloat16, got ", t);
+  return cuda::DType::kF32;
+}
+
+inline void check_launch(const char* op, cudaError_t err) {
+  TORCH_CHECK(err == cudaSuccess, op, ": kernel launch failed: ", cudaGetErrorString(err),
+              err == cudaErrorInvalidValue ? " (arguments the wrapper accepted were refused by the launcher: a bug)"
+                                           : "");
+}
+
+inline bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
+
+// x (M, K) float CUDA with unit column stride and 16-byte aligned rows (copied when not);
+// packed (N, ceil(K/32)) uint32 contiguous; alpha (N, G) float32 contiguous; bias (N) x.dtype or None.
+inline int64_t check_args(const char* op, const at::Tensor& x, const at::Tensor& packed, const at::Tensor& alpha,
+                          int64_t group_size, const c10::optional<at::Tensor>& bias) {
+  TORCH_CHECK(x.is_cuda() && x.dim() == 2, op, ": x must be a 2-D CUDA tensor");
+  const int64_t K = x.size(1), KW = (K + 31) / 32;
+  TORCH_CHECK(K > 0, op, ": K must be positive");
+  TORCH_CHECK(packed.device() == x.device() && packed.dim() == 2 && packed.scalar_type() == at::kUInt32 &&
+                  packed.is_contiguous() && packed.size(1) == KW && packed.size(0) > 0,
+              op, ": packed must be a contiguous (N, ", KW, ") uint32 tensor on x's device for K=", K);
+  TORCH_CHECK(group_size >= 0 && group_size % 32 == 0, op, ": group_size must be 0 or a multiple of 32");
+  const int64_t N = packed.size(0), G = group_size ? (K + group_size - 1) / group_size : 1;
+  TORCH_CHECK(alpha.device() == x.device() && alpha.dim() == 2 && alpha.scalar_type() == at::kFloat &&
+                  alpha.is_contiguous() && alpha.size(0) == N && alpha.size(1) == G,
+              op, ": alpha must be a contiguous float32 (", N, ", ", G, ") tensor on x's device");
+  if (bias) {
+    TORCH_CHECK(bias->device() == x.device() && bias->dim() == 1 && bias->size(0) == N &&
+                    bias->scalar_type() == x.scalar_type() && bias->is_contiguous(),
+                op, ": bias must be a contiguous vector of N=", N, " values of x's dtype on x's device");
+  }
+  return N;
+}
+
+inline at::Tensor aligned_rows(const at::Tensor& x) {
+  const int64_t ld = x.size(0) > 1 ? x.stride(0) : x.size(1);
+  const bool ok = x.stride(1) == 1 && aligned16(x) && (ld * static_cast<int64_t>(x.element_size())) % 16 == 0;
+  return ok ? x : x.clone(at::MemoryFormat::Contiguous);
+}
+
+inline at::Tensor w1a16_gemv_cuda(const at::Tensor& x_in, const at::Tensor& packed, const at::Tensor& alpha,
+                                  int64_t group_size, const c10::optional<at::Tensor>& bias) {
+  const char* op = "w1a16_gemv_cuda";
+  const int64_t N = check_args(op, x_in, packed, alpha, group_size, bias);
+  const cuda::DType t = float_dtype(op, x_in.scalar_type());
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = aligned_rows(x_in);
+  const int64_t M = x.size(0), K = x.size(1), KW = (K + 31) / 32;
+  at::Tensor out = at::empty({M, N}, x.options());
+  if (M == 0) return out;
+  const int64_t ldx = M > 1 ? x.stride(0) : K;
+  check_launch(op, cuda::w1a16_gemv(t, x.data_ptr(), ldx, static_cast<const uint32_t*>(packed.data_ptr()),
+                                    alpha.data_ptr<float>(), alpha.size(1), group_size ? group_size / 32 : KW,
+                                    bias ? bias->data_ptr() : nullptr, out.data_ptr(), N, M, N, K,
+                                    c10::cuda::getCurrentCUDAStream()));
+  return out;
+}
+
+inline at::Tensor xnor_gemm_cuda(const at::Tensor& x_in, const at::Tensor& packed, const at::Tensor& alpha,
+                                 int64_t group_size, const c10::optional<at::Tensor>& bias) {
+  const char* op = "xnor_gemm_cuda";
+  const int64_t N = check_args(op, x_in, packed, alpha, group_size, bias);
+  TORCH_CHECK(group_size == 0, op, ": only one alpha per output channel (group_size=0) runs on the GPU kernel");
+  const int64_t K = x_in.size(1), KW = (K + 31) / 32;
+  TORCH_CHECK(KW % 4 == 0 && aligned16(packed), op, ": ceil(K/32)=", KW,
+              " must be a multiple of 4 (weight rows are copied 16 bytes at a time)");
+  const cuda::DType t = float_dtype(op, x_in.scalar_type());
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = x_in.stride(1) == 1 ? x_in : x_in.contiguous();
+  const int64_t M = x.size(0);
+  at::Tensor out = at::empty({M, N}, x.options());
+  if (M == 0) return out;
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const int64_t ld_a = cuda::xnor_padded_words(K);
+  const auto i32 = x.options().dtype(at::kInt);
+  at::Tensor bits = at::empty({M, ld_a}, i32), beta = at::empty({M}, x.options().dtype(at::kFloat));
+  at::Tensor popc_a = at::empty({M}, i32), popc_w = at::empty({N}, i32);
+  auto* bits_p = static_cast<uint32_t*>(bits.data_ptr());
+  const auto* w = static_cast<const uint32_t*>(packed.data_ptr());
+  check_launch(op, cuda::binarize_per_token(t, x.data_ptr(), M > 1 ? x.stride(0) : K, bits_p, ld_a,
+                                            beta.data_ptr<float>(), popc_a.data_ptr<int32_t>(), M, K, stream));
+  check_launch(op, cuda::popc_rows(w, N, KW, popc_w.data_ptr<int32_t>(), stream));
+  check_launch(op, cuda::xnor_gemm(bits_p, ld_a, beta.data_ptr<float>(), popc_a.data_ptr<int32_t>(), w,
+                                   alpha.data_ptr<float>(), popc_w.data_ptr<int32_t>(),
+                                   bias ? bias->data_ptr() : nullptr, t, out.data_ptr(), M, N, K, stream));
+  return out;
+}
+
+}  // namespace binary_cuda_bindings
+
+inline void register_binary_cuda(pybind11::module_& m) {
+  namespace py = pybind11;
+  using namespace binary_cuda_bindings;
+  m.def("w1a16_gemv_cuda", &w1a16_gemv_cuda, py::arg("x"), py::arg("packed"), py::arg("alpha"),
+        py::arg("group_size"), py::arg("bias") = py::none(),
+        "W1A16 for small M: x (M, K) bf16/fp16/fp32, packed (N, ceil(K/32)) uint32, alpha (N, G) float32 -> "
+        "(M, N) x.dtype");
+  m.def("xnor_gemm_cuda", &xnor_gemm_cuda, py::arg("x"), py::arg("packed"), py::arg("alpha"), py::arg("group_size"),
+        py::arg("bias") = py::none(),
+        "XNOR GEMM on b1 tensor cores: x (M, K) float binarized per token (beta = mean|x|), packed (N, ceil(K/32)) "
+        "uint32 with ceil(K/32) % 4 == 0, alpha (N, 1) float32 -> (M, N) x.dtype");
+}
+
+}  // namespace pycomp

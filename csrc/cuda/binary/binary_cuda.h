@@ -1,0 +1,51 @@
+// Binary (1-bit) kernels for NVIDIA GPUs (raw pointers, CUDA runtime types only, no torch headers).
+//
+// Weights are pycomp.formats.binary's packed layout, read as it is: (N, KW) uint32 sign bits,
+// KW = ceil(K / 32), bit j of word w of row n set when W[n, 32w + j] < 0, bits past K zero, and
+// alpha (N, G) fp32: W[n, k] = alpha[n, g(k)] * (bit ? -1 : +1).
+//
+// Every launcher checks the preconditions it documents and returns cudaErrorInvalidValue when one
+// fails (the torch wrapper checks them first, with messages); otherwise the launch's error code.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "cuda/int8/int8_cuda.h"  // DType
+
+namespace pycomp::cuda {
+
+// Words of a binarized activation row as the XNOR GEMM reads it: KW rounded up to whole
+// 512-bit k-steps (the GEMM's BK), zero past K.
+int64_t xnor_padded_words(int64_t K);
+
+// Per-token binarization: bits (M, ld_bits) uint32 (ld_bits >= xnor_padded_words(K), zero past K),
+// beta[m] = mean_k |x[m, k]| (fp32), popc[m] = number of negative entries. x: (M, K) of type xt,
+// row stride ldx. Any M, K >= 1.
+cudaError_t binarize_per_token(DType xt, const void* x, int64_t ldx, uint32_t* bits, int64_t ld_bits, float* beta,
+                               int32_t* popc, int64_t M, int64_t K, cudaStream_t stream);
+
+// popc[n] = number of set bits of row n of w (N, KW).
+cudaError_t popc_rows(const uint32_t* w, int64_t N, int64_t KW, int32_t* popc, cudaStream_t stream);
+
+// XNOR GEMM on b1 tensor cores (mma.sync m16n8k256 .and.popc), one alpha per output channel:
+//   and[m, n] = popc(a[m] & w[n]);  xor = popc_a[m] + popc_w[n] - 2 * and
+//   out[m, n] = beta[m] * alpha[n] * (K - 2 * xor) + bias[n]
+// a: (M, ld_a) bits from binarize_per_token (ld_a = xnor_padded_words(K)); w: (N, KW) with
+// KW % 4 == 0 and 16-byte aligned (rows are copied 16 bytes at a time); bias of type out_t or
+// nullptr; out: (M, N) of type out_t, row stride N. Any M, N >= 1.
+cudaError_t xnor_gemm(const uint32_t* a, int64_t ld_a, const float* beta, const int32_t* popc_a, const uint32_t* w,
+                      const float* alpha, const int32_t* popc_w, const void* bias, DType out_t, void* out, int64_t M,
+                      int64_t N, int64_t K, cudaStream_t stream);
+
+// W1A16 for small M (decode), streaming the packed bits once:
+//   out[m, n] = sum_k x[m, k] * alpha[n, g(k)] * (bit ? -1 : +1) + bias[n]
+// x: (M, K) of type t with row stride ldx, rows 16-byte aligned (ldx * sizeof(t) % 16 == 0);
+// w: (N, KW); alpha: (N, G) with group_words words per group (KW for G = 1); bias of type t or
+// nullptr; out: (M, N) of type t, row stride ldo. Any M >= 1 (built for M <= 16), K >= 1.
+cudaError_t w1a16_gemv(DType t, const void* x, int64_t ldx, const uint32_t* w, const float* alpha, int64_t G,
+                       int64_t group_words, const void* bias, void* out, int64_t ldo, int64_t M, int64_t N, int64_t K,
+                       cudaStream_t stream);
+
+}  // namespace pycomp::cuda

@@ -1,0 +1,249 @@
+// XNOR GEMM on b1 tensor cores, plus the per-token binarization and weight popcounts it needs.
+//
+// mma.sync m16n8k256 .b1 has AND + popc (XOR + popc is gone since sm_90), so a block counts
+// popc(a & w) and the epilogue turns it into disagreements, xor = popc(a) + popc(w) - 2 popc(a & w),
+// with the row popcounts computed once per call (binarize_per_token for a, popc_rows for w);
+// dot = K - 2 xor, exact. Zero padding past K is zero in a and w, so it counts nowhere.
+//
+// Tiling: 128 x 128 block tile, 8 warps as 2 (M) x 4 (N), 64 x 32 per warp = 4 x 4 mma tiles;
+// k-steps of 512 bits (16 words per row) staged through shared memory by cp.async, double-buffered.
+// Shared rows are padded to 20 words: the fragment reads (8 rows x 4 consecutive words per
+// instruction) then hit 32 distinct banks. Fragments (PTX ISA, m16n8k256 .b1): lane = 4 g + t;
+// a0/a1 = word t of rows g / g + 8 of the 256-bit k-slice, a2/a3 = word t + 4; b0/b1 = words t and
+// t + 4 of weight row g; c0..c3 = (g, 2t), (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1).
+#include <cuda_runtime.h>
+
+#include "cuda/binary/binary_cuda.h"
+#include "cuda/ptx.cuh"
+
+namespace pycomp::cuda {
+namespace {
+
+constexpr int kBM = 128, kBN = 128, kBKW = 16;  // block tile; words per k-step
+constexpr int kRowWords = kBKW + 4;              // padded shared row
+constexpr int kThreads = 256;
+constexpr int kMI = 4, kNI = 4;                  // mma tiles per warp
+
+__device__ __forceinline__ void mma_b1_and_popc(int (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k256.row.col.s32.b1.b1.s32.and.popc {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// One block per row: each warp turns 32 consecutive inputs into one word with a ballot.
+template <DType kT>
+__global__ void __launch_bounds__(256) binarize_kernel(const typename Elem<kT>::T* __restrict__ x, int64_t ldx,
+                                                       uint32_t* __restrict__ bits, int64_t ld_bits,
+                                                       float* __restrict__ beta, int32_t* __restrict__ popc,
+                                                       int64_t K) {
+  const int64_t m = blockIdx.x;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
+  const auto* xr = x + m * ldx;
+  float s = 0.f;
+  int count = 0;
+  for (int64_t w = warp; w < ld_bits; w += nwarps) {
+    const int64_t k = w * 32 + lane;
+    const float v = k < K ? Elem<kT>::to_float(xr[k]) : 0.f;
+    const uint32_t word = __ballot_sync(0xffffffffu, v < 0.f);
+    s += fabsf(v);
+    if (lane == 0) {
+      bits[m * ld_bits + w] = word;
+      count += __popc(word);
+    }
+  }
+  for (int off = 16; off > 0; off /= 2) s += __shfl_xor_sync(0xffffffffu, s, off);
+  __shared__ float ssum[32];
+  __shared__ int scount[32];
+  if (lane == 0) {
+    ssum[warp] = s;
+    scount[warp] = count;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float t = 0.f;
+    int c = 0;
+    for (int i = 0; i < nwarps; ++i) {
+      t += ssum[i];
+      c += scount[i];
+    }
+    beta[m] = t / static_cast<float>(K);
+    popc[m] = c;
+  }
+}
+
+__global__ void __launch_bounds__(256) popc_rows_kernel(const uint32_t* __restrict__ w, int64_t N, int64_t KW,
+                                                        int32_t* __restrict__ popc) {
+  const int64_t n = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (n >= N) return;
+  int c = 0;
+  for (int64_t k = lane; k < KW; k += 32) c += __popc(__ldg(w + n * KW + k));
+  for (int off = 16; off > 0; off /= 2) c += __shfl_xor_sync(0xffffffffu, c, off);
+  if (lane == 0) popc[n] = c;
+}
+
+template <DType kOut>
+__global__ void __launch_bounds__(kThreads) xnor_gemm_kernel(const uint32_t* __restrict__ a, int64_t ld_a,
+                                                             const float* __restrict__ beta,
+                                                             const int32_t* __restrict__ popc_a,
+                                                             const uint32_t* __restrict__ w, int64_t KW,
+                                                             const float* __restrict__ alpha,
+                                                             const int32_t* __restrict__ popc_w,
+                                                             const typename Elem<kOut>::T* __restrict__ bias,
+                                                             typename Elem<kOut>::T* __restrict__ out, int M, int N,
+                                                             int K) {
+  __shared__ __align__(16) uint32_t As[2][kBM * kRowWords];
+  __shared__ __align__(16) uint32_t Bs[2][kBN * kRowWords];
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int warp_m = warp / 4, warp_n = warp % 4;
+  const int g = lane / 4, t = lane % 4;
+  const int m0 = blockIdx.y * kBM, n0 = blockIdx.x * kBN;
+  const int64_t steps = (KW + kBKW - 1) / kBKW;
+
+  // Each thread copies 2 chunks of 16 bytes of A and of B per k-step: chunk c = tid + 256 i,
+  // row c / 4, words 4 (c % 4) .. + 3.
+  auto load_stage = [&](int buf, int64_t step) {
+    const int64_t kw0 = step * kBKW;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int c = tid + kThreads * i, row = c / 4, col = (c % 4) * 4;
+      const int m = m0 + row, n = n0 + row;
+      const bool a_ok = m < M;  // a rows are padded to whole k-steps
+      const uint32_t* a_src = a + (a_ok ? static_cast<int64_t>(m) * ld_a + kw0 + col : 0);
+      cp_async_16_zfill(smem_addr(&As[buf][row * kRowWords + col]), a_src, a_ok);
+      const bool w_ok = n < N && kw0 + col < KW;  // KW % 4 == 0: a chunk is all in or all out
+      const uint32_t* w_src = w + (w_ok ? static_cast<int64_t>(n) * KW + kw0 + col : 0);
+      cp_async_16_zfill(smem_addr(&Bs[buf][row * kRowWords + col]), w_src, w_ok);
+    }
+    cp_async_commit();
+  };
+
+  int acc[kMI][kNI][4] = {};
+  load_stage(0, 0);
+  for (int64_t step = 0; step < steps; ++step) {
+    const int buf = step & 1;
+    if (step + 1 < steps) {
+      load_stage(buf ^ 1, step + 1);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {  // two 256-bit mma k-slices per step
+      uint32_t af[kMI][4], bf[kNI][2];
+#pragma unroll
+      for (int i = 0; i < kMI; ++i) {
+        const uint32_t* r = &As[buf][(warp_m * 64 + i * 16 + g) * kRowWords + h * 8 + t];
+        af[i][0] = r[0];
+        af[i][1] = r[8 * kRowWords];
+        af[i][2] = r[4];
+        af[i][3] = r[8 * kRowWords + 4];
+      }
+#pragma unroll
+      for (int j = 0; j < kNI; ++j) {
+        const uint32_t* r = &Bs[buf][(warp_n * 32 + j * 8 + g) * kRowWords + h * 8 + t];
+        bf[j][0] = r[0];
+        bf[j][1] = r[4];
+      }
+#pragma unroll
+      for (int i = 0; i < kMI; ++i)
+#pragma unroll
+        for (int j = 0; j < kNI; ++j) mma_b1_and_popc(acc[i][j], af[i], bf[j]);
+    }
+    __syncthreads();  // the next iteration's copy overwrites this buffer
+  }
+
+#pragma unroll
+  for (int i = 0; i < kMI; ++i) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int m = m0 + warp_m * 64 + i * 16 + g + 8 * half;
+      if (m >= M) continue;
+      const float bm = beta[m];
+      const int pa = popc_a[m];
+#pragma unroll
+      for (int j = 0; j < kNI; ++j) {
+        const int n = n0 + warp_n * 32 + j * 8 + 2 * t;
+        float v[2];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int nn = n + e < N ? n + e : N - 1;
+          const int disagree = pa + popc_w[nn] - 2 * acc[i][j][2 * half + e];
+          v[e] = bm * alpha[nn] * static_cast<float>(K - 2 * disagree);
+          if (bias != nullptr) v[e] += Elem<kOut>::to_float(bias[nn]);
+        }
+        if (n < N) {
+          const bool pair = n + 1 < N;
+          store_pair<kOut>(out + static_cast<int64_t>(m) * N + n, v[0], v[1], pair, pair && (N % 2 == 0));
+        }
+      }
+    }
+  }
+}
+
+template <template <DType> class F, class... Args>
+cudaError_t by_dtype(DType t, Args&&... args) {
+  switch (t) {
+    case DType::kF32: return F<DType::kF32>::run(args...);
+    case DType::kF16: return F<DType::kF16>::run(args...);
+    case DType::kBF16: return F<DType::kBF16>::run(args...);
+  }
+  return cudaErrorInvalidValue;
+}
+
+template <DType kT>
+struct Binarize {
+  static cudaError_t run(const void* x, int64_t ldx, uint32_t* bits, int64_t ld_bits, float* beta, int32_t* popc,
+                         int64_t M, int64_t K, cudaStream_t stream) {
+    binarize_kernel<kT><<<static_cast<unsigned>(M), 256, 0, stream>>>(
+        static_cast<const typename Elem<kT>::T*>(x), ldx, bits, ld_bits, beta, popc, K);
+    return cudaGetLastError();
+  }
+};
+
+template <DType kT>
+struct Gemm {
+  static cudaError_t run(const uint32_t* a, int64_t ld_a, const float* beta, const int32_t* popc_a,
+                         const uint32_t* w, int64_t KW, const float* alpha, const int32_t* popc_w, const void* bias,
+                         void* out, int64_t M, int64_t N, int64_t K, cudaStream_t stream) {
+    using T = typename Elem<kT>::T;
+    const dim3 grid(static_cast<unsigned>(ceil_div(N, kBN)), static_cast<unsigned>(ceil_div(M, kBM)));
+    xnor_gemm_kernel<kT><<<grid, kThreads, 0, stream>>>(a, ld_a, beta, popc_a, w, KW, alpha, popc_w,
+                                                        static_cast<const T*>(bias), static_cast<T*>(out),
+                                                        static_cast<int>(M), static_cast<int>(N),
+                                                        static_cast<int>(K));
+    return cudaGetLastError();
+  }
+};
+
+}  // namespace
+
+int64_t xnor_padded_words(int64_t K) { return ceil_div(ceil_div(K, 32), kBKW) * kBKW; }
+
+cudaError_t binarize_per_token(DType xt, const void* x, int64_t ldx, uint32_t* bits, int64_t ld_bits, float* beta,
+                               int32_t* popc, int64_t M, int64_t K, cudaStream_t stream) {
+  if (M < 1 || K < 1 || M > INT32_MAX || ld_bits < ceil_div(K, 32) || ldx < K) return cudaErrorInvalidValue;
+  return by_dtype<Binarize>(xt, x, ldx, bits, ld_bits, beta, popc, M, K, stream);
+}
+
+cudaError_t popc_rows(const uint32_t* w, int64_t N, int64_t KW, int32_t* popc, cudaStream_t stream) {
+  if (N < 1 || KW < 1) return cudaErrorInvalidValue;
+  popc_rows_kernel<<<static_cast<unsigned>(ceil_div(N, 8)), 256, 0, stream>>>(w, N, KW, popc);
+  return cudaGetLastError();
+}
+
+cudaError_t xnor_gemm(const uint32_t* a, int64_t ld_a, const float* beta, const int32_t* popc_a, const uint32_t* w,
+                      const float* alpha, const int32_t* popc_w, const void* bias, DType out_t, void* out, int64_t M,
+                      int64_t N, int64_t K, cudaStream_t stream) {
+  const int64_t KW = ceil_div(K, 32);
+  // int indices inside the kernel run a tile past M and N; 2 K fits int for any K below 2^30.
+  if (M < 1 || N < 1 || K < 1 || M > INT32_MAX - kBM || N > INT32_MAX - kBN || K > (1 << 30) || KW % 4 != 0 ||
+      ld_a != xnor_padded_words(K) || !aligned16(a) || !aligned16(w))
+    return cudaErrorInvalidValue;
+  return by_dtype<Gemm>(out_t, a, ld_a, beta, popc_a, w, KW, alpha, popc_w, bias, out, M, N, K, stream);
+}
+
+}  // namespace pycomp::cuda

@@ -1,0 +1,245 @@
+"""Binary ops: 1-bit weights with float activations (W1A16 / W1A32, "BWN") or binary activations (XNOR, W1A1).
+
+Shapes: x (..., K) float -> (..., N) in x's dtype; packed (N, ceil(K/32)) uint32 sign bits and
+alpha (N, G) float32 as in pycomp.formats.binary; group_size 0 (one α per channel) or a multiple of 32;
+bias (N,) float or None.
+
+- `w1a16_linear`: out = x @ (α · sign W)ᵀ + bias.
+- `xnor_linear`: x is binarized per token, x ≈ β · sign(x) with β = mean|x| over K (XNOR-Net), and
+  out[m, n] = β[m] · Σ_g α[n, g] · dot_g + bias[n], dot_g = len_g − 2 · popc(sign bits of x xor of W)
+  over group g (len_g its real, unpadded length). Integer dot products are exact on every backend.
+
+XNOR assumes centred inputs: sign(x) keeps only which side of zero each entry is on, so an input that is
+all positive (after a ReLU, say) binarizes to all +1 and the layer sees only β. pycomp.nn.BinaryLinear warns.
+
+Backward passes are straight-through (the binarizers count as identity), so gradients reach the input;
+the clipped STE that trains binary networks lives in pycomp.binarize.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from pycomp import _ext
+from pycomp.formats.binary import WORD_BITS, dequantize_binary, num_groups, pack_signs, unpack_signs, words
+from pycomp.ops._library import LIB
+
+# Largest M the CUDA W1A16 GEMV serves; above it the Triton kernel (tensor cores on ±1 tiles).
+CUDA_GEMV_MAX_M = 16
+# The CUDA XNOR GEMM copies weight rows 16 bytes (4 words) at a time.
+CUDA_XNOR_WORD_MULTIPLE = 4
+
+LIB.define("w1a16_linear(Tensor x, Tensor packed, Tensor alpha, int group_size, Tensor? bias=None) -> Tensor")
+LIB.define("xnor_linear(Tensor x, Tensor packed, Tensor alpha, int group_size, Tensor? bias=None) -> Tensor")
+
+
+# ----------------------------------------------------------------------------- references
+
+
+def binarize_per_token_ref(x: Tensor) -> tuple[Tensor, Tensor]:
+    """x (..., K) float -> (bits (..., ceil(K/32)) uint32, beta (...) float32 = mean|x| over K)."""
+    xf = x.float()
+    return pack_signs(xf), xf.abs().mean(-1)
+
+
+def w1a16_linear_ref(x: Tensor, packed: Tensor, alpha: Tensor, group_size: int, bias: Tensor | None = None) -> Tensor:
+    """x @ dequantize_binary(packed, alpha).T + bias, in float64."""
+    w = dequantize_binary(packed, alpha, x.shape[-1], group_size, torch.float64)
+    out = x.double() @ w.t()
+    if bias is not None:
+        out = out + bias.double()
+    return out.to(x.dtype)
+
+
+def group_dots_ref(xbits: Tensor, packed: Tensor, k: int, group_size: int) -> Tensor:
+    """(M, W), (N, W) uint32 sign bits -> (M, N, G) float64 exact ±1 dot products per group."""
+    sx, sw = unpack_signs(xbits, k).double(), unpack_signs(packed, k).double()
+    g = num_groups(k, group_size)
+    gs = k if group_size == 0 else group_size
+    pad = g * gs - k
+    sx = torch.nn.functional.pad(sx, (0, pad)).reshape(sx.shape[0], g, gs)
+    sw = torch.nn.functional.pad(sw, (0, pad)).reshape(sw.shape[0], g, gs)
+    return torch.einsum("mgk,ngk->mng", sx, sw)
+
+
+def xnor_linear_ref(x: Tensor, packed: Tensor, alpha: Tensor, group_size: int, bias: Tensor | None = None) -> Tensor:
+    """β · Σ_g α_g · dot_g + bias in float64, from the exact per-group ±1 dot products."""
+    x2 = x.reshape(-1, x.shape[-1])
+    bits, beta = binarize_per_token_ref(x2)
+    dots = group_dots_ref(bits, packed, x.shape[-1], group_size)
+    out = (dots * alpha.double().unsqueeze(0)).sum(-1) * beta.double().unsqueeze(-1)
+    if bias is not None:
+        out = out + bias.double()
+    return out.reshape(*x.shape[:-1], packed.shape[0]).to(x.dtype)
+
+
+# ----------------------------------------------------------------------------- checks and fakes
+
+
+def _check(op: str, x: Tensor, packed: Tensor, alpha: Tensor, group_size: int, bias: Tensor | None) -> None:
+    torch._check(x.dtype.is_floating_point, lambda: f"pycomp.{op}: x must be a float tensor, got {x.dtype}")
+    torch._check(x.dim() >= 1, lambda: f"pycomp.{op}: x must have a feature dimension")
+    k = x.shape[-1]
+    torch._check(
+        packed.dim() == 2 and packed.dtype == torch.uint32,
+        lambda: f"pycomp.{op}: packed must be a 2-D uint32 tensor (N, ceil(K/32)), got {packed.dim()}-D {packed.dtype}",
+    )
+    torch._check(
+        packed.shape[1] == words(k),
+        lambda: f"pycomp.{op}: x has K={k} features, which pack into {words(k)} words, but packed has "
+        f"{packed.shape[1]} words per row",
+    )
+    torch._check(
+        group_size >= 0 and group_size % WORD_BITS == 0,
+        lambda: f"pycomp.{op}: group_size must be 0 or a positive multiple of {WORD_BITS}, got {group_size}",
+    )
+    torch._check(
+        alpha.dim() == 2 and alpha.dtype == torch.float32 and alpha.shape[0] == packed.shape[0]
+        and alpha.shape[1] == num_groups(k, group_size),
+        lambda: f"pycomp.{op}: alpha must be float32 of shape (N, G) = ({packed.shape[0]}, "
+        f"{num_groups(k, group_size)}) for K={k}, group_size={group_size}; got {alpha.dtype} {tuple(alpha.shape)}",
+    )
+    torch._check(
+        bias is None or (bias.dim() == 1 and bias.shape[0] == packed.shape[0]),
+        lambda: f"pycomp.{op}: bias must be a vector of N={packed.shape[0]} values",
+    )
+    for name, t in (("packed", packed), ("alpha", alpha), ("bias", bias)):
+        torch._check(t is None or t.device == x.device,
+                     lambda: f"pycomp.{op}: {name} is on {t.device} but x is on {x.device}")
+
+
+def _fake(x, packed, alpha, group_size, bias=None):
+    return x.new_empty((*x.shape[:-1], packed.shape[0]))
+
+
+torch.library.register_fake("pycomp::w1a16_linear")(_fake)
+torch.library.register_fake("pycomp::xnor_linear")(_fake)
+
+
+# ----------------------------------------------------------------------------- routing
+
+
+def plan(op: str, device: torch.device | str, M: int | None = None, dtype: torch.dtype | None = None,
+         K: int | None = None, group_size: int = 0) -> str:
+    """Name of the backend that runs `op` ("w1a16" or "xnor") for this device, batch size M and K.
+
+    With M left out, the answer is for a single token (M = 1); with K left out, for an aligned K.
+    CPU: "cpu-<isa>" (the C++ kernels) at every M. Expanding the bits to an fp32 weight per call for BLAS
+    measured slower than the add/sub kernel at M = 16 and 128 (4096x4096), so there is no such route.
+    CUDA: "cuda" (C++ kernels; the XNOR GEMM needs one α per channel and ceil(K/32) % 4 == 0),
+    "triton" (w1a16 at mid/large M), else "reference".
+    """
+    device = torch.device(device)
+    m = 1 if M is None else M
+    if device.type == "cpu":
+        return f"cpu-{_ext._C.binary_cpu_isa()}" if _ext.has_c("w1a32_linear_cpu") else "reference"
+    if device.type != "cuda" or (dtype is not None and dtype not in (torch.float16, torch.bfloat16, torch.float32)):
+        return "reference"
+    if op == "xnor":
+        aligned = K is None or words(K) % CUDA_XNOR_WORD_MULTIPLE == 0
+        return "cuda" if aligned and group_size == 0 and _ext.has_c("xnor_gemm_cuda") else "reference"
+    if m <= CUDA_GEMV_MAX_M and _ext.has_c("w1a16_gemv_cuda"):
+        return "cuda"
+    return "triton" if triton_binary() is not None else "reference"
+
+
+_TRITON = None
+_TRITON_ERROR: str | None = None
+
+
+def triton_binary():
+    """pycomp.triton_kernels.binary, or None when Triton cannot be imported (the reason in _TRITON_ERROR)."""
+    global _TRITON, _TRITON_ERROR
+    if _TRITON is None and _TRITON_ERROR is None:
+        try:
+            from pycomp.triton_kernels import binary as mod
+
+            _TRITON = mod
+        except Exception as exc:  # ImportError, or a Triton too old for the kernel
+            _TRITON_ERROR = f"{type(exc).__name__}: {exc}"
+    return _TRITON
+
+
+def _rows(x: Tensor) -> Tensor:
+    x2 = x.reshape(-1, x.shape[-1])
+    return x2 if x2.stride(-1) == 1 else x2.contiguous()
+
+
+def _impl(op: str, ref, paths):
+    name = f"{op}_linear"
+
+    def impl(x, packed, alpha, group_size, bias=None):
+        _check(name, x, packed, alpha, group_size, bias)
+        x2 = _rows(x)
+        M, N = x2.shape[0], packed.shape[0]
+        if M == 0:
+            return x.new_empty((*x.shape[:-1], N))
+        backend = plan(op, x.device, M, x.dtype, x2.shape[1], group_size)
+        if backend == "reference":
+            return ref(x, packed, alpha, group_size, bias)
+        key = backend.split("-")[0]  # "cpu-avx2" runs paths["cpu"]
+        out = paths[key](x2, packed, alpha, group_size, bias)
+        return out.to(x.dtype).reshape(*x.shape[:-1], N)
+
+    return impl
+
+
+def _cpu_kernel(kernel: str):
+    def run(x2, packed, alpha, group_size, bias):
+        b = None if bias is None else bias.float().contiguous()
+        return getattr(_ext._C, kernel)(x2.float(), packed.contiguous(), alpha.contiguous(), group_size, b)
+
+    return run
+
+
+def _cuda(kernel: str):
+    def run(x2, packed, alpha, group_size, bias):
+        b = None if bias is None else bias.to(x2.dtype).contiguous()
+        return getattr(_ext._C, kernel)(x2, packed.contiguous(), alpha.contiguous(), group_size, b)
+
+    return run
+
+
+def _triton_w1a16(x2, packed, alpha, group_size, bias):
+    return triton_binary().w1a16_linear(x2, packed, alpha, group_size, bias)
+
+
+LIB.impl("w1a16_linear", _impl("w1a16", w1a16_linear_ref, {"cpu": _cpu_kernel("w1a32_linear_cpu")}), "CPU")
+LIB.impl("xnor_linear", _impl("xnor", xnor_linear_ref, {"cpu": _cpu_kernel("xnor_linear_cpu")}), "CPU")
+LIB.impl("w1a16_linear", _impl("w1a16", w1a16_linear_ref,
+                               {"cuda": _cuda("w1a16_gemv_cuda"), "triton": _triton_w1a16}), "CUDA")
+LIB.impl("xnor_linear", _impl("xnor", xnor_linear_ref, {"cuda": _cuda("xnor_gemm_cuda")}), "CUDA")
+
+
+# ----------------------------------------------------------------------------- autograd (straight-through)
+
+
+def _setup_ctx(ctx, inputs, output):
+    x, packed, alpha, group_size, bias = inputs
+    ctx.save_for_backward(packed, alpha)
+    ctx.k, ctx.group_size, ctx.x_dtype, ctx.has_bias = x.shape[-1], group_size, x.dtype, bias is not None
+
+
+def _backward(ctx, grad_out):
+    packed, alpha = ctx.saved_tensors
+    w = dequantize_binary(packed, alpha, ctx.k, ctx.group_size, grad_out.dtype)
+    grad_x = (grad_out @ w).to(ctx.x_dtype)
+    grad_bias = grad_out.reshape(-1, grad_out.shape[-1]).sum(0) if ctx.has_bias else None
+    return grad_x, None, None, None, grad_bias
+
+
+for _name in ("w1a16_linear", "xnor_linear"):
+    torch.library.register_autograd(f"pycomp::{_name}", _backward, setup_context=_setup_ctx)
+
+
+# ----------------------------------------------------------------------------- public wrappers
+
+
+def w1a16_linear(x: Tensor, packed: Tensor, alpha: Tensor, group_size: int = 0, bias: Tensor | None = None) -> Tensor:
+    """1-bit weights, float activations: x (..., K) float -> (..., N) in x's dtype."""
+    return torch.ops.pycomp.w1a16_linear(x, packed, alpha, group_size, bias)
+
+
+def xnor_linear(x: Tensor, packed: Tensor, alpha: Tensor, group_size: int = 0, bias: Tensor | None = None) -> Tensor:
+    """1-bit weights and activations (β = mean|x| per token): x (..., K) float -> (..., N) in x's dtype."""
+    return torch.ops.pycomp.xnor_linear(x, packed, alpha, group_size, bias)

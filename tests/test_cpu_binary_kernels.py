@@ -1,0 +1,101 @@
+"""The C++ binary CPU kernels (pycomp._C) against plain PyTorch, for every ISA this CPU runs.
+
+- binarize_per_token_cpu: bits equal to pack_signs(x) bit for bit (x < 0; -0.0 and NaN give 0), zero past K;
+  beta within fp32 summation error of mean|x|.
+- xnor_linear_cpu: the popcounts are exact, so the result is within a few fp32 roundings of the float64
+  reference; identical across ISAs and thread counts.
+- w1a32_linear_cpu: within the fp32 summation bound (sum of |terms|) of the float64 reference.
+Shapes: M = 1 (GEMV), edge and full tiles, K not a multiple of 32 (tails of every width), K spanning many
+256/512-bit steps (and more than 31 AVX2 steps, where byte counts are widened), groups, strided x.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pycomp import _ext
+from pycomp.formats import binary as fmt
+from pycomp.ops import binary as ops
+
+_C = _ext._C
+pytestmark = pytest.mark.skipif(not _ext.has_c("xnor_linear_cpu"), reason=f"pycomp._C without binary kernels")
+
+ISAS = [isa for isa in ("portable", "avx2", "avx512") if _ext.has_c("binary_cpu_isa_supported")
+        and _C.binary_cpu_isa_supported(isa)]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _case(m, n, k, group_size, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    packed, alpha = fmt.binarize_weight(torch.randn(n, k, generator=g), group_size)
+    return torch.randn(m, k, generator=g), packed, alpha, torch.randn(n, generator=g)
+
+
+SHAPES = [(1, 1, 1), (1, 7, 33), (3, 5, 31), (2, 9, 64), (5, 13, 100), (17, 6, 257), (4, 8, 8200), (33, 11, 1000)]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m,k", [(1, 1), (3, 31), (2, 32), (5, 100), (4, 8200)])
+def test_binarize_rows(isa, m, k):
+    x = torch.randn(m, k)
+    x[0, 0] = -0.0
+    bits, beta = _C.binarize_per_token_cpu(x, isa)
+    want_bits, want_beta = ops.binarize_per_token_ref(x)
+    assert torch.equal(bits.view(torch.int32), want_bits.view(torch.int32))
+    torch.testing.assert_close(beta, want_beta, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m,n,k", SHAPES)
+@pytest.mark.parametrize("group_size", [0, 32, 96])
+def test_xnor(isa, m, n, k, group_size):
+    x, packed, alpha, b = _case(m, n, k, group_size)
+    got = _C.xnor_linear_cpu(x, packed, alpha, group_size, b, isa)
+    want = ops.xnor_linear_ref(x.double(), packed, alpha, group_size, b)
+    # exact counts; then beta (summed in fp32), alpha, and the G-term sum each round once or so
+    scale = x.abs().mean(1, keepdim=True).double() * (alpha.double().sum(1) * min(k, group_size or k)) + b.abs()
+    assert ((got.double() - want).abs() <= 1e-5 * scale).all(), (got.double() - want).abs().max()
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m,n,k", SHAPES)
+@pytest.mark.parametrize("group_size", [0, 64])
+def test_w1a32(isa, m, n, k, group_size):
+    x, packed, alpha, b = _case(m, n, k, group_size)
+    got = _C.w1a32_linear_cpu(x, packed, alpha, group_size, b, isa)
+    want = ops.w1a16_linear_ref(x.double(), packed, alpha, group_size, b)
+    mag = x.abs().double() @ fmt.dequantize_binary(packed, alpha, k, group_size, torch.float64).abs().t()
+    bound = 4 * k * 2.0**-24 * (2 * mag + b.abs().double()) + 1e-6  # sum and the 2x subtraction, fp32 order
+    assert ((got.double() - want).abs() <= bound).all(), (got.double() - want).abs().max()
+
+
+def test_isas_and_threads_agree():
+    x, packed, alpha, b = _case(37, 29, 777, 0)
+    outs = [_C.xnor_linear_cpu(x, packed, alpha, 0, b, isa) for isa in ISAS]
+    torch.set_num_threads(2)
+    outs.append(_C.xnor_linear_cpu(x, packed, alpha, 0, b, ""))
+    for o in outs[1:]:
+        torch.testing.assert_close(o, outs[0], rtol=1e-6, atol=1e-5)  # same counts; epilogue order may differ
+
+
+def test_strided_x_and_bad_arguments():
+    x, packed, alpha, b = _case(6, 8, 70, 0)
+    wide = torch.zeros(6, 100)
+    wide[:, 3:73] = x
+    torch.testing.assert_close(_C.xnor_linear_cpu(wide[:, 3:73], packed, alpha, 0, b),
+                               _C.xnor_linear_cpu(x, packed, alpha, 0, b), rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="uint32"):
+        _C.w1a32_linear_cpu(x, packed.view(torch.int32), alpha, 0, b)
+    with pytest.raises(RuntimeError, match=r"\(8, 3\)"):
+        _C.w1a32_linear_cpu(x, packed, alpha, 32, b)
+    with pytest.raises(RuntimeError, match="float32"):
+        _C.xnor_linear_cpu(x.double(), packed, alpha, 0, b)
+    with pytest.raises(RuntimeError, match="unknown binary CPU ISA"):
+        _C.xnor_linear_cpu(x, packed, alpha, 0, b, "sse9")

@@ -1,0 +1,72 @@
+"""The binary CUDA kernels (W1A16 GEMV, XNOR b1 tensor-core GEMM) against the float64 references.
+
+Skipped without a CUDA device or without the CUDA part of pycomp._C.
+"""
+import pytest
+import torch
+
+from pycomp import _ext
+from pycomp.formats.binary import binarize_weight, dequantize_binary
+from pycomp.ops import binary as ops
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or not _ext.has_c("xnor_gemm_cuda"),
+                                reason="needs a CUDA device and pycomp._C built with CUDA")
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+ROUNDING = {torch.float32: 2.0**-23, torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}
+
+
+def _case(m, n, k, group_size=0, dtype=torch.bfloat16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    packed, alpha = binarize_weight(torch.randn(n, k, generator=g), group_size)
+    x = torch.randn(m, k, generator=g).to(dtype)
+    b = torch.randn(n, generator=g).to(dtype)
+    return x.cuda(), packed.cuda(), alpha.cuda(), b.cuda()
+
+
+def _bound(x, packed, alpha, k, group_size, want, dtype):
+    mag = x.double().abs() @ dequantize_binary(packed, alpha, k, group_size, torch.float64).abs().t()
+    return ROUNDING[dtype] * want.abs() + 1e-5 * mag + 1e-4
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m,n,k", [(1, 7, 33), (1, 256, 4096), (2, 33, 1000), (5, 64, 2080), (16, 130, 3000),
+                                   (3, 40, 9000)])
+@pytest.mark.parametrize("group_size", [0, 64])
+def test_w1a16_gemv(dtype, m, n, k, group_size):
+    x, packed, alpha, b = _case(m, n, k, group_size, dtype)
+    got = _ext._C.w1a16_gemv_cuda(x, packed, alpha, group_size, b)
+    want = ops.w1a16_linear_ref(x.double(), packed, alpha, group_size, b)
+    assert got.dtype == dtype and got.shape == (m, n)
+    assert ((got.double() - want).abs() <= _bound(x, packed, alpha, k, group_size, want, dtype)).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m,n,k", [(1, 8, 128), (17, 9, 384), (130, 140, 1024), (300, 257, 4096), (64, 64, 640)])
+def test_xnor_gemm(dtype, m, n, k):
+    x, packed, alpha, b = _case(m, n, k, 0, dtype)
+    got = _ext._C.xnor_gemm_cuda(x, packed, alpha, 0, b)
+    want = ops.xnor_linear_ref(x.double(), packed, alpha, 0, b)
+    scale = x.double().abs().mean(1, keepdim=True) * alpha.double().t() * k
+    assert got.dtype == dtype and got.shape == (m, n)
+    assert ((got.double() - want).abs() <= ROUNDING[dtype] * want.abs() + 1e-5 * scale + 1e-4).all()
+
+
+def test_ops_route_to_the_kernels_and_fall_back():
+    x, packed, alpha, b = _case(4, 32, 4096)
+    assert ops.plan("w1a16", "cuda", 4, torch.bfloat16, 4096) == "cuda"
+    torch.testing.assert_close(ops.w1a16_linear(x, packed, alpha, 0, b),
+                               ops.w1a16_linear_ref(x, packed, alpha, 0, b), rtol=2e-2, atol=5e-2)
+    xb, pb, ab, bb = _case(40, 32, 4000)  # ceil(K/32) = 125: not a multiple of 4, the XNOR op runs the reference
+    assert ops.plan("xnor", "cuda", 40, torch.bfloat16, 4000) == "reference"
+    torch.testing.assert_close(ops.xnor_linear(xb, pb, ab, 0, bb), ops.xnor_linear_ref(xb, pb, ab, 0, bb))
+
+
+def test_bad_arguments_raise():
+    x, packed, alpha, b = _case(4, 32, 1000)
+    with pytest.raises(RuntimeError, match="multiple of 4"):
+        _ext._C.xnor_gemm_cuda(x, packed, alpha, 0, b)
+    with pytest.raises(RuntimeError, match="uint32"):
+        _ext._C.w1a16_gemv_cuda(x, packed.view(torch.int32), alpha, 0, b)
+    with pytest.raises(RuntimeError, match="bias"):
+        _ext._C.w1a16_gemv_cuda(x, packed, alpha, 0, b.float())
