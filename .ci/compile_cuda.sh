@@ -140,6 +140,9 @@ if [ -n "$cuobjdump" ]; then
     sass_expect csrc/cuda/int4/w4a16_gemv.cu "$arch" "HMMA\.16816\.F32\.BF16" "bf16 tensor-core mma"
     sass_expect csrc/cuda/int4/w4a16_gemv.cu "$arch" "HMMA\.16816\.F32 " "f16 tensor-core mma"
     sass_expect csrc/cuda/int4/w4a16_gemv.cu "$arch" "LDS\.128" "16-byte shared loads of the weight ring"
+    sass_expect csrc/cuda/binary/xnor_gemm.cu "$arch" "BMMA\.168256\.AND\.POPC" "b1 tensor-core mma (and.popc)"
+    sass_expect csrc/cuda/binary/xnor_gemm.cu "$arch" "LDGSTS" "cp.async"
+    sass_expect csrc/cuda/sparse/sparse24_mma.cu "$arch" "HMMA\.SP\.16832" "sparse tensor-core mma"
   done
 else
   echo "== SASS: cuobjdump not found, skipped"

@@ -106,21 +106,21 @@ def test_plan_names_cpu_backend():
 
     assert ops.plan("dynamic", "cpu") == f"cpu-{_ext._C.cpu_isa()}"
     assert ops.plan("weight_only", "meta") == "reference"
-    assert ops.plan("dynamic", "cpu", 8, ops.CPU_DENSE_MAX_K, N=64) == "cpu-dense"
-    assert ops.plan("dynamic", "cpu", 8, 4096, N=ops.CPU_DENSE_MAX_N) == "cpu-dense"
-    assert ops.plan("weight_only", "cpu", 8, ops.CPU_DENSE_MAX_K + 1, N=ops.CPU_DENSE_MAX_N + 1) != "cpu-dense"
+    big, k = ops.CPU_DENSE_MIN_M, ops.CPU_DENSE_MAX_K
+    assert ops.plan("weight_only", "cpu", big, k) == "cpu-dense"
+    assert ops.plan("weight_only", "cpu", big - 1, k) != "cpu-dense"
+    assert ops.plan("weight_only", "cpu", big, k + 1) != "cpu-dense"
+    assert ops.plan("dynamic", "cpu", big, k) != "cpu-dense"  # W8A8 always runs its kernel
 
 
-@pytest.mark.parametrize("mode", ["dynamic", "weight_only"])
-@pytest.mark.parametrize("m,k,n", [(1, 9, 32), (300, 32, 7), (5, 1, 1), (64, 17, 16)])
-def test_cpu_dense_path_for_small_layers(mode, m, k, n):
-    """Small layers run the fp32 GEMM on the int8 values: W8A8 integers exact, same answer as the reference."""
-    assert ops.plan(mode, "cpu", m, k, N=n) == "cpu-dense"
+@pytest.mark.parametrize("m,k,n", [(1024, 9, 32), (1500, 64, 7), (2048, 1, 1)])
+def test_cpu_dense_path_for_thin_weight_only_layers(m, k, n):
+    """Many rows of few features (a first conv through im2col): fp32 GEMM on the dequantized weights."""
+    assert ops.plan("weight_only", "cpu", m, k) == "cpu-dense"
     q, s, b = _weights(n, k)
     x = torch.randn(m, k) * 3
-    ref = ops.int8_linear_dynamic_ref if mode == "dynamic" else ops.int8_linear_weight_only_ref
-    op = ops.int8_linear_dynamic if mode == "dynamic" else ops.int8_linear_weight_only
-    torch.testing.assert_close(op(x, q, s, b), ref(x, q, s, b), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ops.int8_linear_weight_only(x, q, s, b), ops.int8_linear_weight_only_ref(x, q, s, b),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_cuda_routing_by_m_and_k(monkeypatch):

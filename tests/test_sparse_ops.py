@@ -115,7 +115,5 @@ def test_plan_names_backends():
         want = f"cpu-{_ext._C.cpu_isa()}" if _ext.has_c(ops._CPU_KERNELS[pattern]) else "reference"
         assert ops.plan(pattern, "cpu", 1, torch.float32) == want
         assert ops.plan(pattern, "cpu", 1, torch.bfloat16) == "reference"
-    assert ops.plan("2:4", "cpu", ops.CPU_24_DENSE_MIN_M, torch.float32) == "cpu-dense"
-    assert ops.plan("2:4", "cpu", ops.CPU_24_DENSE_MIN_M - 1, torch.float32) != "cpu-dense"
     with pytest.raises(ValueError, match="pattern must be one of"):
         ops.plan("3:4", "cpu")

@@ -53,13 +53,11 @@ class _Int8Weights(CompressedLayer):
     @property
     def backend(self) -> str:
         """The backend that runs this layer's forward on its current device (large batches)."""
-        n, k = self.qweight.shape
-        return int8_ops.plan(self.mode, self.qweight.device, K=k, N=n)
+        return int8_ops.plan(self.mode, self.qweight.device)
 
     def backend_for(self, m: int) -> str:
         """The backend for a batch of `m` rows (M-dependent dispatch on CUDA)."""
-        n, k = self.qweight.shape
-        return int8_ops.plan(self.mode, self.qweight.device, m, k, N=n)
+        return int8_ops.plan(self.mode, self.qweight.device, m, self.qweight.shape[1])
 
 
 class Int8Linear(_Int8Weights):

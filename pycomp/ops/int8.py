@@ -25,12 +25,13 @@ CUDA_K_MULTIPLE = 16
 CUDA_W8A8_MIN_M = 17
 # W8A8 accumulates in int32: 127 * 127 * K must stay below 2**31.
 MAX_K_DYNAMIC = (2**31 - 1) // (127 * 127)
-# Small layers run "cpu-dense": MKL's fp32 GEMM on the int8 values converted per call, which beats the
-# int8 kernels where per-call and tail costs dominate (K or N this small; measured in
-# benchmarks/RESULTS.md, "int8 CPU: where dense wins"). It computes the same W8A8 integers exactly:
-# |acc| <= 127 * 127 * K < 2**24 for K <= CPU_DENSE_MAX_K.
-CPU_DENSE_MAX_K = 32
-CPU_DENSE_MAX_N = 16
+# Weight-only layers with few input features and many rows (the first convolutions of a CNN, through
+# im2col) run "cpu-dense": MKL's fp32 GEMM on the weights dequantized per call, which beat the W8A32
+# kernel by 2-13x at M=8192, K <= 64 (benchmarks/int8_dense_crossover.py, benchmarks/RESULTS.md). At
+# M <= 128 the kernel won everywhere (per-call overheads), and for W8A8 the dense form of the same integer
+# arithmetic was not reliably faster, so W8A8 always runs its kernel.
+CPU_DENSE_MAX_K = 64
+CPU_DENSE_MIN_M = 1024
 
 LIB.define("quantize_per_token_int8(Tensor x) -> (Tensor, Tensor)")
 LIB.define("int8_linear_dynamic(Tensor x, Tensor qweight, Tensor wscale, Tensor? bias=None) -> Tensor")
@@ -119,14 +120,15 @@ torch.library.register_fake("pycomp::int8_linear_weight_only")(_linear_fake)
 
 
 def plan(op: str, device: torch.device | str, M: int | None = None, K: int | None = None,
-         dtype: torch.dtype | None = None, N: int | None = None) -> str:
+         dtype: torch.dtype | None = None) -> str:
     """Name of the backend that runs `op` ("dynamic" or "weight_only") for this device and shape.
 
-    With M, K or N left out, the answer is for large M, aligned K and a large layer.
+    With M or K left out, the answer is for large M and aligned, large K.
     """
     device = torch.device(device)
     if device.type == "cpu":
-        if (K is not None and K <= CPU_DENSE_MAX_K) or (N is not None and N <= CPU_DENSE_MAX_N):
+        if op == "weight_only" and M is not None and M >= CPU_DENSE_MIN_M and K is not None \
+                and K <= CPU_DENSE_MAX_K:
             return "cpu-dense"
         return f"cpu-{_ext._C.cpu_isa()}" if _ext.has_c("int8_linear_dynamic_cpu") else "reference"
     if device.type != "cuda":
@@ -160,13 +162,9 @@ def _quantize_cpu(x):
     return q.reshape(x.shape), s.reshape(x.shape[:-1])
 
 
-def _dense_cpu(mode: str, x2: Tensor, qweight: Tensor, wscale: Tensor, b: Tensor | None) -> Tensor:
-    """The "cpu-dense" path: fp32 GEMM on int8 values converted per call (small layers only)."""
-    if mode == "dynamic":
-        q, s = _quantize_cpu(x2)
-        out = (q.float() @ qweight.float().t()) * s.unsqueeze(1) * wscale
-    else:
-        out = x2 @ (qweight.float() * wscale.unsqueeze(1)).t()
+def _dense_cpu(x2: Tensor, qweight: Tensor, wscale: Tensor, b: Tensor | None) -> Tensor:
+    """The "cpu-dense" weight-only path: fp32 GEMM on the weights dequantized per call."""
+    out = x2 @ (qweight.float() * wscale.unsqueeze(1)).t()
     return out if b is None else out + b
 
 
@@ -177,12 +175,12 @@ def _linear_cpu(mode: str, kernel: str, ref):
         M, K, N = x2.shape[0], x2.shape[1], qweight.shape[0]
         if M == 0:
             return x.new_empty((*x.shape[:-1], N))
-        backend = plan(mode, x.device, M, K, x.dtype, N)
+        backend = plan(mode, x.device, M, K, x.dtype)
         if backend == "reference":
             return ref(x, qweight, wscale, bias)
         b = None if bias is None else bias.float().contiguous()
         if backend == "cpu-dense":
-            out = _dense_cpu(mode, x2.float(), qweight, wscale, b)
+            out = _dense_cpu(x2.float(), qweight, wscale, b)
         else:
             out = getattr(_ext._C, kernel)(x2.float(), qweight.contiguous(), wscale.contiguous(), b)
         return out.to(x.dtype).reshape(*x.shape[:-1], N)

@@ -29,9 +29,9 @@ log = logging.getLogger("pycomp")
 PATTERNS = ("2:4", "unstructured", "block")
 # Largest M the CUDA 2:4 GEMV serves (it streams the kept values once for up to 16 rows); above, the mma.sp GEMM.
 CUDA_GEMV_MAX_M = 16
-# From this M on, CPU 2:4 runs "cpu-dense": the weight densified once per call and MKL's fp32 GEMM, which
-# beats the 2:4 kernel where compute, not the weight stream, bounds the time (benchmarks/RESULTS.md).
-CPU_24_DENSE_MIN_M = 32
+# The CPU 2:4 kernel runs at every M. It beats dense fp32 F.linear up to M=32 and loses from M=64 (0.77x at
+# 64, 0.72x at 128; 4096x4096, 2 threads, benchmarks/RESULTS.md), but densifying per call costs ~150 ms,
+# so no faster path exists without keeping a dense copy, which would undo the compression.
 _CUDA_DTYPES = (torch.float16, torch.bfloat16)
 
 LIB.define("sparse24_linear(Tensor x, Tensor values, Tensor meta, int in_features, Tensor? bias=None) -> Tensor")
@@ -167,7 +167,7 @@ def plan(pattern: str, device: torch.device | str, M: int | None = None, dtype: 
     """Name of the backend that runs a `pattern` layer whose values are `dtype`, for a batch of M rows.
 
     CPU: the C++ kernels read float32 values (x of another float dtype is converted); other value dtypes
-    run the reference; 2:4 from M = CPU_24_DENSE_MIN_M on runs "cpu-dense". CUDA: 2:4 on the CUDA kernels (GEMV for M <= 16, mma.sp GEMM above) for float16 and
+    run the reference. CUDA: 2:4 on the CUDA kernels (GEMV for M <= 16, mma.sp GEMM above) for float16 and
     bfloat16; block-CSR on the Triton kernel when its blocks suit it (powers of two >= 16); CSR on the
     reference. With M left out: large M.
     """
@@ -175,11 +175,9 @@ def plan(pattern: str, device: torch.device | str, M: int | None = None, dtype: 
         raise ValueError(f"sparse: pattern must be one of {PATTERNS}, got {pattern!r}")
     device = torch.device(device)
     if device.type == "cpu":
-        if dtype is not None and dtype != torch.float32:
-            return "reference"
-        if pattern == "2:4" and (M is None or M >= CPU_24_DENSE_MIN_M):
-            return "cpu-dense"
-        return f"cpu-{_ext._C.cpu_isa()}" if _ext.has_c(_CPU_KERNELS[pattern]) else "reference"
+        if (dtype is None or dtype == torch.float32) and _ext.has_c(_CPU_KERNELS[pattern]):
+            return f"cpu-{_ext._C.cpu_isa()}"
+        return "reference"
     if device.type != "cuda" or (dtype is not None and dtype not in (*_CUDA_DTYPES, torch.float32)):
         return "reference"
     if pattern == "2:4" and (dtype is None or dtype in _CUDA_DTYPES):
@@ -213,9 +211,6 @@ def _sparse24_impl(x, values, meta, in_features, bias=None):
     backend = plan("2:4", x.device, x2.shape[0], values.dtype)
     if backend == "reference":
         return sparse24_linear_ref(x, values, meta, in_features, bias)
-    if backend == "cpu-dense":
-        w = fmt.densify_24(values, meta, in_features)
-        return F.linear(x2.float(), w, None if bias is None else bias.float()).to(x.dtype).reshape(*x.shape[:-1], N)
     xp = _pad_k(x2, values.shape[1] * 2)
     if backend == "cuda":
         kernel = "sparse24_gemv_cuda" if x2.shape[0] <= CUDA_GEMV_MAX_M else "sparse24_gemm_cuda"

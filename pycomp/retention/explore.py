@@ -79,7 +79,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("int4 g128 gptq", "int4", {"group_size": 128, "method": "gptq"}),
     Setting("int4 g32 gptq", "int4", {"group_size": 32, "method": "gptq"}),
     Setting("binary", "binary", {}),
-    Setting("xnor", "xnor", {}),
+    Setting("xnor centred", "xnor", {"centre": True}),
     Setting("2:4", "2:4", {}),
     Setting("sparse 90%", "sparse", {"sparsity": 0.9}),
     Setting("lowrank budget 0.5", "lowrank", {"budget": 0.5}),
