@@ -33,6 +33,10 @@ TECHNIQUES: dict[str, type] = {
 }
 
 
+class NothingToCompress(ValueError):
+    """A compress step found no layer it can replace (every candidate skipped, or none of its kind)."""
+
+
 def make_config(technique: str, **options):
     """The configuration object for `technique` with `options`, or a clear error."""
     try:
@@ -86,7 +90,7 @@ def _layer_step(model: nn.Module, step, skip: Sequence[str], batches) -> nn.Modu
         replace_calibrated(model, later, lambda n, m, x: config_for(n).convert(m, n, calib=x), batches,
                            step.technique)
     if replaced + len(later) == 0:
-        raise ValueError(f"compress: {step.technique} found no layer it can compress (after skip={skip})")
+        raise NothingToCompress(f"compress: {step.technique} found no layer it can compress (after skip={skip})")
     return model
 
 

@@ -96,9 +96,24 @@ def _tiny():
 def explored(tmp_path_factory):
     model, data, calib = _tiny()
     cache = tmp_path_factory.mktemp("sens")
-    front = explore(model, data, calib=calib, budget={"size_mb": 0.01}, cache=cache, progress=False,
-                    latency_repeats=3)
+    front = explore(model, data, techniques=["int8", "int4"], calib=calib, budget={"size_mb": 0.01}, cache=cache,
+                    progress=False, latency_repeats=3)
     return model, data, calib, cache, front
+
+
+def test_every_technique_is_a_candidate_and_probes_only_what_it_compresses():
+    """The default rows cover every technique; binary keeps the first and last layers float, so its
+    sensitivity column has only the middle layer, and the chain compresses the low-rank factors to int8."""
+    model, data, _ = _tiny()
+    front = explore(model, data, mixes=(), cache=False, progress=False, latency_repeats=2)
+    labels = {c["label"] for c in front.candidates}
+    assert {"int8 dynamic", "int4 g32 rtn", "binary", "xnor centred", "2:4", "sparse 90%", "lowrank budget 0.5",
+            "lowrank budget 0.5 + int8"} <= labels
+    assert [n for n in front.sensitivity if "binary" in front.sensitivity[n]] == ["2"]
+    chain = front.build("lowrank budget 0.5 + int8")
+    kinds = {type(m).__name__ for m in chain.modules()}
+    assert "LowRankLinear" in kinds and "Int8Linear" in kinds
+    assert all(c["retention"] is not None and c["size_bytes"] > 0 for c in front.candidates)
 
 
 def test_explore_measures_every_candidate(explored):
@@ -154,7 +169,8 @@ def test_sensitivity_is_cached(explored):
     model, data, calib, cache, front = explored
     assert front.meta["sensitivity"]["evaluations"] == 3 * 4 and front.meta["sensitivity"]["cached"] == []
     assert len(list(cache.glob("*.json"))) == 4
-    again = explore(model, data, calib=calib, cache=cache, progress=False, latency_repeats=3)
+    again = explore(model, data, techniques=["int8", "int4"], calib=calib, cache=cache, progress=False,
+                    latency_repeats=3)
     assert again.meta["sensitivity"]["evaluations"] == 0
     assert sorted(again.meta["sensitivity"]["cached"]) == sorted(front.meta["sensitivity"]["settings"])
     assert again.sensitivity == front.sensitivity
@@ -173,9 +189,10 @@ def test_techniques_filter_calib_and_errors():
     model, data, calib = _tiny()
     front = explore(model, data, techniques=["int4"], cache=False, progress=False, latency_repeats=2)
     assert [c["label"] for c in front.candidates] == ["int4 g128 rtn", "int4 g32 rtn"]  # no calib: no GPTQ, no mix
-    assert front.meta["left_out"] == {"int8 dynamic": "filtered out by techniques=",
-                                      "int8 weight_only": "filtered out by techniques=",
-                                      "int4 g128 gptq": "needs calib=", "int4 g32 gptq": "needs calib="}
+    left_out = front.meta["left_out"]
+    assert left_out["int4 g128 gptq"] == left_out["int4 g32 gptq"] == "needs calib="
+    assert left_out["int8 dynamic"] == left_out["binary"] == "filtered out by techniques="
+    assert left_out["lowrank budget 0.5 + int8"] == "filtered out by techniques="  # a chain needs every step wanted
     with pytest.raises(ValueError, match="unknown technique.*int3"):
         explore(model, data, techniques="int3")
     with pytest.raises(ValueError, match="unknown key"):

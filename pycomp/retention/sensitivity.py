@@ -67,13 +67,17 @@ def cache_folder(cache) -> Path | None:
 
 
 def probe(model: nn.Module, setting, layer: str, layers: Sequence[str], skip: Sequence[str],
-           data, calib, reference) -> dict:
-    """Retention figures with only `layer` compressed by `setting`."""
+           data, calib, reference) -> dict | None:
+    """Retention figures with only `layer` compressed by `setting`; None when the setting leaves that
+    layer alone (binary keeps the first and last layers float, low-rank keeps a layer it cannot shrink)."""
     lo, labels = reference
-    from pycomp.api import compress
+    from pycomp.api import NothingToCompress, compress
 
-    small = compress(model, setting.spec, skip=[*skip, *(exact_pattern(n) for n in layers if n != layer)],
-                     calib=calib if setting.calibrates else None, **setting.options)
+    try:
+        small = compress(model, setting.spec, skip=[*skip, *(exact_pattern(n) for n in layers if n != layer)],
+                         calib=calib if setting.calibrates else None, **setting.options)
+    except NothingToCompress:
+        return None
     with metrics._eval_mode(small):
         lc, _ = _outputs(small, data)
     om = metrics.output_metrics(lo, lc, labels, topk=(1,))
@@ -88,7 +92,7 @@ def sensitivity_table(model: nn.Module, data, settings: Sequence, *, skip: Seque
                       calib=None, cache=True, progress: bool | None = None) -> tuple[dict, dict]:
     """({layer: {setting label: figures}}, info) with figures {"retention", "drop", "agreement",
     "kl_divergence", "layer_bytes"}, each measured with that layer alone compressed by that setting
-    (layer_bytes: the compressed layer's tensors).
+    (layer_bytes: the compressed layer's tensors). A setting that leaves a layer alone has no entry there.
 
     One cache file per setting, under cache_folder(cache), named by the SHA-256 of: the model's
     state_dict (names, dtypes, shapes, bytes), the data's size and input shape, the setting's
@@ -112,7 +116,8 @@ def sensitivity_table(model: nn.Module, data, settings: Sequence, *, skip: Seque
             continue
         cached.append(s.label)
         for n in layers:
-            table[n][s.label] = hit[n]
+            if hit[n] is not None:
+                table[n][s.label] = hit[n]
     evaluations = 0
     if todo:
         with metrics._eval_mode(model):
@@ -124,7 +129,8 @@ def sensitivity_table(model: nn.Module, data, settings: Sequence, *, skip: Seque
                 for n in layers:
                     bar.set_postfix_str(f"{n} @ {s.label}")
                     column[n] = probe(model, s, n, layers, skip, data, calib, reference)
-                    table[n][s.label] = column[n]
+                    if column[n] is not None:
+                        table[n][s.label] = column[n]
                     evaluations += 1
                     bar.update()
                 if path is not None:
@@ -157,7 +163,8 @@ def least_sensitive(table: dict, label: str) -> list[str]:
     examples it is noise, and ranking by it would put a harmful layer first. KL, which moves
     with every output, orders the many layers whose drop is zero.
     """
-    return sorted(table, key=lambda n: (max(0.0, table[n][label]["drop"]), table[n][label]["kl_divergence"]))
+    probed = [n for n in table if label in table[n]]  # layers the setting compresses
+    return sorted(probed, key=lambda n: (max(0.0, table[n][label]["drop"]), table[n][label]["kl_divergence"]))
 
 
 def shrinks(table: dict, low: str, high: str, model: nn.Module) -> set[str]:
