@@ -31,7 +31,8 @@ PATTERNS = ("2:4", "unstructured", "block")
 CUDA_GEMV_MAX_M = 16
 # The CPU 2:4 kernel runs at every M. It beats dense fp32 F.linear up to M=32 and loses from M=64 (0.77x at
 # 64, 0.72x at 128; 4096x4096, 2 threads, benchmarks/RESULTS.md), but densifying per call costs ~150 ms,
-# so no faster path exists without keeping a dense copy, which would undo the compression.
+# so no faster path exists without keeping a dense copy, which would undo the compression
+# (benchmarks/sparse24_crossover.py).
 _CUDA_DTYPES = (torch.float16, torch.bfloat16)
 
 LIB.define("sparse24_linear(Tensor x, Tensor values, Tensor meta, int in_features, Tensor? bias=None) -> Tensor")
