@@ -53,7 +53,9 @@ def save(model: nn.Module, path: str | os.PathLike, *, retention=None) -> int:
     layers = _layer_entries(model)
     tensors, aliases = _unique_tensors(model)
     total = sum(t.nbytes for t in tensors.values())
-    compressed = sum(e["nbytes"] for e in layers.values())
+    # A compressed layer may hold others (low-rank factors that are Int8Linear): count each byte once.
+    compressed = sum(e["nbytes"] for n, e in layers.items()
+                     if not any(n.startswith(f"{outer}.") for outer in layers if outer != n))
     manifest = {
         "format_version": FORMAT_VERSION,
         "pycomp_version": _pycomp_version(),

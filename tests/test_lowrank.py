@@ -294,3 +294,10 @@ def test_a_later_int8_step_quantizes_the_factors_and_the_file_says_so(tmp_path):
     again = _roundtrip(small, tmp_path, nn.Sequential(nn.Linear(40, 32), nn.ReLU(), nn.Linear(32, 24)))
     x = torch.randn(3, 40)
     assert torch.equal(small(x), again(x))
+    # nested compressed layers (fc, fc.u, fc.v) count their bytes once in the manifest
+    from pycomp.files import read_manifest, save
+
+    save(small, tmp_path / "nested.pcz")
+    nb = read_manifest(tmp_path / "nested.pcz")["nbytes"]
+    packed = sum(t.nbytes for i in (0, 2) for t in small[i].state_dict().values())  # low-rank int8, and int8
+    assert nb["compressed"] == packed and nb["float"] == nb["tensors"] - packed == 0
