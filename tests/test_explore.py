@@ -105,8 +105,11 @@ def test_every_technique_is_a_candidate_and_probes_only_what_it_compresses():
     """The default rows cover every technique; binary keeps the first and last layers float, so its
     sensitivity column has only the middle layer, and the chain compresses the low-rank factors to int8."""
     model, data, _ = _tiny()
-    front = explore(model, data, mixes=(), cache=False, progress=False, latency_repeats=2)
+    front = explore(model, data, mixes=(("binary", "int4 g32 rtn"),), cache=False, progress=False,
+                    latency_repeats=2)
     labels = {c["label"] for c in front.candidates}
+    mixed = [c for c in front.candidates if c["kind"] == "mixed"]
+    assert [c["assignment"] for c in mixed] == [{"0": "int4 g32 rtn", "2": "binary", "4": "int4 g32 rtn"}]
     assert {"int8 dynamic", "int4 g32 rtn", "binary", "xnor centred", "2:4", "sparse 90%", "lowrank budget 0.5",
             "lowrank budget 0.5 + int8"} <= labels
     assert [n for n in front.sensitivity if "binary" in front.sensitivity[n]] == ["2"]

@@ -87,7 +87,9 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 # (low, high) setting labels for mixed candidates: the least sensitive layers get `low`, the rest `high`.
-MIXES: tuple[tuple[str, str], ...] = (("int4 g32 rtn", "int8 dynamic"),)
+# Fewer bits (int4 in int8, binary in int4) and more sparsity (90% in int8) where the layer tolerates it.
+MIXES: tuple[tuple[str, str], ...] = (("int4 g32 rtn", "int8 dynamic"), ("binary", "int4 g32 rtn"),
+                                      ("sparse 90%", "int8 dynamic"))
 
 # Fractions of the eligible layers (those the low setting shrinks) given the low setting in
 # mixed candidates, rounded; never every layer, which is the uniform low candidate.
