@@ -192,7 +192,11 @@ def test_plan_names_what_runs():
     kernel = f"cpu-{_ext._C.w4a16_cpu_kernel()}" if _ext.has_c("w4a16_linear_cpu") else "reference"
     assert ops.plan("cpu") == kernel and ops.plan("cpu", 1, 4095, torch.bfloat16) == kernel
     assert ops.plan("cpu", 7, 64, torch.float64) == "reference"
-    assert ops.plan("cuda", 1, 4096) == "reference"  # until the CUDA kernels are wired
+    # CUDA: the int4 dispatcher (tests/test_cuda_int4.py covers its routes); here no CUDA kernel is built
+    from pycomp.ops.int4_cuda import plan_cuda
+
+    assert ops.plan("cuda", 1, 4096) == plan_cuda(1, 4096, torch.bfloat16)
+    assert ops.plan("cuda", 1, 4096, torch.float64) == "reference"
 
 
 @pytest.mark.skipif(ops.plan("cpu") == "reference", reason="pycomp._C int4 kernels not built")
