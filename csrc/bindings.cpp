@@ -11,6 +11,7 @@
 #include <string>
 
 #include "cpu/binary/binary_bindings.h"
+#include "cpu/conv/im2col.h"
 #include "cpu/cpu_features.h"
 #include "cpu/int4/int4_bindings.h"
 #include "cpu/int8/int8_linear.h"
@@ -107,6 +108,24 @@ at::Tensor int8_linear_weight_only_cpu(const at::Tensor& x, const at::Tensor& qw
                          isa);
 }
 
+// x (B, C, H, W) float32, padded -> (B * Ho * Wo, C * kh * kw) float32 rows in F.unfold's patch order.
+at::Tensor im2col_cpu(const at::Tensor& x_in, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t dh,
+                      int64_t dw) {
+  TORCH_CHECK(x_in.device().is_cpu() && x_in.dim() == 4 && x_in.scalar_type() == at::kFloat,
+              "im2col_cpu: x must be a 4-D float32 CPU tensor (B, C, H, W)");
+  TORCH_CHECK(kh > 0 && kw > 0 && sh > 0 && sw > 0 && dh > 0 && dw > 0,
+              "im2col_cpu: kernel size, stride and dilation must be positive");
+  const at::Tensor x = x_in.contiguous();
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t Ho = (H - dh * (kh - 1) - 1) / sh + 1, Wo = (W - dw * (kw - 1) - 1) / sw + 1;
+  TORCH_CHECK(H >= dh * (kh - 1) + 1 && W >= dw * (kw - 1) + 1, "im2col_cpu: input ", H, "x", W,
+              " is smaller than the dilated kernel");
+  at::Tensor out = at::empty({B * Ho * Wo, C * kh * kw}, x.options());
+  if (out.numel() > 0)
+    cpu::im2col_f32(x.data_ptr<float>(), B, C, H, W, kh, kw, sh, sw, dh, dw, Ho, Wo, out.data_ptr<float>());
+  return out;
+}
+
 pybind11::dict build_info() {
   pybind11::dict d;
 #ifdef PYCOMP_WITH_CUDA
@@ -162,6 +181,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("int8_linear_weight_only_cpu", &int8_linear_weight_only_cpu, py::arg("x"), py::arg("qweight"),
         py::arg("wscale"), py::arg("bias") = py::none(), py::arg("isa") = "",
         "W8A32 linear: x (M, K) float32, qweight (N, K) int8, wscale (N) float32 -> (M, N) float32");
+  m.def("im2col_cpu", &im2col_cpu, py::arg("x"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"),
+        py::arg("dh"), py::arg("dw"),
+        "x (B, C, H, W) float32, padded -> (B*Ho*Wo, C*kh*kw) float32 rows in F.unfold's patch order");
   register_int4_cpu(m);
   register_sparse_cpu(m);
   register_binary_cpu(m);

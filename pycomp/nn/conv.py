@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pycomp.ops.conv import im2col
+
 
 def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else tuple(v)
@@ -71,7 +73,7 @@ class Im2ColConv2d:
             raise ValueError(f"{self.label}: input {tuple(x.shape)} (after padding) is smaller than the kernel")
         if (kh, kw, sh, sw) == (1, 1, 1, 1):
             return x.permute(0, 2, 3, 1).reshape(B, H * W, C), Ho, Wo  # a 1x1 conv is a linear over channels
-        return F.unfold(x, (kh, kw), dilation=(dh, dw), stride=(sh, sw)).transpose(1, 2), Ho, Wo
+        return im2col(x, (kh, kw), (sh, sw), (dh, dw)).view(B, Ho * Wo, C * kh * kw), Ho, Wo
 
     def patch_rows(self, x: Tensor) -> list[Tensor]:
         """x (B, C, H, W) -> one (B * L, K) matrix of patches per conv group (what each group's GEMM sees)."""
