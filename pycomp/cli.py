@@ -43,12 +43,20 @@ def cmd_info(args) -> int:
                   f"features: {', '.join(k for k, v in feats.items() if v) or 'none'}")
     con.print(f"CUDA: {info.get('gpu', 'no device')}; Triton: {info['triton'] or 'not installed'}"
               + (f" ({_ext.TRITON_ERROR})" if _ext.triton_int8() is None and _ext.TRITON_ERROR else ""))
+    from pycomp.ops import binary as binary_ops
     from pycomp.ops import int4 as int4_ops
+    from pycomp.ops import sparse as sparse_ops
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     layers = [("Int8Linear/Int8Conv2d mode=dynamic", lambda d, m, k: int8_ops.plan("dynamic", d, m, k)),
               ("Int8Linear/Int8Conv2d mode=weight_only", lambda d, m, k: int8_ops.plan("weight_only", d, m, k)),
-              ("Int4Linear/Int4Conv2d", lambda d, m, k: int4_ops.plan(d, m, k))]
+              ("Int4Linear/Int4Conv2d", lambda d, m, k: int4_ops.plan(d, m, k)),
+              ("BinaryLinear/BinaryConv2d activations=float", lambda d, m, k: binary_ops.plan("w1a16", d, m, K=k)),
+              ("BinaryLinear/BinaryConv2d activations=binary", lambda d, m, k: binary_ops.plan("xnor", d, m, K=k)),
+              ("SparseLinear/SparseConv2d pattern=2:4", lambda d, m, k: sparse_ops.plan("2:4", d, m)),
+              ("SparseLinear/SparseConv2d pattern=unstructured",
+               lambda d, m, k: sparse_ops.plan("unstructured", d, m)),
+              ("SparseLinear/SparseConv2d pattern=block", lambda d, m, k: sparse_ops.plan("block", d, m))]
     rows = [[name, dev, plan(dev, 1, 4096), plan(dev, 1024, 4096), plan(dev, 1024, 4095)]
             for name, plan in layers for dev in devices]
     con.print(_table("what each layer runs on", ["layer", "device", "M=1", "M=1024", "M=1024, K=4095"], rows))
