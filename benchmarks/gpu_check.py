@@ -66,7 +66,7 @@ def import_from_tree():
 def run_tests() -> int:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     files = sorted(os.path.relpath(p, ROOT) for pat in ("test_cuda_*.py", "test_triton_*.py", "test_ops_*.py",
-                                                        "test_nn_*.py")
+                                                        "test_nn_*.py", "test_retention_energy.py")
                    for p in glob.glob(os.path.join(ROOT, "tests", pat)))
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files]
     try:
