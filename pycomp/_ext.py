@@ -5,6 +5,7 @@ reference paths work without either.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 
@@ -29,19 +30,22 @@ def triton_interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-_TRITON: object | None = None
-TRITON_ERROR: str | None = None
+_TRITON: dict[str, object] = {}
+# Why each Triton kernel family could not be imported, by family ("int8", "int4", "binary", "sparse").
+TRITON_ERRORS: dict[str, str] = {}
+
+
+def triton_kernels(family: str):
+    """pycomp.triton_kernels.<family>, imported once; None when Triton cannot import it (why: TRITON_ERRORS)."""
+    if family not in _TRITON and family not in TRITON_ERRORS:
+        try:
+            _TRITON[family] = importlib.import_module(f"pycomp.triton_kernels.{family}")
+        except Exception as exc:  # ImportError, or a Triton too old for the kernels
+            TRITON_ERRORS[family] = f"{type(exc).__name__}: {exc}"
+            log.info("Triton %s kernels unavailable: %s", family, TRITON_ERRORS[family])
+    return _TRITON.get(family)
 
 
 def triton_int8():
     """pycomp.triton_kernels.int8, or None when Triton cannot be imported."""
-    global _TRITON, TRITON_ERROR
-    if _TRITON is None and TRITON_ERROR is None:
-        try:
-            from pycomp.triton_kernels import int8 as mod
-
-            _TRITON = mod
-        except Exception as exc:  # ImportError, or a Triton too old for the kernels
-            TRITON_ERROR = f"{type(exc).__name__}: {exc}"
-            log.info("Triton kernels unavailable: %s", TRITON_ERROR)
-    return _TRITON
+    return triton_kernels("int8")

@@ -42,7 +42,8 @@ def cmd_info(args) -> int:
         con.print(f"CPU: {info['cpu']}; kernels use [bold]{_ext._C.cpu_isa()}[/bold]; "
                   f"features: {', '.join(k for k, v in feats.items() if v) or 'none'}")
     con.print(f"CUDA: {info.get('gpu', 'no device')}; Triton: {info['triton'] or 'not installed'}"
-              + (f" ({_ext.TRITON_ERROR})" if _ext.triton_int8() is None and _ext.TRITON_ERROR else ""))
+              + (f" ({_ext.TRITON_ERRORS['int8']})" if _ext.triton_int8() is None and "int8" in _ext.TRITON_ERRORS
+                 else ""))
     from pycomp.ops import binary as binary_ops
     from pycomp.ops import int4 as int4_ops
     from pycomp.ops import sparse as sparse_ops

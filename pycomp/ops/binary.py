@@ -143,21 +143,9 @@ def plan(op: str, device: torch.device | str, M: int | None = None, dtype: torch
     return "triton" if triton_binary() is not None else "reference"
 
 
-_TRITON = None
-_TRITON_ERROR: str | None = None
-
-
 def triton_binary():
-    """pycomp.triton_kernels.binary, or None when Triton cannot be imported (the reason in _TRITON_ERROR)."""
-    global _TRITON, _TRITON_ERROR
-    if _TRITON is None and _TRITON_ERROR is None:
-        try:
-            from pycomp.triton_kernels import binary as mod
-
-            _TRITON = mod
-        except Exception as exc:  # ImportError, or a Triton too old for the kernel
-            _TRITON_ERROR = f"{type(exc).__name__}: {exc}"
-    return _TRITON
+    """pycomp.triton_kernels.binary, or None when Triton cannot import it (why: _ext.TRITON_ERRORS)."""
+    return _ext.triton_kernels("binary")
 
 
 def _rows(x: Tensor) -> Tensor:

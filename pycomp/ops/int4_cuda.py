@@ -13,37 +13,21 @@ Registered by the ops layer with `LIB.impl("w4a16_linear", cuda_impl, "CUDA")`.
 """
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch import Tensor
 
 from pycomp import _ext
 from pycomp.ops.int4 import _check, w4a16_linear_ref
 
-log = logging.getLogger("pycomp")
-
 CUDA_GEMV_MAX_M = 16
 CUDA_K_MULTIPLE = 32
 CUDA_DTYPES = (torch.float16, torch.bfloat16)
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
-_TRITON: object | None = None
-TRITON_ERROR: str | None = None
-
 
 def triton_int4():
-    """pycomp.triton_kernels.int4, or None when Triton cannot be imported."""
-    global _TRITON, TRITON_ERROR
-    if _TRITON is None and TRITON_ERROR is None:
-        try:
-            from pycomp.triton_kernels import int4 as mod
-
-            _TRITON = mod
-        except Exception as exc:  # ImportError, or a Triton too old for the kernel
-            TRITON_ERROR = f"{type(exc).__name__}: {exc}"
-            log.info("Triton int4 kernel unavailable: %s", TRITON_ERROR)
-    return _TRITON
+    """pycomp.triton_kernels.int4, or None when Triton cannot import it (why: _ext.TRITON_ERRORS)."""
+    return _ext.triton_kernels("int4")
 
 
 def plan_cuda(M: int, K: int, dtype: torch.dtype) -> str:

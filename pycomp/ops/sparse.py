@@ -14,8 +14,6 @@ or loads them, not per call):
 """
 from __future__ import annotations
 
-import logging
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -23,8 +21,6 @@ from torch import Tensor
 from pycomp import _ext
 from pycomp.formats import sparse as fmt
 from pycomp.ops._library import LIB
-
-log = logging.getLogger("pycomp")
 
 PATTERNS = ("2:4", "unstructured", "block")
 # Largest M the CUDA 2:4 GEMV serves (it streams the kept values once for up to 16 rows); above, the mma.sp GEMM.
@@ -145,22 +141,9 @@ def _bsr_fake(x, crow, col, values, out_features, in_features, bias=None):
 
 _CPU_KERNELS = {"2:4": "sparse24_linear_cpu", "unstructured": "csr_linear_cpu", "block": "bsr_linear_cpu"}
 
-_TRITON: object | None = None
-_TRITON_ERROR: str | None = None
-
-
 def triton_sparse():
-    """pycomp.triton_kernels.sparse, or None when Triton cannot be imported."""
-    global _TRITON, _TRITON_ERROR
-    if _TRITON is None and _TRITON_ERROR is None:
-        try:
-            from pycomp.triton_kernels import sparse as mod
-
-            _TRITON = mod
-        except Exception as exc:  # ImportError, or a Triton too old for the kernel
-            _TRITON_ERROR = f"{type(exc).__name__}: {exc}"
-            log.info("Triton sparse kernels unavailable: %s", _TRITON_ERROR)
-    return _TRITON
+    """pycomp.triton_kernels.sparse, or None when Triton cannot import it (why: _ext.TRITON_ERRORS)."""
+    return _ext.triton_kernels("sparse")
 
 
 def plan(pattern: str, device: torch.device | str, M: int | None = None, dtype: torch.dtype | None = None,
