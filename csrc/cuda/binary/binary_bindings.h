@@ -10,28 +10,15 @@
 #include <cstdint>
 
 #include "cuda/binary/binary_cuda.h"
+#include "cuda/binding_checks.h"
 
 namespace pycomp {
 namespace binary_cuda_bindings {
 
-inline cuda::DType float_dtype(const char* op, at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return cuda::DType::kF32;
-    case at::kHalf: return cuda::DType::kF16;
-    case at::kBFloat16: return cuda::DType::kBF16;
-    default: break;
-  }
-  TORCH_CHECK(false, op, ": x must be float32, float16 or bfloat16, got ", t);
-  return cuda::DType::kF32;
-}
+using cuda_binding::aligned16;
+using cuda_binding::check_launch;
 
-inline void check_launch(const char* op, cudaError_t err) {
-  TORCH_CHECK(err == cudaSuccess, op, ": kernel launch failed: ", cudaGetErrorString(err),
-              err == cudaErrorInvalidValue ? " (arguments the wrapper accepted were refused by the launcher: a bug)"
-                                           : "");
-}
-
-inline bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
+inline cuda::DType float_dtype(const char* op, at::ScalarType t) { return cuda_binding::float_dtype(op, "x", t); }
 
 // x (M, K) float CUDA with unit column stride and 16-byte aligned rows (copied when not);
 // packed (N, ceil(K/32)) uint32 contiguous; alpha (N, G) float32 contiguous; bias (N) x.dtype or None.

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 
+#include "cuda/binding_checks.h"
 #include "cuda/int4/int4_cuda.h"
 
 namespace pycomp {
@@ -22,11 +23,8 @@ namespace int4_cuda_binding {
 constexpr int64_t kKMultiple = 32;
 constexpr int64_t kMaxM = 16;
 
-inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
-inline void check_same_device(const char* op, const char* name, const at::Tensor& t, const at::Tensor& x) {
-  TORCH_CHECK(t.device() == x.device(), op, ": ", name, " is on ", t.device(), " but x is on ", x.device());
-}
+using cuda_binding::aligned16;
+using cuda_binding::check_on_device;
 
 // x (M, K) float16/bfloat16 CUDA with M <= 16, packed (N, K/2) uint8, scales (N, G) float16,
 // zeros (N, G) uint8 or None (zero point 8), bias (N) x.dtype or None, G = ceil(K / group_size)
@@ -47,29 +45,29 @@ inline at::Tensor w4a16_linear_cuda(const at::Tensor& x_in, const at::Tensor& pa
               " (the kernel reads 32 codes per load); other K run on the Triton kernel");
   TORCH_CHECK(group_size == 32 || group_size == 64 || group_size == 128, op,
               ": group_size must be 32, 64 or 128, got ", group_size);
-  check_same_device(op, "packed", packed, x_in);
+  check_on_device(op, "packed", packed, x_in);
   TORCH_CHECK(packed.dim() == 2 && packed.scalar_type() == at::kByte && packed.size(1) == K / 2, op,
               ": packed must be a 2-D uint8 tensor (N, K/2) = (N, ", K / 2, "), got ", packed.scalar_type(), " ",
               packed.sizes());
   TORCH_CHECK(packed.is_contiguous(), op, ": packed must be contiguous (row-major N x K/2)");
-  TORCH_CHECK(aligned16(packed.data_ptr()), op,
+  TORCH_CHECK(aligned16(packed), op,
               ": packed's data must be 16-byte aligned (it is read 16 bytes at a time)");
   const int64_t N = packed.size(0);
   const int64_t G = (K + group_size - 1) / group_size;
-  check_same_device(op, "scales", scales, x_in);
+  check_on_device(op, "scales", scales, x_in);
   TORCH_CHECK(scales.dim() == 2 && scales.scalar_type() == at::kHalf && scales.size(0) == N && scales.size(1) == G &&
                   scales.is_contiguous(),
               op, ": scales must be a contiguous float16 tensor (N, G) = (", N, ", ", G, "), got ",
               scales.scalar_type(), " ", scales.sizes());
   if (zeros) {
-    check_same_device(op, "zeros", *zeros, x_in);
+    check_on_device(op, "zeros", *zeros, x_in);
     TORCH_CHECK(zeros->dim() == 2 && zeros->scalar_type() == at::kByte && zeros->size(0) == N &&
                     zeros->size(1) == G && zeros->is_contiguous(),
                 op, ": zeros must be None or a contiguous uint8 tensor (N, G) = (", N, ", ", G, "), got ",
                 zeros->scalar_type(), " ", zeros->sizes());
   }
   if (bias) {
-    check_same_device(op, "bias", *bias, x_in);
+    check_on_device(op, "bias", *bias, x_in);
     TORCH_CHECK(bias->dim() == 1 && bias->scalar_type() == xt && bias->size(0) == N && bias->is_contiguous(), op,
                 ": bias must be a contiguous ", xt, " vector of N=", N, " values");
   }
@@ -78,7 +76,7 @@ inline at::Tensor w4a16_linear_cuda(const at::Tensor& x_in, const at::Tensor& pa
   // Unit column stride and 16-byte aligned rows: a copy only when x has neither.
   at::Tensor x = x_in.stride(1) == 1 ? x_in : x_in.contiguous();
   int64_t ldx = M > 1 ? x.stride(0) : K;
-  if (!aligned16(x.data_ptr()) || (ldx * 2) % 16 != 0) {
+  if (!aligned16(x) || (ldx * 2) % 16 != 0) {
     x = x.clone(at::MemoryFormat::Contiguous);
     ldx = K;
   }
@@ -91,9 +89,7 @@ inline at::Tensor w4a16_linear_cuda(const at::Tensor& x_in, const at::Tensor& pa
       scales.data_ptr(), zeros ? zeros->data_ptr<uint8_t>() : nullptr, bias ? bias->data_ptr() : nullptr,
       out.data_ptr(), N, ws_floats > 0 ? ws.data_ptr<float>() : nullptr, M, N, K, static_cast<int>(group_size),
       c10::cuda::getCurrentCUDAStream().stream());
-  TORCH_CHECK(err == cudaSuccess, op, ": kernel launch failed: ", cudaGetErrorString(err),
-              err == cudaErrorInvalidValue ? " (arguments the wrapper accepted were refused by the launcher: a bug)"
-                                           : "");
+  cuda_binding::check_launch(op, err);
   return out;
 }
 

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 
+#include "cuda/binding_checks.h"
 #include "cuda/sparse/sparse_cuda.h"
 
 namespace pycomp {
@@ -46,7 +47,7 @@ inline at::Tensor sparse24_linear_cuda(const char* op, const at::Tensor& x_in, c
       t == at::kHalf ? cuda::DType::kF16 : cuda::DType::kBF16, x.data_ptr(), x.stride(0), values.data_ptr(),
       meta.data_ptr<int16_t>(), meta.size(0), bias ? bias->data_ptr() : nullptr, out.data_ptr(), N, M, N, Kp, gemv,
       c10::cuda::getCurrentCUDAStream().stream());
-  TORCH_CHECK(err == cudaSuccess, op, ": kernel launch failed: ", cudaGetErrorString(err));
+  cuda_binding::check_launch(op, err);
   return out;
 }
 
