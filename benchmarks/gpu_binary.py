@@ -57,22 +57,7 @@ def _rows(h) -> list[dict]:
             dots = sx @ sign_w.t()  # exact in fp32: |dot| <= K < 2^24
             ref1 = dots * xf.abs().mean(1, keepdim=True) * alpha.t()
             impls["xnor"] = (lambda i: ops.xnor_linear(x, *ps[i % copies_p]), ref1)
-        for name, (fn, ref) in impls.items():
-            try:
-                if ref is not None:
-                    err = rel_err(fn(0), ref)
-                    row[f"{name}_err"] = err
-                    if not err < 2e-2:
-                        row[f"{name}_ms"] = None
-                        log(f"  WRONG {name} {n}x{k} M={m}: rel err {err:.2e}")
-                        continue
-                row[f"{name}_ms"] = time_graph(torch, fn, calls)
-            except Exception as exc:  # one broken kernel must not hide the others' numbers
-                row[f"{name}_ms"] = None
-                log(f"  FAILED {name} {n}x{k} M={m}: {type(exc).__name__}: {exc}")
-        rows.append(row)
-        log(f"  binary {n}x{k} M={m}: " + ", ".join(f"{kk[:-3]} {v * 1e3:.1f}us" for kk, v in row.items()
-                                                   if kk.endswith("_ms") and v))
+        rows.append(h.measure(row, impls, calls, f"binary {n}x{k} M={m}"))
     del wbs, ps
     torch.cuda.empty_cache()
     return rows

@@ -119,6 +119,36 @@ def rel_err(got, want) -> float:
     return float((got.double() - want.double()).norm() / want.double().norm().clamp_min(1e-30))
 
 
+def measure(torch, row: dict, impls: dict, calls: int, where: str) -> dict:
+    """For each name: (fn(i), reference or None) in impls: check fn(0) against the reference (relative
+    error < 2e-2), then time it; row gets name_err and name_ms (None when wrong or failed). Logs the row."""
+    for name, (fn, want) in impls.items():
+        try:
+            if want is not None:
+                err = rel_err(fn(0), want)
+                row[f"{name}_err"] = err
+                if not err < 2e-2:
+                    row[f"{name}_ms"] = None
+                    log(f"  WRONG {name} {where}: rel err {err:.2e}")
+                    continue
+            row[f"{name}_ms"] = time_graph(torch, fn, calls)
+        except Exception as exc:  # one broken kernel must not hide the others' numbers
+            row[f"{name}_ms"] = None
+            log(f"  FAILED {name} {where}: {type(exc).__name__}: {str(exc)[:200]}")
+    log(f"  {where}: " + ", ".join(f"{k[:-3]} {v * 1e3:.1f}us" for k, v in row.items() if k.endswith("_ms") and v))
+    return row
+
+
+def us(ms) -> str:
+    """A table cell: milliseconds as microseconds, or '-'."""
+    return f"{ms * 1e3:8.1f}" if ms else "       -"
+
+
+def ratio(base, ms) -> str:
+    """A table cell: base / ms as a speed-up, or '-'."""
+    return f"{base / ms:5.2f}x" if ms and base else "     -"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--no-build", action="store_true")
@@ -146,7 +176,8 @@ def main() -> int:
     ceil = ceilings(torch)
     result["ceilings"] = ceil
     h = types.SimpleNamespace(torch=torch, pycomp=pycomp, time_graph=time_graph, rel_err=rel_err, log=log,
-                              ceilings=ceil, SHAPES=SHAPES, MS=MS)
+                              measure=lambda *a: measure(torch, *a), us=us, ratio=ratio, ceilings=ceil,
+                              SHAPES=SHAPES, MS=MS)
     tables = {}
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     found = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "benchmarks", "gpu_*.py"))} - {"gpu_check"}

@@ -86,34 +86,14 @@ def _rows(h) -> list[dict]:
             if tiny is not None:
                 impls["tinygemm"] = (lambda i: torch._weight_int4pack_mm(x, tiny[i % copies_q][0], GROUP_SIZE,
                                                                          tiny[i % copies_q][1]), ref)
-            for name, (fn, want) in impls.items():
-                try:
-                    if want is not None:
-                        err = rel_err(fn(0), want)
-                        row[f"{name}_err"] = err
-                        if not err < 2e-2:
-                            row[f"{name}_ms"] = None
-                            log(f"  WRONG {name} {n}x{k} M={m}: rel err {err:.2e}")
-                            continue
-                    row[f"{name}_ms"] = time_graph(torch, fn, calls)
-                except Exception as exc:  # one broken kernel must not hide the others' numbers
-                    row[f"{name}_ms"] = None
-                    log(f"  FAILED {name} {n}x{k} M={m}: {type(exc).__name__}: {exc}")
-            rows.append(row)
-            log(f"  {n}x{k} M={m}: " + ", ".join(f"{kk[:-3]} {v * 1e3:.1f}us" for kk, v in row.items()
-                                                   if kk.endswith("_ms") and v))
+            rows.append(h.measure(row, impls, calls, f"{n}x{k} M={m}"))
         del wbs, qs, tiny, w
         torch.cuda.empty_cache()
     return rows
 
 
-def _table(rows: list[dict], ceil: dict) -> str:
-    def us(v):
-        return f"{v * 1e3:8.1f}" if v else "       -"
-
-    def x(base, v):
-        return f"{base / v:5.2f}x" if v and base else "     -"
-
+def _table(rows: list[dict], h) -> str:
+    us, x, ceil = h.us, h.ratio, h.ceilings
     lines = [f"W4A16, asymmetric, group {GROUP_SIZE}, bf16 activations; ratio = bf16 time / int4 time",
              "shape        M     bf16us  W4A16us  ratio target ok backend | cuda_us  triton_us | tinygemm_us ratio"
              " | W4A16 GB/s"]
@@ -131,4 +111,4 @@ def _table(rows: list[dict], ceil: dict) -> str:
 
 def bench(h) -> tuple[list[dict], str]:
     rows = _rows(h)
-    return rows, _table(rows, h.ceilings)
+    return rows, _table(rows, h)

@@ -56,34 +56,14 @@ def _rows(h) -> list[dict]:
                     lambda i: tk.int8_gemm_dequant(xq, xs, *qs[i % copies_q], None, torch.bfloat16), ref8)
             if m > 16:
                 impls["int_mm"] = (lambda i: torch._int_mm(xq, qts[i % copies_q]), None)
-            for name, (fn, ref) in impls.items():
-                try:
-                    if ref is not None:
-                        err = rel_err(fn(0), ref)
-                        row[f"{name}_err"] = err
-                        if not err < 2e-2:
-                            row[f"{name}_ms"] = None
-                            log(f"  WRONG {name} {n}x{k} M={m}: rel err {err:.2e}")
-                            continue
-                    row[f"{name}_ms"] = time_graph(torch, fn, calls)
-                except Exception as exc:  # one broken kernel must not hide the others' numbers
-                    row[f"{name}_ms"] = None
-                    log(f"  FAILED {name} {n}x{k} M={m}: {type(exc).__name__}: {exc}")
-            rows.append(row)
-            log(f"  {n}x{k} M={m}: " + ", ".join(f"{kk[:-3]} {v * 1e3:.1f}us" for kk, v in row.items()
-                                                   if kk.endswith("_ms") and v))
+            rows.append(h.measure(row, impls, calls, f"{n}x{k} M={m}"))
         del wbs, qs, qts
         torch.cuda.empty_cache()
     return rows
 
 
-def _table(rows: list[dict], ceil: dict) -> str:
-    def us(v):
-        return f"{v * 1e3:8.1f}" if v else "       -"
-
-    def x(base, v):
-        return f"{base / v:5.2f}x" if v and base else "     -"
-
+def _table(rows: list[dict], h) -> str:
+    us, x, ceil = h.us, h.ratio, h.ceilings
     lines = ["shape       M     bf16us  W8A16us  ratio  W8A8us  ratio  intmm_us ratio  | cuda16  trit16  cuda8  trit8"
              "  | W8A16 GB/s   W8A8 TOP/s"]
     for r in rows:
@@ -103,4 +83,4 @@ def _table(rows: list[dict], ceil: dict) -> str:
 
 def bench(h) -> tuple[list[dict], str]:
     rows = _rows(h)
-    return rows, _table(rows, h.ceilings)
+    return rows, _table(rows, h)

@@ -59,34 +59,14 @@ def _rows(h) -> list[dict]:
                     impls["ours_gemv"] = (lambda i: C.sparse24_gemv_cuda(x, *packs[i % sparse_copies]), ref)
             if semis is not None:
                 impls["semi"] = (lambda i: F.linear(x, semis[i % sparse_copies]), ref)
-            for name, (fn, want) in impls.items():
-                try:
-                    if want is not None:
-                        err = rel_err(fn(0), want)
-                        row[f"{name}_err"] = err
-                        if not err < 2e-2:
-                            row[f"{name}_ms"] = None
-                            log(f"  WRONG {name} {n}x{k} M={m}: rel err {err:.2e}")
-                            continue
-                    row[f"{name}_ms"] = time_graph(torch, fn, calls)
-                except Exception as exc:  # one broken path must not hide the others' numbers
-                    row[f"{name}_ms"] = None
-                    log(f"  FAILED {name} {n}x{k} M={m}: {type(exc).__name__}: {str(exc)[:200]}")
-            rows.append(row)
-            log(f"  {n}x{k} M={m}: " + ", ".join(f"{kk[:-3]} {v * 1e3:.1f}us" for kk, v in row.items()
-                                                   if kk.endswith("_ms") and v))
+            rows.append(h.measure(row, impls, calls, f"{n}x{k} M={m}"))
         del ws, packs, semis
         torch.cuda.empty_cache()
     return rows
 
 
-def _table(rows: list[dict], ceil: dict) -> str:
-    def us(v):
-        return f"{v * 1e3:8.1f}" if v else "       -"
-
-    def x(base, v):
-        return f"{base / v:5.2f}x" if v and base else "     -"
-
+def _table(rows: list[dict], h) -> str:
+    us, x, ceil = h.us, h.ratio, h.ceilings
     lines = ["2:4 (bf16): shape  M   bf16us   ours_us  ratio   semi_us  ratio | gemv_us  gemm_us | ours GB/s",
              "targets: ours M=1 >= 1.50x, M=1024 >= 1.40x; semi = torch.sparse.to_sparse_semi_structured"]
     for r in rows:
@@ -101,4 +81,4 @@ def _table(rows: list[dict], ceil: dict) -> str:
 
 def bench(h) -> tuple[list[dict], str]:
     rows = _rows(h)
-    return rows, _table(rows, h.ceilings)
+    return rows, _table(rows, h)

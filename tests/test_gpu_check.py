@@ -29,3 +29,22 @@ def test_family_module_imports_and_has_bench(path):
 def test_gpu_check_imports():
     mod = _load(os.path.join(BENCH, "gpu_check.py"))
     assert callable(mod.main) and callable(mod.time_graph)
+
+
+def test_measure_reports_wrong_and_failing_paths_without_timing_them():
+    import torch
+
+    mod = _load(os.path.join(BENCH, "gpu_check.py"))
+    impls = {"wrong": (lambda i: torch.ones(3), torch.full((3,), 5.0)), "boom": (lambda i: 1 / 0, None)}
+    row = mod.measure(torch, {}, impls, 4, "test")
+    assert row["wrong_ms"] is None and row["wrong_err"] > 0.5 and row["boom_ms"] is None
+    assert mod.us(None).strip() == "-" and mod.ratio(2.0, 1.0).strip() == "2.00x"
+
+
+@pytest.mark.parametrize("path", [p for p in FAMILIES if not p.endswith("gpu_binary.py")], ids=os.path.basename)
+def test_family_tables_render_with_no_rows(path):
+    import types
+
+    mod = _load(os.path.join(BENCH, "gpu_check.py"))
+    h = types.SimpleNamespace(us=mod.us, ratio=mod.ratio, ceilings={"copy_tb_s": 4.0, "bf16_tflops": 600.0})
+    assert isinstance(_load(path)._table([], h), str)
