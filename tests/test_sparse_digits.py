@@ -9,11 +9,11 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
+from test_prune_digits import _finetune  # the masked fine-tuning loop the retention targets use
 
 import pycomp
 from pycomp.nn import SparseConv2d, SparseLinear
-from pycomp.prune import GradualPruner, keep_masks, nm_prune
+from pycomp.prune import GradualPruner, nm_prune
 
 
 @pytest.fixture(scope="module")
@@ -25,22 +25,6 @@ def digits():
     model = pretrained_digits_cnn()
     return model, accuracy(model, test), (lambda m: accuracy(m, test)), (lambda epoch: batches(
         xtr, ytr, 64, shuffle=True, seed=1000 + epoch)), torch.cat([x for x, _ in test])
-
-
-def _finetune(model, train, epochs, keep=None, on_step=None):
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    keeper = keep_masks(model, keep, optimizer=opt) if keep is not None else None
-    model.train()
-    for epoch in range(epochs):
-        for x, y in train(epoch):
-            opt.zero_grad()
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
-            if on_step:
-                on_step()
-    if keeper:
-        keeper.remove()
-    return model.eval()
 
 
 def _same_as_masked(pruned, small, names, x):
