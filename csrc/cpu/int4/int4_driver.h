@@ -35,11 +35,9 @@
 #include <utility>
 
 #include "cpu/parallel.h"
+#include "cpu/scratch.h"
 
 namespace pycomp::cpu::int4 {
-
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
 constexpr int kSymmetricZero = 8;
 // The largest M that takes the GEMV path; above it the dequantized panel is reused enough to win.
@@ -67,26 +65,6 @@ inline float half_to_float(uint16_t h) {
   std::memcpy(&out, &bits, 4);
   return out;
 }
-
-// 64-byte aligned scratch that is freed on scope exit.
-template <class T>
-class Scratch {
- public:
-  explicit Scratch(int64_t n) {
-    if (n > 0) {
-      const size_t bytes = static_cast<size_t>(round_up(n * int64_t(sizeof(T)), 64));
-      p_.reset(static_cast<T*>(std::aligned_alloc(64, bytes)));
-      if (!p_) throw std::bad_alloc();
-    }
-  }
-  T* get() const { return p_.get(); }
-
- private:
-  struct Free {
-    void operator()(T* p) const { std::free(p); }
-  };
-  std::unique_ptr<T, Free> p_;
-};
 
 // The weight in the k-nibble layout plus its chunk geometry for a V-lane ISA.
 struct Int4Weights {

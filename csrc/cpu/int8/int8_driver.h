@@ -36,11 +36,9 @@
 #include <new>
 
 #include "cpu/parallel.h"
+#include "cpu/scratch.h"
 
 namespace pycomp::cpu::int8 {
-
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
 // One scalar of the activation quantization in the header's words; the SIMD
 // paths use it for K tails so that every element follows the same formula.
@@ -52,27 +50,6 @@ inline float quant_inverse(float amax) { return amax > 0.f ? 127.f / amax : 0.f;
 inline int8_t quantize_value(float v, float inv) {
   return static_cast<int8_t>(std::min(127.f, std::max(-127.f, std::nearbyint(v * inv))));
 }
-
-// 64-byte aligned scratch that is freed on scope exit.
-template <class T>
-class Scratch {
- public:
-  explicit Scratch(int64_t n) {
-    if (n > 0) {
-      const size_t bytes = static_cast<size_t>(round_up(n * int64_t(sizeof(T)), 64));
-      p_.reset(static_cast<T*>(std::aligned_alloc(64, bytes)));
-      if (!p_) throw std::bad_alloc();
-    }
-  }
-  T* get() const { return p_.get(); }
-  T& operator[](int64_t i) const { return p_.get()[i]; }
-
- private:
-  struct Free {
-    void operator()(T* p) const { std::free(p); }
-  };
-  std::unique_ptr<T, Free> p_;
-};
 
 struct Blocking {
   int mr, nr;          // register tile
