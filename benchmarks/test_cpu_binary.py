@@ -20,14 +20,6 @@ MS = [1, 16, 128]
 IMPLS = ["fp32", "w1a32", "xnor"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module", params=SHAPES, ids=[f"{n}x{k}" for n, k in SHAPES])
 def sets(request):
     n, k = request.param

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from pycomp.benchmark.cpu_int4 import torch_int4pack
-from pycomp.benchmark.cpu_int8 import _copies
+from pycomp.benchmark.timing import cold_copies
 from pycomp.ops import int4 as ops
 from pycomp.quantize.int4 import rtn_int4
 
@@ -25,14 +25,6 @@ IMPLS = ["fp32", "int4pack", "w4a16"]
 GROUP = 128
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module", params=SHAPES, ids=[f"{n}x{k}" for n, k in SHAPES])
 def weights(request):
     n, k = request.param
@@ -40,7 +32,7 @@ def weights(request):
     w = torch.randn(n, k) / math.sqrt(k)
     b = torch.randn(n) * 0.1
     q = rtn_int4(w, GROUP, False)
-    copies_q, copies_f32 = _copies(q[0].numel() + q[1].numel() * 3), _copies(w.numel() * 4)
+    copies_q, copies_f32 = cold_copies(q[0].numel() + q[1].numel() * 3), cold_copies(w.numel() * 4)
     int4 = [tuple(t.clone() for t in q) for _ in range(copies_q)]
     return {
         "shape": f"{n}x{k}", "k": k, "b": b, "q": q,

@@ -13,21 +13,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pycomp.benchmark.cpu_int8 import _copies, _fbgemm_linear
+from pycomp.benchmark.cpu_int8 import _fbgemm_linear
+from pycomp.benchmark.timing import cold_copies
 from pycomp.ops import int8 as ops
 from pycomp.quantize.int8 import quantize_weight_int8
 
 SHAPES = [(4096, 4096), (11008, 4096)]
 MS = [1, 16, 128]
 IMPLS = ["fp32", "fbgemm", "w8a8", "w8a32"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module", params=SHAPES, ids=[f"{n}x{k}" for n, k in SHAPES])
@@ -37,7 +30,7 @@ def weights(request):
     w = torch.randn(n, k) / math.sqrt(k)
     b = torch.randn(n) * 0.1
     q, s = quantize_weight_int8(w)
-    copies_i8, copies_f32 = _copies(q.numel()), _copies(w.numel() * 4)
+    copies_i8, copies_f32 = cold_copies(q.numel()), cold_copies(w.numel() * 4)
     return {
         "shape": f"{n}x{k}", "w": w, "b": b, "q": q, "s": s,
         "fp32": [w.clone() for _ in range(copies_f32)],

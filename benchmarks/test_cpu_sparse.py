@@ -22,14 +22,6 @@ MS = [1, 16, 128]
 IMPLS = ["fp32", "ours", "torch_csr"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def dense():
     torch.manual_seed(0)

@@ -13,8 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from pycomp.benchmark.cpu_int8 import LLC_BYTES, read_bandwidth_gbs
-from pycomp.benchmark.timing import median_ms, time_calls
+from pycomp.benchmark.timing import cold_copies, median_ms, read_bandwidth_gbs, time_calls
 from pycomp.formats.binary import binarize_weight, dequantize_binary
 from pycomp.ops import binary as ops
 
@@ -33,9 +32,8 @@ class Row:
     xnor_tops: float  # binary ops (2 per multiply-add) per second
 
 
-def copies(nbytes: int, cap: int = 1024) -> int:
-    """Weight copies whose total exceeds 4x the LLC (small weights stay partly cached at the cap)."""
-    return min(cap, max(2, math.ceil(4 * LLC_BYTES / nbytes) + 1))
+def copies(nbytes: int) -> int:
+    return cold_copies(nbytes, cap=1024)
 
 
 def weights(n: int, k: int, seed: int = 0):

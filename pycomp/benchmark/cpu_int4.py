@@ -19,8 +19,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from pycomp.benchmark.cpu_int8 import _copies, read_bandwidth_gbs
-from pycomp.benchmark.timing import median_ms, time_calls
+from pycomp.benchmark.timing import cold_copies, median_ms, read_bandwidth_gbs, time_calls
 from pycomp.formats.int4 import SYMMETRIC_ZERO, unpack_nibbles
 from pycomp.ops import int4 as int4_ops
 from pycomp.quantize.int4 import rtn_int4
@@ -61,7 +60,7 @@ def bench_shape(n: int, k: int, ms: list[int], repeats: int, ceiling_gbs: float,
     b = torch.randn(n) * 0.1
     packed, scales, zeros = rtn_int4(w, group_size, symmetric)
     nbytes = packed.numel() + scales.numel() * 2 + (0 if zeros is None else zeros.numel())
-    n_q, n_f32 = _copies(nbytes), _copies(w.numel() * 4)
+    n_q, n_f32 = cold_copies(nbytes), cold_copies(w.numel() * 4)
     q_sets = [(packed.clone(), scales.clone(), None if zeros is None else zeros.clone()) for _ in range(n_q)]
     w_sets = [w.clone() for _ in range(n_f32)]
     peer = k % group_size == 0

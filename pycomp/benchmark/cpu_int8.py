@@ -14,11 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pycomp.benchmark.timing import median_ms, time_calls
+from pycomp.benchmark.timing import cold_copies, median_ms, read_bandwidth_gbs, time_calls
 from pycomp.ops import int8 as int8_ops
 from pycomp.quantize.int8 import quantize_weight_int8
 
-LLC_BYTES = 32 << 20  # this project's CPU machines (BENCHMARKING.md); cold sets are 4x this
 
 
 @dataclass
@@ -36,16 +35,6 @@ class Row:
     pct_ceiling: float | None
 
 
-def _copies(nbytes: int) -> int:
-    return min(160, max(2, math.ceil(4 * LLC_BYTES / nbytes) + 1))  # small shapes stay partly cached
-
-
-def read_bandwidth_gbs(nbytes: int = 1 << 30) -> float:
-    """Memory read ceiling: GB/s of a large float32 sum on the current threads."""
-    buf = torch.rand(nbytes // 4)
-    return nbytes / median_ms(time_calls(lambda i: buf.sum(), repeats=7, warmup=2)) / 1e6
-
-
 def _fbgemm_linear(w: torch.Tensor, b: torch.Tensor) -> nn.Module:
     lin = nn.Linear(w.shape[1], w.shape[0])
     with torch.no_grad():
@@ -60,7 +49,7 @@ def bench_shape(n: int, k: int, ms: list[int], repeats: int, ceiling_gbs: float)
     w = torch.randn(n, k) / math.sqrt(k)
     b = torch.randn(n) * 0.1
     q, s = quantize_weight_int8(w)
-    n_i8, n_f32 = _copies(q.numel()), _copies(w.numel() * 4)
+    n_i8, n_f32 = cold_copies(q.numel()), cold_copies(w.numel() * 4)
     q_sets = [(q.clone(), s.clone()) for _ in range(n_i8)]
     w_sets = [w.clone() for _ in range(n_f32)]
     with torch.no_grad():

@@ -13,8 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from pycomp.benchmark.cpu_int8 import LLC_BYTES, read_bandwidth_gbs
-from pycomp.benchmark.timing import median_ms, time_calls
+from pycomp.benchmark.timing import cold_copies, median_ms, read_bandwidth_gbs, time_calls
 from pycomp.formats import sparse as fmt
 from pycomp.ops import sparse as ops
 from pycomp.prune.config import block_magnitude_mask
@@ -42,7 +41,7 @@ class Row:
 
 
 def copies(nbytes: int) -> int:
-    return min(200, max(2, math.ceil(4 * LLC_BYTES / nbytes) + 1))
+    return cold_copies(nbytes, cap=200)
 
 
 def sparse_weight(w: torch.Tensor, pattern: str, sparsity: float) -> torch.Tensor:

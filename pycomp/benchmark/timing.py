@@ -1,11 +1,21 @@
 """Timing helpers shared by the benchmarks, the retention report and the demo."""
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
+
+
+LLC_BYTES = 32 << 20  # this project's CPU machines (BENCHMARKING.md); cold sets are 4x this
+
+
+def cold_copies(nbytes: int, cap: int = 160) -> int:
+    """How many copies of an `nbytes` weight to rotate so that their total exceeds 4x the LLC (cold
+    weights); at most `cap`, so small shapes stay partly cached rather than filling memory."""
+    return min(cap, max(2, math.ceil(4 * LLC_BYTES / nbytes) + 1))
 
 
 def _sync(device: torch.device | None) -> None:
@@ -40,3 +50,9 @@ def percentile_ms(times: list[float], q: float) -> float:
     ordered = sorted(times)
     idx = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[idx] * 1e3
+
+
+def read_bandwidth_gbs(nbytes: int = 1 << 30) -> float:
+    """Memory read ceiling: GB/s of a large float32 sum on the current threads."""
+    buf = torch.rand(nbytes // 4)
+    return nbytes / median_ms(time_calls(lambda i: buf.sum(), repeats=7, warmup=2)) / 1e6
