@@ -13,6 +13,9 @@ torch's `sparse_semi_structured_from_dense_cutlass` produces for 16-bit types):
   -> (2, 3)). Words are then stored in CUTLASS's ColumnMajorInterleaved<2> order with its row
   permutation and 2x2 swizzle: see `meta_offsets`; a 32-bit load at an even offset gives rows r, r+1
   (permuted) of one 16-column chunk, what one thread hands to mma.sp.
+- int8 form ("sparse24_int8", version 1): the same meta; values (N, Kp/2) int8 in [-127, 127] and scale (N,)
+  float32, W = values * scale[:, None] (symmetric per output row, pycomp.quantize.int8's rule applied to the
+  kept values). Values plus metadata cost 5 bits per weight: 6.4x fewer bytes than float32 before scales.
 CSR ("csr", version 1): crow (N+1,) int32, col (nnz,) int16 when K <= 32768 else int32 (half the
   index bytes: a CPU SpMV at 90% sparsity streams values and indices, nothing else), values (nnz,).
 Block-CSR ("bsr", version 1), blocks (bn, bk): N, K zero-padded to multiples of bn, bk;
@@ -107,11 +110,33 @@ def densify_24(values: Tensor, meta: Tensor, k: int) -> Tensor:
     return dense.view(N, -1)[:, :k]
 
 
-def check_24(values: Tensor, meta: Tensor, n: int, k: int, *, where: str = "2:4 weight") -> None:
+def gather_24(dense: Tensor, meta: Tensor) -> Tensor:
+    """The inverse of densify_24 on a fixed pattern: dense (N, k) -> (N, Kp/2), the entries at the positions
+    `meta` keeps (what a gradient of the dense weight is for the stored values)."""
+    N, k = dense.shape
+    np_, kc = meta.shape
+    idx = unpack_meta_24(meta)[:N]
+    groups = torch.nn.functional.pad(dense, (0, kc * 16 - k)).view(N, kc * 4, 4)
+    return groups.gather(-1, idx).reshape(N, kc * 8)
+
+
+def check_24(values: Tensor, meta: Tensor, n: int, k: int, *, scale: Tensor | None = None,
+             where: str = "2:4 weight") -> None:
+    """Raises ValueError unless (values, meta[, scale]) is a valid 2:4 weight of shape (n, k): float values, or
+    int8 values with a float32 (n,) per-row scale (the int8 form, W = values * scale[:, None])."""
     kp, np_ = _ceil(max(k, 1), K_ALIGN_24), _ceil(max(n, 1), N_ALIGN_24)
-    if not values.dtype.is_floating_point or tuple(values.shape) != (n, kp // 2):
-        raise ValueError(f"{where}: values must be float of shape ({n}, {kp // 2}), got {values.dtype} "
+    int8 = values.dtype == torch.int8
+    if not (values.dtype.is_floating_point or int8) or tuple(values.shape) != (n, kp // 2):
+        raise ValueError(f"{where}: values must be float or int8 of shape ({n}, {kp // 2}), got {values.dtype} "
                          f"{tuple(values.shape)}")
+    if int8 != (scale is not None):
+        raise ValueError(f"{where}: int8 values need a per-row scale and float values take none; got "
+                         f"{values.dtype} values with {'a' if scale is not None else 'no'} scale")
+    if int8:
+        if scale.dtype != torch.float32 or tuple(scale.shape) != (n,):
+            raise ValueError(f"{where}: scale must be float32 of shape ({n},), got {scale.dtype} {tuple(scale.shape)}")
+        if not bool(torch.isfinite(scale).all()) or bool((scale < 0).any()):
+            raise ValueError(f"{where}: scale must be finite and >= 0")
     if meta.dtype != torch.int16 or tuple(meta.shape) != (np_, kp // 16):
         raise ValueError(f"{where}: meta must be int16 of shape ({np_}, {kp // 16}), got {meta.dtype} "
                          f"{tuple(meta.shape)}")
@@ -137,12 +162,20 @@ def pack_csr(weight: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return crow, cols.to(index_dtype(w.shape[1])), w[rows, cols].contiguous()
 
 
+def _csr_rows(crow: Tensor) -> Tensor:
+    n = crow.numel() - 1
+    return torch.repeat_interleave(torch.arange(n, device=crow.device), (crow[1:] - crow[:-1]).long())
+
+
+def gather_csr(dense: Tensor, crow: Tensor, col: Tensor) -> Tensor:
+    """dense (N, K) -> (nnz,): the entries at the stored positions (the values' share of a dense gradient)."""
+    return dense[_csr_rows(crow), col.long()]
+
+
 def densify_csr(crow: Tensor, col: Tensor, values: Tensor, k: int) -> Tensor:
     """The reference densify: CSR -> W (N, k) in values.dtype."""
-    n = crow.numel() - 1
-    rows = torch.repeat_interleave(torch.arange(n, device=crow.device), (crow[1:] - crow[:-1]).long())
-    dense = torch.zeros(n, k, dtype=values.dtype, device=values.device)
-    dense[rows, col.long()] = values
+    dense = torch.zeros(crow.numel() - 1, k, dtype=values.dtype, device=values.device)
+    dense[_csr_rows(crow), col.long()] = values
     return dense
 
 
@@ -176,14 +209,22 @@ def pack_bsr(weight: Tensor, block: tuple[int, int]) -> tuple[Tensor, Tensor, Te
     return crow, cols.to(torch.int32), tiles[rows, cols].contiguous()
 
 
+def gather_bsr(dense: Tensor, crow: Tensor, col: Tensor, block: tuple[int, int]) -> Tensor:
+    """dense (N, K) -> (nblocks, bn, bk): the stored blocks' entries (the values' share of a dense gradient)."""
+    bn, bk = block
+    N, K = dense.shape
+    np_, kp = _ceil(max(N, 1), bn), _ceil(max(K, 1), bk)
+    tiles = torch.nn.functional.pad(dense, (0, kp - K, 0, np_ - N)).view(np_ // bn, bn, kp // bk, bk).transpose(1, 2)
+    return tiles[_csr_rows(crow), col.long()]
+
+
 def densify_bsr(crow: Tensor, col: Tensor, values: Tensor, n: int, k: int) -> Tensor:
     """The reference densify: block-CSR -> W (n, k) in values.dtype."""
     nb, bn, bk = values.shape
     brows = crow.numel() - 1
     kp = _ceil(max(k, 1), bk)
-    rows = torch.repeat_interleave(torch.arange(brows, device=crow.device), (crow[1:] - crow[:-1]).long())
     tiles = torch.zeros(brows, kp // bk, bn, bk, dtype=values.dtype, device=values.device)
-    tiles[rows, col.long()] = values
+    tiles[_csr_rows(crow), col.long()] = values
     return tiles.transpose(1, 2).reshape(brows * bn, kp)[:n, :k]
 
 

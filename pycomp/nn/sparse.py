@@ -3,6 +3,11 @@
 `from_float` keeps a weight's existing sparsity pattern when it already has one (a model pruned and
 fine-tuned with pycomp.prune) and prunes by magnitude otherwise, then packs the weight into its format
 (pycomp.formats.sparse). The forward runs the pattern's op (pycomp.ops.sparse).
+
+Float values (and the bias) are parameters: fine-tuning or distilling a sparse layer trains the kept
+weights in place and never moves the pattern. `quantized()` turns a 2:4 layer's kept values into int8
+with a per-row scale (quant="int8"; pycomp.compress's "int8" step does this to the 2:4 layers it meets),
+which holds the weight in 5 bits per entry; those values are frozen buffers.
 """
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ from pycomp.prune.nm import is_nm_sparse, nm_mask
 
 PATTERNS = sparse_ops.PATTERNS
 _FORMATS = {"2:4": "sparse24", "unstructured": "csr", "block": "bsr"}
+QUANTS = (None, "int8")
+MODES = ("weight_only", "dynamic")
 _LAYOUTS = {"2:4": "values (N, Kp/2) + meta (Np, Kp/16) int16, CUTLASS-reordered",
             "unstructured": "crow int32, col, values", "block": "crow int32, col int32, values (nblocks, bn, bk)"}
 
@@ -55,27 +62,42 @@ def sparsify(weight: Tensor, pattern: str, sparsity: float | None, block: tuple[
 
 
 class _SparseWeights(CompressedLayer):
-    """Buffers shared by the sparse layers (pycomp.formats.sparse), by pattern:
-    2:4: values (N, Kp/2), meta (Np, Kp/16) int16; unstructured: crow (N+1,) int32, col (nnz,) int16|int32,
-    values (nnz,); block: crow (ceil(N/bn)+1,) int32, col (nblocks,) int32, values (nblocks, bn, bk).
-    `nnz` is the number of stored values (values.numel()); it sizes the buffers when a file is loaded.
+    """Tensors shared by the sparse layers (pycomp.formats.sparse), by pattern:
+    2:4: values (N, Kp/2), meta (Np, Kp/16) int16 (quant="int8": int8 values and scale (N,) float32);
+    unstructured: crow (N+1,) int32, col (nnz,) int16|int32, values (nnz,); block: crow (ceil(N/bn)+1,)
+    int32, col (nblocks,) int32, values (nblocks, bn, bk). Float values and the bias are parameters, the
+    rest buffers. `nnz` is the number of stored values (values.numel()); it sizes them when a file is loaded.
     """
 
-    def _init_weights(self, n: int, k: int, bias: bool, pattern: str, nnz: int | None, block_size, device,
-                      dtype) -> None:
+    def _init_weights(self, n: int, k: int, bias: bool, pattern: str, nnz: int | None, block_size, quant, mode,
+                      device, dtype) -> None:
         if pattern not in PATTERNS:
             raise ValueError(f"{self.label}: pattern must be one of {PATTERNS}, got {pattern!r}")
+        if quant not in QUANTS or mode not in MODES:
+            raise ValueError(f"{self.label}: quant must be one of {QUANTS} and mode one of {MODES}, got "
+                             f"quant={quant!r}, mode={mode!r}")
+        if quant is not None and pattern != "2:4":
+            raise ValueError(f"{self.label}: quant={quant!r} needs pattern '2:4' (the only sparse format with int8 "
+                             f"values), got pattern={pattern!r}")
         self.pattern, self.block_size, self.n, self.k = pattern, _pair(block_size), n, k
+        self.quant, self.mode = quant, mode
         bn, bk = self.block_size
         if bn < 1 or bk < 1:
             raise ValueError(f"{self.label}: block_size must be positive, got {block_size!r}")
         idx = dict(dtype=torch.int32, device=device)
+        if quant is None:
+            def values(*shape):
+                self.values = nn.Parameter(torch.zeros(*shape, dtype=dtype, device=device))
+        else:
+            def values(*shape):
+                self.register_buffer("values", torch.zeros(*shape, dtype=torch.int8, device=device))
+                self.register_buffer("scale", torch.zeros(n, dtype=torch.float32, device=device))
         if pattern == "2:4":
             kp, np_ = -(-k // fmt.K_ALIGN_24) * fmt.K_ALIGN_24, -(-n // fmt.N_ALIGN_24) * fmt.N_ALIGN_24
             if nnz not in (None, n * kp // 2):
                 raise ValueError(f"{self.label}: a 2:4 weight of shape ({n}, {k}) stores nnz={n * kp // 2}, got {nnz}")
             self.nnz = n * kp // 2
-            self.register_buffer("values", torch.zeros(n, kp // 2, dtype=dtype, device=device))
+            values(n, kp // 2)
             self.register_buffer("meta", torch.zeros(np_, kp // 16, dtype=torch.int16, device=device))
         else:
             if not isinstance(nnz, int) or nnz < 0 or (pattern == "block" and nnz % (bn * bk)):
@@ -85,12 +107,15 @@ class _SparseWeights(CompressedLayer):
             if pattern == "unstructured":
                 self.register_buffer("crow", torch.zeros(n + 1, **idx))
                 self.register_buffer("col", torch.zeros(nnz, dtype=fmt.index_dtype(k), device=device))
-                self.register_buffer("values", torch.zeros(nnz, dtype=dtype, device=device))
+                values(nnz)
             else:
                 self.register_buffer("crow", torch.zeros(-(-n // bn) + 1, **idx))
                 self.register_buffer("col", torch.zeros(nnz // (bn * bk), **idx))
-                self.register_buffer("values", torch.zeros(nnz // (bn * bk), bn, bk, dtype=dtype, device=device))
-        self.register_buffer("bias", torch.zeros(n, dtype=dtype, device=device) if bias else None)
+                values(nnz // (bn * bk), bn, bk)
+        if bias and quant is None:
+            self.bias = nn.Parameter(torch.zeros(n, dtype=dtype, device=device))
+        else:
+            self.register_buffer("bias", torch.zeros(n, dtype=dtype, device=device) if bias else None)
 
     @classmethod
     def _packed(cls, weight: Tensor, pattern: str, sparsity, block_size, label: str) -> tuple[Tensor, ...]:
@@ -101,17 +126,35 @@ class _SparseWeights(CompressedLayer):
             return fmt.pack_csr(w)
         return fmt.pack_bsr(w, _pair(block_size))
 
+    @torch.no_grad()
     def _load_packed(self, packed: tuple[Tensor, ...], bias: Tensor | None) -> None:
-        names = ("values", "meta") if self.pattern == "2:4" else ("crow", "col", "values")
+        names = ("values", "meta", "scale") if self.pattern == "2:4" else ("crow", "col", "values")
         for name, t in zip(names, packed):
             getattr(self, name).copy_(t)
         if bias is not None:
             self.bias.copy_(bias.detach())
         self.check_buffers()
 
+    def quantized(self, mode: str = "weight_only"):
+        """A copy of this 2:4 layer with its kept values in int8 and a per-row scale (pycomp.quantize.int8's
+        symmetric per-channel rule on the kept values; the pattern stays). mode: "weight_only" keeps the
+        activations in float (W8A32 on the CPU kernel), "dynamic" quantizes them per token (W8A8)."""
+        from pycomp.quantize.int8 import quantize_weight_int8
+
+        if self.pattern != "2:4" or self.quant is not None:
+            raise ValueError(f"{self.label}: quantized() needs a float 2:4 layer, got pattern={self.pattern!r}, "
+                             f"quant={self.quant!r}")
+        if mode not in MODES:
+            raise ValueError(f"{self.label}: mode must be one of {MODES}, got {mode!r}")
+        q, scale = quantize_weight_int8(self.values, where=self.label)
+        settings = {**self.settings(), "quant": "int8", "mode": mode}
+        out = type(self)(**settings, device=self.values.device, dtype=self.values.dtype, name=self.name)
+        out._load_packed((q, self.meta, scale), self.bias)
+        return out
+
     def check_buffers(self) -> None:
         if self.pattern == "2:4":
-            fmt.check_24(self.values, self.meta, self.n, self.k, where=self.label)
+            fmt.check_24(self.values, self.meta, self.n, self.k, scale=getattr(self, "scale", None), where=self.label)
         elif self.pattern == "unstructured":
             fmt.check_csr(self.crow, self.col, self.values, self.n, self.k, where=self.label)
         else:
@@ -119,7 +162,11 @@ class _SparseWeights(CompressedLayer):
 
     def format_info(self) -> dict:
         """What a file manifest records to read the buffers back."""
-        info = {"format": _FORMATS[self.pattern], "layout": _LAYOUTS[self.pattern], "version": fmt.FORMAT_VERSION}
+        info = {"format": _FORMATS[self.pattern] + ("_int8" if self.quant else ""), "layout": _LAYOUTS[self.pattern],
+                "version": fmt.FORMAT_VERSION}
+        if self.quant:
+            info["layout"] += "; values int8, scale (N,) float32"
+            info["activations"] = "int8 per token" if self.mode == "dynamic" else "float"
         if self.pattern == "unstructured":
             info["index_dtype"] = str(fmt.index_dtype(self.k)).removeprefix("torch.")
         if self.pattern == "block":
@@ -127,13 +174,18 @@ class _SparseWeights(CompressedLayer):
         return info
 
     def _linear(self, x: Tensor) -> Tensor:
+        if self.quant is not None and self.mode == "dynamic":
+            return sparse_ops.sparse24_linear_dynamic(x, self.values, self.meta, self.k, self.scale, self.bias)
         if self.pattern == "2:4":
-            return sparse_ops.sparse24_linear(x, self.values, self.meta, self.k, self.bias)
+            return sparse_ops.sparse24_linear(x, self.values, self.meta, self.k, self.bias,
+                                              self.scale if self.quant else None)
         if self.pattern == "unstructured":
             return sparse_ops.csr_linear(x, self.crow, self.col, self.values, self.k, self.bias)
         return sparse_ops.bsr_linear(x, self.crow, self.col, self.values, self.n, self.k, self.bias)
 
     def _dense(self) -> Tensor:
+        if self.quant is not None:
+            return fmt.densify_24(self.values, self.meta, self.k).float() * self.scale.unsqueeze(1)
         if self.pattern == "2:4":
             return fmt.densify_24(self.values, self.meta, self.k)
         if self.pattern == "unstructured":
@@ -155,11 +207,12 @@ class _SparseWeights(CompressedLayer):
 
     def nbytes(self) -> int:
         """Bytes of the packed weight (bias excluded)."""
-        return fmt.nbytes(*(t for name, t in self.named_buffers() if name != "bias"))
+        return fmt.nbytes(*(t for name, t in self.state_dict().items() if name != "bias"))
 
     def _sparse_repr(self) -> str:
         block = f", block_size={self.block_size}" if self.pattern == "block" else ""
-        return f"pattern={self.pattern}, nnz={self.nnz}{block}"
+        quant = f", quant={self.quant}, mode={self.mode}" if self.quant else ""
+        return f"pattern={self.pattern}, nnz={self.nnz}{block}{quant}"
 
 
 class SparseLinear(_SparseWeights):
@@ -168,16 +221,19 @@ class SparseLinear(_SparseWeights):
     x: (..., in_features) float -> (..., out_features) in x's dtype.
     pattern="2:4": 2 of every 4 weights along in_features (padded to a multiple of 32), tensor-core layout;
     "unstructured": CSR; "block": block-CSR of block_size (rows, columns) blocks.
+    quant="int8" (2:4 only, made by `quantized()`): int8 kept values with a per-row scale; mode
+    "weight_only" (float activations) or "dynamic" (activations quantized per token).
     """
 
     float_type = nn.Linear
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, pattern: str = "2:4",
-                 nnz: int | None = None, block_size=(16, 16), device=None, dtype=torch.float32, name: str = ""):
+                 nnz: int | None = None, block_size=(16, 16), quant: str | None = None, mode: str = "weight_only",
+                 device=None, dtype=torch.float32, name: str = ""):
         super().__init__()
         self.name = name
         self.in_features, self.out_features = in_features, out_features
-        self._init_weights(out_features, in_features, bias, pattern, nnz, block_size, device, dtype)
+        self._init_weights(out_features, in_features, bias, pattern, nnz, block_size, quant, mode, device, dtype)
 
     @classmethod
     def from_float(cls, linear: nn.Linear, pattern: str = "2:4", sparsity: float | None = None,
@@ -221,13 +277,14 @@ class SparseConv2d(_SparseWeights, Im2ColConv2d):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, pattern: str = "2:4", nnz: int | None = None,
-                 block_size=(16, 16), device=None, dtype=torch.float32, name: str = ""):
+                 block_size=(16, 16), quant: str | None = None, mode: str = "weight_only", device=None,
+                 dtype=torch.float32, name: str = ""):
         super().__init__()
         self.name = name
         if groups != 1:
             raise ValueError(f"{self.label}: groups={groups} is not supported (a sparse conv needs groups=1)")
         k = self._init_conv(in_channels, out_channels, kernel_size, stride, padding, dilation, groups)
-        self._init_weights(out_channels, k, bias, pattern, nnz, block_size, device, dtype)
+        self._init_weights(out_channels, k, bias, pattern, nnz, block_size, quant, mode, device, dtype)
 
     @classmethod
     def from_float(cls, conv: nn.Conv2d, pattern: str = "2:4", sparsity: float | None = None,

@@ -2,13 +2,15 @@
 
 Each op is one `torch.library` op in the `pycomp` namespace with a plain-PyTorch reference (densify the
 format with pycomp.formats.sparse, then a float64 matmul), a fake impl for torch.compile and torch.export,
-a CPU kernel (C++) and a CUDA dispatcher. The weight is frozen: backward gives gradients for x (and the
-bias), none for the packed buffers.
+a CPU kernel (C++) and a CUDA dispatcher. Backward gives gradients for x, the bias and float values (the
+dense weight's gradient at the stored positions: training moves the kept weights and never the pattern);
+int8 values and the indices get none.
 
 Shapes: x (..., K) float -> (..., N) in x's dtype; bias (N,) float or None. The buffers are those of
 pycomp.formats.sparse (their invariants, such as column indices in range, are checked when a layer packs
 or loads them, not per call):
   sparse24_linear: values (N, Kp/2), meta (Np, Kp/16) int16, Kp = ceil(K/32)*32, Np = ceil(N/32)*32;
+    values float, or int8 with scale (N,) float32 (W = values * scale[:, None]);
   csr_linear: crow (N+1,) int32, col (nnz,) int16 (K <= 32768) or int32, values (nnz,);
   bsr_linear: crow (ceil(N/bn)+1,) int32, col (nblocks,) int32, values (nblocks, bn, bk).
 """
@@ -31,7 +33,8 @@ CUDA_GEMV_MAX_M = 16
 # (benchmarks/sparse24_crossover.py).
 _CUDA_DTYPES = (torch.float16, torch.bfloat16)
 
-LIB.define("sparse24_linear(Tensor x, Tensor values, Tensor meta, int in_features, Tensor? bias=None) -> Tensor")
+LIB.define("sparse24_linear(Tensor x, Tensor values, Tensor meta, int in_features, Tensor? bias=None, "
+           "Tensor? scale=None) -> Tensor")
 LIB.define("csr_linear(Tensor x, Tensor crow, Tensor col, Tensor values, int in_features, Tensor? bias=None) -> Tensor")
 LIB.define("bsr_linear(Tensor x, Tensor crow, Tensor col, Tensor values, int out_features, int in_features, "
            "Tensor? bias=None) -> Tensor")
@@ -47,9 +50,15 @@ def _dense_ref(x: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
     return out.to(x.dtype)
 
 
-def sparse24_linear_ref(x: Tensor, values: Tensor, meta: Tensor, in_features: int, bias: Tensor | None = None) -> Tensor:
-    """x @ densify_24(values, meta).T + bias, in float64."""
-    return _dense_ref(x, fmt.densify_24(values, meta, in_features), bias)
+def _weight_24(values: Tensor, meta: Tensor, in_features: int, scale: Tensor | None) -> Tensor:
+    w = fmt.densify_24(values, meta, in_features)
+    return w if scale is None else w.double() * scale.double().unsqueeze(1)
+
+
+def sparse24_linear_ref(x: Tensor, values: Tensor, meta: Tensor, in_features: int, bias: Tensor | None = None,
+                        scale: Tensor | None = None) -> Tensor:
+    """x @ W.T + bias in float64, W = densify_24(values, meta) (times scale per row for int8 values)."""
+    return _dense_ref(x, _weight_24(values, meta, in_features, scale), bias)
 
 
 def csr_linear_ref(x: Tensor, crow: Tensor, col: Tensor, values: Tensor, in_features: int,
@@ -79,17 +88,22 @@ def _check_common(op: str, x: Tensor, n: int, k: int, bias: Tensor | None, tenso
                                                                 f"{x.device}")
 
 
-def _check_24(x, values, meta, in_features, bias):
+def _check_24(x, values, meta, in_features, bias, scale):
     op = "sparse24_linear"
     kp = -(-in_features // fmt.K_ALIGN_24) * fmt.K_ALIGN_24
-    torch._check(values.dim() == 2 and values.dtype.is_floating_point and values.shape[1] * 2 == kp,
-                 lambda: f"pycomp.{op}: values must be a float (N, {kp // 2}) tensor for K={in_features}, "
+    int8 = values.dtype == torch.int8
+    torch._check(values.dim() == 2 and (values.dtype.is_floating_point or int8) and values.shape[1] * 2 == kp,
+                 lambda: f"pycomp.{op}: values must be a float or int8 (N, {kp // 2}) tensor for K={in_features}, "
                          f"got {values.dtype} {tuple(values.shape)}")
+    torch._check(int8 == (scale is not None),
+                 lambda: f"pycomp.{op}: int8 values need a per-row scale and float values take none")
+    torch._check(scale is None or (scale.dtype == torch.float32 and tuple(scale.shape) == (values.shape[0],)),
+                 lambda: f"pycomp.{op}: scale must be float32 of shape ({values.shape[0]},)")
     torch._check(meta.dim() == 2 and meta.dtype == torch.int16 and meta.shape[1] * 16 == kp
                  and meta.shape[0] % fmt.N_ALIGN_24 == 0 and meta.shape[0] >= values.shape[0],
                  lambda: f"pycomp.{op}: meta must be int16 (Np, {kp // 16}), Np a multiple of 32 >= N, got "
                          f"{meta.dtype} {tuple(meta.shape)}")
-    _check_common(op, x, values.shape[0], in_features, bias, {"values": values, "meta": meta})
+    _check_common(op, x, values.shape[0], in_features, bias, {"values": values, "meta": meta, "scale": scale})
 
 
 def _check_csr(x, crow, col, values, in_features, bias):
@@ -120,8 +134,8 @@ def _out_like(x: Tensor, n: int) -> Tensor:
 
 
 @torch.library.register_fake("pycomp::sparse24_linear")
-def _sparse24_fake(x, values, meta, in_features, bias=None):
-    _check_24(x, values, meta, in_features, bias)
+def _sparse24_fake(x, values, meta, in_features, bias=None, scale=None):
+    _check_24(x, values, meta, in_features, bias, scale)
     return _out_like(x, values.shape[0])
 
 
@@ -150,21 +164,23 @@ def plan(pattern: str, device: torch.device | str, M: int | None = None, dtype: 
          block: tuple[int, int] | None = None) -> str:
     """Name of the backend that runs a `pattern` layer whose values are `dtype`, for a batch of M rows.
 
-    CPU: the C++ kernels read float32 values (x of another float dtype is converted); other value dtypes
-    run the reference. CUDA: 2:4 on the CUDA kernels (GEMV for M <= 16, mma.sp GEMM above) for float16 and
-    bfloat16; block-CSR on the Triton kernel when its blocks suit it (powers of two >= 16); CSR on the
-    reference. With M left out: large M.
+    CPU: the C++ kernels read float32 values, and int8 values for 2:4 (x of another float dtype is
+    converted); other value dtypes run the reference. CUDA: 2:4 on the CUDA kernels (GEMV for M <= 16,
+    mma.sp GEMM above) for float16 and bfloat16 values, and for int8 values widened to x's dtype per call
+    (right, not fast: the CUDA kernels read 16-bit values); block-CSR on the Triton kernel when its blocks
+    suit it (powers of two >= 16); CSR on the reference. With M left out: large M.
     """
     if pattern not in PATTERNS:
         raise ValueError(f"sparse: pattern must be one of {PATTERNS}, got {pattern!r}")
     device = torch.device(device)
+    int8_24 = pattern == "2:4" and dtype == torch.int8
     if device.type == "cpu":
-        if (dtype is None or dtype == torch.float32) and _ext.has_c(_CPU_KERNELS[pattern]):
+        if (dtype is None or dtype == torch.float32 or int8_24) and _ext.has_c(_CPU_KERNELS[pattern]):
             return f"cpu-{_ext._C.cpu_isa()}"
         return "reference"
-    if device.type != "cuda" or (dtype is not None and dtype not in (*_CUDA_DTYPES, torch.float32)):
+    if device.type != "cuda" or (dtype is not None and dtype not in (*_CUDA_DTYPES, torch.float32) and not int8_24):
         return "reference"
-    if pattern == "2:4" and (dtype is None or dtype in _CUDA_DTYPES):
+    if pattern == "2:4" and (dtype is None or dtype in _CUDA_DTYPES or int8_24):
         kernel = "sparse24_gemv_cuda" if M is not None and M <= CUDA_GEMV_MAX_M else "sparse24_gemm_cuda"
         if _ext.has_c(kernel):
             return "cuda"
@@ -186,24 +202,33 @@ def _pad_k(x2: Tensor, kp: int) -> Tensor:
 # ----------------------------------------------------------------------------- impls
 
 
-def _sparse24_impl(x, values, meta, in_features, bias=None):
-    _check_24(x, values, meta, in_features, bias)
+def _sparse24_cuda(xp: Tensor, values: Tensor, meta: Tensor, bias: Tensor | None, scale: Tensor | None) -> Tensor:
+    kernel = getattr(_ext._C, "sparse24_gemv_cuda" if xp.shape[0] <= CUDA_GEMV_MAX_M else "sparse24_gemm_cuda")
+    if scale is None:
+        b = None if bias is None else bias.to(values.dtype).contiguous()
+        return kernel(xp.to(values.dtype).contiguous(), values, meta, b)
+    dtype = xp.dtype if xp.dtype in _CUDA_DTYPES else torch.bfloat16
+    out = kernel(xp.to(dtype).contiguous(), values.to(dtype), meta, None).float() * scale
+    return out if bias is None else out + bias.float()
+
+
+def _sparse24_impl(x, values, meta, in_features, bias=None, scale=None):
+    _check_24(x, values, meta, in_features, bias, scale)
     N = values.shape[0]
     x2 = _rows(x)
     if x2.shape[0] == 0:
         return _out_like(x, N)
     backend = plan("2:4", x.device, x2.shape[0], values.dtype)
     if backend == "reference":
-        return sparse24_linear_ref(x, values, meta, in_features, bias)
+        return sparse24_linear_ref(x, values, meta, in_features, bias, scale)
     xp = _pad_k(x2, values.shape[1] * 2)
     if backend == "cuda":
-        kernel = "sparse24_gemv_cuda" if x2.shape[0] <= CUDA_GEMV_MAX_M else "sparse24_gemm_cuda"
-        b = None if bias is None else bias.to(values.dtype).contiguous()
-        out = getattr(_ext._C, kernel)(xp.to(values.dtype).contiguous(), values, meta, b).to(x.dtype)
+        out = _sparse24_cuda(xp, values, meta, bias, scale)
     else:
         b = None if bias is None else bias.float().contiguous()
-        out = _ext._C.sparse24_linear_cpu(xp.float(), values.contiguous(), meta.contiguous(), b).to(x.dtype)
-    return out.reshape(*x.shape[:-1], N)
+        extra = () if scale is None else (scale.contiguous(),)
+        out = _ext._C.sparse24_linear_cpu(xp.float(), values.contiguous(), meta.contiguous(), b, *extra)
+    return out.to(x.dtype).reshape(*x.shape[:-1], N)
 
 
 def _csr_impl(x, crow, col, values, in_features, bias=None):
@@ -244,54 +269,67 @@ for _name, _impl in (("sparse24_linear", _sparse24_impl), ("csr_linear", _csr_im
     LIB.impl(_name, _impl, "CUDA")
 
 
-# ----------------------------------------------------------------------------- autograd (frozen weight)
+# ----------------------------------------------------------------------------- autograd (fixed pattern)
 
 
 def _grad_bias(ctx, grad_out: Tensor) -> Tensor | None:
     return grad_out.reshape(-1, grad_out.shape[-1]).sum(0).to(ctx.bias_dtype) if ctx.has_bias else None
 
 
-def _save(ctx, x: Tensor, bias: Tensor | None, *tensors: Tensor) -> None:
-    ctx.save_for_backward(*tensors)
+def _save(ctx, x: Tensor, bias: Tensor | None, values_at: int, values: Tensor, *tensors: Tensor) -> None:
+    # x is kept only when the values want a gradient (training a float sparse layer), not in inference
+    ctx.values_grad = bool(ctx.needs_input_grad[values_at])
+    ctx.save_for_backward(x if ctx.values_grad else None, values, *tensors)
     ctx.x_dtype, ctx.has_bias = x.dtype, bias is not None
     ctx.bias_dtype = None if bias is None else bias.dtype
 
 
-def _grad_x(ctx, grad_out: Tensor, w: Tensor) -> Tensor:
-    return (grad_out @ w.to(grad_out.dtype)).to(ctx.x_dtype)
+def _grads(ctx, grad_out: Tensor, w: Tensor, gather) -> tuple[Tensor, Tensor | None]:
+    """(grad of x, grad of the stored values: the dense weight's gradient gathered at their positions)."""
+    grad_x = (grad_out @ w.to(grad_out.dtype)).to(ctx.x_dtype)
+    if not ctx.values_grad:
+        return grad_x, None
+    x = ctx.saved_tensors[0]
+    g2, x2 = grad_out.reshape(-1, grad_out.shape[-1]), x.reshape(-1, x.shape[-1])
+    return grad_x, gather(g2.t().to(x2.dtype) @ x2).to(ctx.saved_tensors[1].dtype)
 
 
 def _setup_24(ctx, inputs, output):
-    x, values, meta, in_features, bias = inputs
-    _save(ctx, x, bias, values, meta)
+    x, values, meta, in_features, bias, scale = inputs
+    _save(ctx, x, bias, 1, values, meta, scale)
     ctx.k = in_features
 
 
 def _backward_24(ctx, grad_out):
-    values, meta = ctx.saved_tensors
-    return _grad_x(ctx, grad_out, fmt.densify_24(values, meta, ctx.k)), None, None, None, _grad_bias(ctx, grad_out)
+    _, values, meta, scale = ctx.saved_tensors
+    grad_x, grad_v = _grads(ctx, grad_out, _weight_24(values, meta, ctx.k, scale), lambda d: fmt.gather_24(d, meta))
+    return grad_x, grad_v, None, None, _grad_bias(ctx, grad_out), None
 
 
 def _setup_csr(ctx, inputs, output):
     x, crow, col, values, in_features, bias = inputs
-    _save(ctx, x, bias, crow, col, values)
+    _save(ctx, x, bias, 3, values, crow, col)
     ctx.k = in_features
 
 
 def _backward_csr(ctx, grad_out):
-    w = fmt.densify_csr(*ctx.saved_tensors, ctx.k)
-    return _grad_x(ctx, grad_out, w), None, None, None, None, _grad_bias(ctx, grad_out)
+    _, values, crow, col = ctx.saved_tensors
+    grad_x, grad_v = _grads(ctx, grad_out, fmt.densify_csr(crow, col, values, ctx.k),
+                            lambda d: fmt.gather_csr(d, crow, col))
+    return grad_x, None, None, grad_v, None, _grad_bias(ctx, grad_out)
 
 
 def _setup_bsr(ctx, inputs, output):
     x, crow, col, values, out_features, in_features, bias = inputs
-    _save(ctx, x, bias, crow, col, values)
+    _save(ctx, x, bias, 3, values, crow, col)
     ctx.n, ctx.k = out_features, in_features
 
 
 def _backward_bsr(ctx, grad_out):
-    w = fmt.densify_bsr(*ctx.saved_tensors, ctx.n, ctx.k)
-    return _grad_x(ctx, grad_out, w), None, None, None, None, None, _grad_bias(ctx, grad_out)
+    _, values, crow, col = ctx.saved_tensors
+    grad_x, grad_v = _grads(ctx, grad_out, fmt.densify_bsr(crow, col, values, ctx.n, ctx.k),
+                            lambda d: fmt.gather_bsr(d, crow, col, tuple(values.shape[1:])))
+    return grad_x, None, None, grad_v, None, None, _grad_bias(ctx, grad_out)
 
 
 torch.library.register_autograd("pycomp::sparse24_linear", _backward_24, setup_context=_setup_24)
@@ -302,9 +340,24 @@ torch.library.register_autograd("pycomp::bsr_linear", _backward_bsr, setup_conte
 # ----------------------------------------------------------------------------- public wrappers
 
 
-def sparse24_linear(x: Tensor, values: Tensor, meta: Tensor, in_features: int, bias: Tensor | None = None) -> Tensor:
-    """2:4: x (..., K) float -> (..., N) in x's dtype; values (N, Kp/2), meta (Np, Kp/16) int16."""
-    return torch.ops.pycomp.sparse24_linear(x, values, meta, in_features, bias)
+def sparse24_linear(x: Tensor, values: Tensor, meta: Tensor, in_features: int, bias: Tensor | None = None,
+                    scale: Tensor | None = None) -> Tensor:
+    """2:4: x (..., K) float -> (..., N) in x's dtype; values (N, Kp/2) float, or int8 with scale (N,) float32;
+    meta (Np, Kp/16) int16."""
+    return torch.ops.pycomp.sparse24_linear(x, values, meta, in_features, bias, scale)
+
+
+def sparse24_linear_dynamic(x: Tensor, values: Tensor, meta: Tensor, in_features: int, scale: Tensor,
+                            bias: Tensor | None = None) -> Tensor:
+    """2:4 W8A8: x quantized per token to int8 (pycomp.ops.int8's rule), the int8 2:4 product, then x's scale
+    per row and the bias: pycomp.ops.int8.int8_linear_dynamic_ref of the densified weight. x (..., K) float ->
+    (..., N) in x's dtype. The CPU kernel multiplies in float32 (exact while the integer sums stay under
+    2**24; the rounding beyond is float32's)."""
+    from pycomp.ops.int8 import quantize_per_token_int8
+
+    q, sx = quantize_per_token_int8(x)
+    out = torch.ops.pycomp.sparse24_linear(q.float(), values, meta, in_features, None, scale) * sx.unsqueeze(-1)
+    return (out if bias is None else out + bias.float()).to(x.dtype)
 
 
 def csr_linear(x: Tensor, crow: Tensor, col: Tensor, values: Tensor, in_features: int,

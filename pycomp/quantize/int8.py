@@ -32,7 +32,11 @@ def quantize_weight_int8(weight: Tensor, *, where: str = "weight") -> tuple[Tens
 
 @dataclass(frozen=True)
 class Int8Config:
-    """`pycomp.compress(model, "int8", mode=...)`: W8A8 ("dynamic") or W8A16/W8A32 ("weight_only")."""
+    """`pycomp.compress(model, "int8", mode=...)`: W8A8 ("dynamic") or W8A16/W8A32 ("weight_only").
+
+    Float nn.Linear / nn.Conv2d become Int8Linear / Int8Conv2d; the 2:4 layers a "2:4" step left become
+    int8 2:4 layers (SparseLinear.quantized), so ["2:4", "int8"] stores 5 bits per weight.
+    """
 
     mode: Literal["dynamic", "weight_only"] = "dynamic"
 
@@ -42,7 +46,10 @@ class Int8Config:
 
     def convert(self, module: nn.Module, name: str) -> nn.Module | None:
         from pycomp.nn.int8 import Int8Conv2d, Int8Linear
+        from pycomp.nn.sparse import SparseConv2d, SparseLinear
 
+        if isinstance(module, (SparseLinear, SparseConv2d)):  # a 2:4 step came first: keep its pattern
+            return module.quantized(self.mode) if module.pattern == "2:4" and module.quant is None else None
         if isinstance(module, nn.Linear):
             return Int8Linear.from_float(module, mode=self.mode, name=name)
         if isinstance(module, nn.Conv2d):
