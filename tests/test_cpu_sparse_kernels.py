@@ -89,6 +89,45 @@ def test_sparse24(isa, m, n, k):
     _close(_ext._C.sparse24_linear_cpu(xp, values, meta, bias, isa=_isa(isa)), x, w, bias)
 
 
+def _int8_24(n, k, seed):
+    """A 2:4 int8 weight packed as the kernel reads it: (values int8, meta, scale (n) f32)."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randint(-127, 128, (n, k), generator=g).float()
+    q = q * nm_mask(q + torch.rand(n, k, generator=g) * 0.1, pad=True)  # the jitter breaks |q| ties
+    values, meta = fmt.pack_24(q)
+    return values.to(torch.int8), meta, torch.rand(n, generator=g) * 0.02 + 1e-3
+
+
+# M < 8: s24_rows (AVX2) / per-row loop; M >= 8: the outer-product path; 129 crosses its 32-row chunks
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 8, 17, 129])
+@pytest.mark.parametrize("n,k", [(45, 77), (33, 200), (7, 40)])
+def test_sparse24_int8_values(isa, m, n, k):
+    values, meta, scale = _int8_24(n, k, seed=m * 31 + n)
+    w = fmt.densify_24(values.float(), meta, k).double() * scale.double()[:, None]
+    x, bias = torch.randn(m, k), torch.randn(n)
+    xp = torch.nn.functional.pad(x, (0, values.shape[1] * 2 - k))
+    _close(_ext._C.sparse24_linear_cpu(xp, values, meta, bias, scale, isa=_isa(isa)), x, w, bias)
+    _close(_ext._C.sparse24_linear_cpu(xp, values, meta, scale=scale, isa=isa), x, w)
+
+
+def test_sparse24_refuses_bad_scale():
+    values, meta, scale = _int8_24(5, 32, seed=0)
+    x = torch.randn(2, 32)
+    with pytest.raises(RuntimeError, match="sparse24_linear_cpu: int8 values need a scale"):
+        _ext._C.sparse24_linear_cpu(x, values, meta)
+    with pytest.raises(RuntimeError, match="sparse24_linear_cpu: a scale goes only with int8 values"):
+        _ext._C.sparse24_linear_cpu(x, values.float(), meta, None, scale)
+    with pytest.raises(RuntimeError, match="sparse24_linear_cpu: scale must have N=5 values, got 6"):
+        _ext._C.sparse24_linear_cpu(x, values, meta, scale=torch.ones(6))
+    with pytest.raises(RuntimeError, match="sparse24_linear_cpu: scale must be a contiguous 1-D float32"):
+        _ext._C.sparse24_linear_cpu(x, values, meta, scale=scale.double())
+    with pytest.raises(RuntimeError, match="sparse24_linear_cpu: scale must be a contiguous 1-D float32"):
+        _ext._C.sparse24_linear_cpu(x, values, meta, scale=scale[:, None])
+    with pytest.raises(RuntimeError, match="sparse24_linear_cpu: values must be a contiguous 2-D float32 or int8"):
+        _ext._C.sparse24_linear_cpu(x, values.double(), meta)
+
+
 def test_wrappers_refuse_bad_tensors():
     crow, col, values = fmt.pack_csr(_sparse(4, 8, 0.5, 0))
     with pytest.raises(RuntimeError, match="csr_linear_cpu: x has 9 columns"):

@@ -101,24 +101,42 @@ inline at::Tensor bsr_linear_cpu(const at::Tensor& x_in, const at::Tensor& crow,
   return out;
 }
 
-// x (M, Kp) f32; values (N, Kp/2) f32; meta (Np, Kp/16) int16 (reordered) -> (M, N) f32.
+// x (M, Kp) f32; values (N, Kp/2) f32, or int8 with scale (N) f32 (per output row); meta (Np, Kp/16) int16
+// (reordered) -> (M, N) f32.
 inline at::Tensor sparse24_linear_cpu(const at::Tensor& x_in, const at::Tensor& values, const at::Tensor& meta,
-                                      const c10::optional<at::Tensor>& bias, const std::string& isa) {
+                                      const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& scale,
+                                      const std::string& isa) {
   constexpr const char* op = "sparse24_linear_cpu";
-  check_f32(op, "values", values, 2);
+  const bool q8 = values.scalar_type() == at::kChar;
+  TORCH_CHECK(values.device().is_cpu() && (q8 || values.scalar_type() == at::kFloat) && values.dim() == 2 &&
+                  values.is_contiguous(),
+              op, ": values must be a contiguous 2-D float32 or int8 CPU tensor, got ", values.dim(), "-D ",
+              values.scalar_type(), " on ", values.device());
   TORCH_CHECK(meta.device().is_cpu() && meta.scalar_type() == at::kShort && meta.dim() == 2 && meta.is_contiguous(),
               op, ": meta must be a contiguous 2-D int16 CPU tensor");
   const int64_t N = values.size(0), Kp = values.size(1) * 2;
   TORCH_CHECK(Kp % 32 == 0, op, ": values must have Kp/2 columns with Kp a multiple of 32, got ", values.size(1));
   TORCH_CHECK(meta.size(0) % 32 == 0 && meta.size(0) >= N && meta.size(1) == Kp / 16, op,
               ": meta must be (Np, ", Kp / 16, ") with Np a multiple of 32 and >= N=", N);
+  TORCH_CHECK(!q8 || scale, op, ": int8 values need a scale (one float32 per output row)");
+  TORCH_CHECK(q8 || !scale, op, ": a scale goes only with int8 values; float32 values are used as they are");
+  if (scale) {
+    check_f32(op, "scale", *scale, 1);
+    TORCH_CHECK(scale->size(0) == N, op, ": scale must have N=", N, " values, got ", scale->size(0));
+  }
   const at::Tensor x = x_rows(op, x_in, Kp);
   const float* b = bias_ptr(op, bias, N);
   const int64_t M = x.size(0);
   at::Tensor out = at::empty({M, N}, x.options());
   if (M == 0 || N == 0) return out;
-  cpu::sparse24_linear_f32(isa_of(isa), x.data_ptr<float>(), x.stride(0), values.data_ptr<float>(),
-                           meta.data_ptr<int16_t>(), meta.size(0), b, out.data_ptr<float>(), N, M, N, Kp);
+  const cpu::Isa which = isa_of(isa);
+  if (q8)
+    cpu::sparse24_linear_f32(which, x.data_ptr<float>(), x.stride(0), values.data_ptr<int8_t>(),
+                             scale->data_ptr<float>(), meta.data_ptr<int16_t>(), meta.size(0), b,
+                             out.data_ptr<float>(), N, M, N, Kp);
+  else
+    cpu::sparse24_linear_f32(which, x.data_ptr<float>(), x.stride(0), values.data_ptr<float>(),
+                             meta.data_ptr<int16_t>(), meta.size(0), b, out.data_ptr<float>(), N, M, N, Kp);
   return out;
 }
 
@@ -134,8 +152,9 @@ inline void register_sparse_cpu(pybind11::module_& m) {
         py::arg("N"), py::arg("bias") = py::none(), py::arg("isa") = "",
         "Block-CSR linear: x (M, Kp) float32, crow int32, col int32, values (nblocks, bn, bk) float32 -> (M, N)");
   m.def("sparse24_linear_cpu", &sparse24_linear_cpu, py::arg("x"), py::arg("values"), py::arg("meta"),
-        py::arg("bias") = py::none(), py::arg("isa") = "",
-        "2:4 linear: x (M, Kp) float32, values (N, Kp/2) float32, meta (Np, Kp/16) int16 -> (M, N) float32");
+        py::arg("bias") = py::none(), py::arg("scale") = py::none(), py::arg("isa") = "",
+        "2:4 linear: x (M, Kp) float32, values (N, Kp/2) float32 or int8 (then scale (N) float32, per output "
+        "row), meta (Np, Kp/16) int16 -> (M, N) float32");
 }
 
 }  // namespace pycomp

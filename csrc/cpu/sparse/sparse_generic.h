@@ -10,7 +10,8 @@
 // Block-CSR: per output row of a block row, dot products of the block's row with x along bk, up to 4
 // activation rows sharing each weight vector.
 // 2:4, M >= kCsrTransposeMinM: the CSR outer-product loop with the two column indices of each group
-// decoded from its metadata nibble (the ISA files have their own kernels for small M).
+// decoded from its metadata nibble (the ISA files have their own kernels for small M); values float or
+// int8, the int8 row scale applied once per output.
 
 template <class Idx, int MR>
 void csr_gather_rows(const float* x, int64_t ldx, const int32_t* crow, const Idx* col, const float* val,
@@ -161,12 +162,13 @@ inline void csr_entry(const float* x, int64_t ldx, const int32_t* crow, const in
     csr_driver(x, ldx, crow, col32, val, bias, out, ldo, M, N, K);
 }
 
-template <int R>
-void s24_outer_rows(const float* xt, int64_t mpad, int64_t mc, int64_t mcount, const float* val, const int16_t* meta,
-                    int64_t Np, int64_t Kp, const float* bias, float* out, int64_t ldo, int64_t n0, int64_t n1) {
+template <class T, int R>
+void s24_outer_rows(const float* xt, int64_t mpad, int64_t mc, int64_t mcount, const T* val, const float* scale,
+                    const int16_t* meta, int64_t Np, int64_t Kp, const float* bias, float* out, int64_t ldo,
+                    int64_t n0, int64_t n1) {
   for (int64_t n = n0; n < n1; ++n) {
     const MetaRow row(n);
-    const float* v = val + n * (Kp / 2);
+    const T* v = val + n * (Kp / 2);
     typename V::F acc[R];
     for (int r = 0; r < R; ++r) acc[r] = V::zero();
     for (int64_t c = 0; c < Kp / 16; ++c) {
@@ -175,19 +177,22 @@ void s24_outer_rows(const float* xt, int64_t mpad, int64_t mc, int64_t mcount, c
         const uint32_t nib = (word >> (4 * g)) & 15u;
         const float* p0 = xt + (16 * c + 4 * g + (nib & 3u)) * mpad + mc;
         const float* p1 = xt + (16 * c + 4 * g + (nib >> 2)) * mpad + mc;
-        const typename V::F v0 = V::set1(v[8 * c + 2 * g]), v1 = V::set1(v[8 * c + 2 * g + 1]);
+        const typename V::F v0 = V::set1(static_cast<float>(v[8 * c + 2 * g]));
+        const typename V::F v1 = V::set1(static_cast<float>(v[8 * c + 2 * g + 1]));
         for (int r = 0; r < R; ++r) acc[r] = V::fma(v1, V::loadu(p1 + r * V::W), V::fma(v0, V::loadu(p0 + r * V::W), acc[r]));
       }
     }
     float tmp[R * V::W];
     for (int r = 0; r < R; ++r) V::storeu(tmp + r * V::W, acc[r]);
     const float b = bias ? bias[n] : 0.0f;
-    for (int64_t i = 0; i < mcount; ++i) out[(mc + i) * ldo + n] = tmp[i] + b;
+    const float sc = scale ? scale[n] : 1.0f;
+    for (int64_t i = 0; i < mcount; ++i) out[(mc + i) * ldo + n] = tmp[i] * sc + b;
   }
 }
 
-inline void s24_outer_driver(const float* x, int64_t ldx, const float* val, const int16_t* meta, int64_t Np,
-                             const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t Kp) {
+template <class T>
+void s24_outer_driver(const float* x, int64_t ldx, const T* val, const float* scale, const int16_t* meta, int64_t Np,
+                      const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t Kp) {
   const int64_t mpad = (M + V::W - 1) / V::W * V::W;
   const std::vector<float> xt = transpose_x(x, ldx, M, Kp, mpad);
   constexpr int64_t chunk = 4 * V::W;
@@ -196,10 +201,10 @@ inline void s24_outer_driver(const float* x, int64_t ldx, const float* val, cons
       const int64_t mcount = std::min(chunk, M - mc);
       const float* t = xt.data();
       switch ((mcount + V::W - 1) / V::W) {
-        case 1: s24_outer_rows<1>(t, mpad, mc, mcount, val, meta, Np, Kp, bias, out, ldo, n0, n1); break;
-        case 2: s24_outer_rows<2>(t, mpad, mc, mcount, val, meta, Np, Kp, bias, out, ldo, n0, n1); break;
-        case 3: s24_outer_rows<3>(t, mpad, mc, mcount, val, meta, Np, Kp, bias, out, ldo, n0, n1); break;
-        default: s24_outer_rows<4>(t, mpad, mc, mcount, val, meta, Np, Kp, bias, out, ldo, n0, n1); break;
+        case 1: s24_outer_rows<T, 1>(t, mpad, mc, mcount, val, scale, meta, Np, Kp, bias, out, ldo, n0, n1); break;
+        case 2: s24_outer_rows<T, 2>(t, mpad, mc, mcount, val, scale, meta, Np, Kp, bias, out, ldo, n0, n1); break;
+        case 3: s24_outer_rows<T, 3>(t, mpad, mc, mcount, val, scale, meta, Np, Kp, bias, out, ldo, n0, n1); break;
+        default: s24_outer_rows<T, 4>(t, mpad, mc, mcount, val, scale, meta, Np, Kp, bias, out, ldo, n0, n1); break;
       }
     }
   });

@@ -11,9 +11,12 @@ namespace pycomp::cpu::sparse {
                  const float* val, const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t K); \
   void bsr_##isa(const float* x, int64_t ldx, const int32_t* crow, const int32_t* col, const float* val,         \
                  int64_t bn, int64_t bk, const float* bias, float* out, int64_t ldo, int64_t M, int64_t N);
+// 2:4 with float or int8 values (int8: scale holds one dequantization factor per output row, else nullptr).
 #define PYCOMP_SPARSE24_ENTRY_POINT(isa)                                                                          \
-  void s24_##isa(const float* x, int64_t ldx, const float* val, const int16_t* meta, int64_t Np,                \
-                 const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t Kp);
+  void s24_##isa(const float* x, int64_t ldx, const float* val, const float* scale, const int16_t* meta,        \
+                 int64_t Np, const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t Kp);     \
+  void s24_##isa(const float* x, int64_t ldx, const int8_t* val, const float* scale, const int16_t* meta,       \
+                 int64_t Np, const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t Kp);
 
 PYCOMP_SPARSE_ISA_ENTRY_POINTS(portable)
 PYCOMP_SPARSE24_ENTRY_POINT(portable)

@@ -25,12 +25,26 @@ void bsr_linear_f32(Isa isa, const float* x, int64_t ldx, const int32_t* crow, c
   sparse::bsr_portable(x, ldx, crow, col, val, bn, bk, bias, out, ldo, M, N);
 }
 
+namespace {
+template <class T>
+void sparse24_dispatch(Isa isa, const float* x, int64_t ldx, const T* val, const float* scale, const int16_t* meta,
+                       int64_t Np, const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t Kp) {
+#if defined(__x86_64__)
+  if (isa != Isa::portable) return sparse::s24_avx2(x, ldx, val, scale, meta, Np, bias, out, ldo, M, N, Kp);
+#endif
+  sparse::s24_portable(x, ldx, val, scale, meta, Np, bias, out, ldo, M, N, Kp);
+}
+}  // namespace
+
 void sparse24_linear_f32(Isa isa, const float* x, int64_t ldx, const float* val, const int16_t* meta, int64_t Np,
                          const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t Kp) {
-#if defined(__x86_64__)
-  if (isa != Isa::portable) return sparse::s24_avx2(x, ldx, val, meta, Np, bias, out, ldo, M, N, Kp);
-#endif
-  sparse::s24_portable(x, ldx, val, meta, Np, bias, out, ldo, M, N, Kp);
+  sparse24_dispatch(isa, x, ldx, val, nullptr, meta, Np, bias, out, ldo, M, N, Kp);
+}
+
+void sparse24_linear_f32(Isa isa, const float* x, int64_t ldx, const int8_t* val, const float* scale,
+                         const int16_t* meta, int64_t Np, const float* bias, float* out, int64_t ldo, int64_t M,
+                         int64_t N, int64_t Kp) {
+  sparse24_dispatch(isa, x, ldx, val, scale, meta, Np, bias, out, ldo, M, N, Kp);
 }
 
 }  // namespace pycomp::cpu

@@ -24,8 +24,12 @@ void bsr_linear_f32(Isa isa, const float* x, int64_t ldx, const int32_t* crow, c
                     int64_t N);
 
 // 2:4: val (N, Kp/2), meta (Np, Kp/16) int16 in the reordered (CUTLASS) layout, Np = ceil(N/32)*32,
-// Kp a multiple of 32 (x has Kp columns).
+// Kp a multiple of 32 (x has Kp columns). int8 values: out[m, n] = scale[n] * sum_k x[m, k] * q[n, k] + bias[n],
+// scale (N) fp32; float values take scale = nullptr (1).
 void sparse24_linear_f32(Isa isa, const float* x, int64_t ldx, const float* val, const int16_t* meta, int64_t Np,
                          const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t Kp);
+void sparse24_linear_f32(Isa isa, const float* x, int64_t ldx, const int8_t* val, const float* scale,
+                         const int16_t* meta, int64_t Np, const float* bias, float* out, int64_t ldo, int64_t M,
+                         int64_t N, int64_t Kp);
 
 }  // namespace pycomp::cpu

@@ -38,13 +38,17 @@ void bsr_portable(const float* x, int64_t ldx, const int32_t* crow, const int32_
   bsr_driver(x, ldx, crow, col, val, bn, bk, bias, out, ldo, M, N);
 }
 
-void s24_portable(const float* x, int64_t ldx, const float* val, const int16_t* meta, int64_t Np, const float* bias,
-                  float* out, int64_t ldo, int64_t M, int64_t N, int64_t Kp) {
-  if (M >= kCsrTransposeMinM) return s24_outer_driver(x, ldx, val, meta, Np, bias, out, ldo, M, N, Kp);
+namespace {
+
+template <class T>
+void s24_scalar(const float* x, int64_t ldx, const T* val, const float* scale, const int16_t* meta, int64_t Np,
+                const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t Kp) {
+  if (M >= kCsrTransposeMinM) return s24_outer_driver(x, ldx, val, scale, meta, Np, bias, out, ldo, M, N, Kp);
   parallel_for(N, kRowGrain, [&](int64_t n0, int64_t n1) {
     for (int64_t n = n0; n < n1; ++n) {
       const MetaRow row(n);
-      const float* v = val + n * (Kp / 2);
+      const T* v = val + n * (Kp / 2);
+      const float sc = scale ? scale[n] : 1.0f;
       for (int64_t m = 0; m < M; ++m) {
         const float* xm = x + m * ldx;
         float s = 0.0f;
@@ -53,13 +57,26 @@ void s24_portable(const float* x, int64_t ldx, const float* val, const int16_t* 
           for (int g = 0; g < 4; ++g) {
             const uint32_t nib = (word >> (4 * g)) & 15u;
             const float* xg = xm + 16 * c + 4 * g;
-            s += v[8 * c + 2 * g] * xg[nib & 3u] + v[8 * c + 2 * g + 1] * xg[nib >> 2];
+            s += static_cast<float>(v[8 * c + 2 * g]) * xg[nib & 3u] +
+                 static_cast<float>(v[8 * c + 2 * g + 1]) * xg[nib >> 2];
           }
         }
-        out[m * ldo + n] = s + (bias ? bias[n] : 0.0f);
+        out[m * ldo + n] = s * sc + (bias ? bias[n] : 0.0f);
       }
     }
   });
+}
+
+}  // namespace
+
+void s24_portable(const float* x, int64_t ldx, const float* val, const float* scale, const int16_t* meta, int64_t Np,
+                  const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t Kp) {
+  s24_scalar(x, ldx, val, scale, meta, Np, bias, out, ldo, M, N, Kp);
+}
+
+void s24_portable(const float* x, int64_t ldx, const int8_t* val, const float* scale, const int16_t* meta,
+                  int64_t Np, const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t Kp) {
+  s24_scalar(x, ldx, val, scale, meta, Np, bias, out, ldo, M, N, Kp);
 }
 
 }  // namespace pycomp::cpu::sparse
