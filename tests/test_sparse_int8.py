@@ -106,7 +106,7 @@ def test_save_load_round_trip(tmp_path, mode):
     small = pycomp.compress(model, ["2:4", "int8"], mode=mode)
     assert all(m.quant == "int8" and m.mode == mode for m in (small[0], small[3]))
     nbytes = pycomp.save(small, tmp_path / "s.pcz")
-    manifest = pycomp.read_manifest(tmp_path / "s.pcz")
+    manifest = pycomp.files.read_manifest(tmp_path / "s.pcz")
     assert manifest["layers"]["3"]["format"]["format"] == "sparse24_int8"
     again = pycomp.load(tmp_path / "s.pcz", model=model)
     x = torch.randn(2, 3, 6, 6)

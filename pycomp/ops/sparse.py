@@ -226,8 +226,8 @@ def _sparse24_impl(x, values, meta, in_features, bias=None, scale=None):
         out = _sparse24_cuda(xp, values, meta, bias, scale)
     else:
         b = None if bias is None else bias.float().contiguous()
-        extra = () if scale is None else (scale.contiguous(),)
-        out = _ext._C.sparse24_linear_cpu(xp.float(), values.contiguous(), meta.contiguous(), b, *extra)
+        out = _ext._C.sparse24_linear_cpu(xp.float(), values.contiguous(), meta.contiguous(), b,
+                                          None if scale is None else scale.contiguous())
     return out.to(x.dtype).reshape(*x.shape[:-1], N)
 
 
