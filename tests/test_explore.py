@@ -111,11 +111,13 @@ def test_every_technique_is_a_candidate_and_probes_only_what_it_compresses():
     mixed = [c for c in front.candidates if c["kind"] == "mixed"]
     assert [c["assignment"] for c in mixed] == [{"0": "int4 g32 rtn", "2": "binary", "4": "int4 g32 rtn"}]
     assert {"int8 dynamic", "int4 g32 rtn", "binary", "xnor centred", "2:4", "sparse 90%", "lowrank budget 0.5",
-            "lowrank budget 0.5 + int8"} <= labels
+            "lowrank budget 0.5 + int8", "2:4 + int8"} <= labels
     assert [n for n in front.sensitivity if "binary" in front.sensitivity[n]] == ["2"]
     chain = front.build("lowrank budget 0.5 + int8")
     kinds = {type(m).__name__ for m in chain.modules()}
     assert "LowRankLinear" in kinds and "Int8Linear" in kinds
+    sparse = [m for m in front.build("2:4 + int8").modules() if type(m).__name__ == "SparseLinear"]
+    assert sparse and all(m.quant == "int8" for m in sparse)
     assert all(c["retention"] is not None and c["size_bytes"] > 0 for c in front.candidates)
 
 

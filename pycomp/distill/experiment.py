@@ -44,6 +44,8 @@ def student_accuracy(teacher, width: float, seed: int, epochs: int, lr: float, d
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="seeds first-seed .. first-seed+seeds-1 (fresh seeds confirm settings chosen on seeds 0-4)")
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--train-examples", type=int, default=240)
@@ -56,7 +58,7 @@ def main(argv=None) -> dict:
     data = splits(args.train_examples)
     extra = {"attention": ["conv1", "conv2"]} if args.attention else {}
     rows = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         scratch = student_accuracy(teacher, args.width, seed, args.epochs, args.lr, data, alpha=0.0)
         kd = student_accuracy(teacher, args.width, seed, args.epochs, args.lr, data,
                               temperature=args.temperature, alpha=args.alpha, **extra)

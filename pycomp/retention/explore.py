@@ -81,6 +81,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("binary", "binary", {}),
     Setting("xnor centred", "xnor", {"centre": True}),
     Setting("2:4", "2:4", {}),
+    Setting("2:4 + int8", ("2:4", "int8"), {"mode": "dynamic"}),
     Setting("sparse 90%", "sparse", {"sparsity": 0.9}),
     Setting("lowrank budget 0.5", "lowrank", {"budget": 0.5}),
     Setting("lowrank budget 0.5 + int8", ("lowrank", "int8"), {"budget": 0.5, "mode": "dynamic"}),
