@@ -27,6 +27,13 @@ __device__ __forceinline__ uint4 ldg_stream_128(const void* p) {
 // 16 bytes of read-only data that other warps of the SM read too (cached in L1).
 __device__ __forceinline__ uint4 ldg_128(const void* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
 
+// 4 bytes read once (2:4 metadata and values): not kept in L1.
+__device__ __forceinline__ uint32_t ld32_stream(const void* p) {
+  uint32_t v;
+  asm volatile("ld.global.nc.L1::no_allocate.b32 %0, [%1];\n" : "=r"(v) : "l"(p));
+  return v;
+}
+
 // ----------------------------------------------------------------------------- cp.async
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
@@ -64,6 +71,37 @@ __device__ __forceinline__ void mma_s8_16832(int (&d)[4], const uint32_t (&a)[4]
       "{%0, %1, %2, %3};\n"
       : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// D(16x8, s32) += popc(A(16x256, b1, row) AND B(256x8, b1, col)): XNOR counts come from popc(a) + popc(b) - 2 * this.
+__device__ __forceinline__ void mma_b1_and_popc(int (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k256.row.col.s32.b1.b1.s32.and.popc {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// D(16x8, f32) += A(16x32 2:4-sparse: 16x16 kept values + metadata e, row) * B(32x8, col), bf16 or f16;
+// kSelector picks which threads' metadata (sparsity selector).
+template <DType kT, int kSelector>
+__device__ __forceinline__ void mma_sp_16832(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[4],
+                                             uint32_t e) {
+  if constexpr (kT == DType::kBF16) {
+    asm volatile(
+        "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9, %10, %11}, {%0, %1, %2, %3}, %12, %13;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]), "r"(e),
+          "n"(kSelector));
+  } else {
+    asm volatile(
+        "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9, %10, %11}, {%0, %1, %2, %3}, %12, %13;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]), "r"(e),
+          "n"(kSelector));
+  }
 }
 
 // D(16x8, f32) += A(16x16, bf16 or f16, row) * B(16x8, same type, col).

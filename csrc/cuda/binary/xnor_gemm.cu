@@ -24,14 +24,6 @@ constexpr int kRowWords = kBKW + 4;              // padded shared row
 constexpr int kThreads = 256;
 constexpr int kMI = 4, kNI = 4;                  // mma tiles per warp
 
-__device__ __forceinline__ void mma_b1_and_popc(int (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k256.row.col.s32.b1.b1.s32.and.popc {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
 // One block per row: each warp turns 32 consecutive inputs into one word with a ballot.
 template <DType kT>
 __global__ void __launch_bounds__(256) binarize_kernel(const typename Elem<kT>::T* __restrict__ x, int64_t ldx,
