@@ -57,3 +57,18 @@ def test_wrapper_refuses_bad_input():
         _ext._C.sparse24_gemv_cuda(torch.randn(20, kp, device="cuda", dtype=torch.bfloat16), values, meta, b)
     with pytest.raises(RuntimeError, match="sparse24_gemm_cuda: values must be float16 or bfloat16"):
         _ext._C.sparse24_gemm_cuda(x.float(), values.float(), meta, None)
+
+
+@pytest.mark.parametrize("m", [1, 16, 17, 300])
+def test_int8_values_run_the_kernels_widened_and_match_float64(m):
+    """int8 2:4 values with a per-row scale: the CUDA path widens them to bf16 (exact) and scales the output."""
+    from torch import nn
+
+    from pycomp.nn import SparseLinear
+
+    torch.manual_seed(m)
+    layer = SparseLinear.from_float(nn.Linear(45, 70), pattern="2:4").quantized().cuda()
+    assert ops.plan("2:4", "cuda", m, torch.int8) == "cuda"
+    x = torch.randn(m, 45, device="cuda", dtype=torch.bfloat16)
+    want = x.double() @ layer.to_dense().double().t() + layer.bias.double()
+    _check(layer(x), want.cpu())
