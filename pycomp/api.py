@@ -11,6 +11,7 @@ from torch import nn
 from pycomp.binarize import BinaryConfig, XnorConfig
 from pycomp.calibrate import calib_batches, replace_calibrated
 from pycomp.lowrank.config import LowRankConfig
+from pycomp.nn.base import CompressedLayer
 from pycomp.prune.config import Sparse24Config, SparseConfig
 from pycomp.quantize.int4 import Int4Config
 from pycomp.quantize.int8 import Int8Config
@@ -90,7 +91,9 @@ def _layer_step(model: nn.Module, step, skip: Sequence[str], batches) -> nn.Modu
         replace_calibrated(model, later, lambda n, m, x: config_for(n).convert(m, n, calib=x), batches,
                            step.technique)
     if replaced + len(later) == 0:
-        raise NothingToCompress(f"compress: {step.technique} found no layer it can compress (after skip={skip})")
+        kinds = sorted({type(m).__name__ for _, m in targets if isinstance(m, CompressedLayer)})
+        held = f"; the compressed layers it met ({', '.join(kinds)}) have no {step.technique} form" if kinds else ""
+        raise NothingToCompress(f"compress: {step.technique} found no layer it can compress (after skip={skip}){held}")
     return model
 
 

@@ -187,5 +187,5 @@ def test_int8_step_converts_what_the_2_4_step_left_and_only_that():
     assert isinstance(small[0], SparseLinear) and small[0].quant == "int8" and small[0].mode == "dynamic"
     assert isinstance(small[2], nn.Linear)
     csr = pycomp.compress(model, "sparse", sparsity=0.9)
-    with pytest.raises(pycomp.api.NothingToCompress, match="int8 found no layer"):
+    with pytest.raises(pycomp.api.NothingToCompress, match="int8 found no layer.*met \\(SparseLinear\\) have no int8 form"):
         pycomp.compress(csr, "int8")  # CSR has no int8 form: said, not silently skipped
