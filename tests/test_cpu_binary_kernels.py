@@ -142,7 +142,7 @@ int main() {
   for (int64_t K : {1, 31, 33, 100, 513, 1100})
     for (int64_t gw : {int64_t(0), int64_t(1), int64_t(3)})
       for (int64_t M : {1, 2, 5})
-        for (int64_t N : {1, 5, 9}) {
+        for (int64_t N : {1, 5, 9, 21}) {
           const int64_t KW = (K + 31) / 32, gwords = gw ? gw : KW, G = (KW + gwords - 1) / gwords;
           std::vector<uint32_t> w(N * KW);
           for (auto& v : w) v = rng();

@@ -1,8 +1,9 @@
 // AVX-512 binary kernels (AVX512F/BW/VL + VPOPCNTDQ), selected by CPUID.
 //
-// Not run on hardware by its author (the development machine exposes AVX2 only): checked against
-// a float64 reference on random shapes with the intrinsics emulated in software (SIMDe), compiled
-// on every build (target attributes), and the tests run it whenever the CPU has VPOPCNTDQ.
+// Not run on hardware by its authors (the development machines expose AVX2 only): compiled on every
+// build (target attributes); tests/test_cpu_binary_kernels.py runs it with the intrinsics emulated in
+// software (SIMDe) through the driver, bit for bit against the portable kernels, and on the CPU
+// whenever it has VPOPCNTDQ.
 //
 // W1A32: each 16-bit half of a packed word is a __mmask16 as it is, so vaddps {k} adds the
 // 16 inputs whose bit is set: one masked add per 16 weights, subtracted twice from the plain sum.
@@ -97,7 +98,8 @@ PYCOMP_AVX512 float binarize_row(const float* x, int64_t K, uint32_t* bits) {
 
 }  // namespace
 
-Kernels avx512_kernels() { return {&signed_dot, &xor_popc, &binarize_row, 1, 4, kMr, kNr}; }
+// signed_dot takes one x row per call (rows share nothing but the x sum), 16 weight rows to spread that sum.
+Kernels avx512_kernels() { return {&signed_dot, &xor_popc, &binarize_row, 1, 16, kMr, kNr}; }
 
 }  // namespace pycomp::cpu::binary::detail
 
