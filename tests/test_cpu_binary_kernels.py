@@ -5,7 +5,7 @@
 - xnor_linear_cpu: the popcounts are exact, so the result is within a few fp32 roundings of the float64
   reference; identical across ISAs and thread counts.
 - w1a32_linear_cpu: within the fp32 summation bound (sum of |terms|) of the float64 reference.
-Shapes: M = 1 (GEMV), edge and full tiles, K not a multiple of 32 (tails of every width), K spanning many
+Shapes: M = 1 (GEMV), edge and full tiles, K blocks, K not a multiple of 32 (tails of every width), K spanning many
 256/512-bit steps (and more than 31 AVX2 steps, where byte counts are widened), groups, strided x.
 """
 from __future__ import annotations
@@ -38,7 +38,10 @@ def _case(m, n, k, group_size, seed=0):
     return torch.randn(m, k, generator=g), packed, alpha, torch.randn(n, generator=g)
 
 
-SHAPES = [(1, 1, 1), (1, 7, 33), (3, 5, 31), (2, 9, 64), (5, 13, 100), (17, 6, 257), (4, 8, 8200), (33, 11, 1000)]
+# (7, 19, 2100) and (130, 21, 77): several W1A32 tiles (3 x 4 on AVX2) with leftover x rows and weight rows,
+# and K blocks of 1024 inputs with a partial last one.
+SHAPES = [(1, 1, 1), (1, 7, 33), (3, 5, 31), (2, 9, 64), (5, 13, 100), (17, 6, 257), (4, 8, 8200), (33, 11, 1000),
+          (7, 19, 2100), (130, 21, 77)]
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -99,3 +102,100 @@ def test_strided_x_and_bad_arguments():
         _C.xnor_linear_cpu(x.double(), packed, alpha, 0, b)
     with pytest.raises(RuntimeError, match="unknown binary CPU ISA"):
         _C.xnor_linear_cpu(x, packed, alpha, 0, b, "sse9")
+
+
+_SIMDE_SHIM = r"""
+#define SIMDE_ENABLE_NATIVE_ALIASES
+#include <simde/x86/avx512.h>
+#include <cstdint>
+// What some SIMDe releases lack, lane by lane.
+static inline float pyc_reduce_add_ps(simde__m512 v) {
+  float a[16]; simde_mm512_storeu_ps(a, v); float s = 0; for (float f : a) s += f; return s;
+}
+static inline int64_t pyc_reduce_add_epi64(simde__m512i v) {
+  int64_t a[8]; simde_mm512_storeu_si512(a, v); int64_t s = 0; for (int64_t i : a) s += i; return s;
+}
+// Reads only the lanes in the mask, as the instruction does.
+static inline simde__m512i pyc_maskz_loadu_epi32(simde__mmask16 k, const void* p) {
+  int32_t a[16] = {}; const int32_t* q = static_cast<const int32_t*>(p);
+  for (int l = 0; l < 16; ++l) if ((k >> l) & 1) a[l] = q[l];
+  return simde_mm512_loadu_si512(a);
+}
+typedef simde__mmask16 __mmask16;
+"""
+
+_SIMDE_MAIN = r"""
+#include <cstdio>
+#include <functional>
+#include <random>
+#include <vector>
+#include "cpu/binary/binary_linear.h"
+#include "cpu/parallel.h"
+namespace pycomp {
+void parallel_for(int64_t n, int64_t, const std::function<void(int64_t, int64_t)>& fn) { if (n > 0) fn(0, n); }
+int num_threads() { return 1; }
+}
+using namespace pycomp::cpu::binary;
+int main() {
+  std::mt19937 rng(7);
+  int bad = 0, cases = 0;
+  for (int64_t K : {1, 31, 33, 100, 513, 1100})
+    for (int64_t gw : {int64_t(0), int64_t(1), int64_t(3)})
+      for (int64_t M : {1, 2, 5})
+        for (int64_t N : {1, 5, 9, 21}) {
+          const int64_t KW = (K + 31) / 32, gwords = gw ? gw : KW, G = (KW + gwords - 1) / gwords;
+          std::vector<uint32_t> w(N * KW);
+          for (auto& v : w) v = rng();
+          if (K % 32)
+            for (int64_t n = 0; n < N; ++n) w[n * KW + KW - 1] &= (1u << (K % 32)) - 1;
+          std::vector<float> x(M * K), alpha(N * G), bias(N), o1(M * N), o2(M * N);
+          // small integers and powers of two: every sum is exact in any order, so the ISAs agree bit for bit
+          for (auto& v : x) v = float(int(rng() % 9) - 4);
+          for (auto& v : alpha) v = float(1 << (rng() % 3)) / 4.f;
+          for (auto& v : bias) v = float(int(rng() % 17) - 8);
+          const BinaryWeights wt{w.data(), alpha.data(), bias.data(), N, K, KW, G, gwords};
+          for (int op = 0; op < 2; ++op) {
+            auto fn = op ? &xnor_linear_f32 : &w1a32_linear_f32;
+            fn(BinaryIsa::portable, x.data(), K, wt, o1.data(), N, M);
+            fn(BinaryIsa::avx512, x.data(), K, wt, o2.data(), N, M);
+            ++cases;
+            for (int64_t i = 0; i < M * N; ++i)
+              if (o1[i] != o2[i]) { ++bad; printf("op=%d K=%ld gw=%ld M=%ld N=%ld: %g vs %g\n", op, long(K), long(gw), long(M), long(N), o1[i], o2[i]); break; }
+          }
+        }
+  printf("%d cases, %d mismatching\n", cases, bad);
+  return bad != 0;
+}
+"""
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/usr/include/simde/x86/avx512.h")
+                    or __import__("shutil").which("g++") is None or __import__("platform").machine() != "x86_64",
+                    reason="needs g++ and SIMDe (libsimde-dev) to emulate AVX-512")
+def test_avx512_kernels_under_simde_emulation(tmp_path):
+    """Where the CPU hides AVX-512 (this project's machines), binary_avx512.cpp is compiled with its
+    intrinsics emulated by SIMDe and run through the real driver against the portable kernels, bit for bit
+    on sums that are exact in any order: W1A32 and XNOR, M = 1 and tiles, odd K and N, groups."""
+    import pathlib
+    import subprocess
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    src = (root / "csrc/cpu/binary/binary_avx512.cpp").read_text()
+    for old, new in [("#include <immintrin.h>", '#include "shim.h"'),
+                     ('"avx512f,avx512bw,avx512vl,avx512vpopcntdq,avx2,fma,popcnt"', '"avx2,fma,popcnt"'),
+                     ("_mm512_reduce_add_ps(", "pyc_reduce_add_ps("),
+                     ("_mm512_reduce_add_epi64(", "pyc_reduce_add_epi64("),
+                     ("_mm512_maskz_loadu_epi32(", "pyc_maskz_loadu_epi32(")]:
+        assert old in src, old
+        src = src.replace(old, new)
+    (tmp_path / "shim.h").write_text(_SIMDE_SHIM)
+    (tmp_path / "avx512_emulated.cpp").write_text(src)
+    (tmp_path / "main.cpp").write_text(_SIMDE_MAIN)
+    exe = tmp_path / "check"
+    cpu = root / "csrc/cpu"
+    subprocess.run(["g++", "-O1", "-std=c++17", "-w", f"-I{root / 'csrc'}", f"-I{tmp_path}", str(tmp_path / "main.cpp"),
+                    str(tmp_path / "avx512_emulated.cpp"), *(str(cpu / "binary" / f) for f in
+                    ("binary_portable.cpp", "binary_avx2.cpp", "binary_linear.cpp")), str(cpu / "cpu_features.cpp"),
+                    "-o", str(exe)], check=True, capture_output=True, timeout=300)
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and " 0 mismatching" in run.stdout, run.stdout[-2000:]

@@ -1,19 +1,19 @@
 // AVX-512 binary kernels (AVX512F/BW/VL + VPOPCNTDQ), selected by CPUID.
 //
-// Not run on hardware by its author (the development machine exposes AVX2 only): checked against
-// a float64 reference on random shapes with the intrinsics emulated in software (SIMDe), compiled
-// on every build (target attributes), and the tests run it whenever the CPU has VPOPCNTDQ.
+// Not run on hardware by its authors (the development machines expose AVX2 only): compiled on every
+// build (target attributes); tests/test_cpu_binary_kernels.py runs it with the intrinsics emulated in
+// software (SIMDe) through the driver, bit for bit against the portable kernels, and on the CPU
+// whenever it has VPOPCNTDQ.
 //
 // W1A32: each 16-bit half of a packed word is a __mmask16 as it is, so vaddps {k} adds the
-// 16 inputs whose bit is set: one masked add per 16 weights.
+// 16 inputs whose bit is set: one masked add per 16 weights, subtracted twice from the plain sum.
 // XNOR: vpxorq + vpopcntq + vpaddq per 512 bits for a 4 x 4 tile of activation and weight
 // rows; K tails are masked loads (zeros never count).
 #if defined(__x86_64__)
 
 #include <immintrin.h>
 
-#include <cmath>
-
+#include "cpu/binary/binary_common.h"
 #include "cpu/binary/binary_linear.h"
 
 // GCC 12's AVX-512 headers spell "undefined" vectors as self-initialized variables (see int8_avx512.cpp).
@@ -27,19 +27,30 @@ namespace {
 
 constexpr int kNr = 4, kMr = 4;
 
-PYCOMP_AVX512 void masked_sum(const float* x, const uint32_t* w, int64_t ldw, int nr, int64_t nwords, float* sums) {
-  for (int r0 = 0; r0 < nr; r0 += 2) {
-    const int rn = nr - r0 < 2 ? nr - r0 : 2;
-    __m512 acc[2][2] = {{_mm512_setzero_ps(), _mm512_setzero_ps()}, {_mm512_setzero_ps(), _mm512_setzero_ps()}};
-    for (int64_t i = 0; i < nwords; ++i) {
-      const __m512 x0 = _mm512_loadu_ps(x + i * 32), x1 = _mm512_loadu_ps(x + i * 32 + 16);
-      for (int r = 0; r < rn; ++r) {
-        const uint32_t bits = w[(r0 + r) * ldw + i];
-        acc[r][0] = _mm512_mask_add_ps(acc[r][0], static_cast<__mmask16>(bits & 0xffffu), acc[r][0], x0);
-        acc[r][1] = _mm512_mask_add_ps(acc[r][1], static_cast<__mmask16>(bits >> 16), acc[r][1], x1);
+// s . x = sum(x) - 2 * (sum of the x whose bit is set): the plain sum once per x row, one masked add
+// per 16 weights per row of w.
+PYCOMP_AVX512 void signed_dot(const float* x, int64_t ldx, int mr, const uint32_t* w, int64_t ldw, int nr,
+                              int64_t nwords, float* sums) {
+  for (int i = 0; i < mr; ++i) {
+    const float* xi = x + i * ldx;
+    __m512 all = _mm512_setzero_ps();
+    for (int64_t k = 0; k < nwords; ++k)
+      all = _mm512_add_ps(all, _mm512_add_ps(_mm512_loadu_ps(xi + k * 32), _mm512_loadu_ps(xi + k * 32 + 16)));
+    const float total = _mm512_reduce_add_ps(all);
+    for (int r0 = 0; r0 < nr; r0 += 2) {
+      const int rn = nr - r0 < 2 ? nr - r0 : 2;
+      __m512 acc[2][2] = {{_mm512_setzero_ps(), _mm512_setzero_ps()}, {_mm512_setzero_ps(), _mm512_setzero_ps()}};
+      for (int64_t k = 0; k < nwords; ++k) {
+        const __m512 x0 = _mm512_loadu_ps(xi + k * 32), x1 = _mm512_loadu_ps(xi + k * 32 + 16);
+        for (int r = 0; r < rn; ++r) {
+          const uint32_t bits = w[(r0 + r) * ldw + k];
+          acc[r][0] = _mm512_mask_add_ps(acc[r][0], static_cast<__mmask16>(bits & 0xffffu), acc[r][0], x0);
+          acc[r][1] = _mm512_mask_add_ps(acc[r][1], static_cast<__mmask16>(bits >> 16), acc[r][1], x1);
+        }
       }
+      for (int r = 0; r < rn; ++r)
+        sums[i * nr + r0 + r] = total - 2.f * _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
     }
-    for (int r = 0; r < rn; ++r) sums[r0 + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
   }
 }
 
@@ -82,22 +93,13 @@ PYCOMP_AVX512 float binarize_row(const float* x, int64_t K, uint32_t* bits) {
     bits[w] = lo | (hi << 16);
     s = _mm512_add_ps(s, _mm512_add_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
   }
-  float sum = _mm512_reduce_add_ps(s);
-  if (w * 32 < K) {
-    uint32_t word = 0;
-    for (int j = 0; w * 32 + j < K; ++j) {
-      const float v = x[w * 32 + j];
-      sum += std::fabs(v);
-      word |= static_cast<uint32_t>(v < 0.f) << j;
-    }
-    bits[w] = word;
-  }
-  return sum / static_cast<float>(K);
+  return (_mm512_reduce_add_ps(s) + binarize_words(x, w, K, bits)) / static_cast<float>(K);
 }
 
 }  // namespace
 
-Kernels avx512_kernels() { return {&masked_sum, &xor_popc, &binarize_row, kNr, kMr}; }
+// signed_dot takes one x row per call (rows share nothing but the x sum), 16 weight rows to spread that sum.
+Kernels avx512_kernels() { return {&signed_dot, &xor_popc, &binarize_row, 1, 16, kMr, kNr}; }
 
 }  // namespace pycomp::cpu::binary::detail
 

@@ -9,8 +9,11 @@
 
 #include "cpu/cpu_features.h"
 #include "cpu/parallel.h"
+#include "cpu/scratch.h"
 
 namespace pycomp::cpu::binary {
+
+using cpu::Scratch;
 
 namespace {
 
@@ -42,6 +45,11 @@ detail::Kernels kernels(BinaryIsa isa) {
   (void)isa;
   return detail::portable_kernels();
 }
+
+// Words of K per block of the W1A32 GEMM: 1024 inputs, a 4 KB row of x.
+constexpr int64_t kDotBlockWords = 32;
+// Largest mr * nr tile of any ISA.
+constexpr int kMaxTile = 64;
 
 // Rows of weights per parallel task: enough work per task to amortize the dispatch.
 int64_t grain_rows(int64_t M, int64_t KW) { return std::max<int64_t>(8, 65536 / std::max<int64_t>(1, M * KW)); }
@@ -96,29 +104,32 @@ void w1a32_linear_f32(BinaryIsa isa, const float* x, int64_t ldx, const BinaryWe
                       int64_t M) {
   const detail::Kernels kern = kernels(isa);
   const int64_t K = wt.K, KW = wt.KW, G = wt.G, gw = wt.group_words, KP = KW * 32;
-  // x zero-padded to whole words (so the kernels read full words) and its plain sum per group.
-  std::vector<float> xp(static_cast<size_t>(M * KP), 0.f), gsum(static_cast<size_t>(M * G), 0.f);
+  // x zero-padded to whole words, so the kernels read full words and padding bits add nothing.
+  Scratch<float> xp(M * KP);
   for (int64_t m = 0; m < M; ++m) {
-    std::copy(x + m * ldx, x + m * ldx + K, xp.begin() + m * KP);
-    for (int64_t g = 0; g < G; ++g) {
-      const int64_t k0 = g * gw * 32, k1 = std::min(K, (g + 1) * gw * 32);
-      float s = 0.f;
-      for (int64_t k = k0; k < k1; ++k) s += xp[m * KP + k];
-      gsum[m * G + g] = s;
-    }
+    std::copy(x + m * ldx, x + m * ldx + K, xp.get() + m * KP);
+    std::fill(xp.get() + m * KP + K, xp.get() + (m + 1) * KP, 0.f);
   }
+  // One x tile needs no K blocks; more tiles take turns over blocks of K whose x tile stays in L1 while the
+  // thread's weight rows (a block each, in L2) pass under it.
+  const int64_t kc = M <= kern.dot_mr ? KW : kDotBlockWords;
   parallel_for(wt.N, grain_rows(M, KW), [&](int64_t n0, int64_t n1) {
-    float sums[16];
-    for (int64_t n = n0; n < n1; n += kern.max_nr) {
-      const int nr = static_cast<int>(std::min<int64_t>(kern.max_nr, n1 - n));
-      for (int64_t m = 0; m < M; ++m) {
-        float acc[16] = {};
-        for (int64_t g = 0; g < G; ++g) {
-          const int64_t w0 = g * gw, nw = std::min(gw, KW - w0);
-          kern.masked_sum(xp.data() + m * KP + w0 * 32, wt.w + n * KW + w0, KW, nr, nw, sums);
-          for (int r = 0; r < nr; ++r) acc[r] += wt.alpha[(n + r) * G + g] * (gsum[m * G + g] - 2.f * sums[r]);
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t n = n0; n < n1; ++n) out[m * ldo + n] = wt.bias ? wt.bias[n] : 0.f;
+    float sums[kMaxTile];
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t g1 = std::min(KW, (g + 1) * gw);
+      for (int64_t w0 = g * gw; w0 < g1; w0 += kc) {
+        const int64_t nw = std::min(kc, g1 - w0);
+        for (int64_t m = 0; m < M; m += kern.dot_mr) {
+          const int mr = static_cast<int>(std::min<int64_t>(kern.dot_mr, M - m));
+          for (int64_t n = n0; n < n1; n += kern.dot_nr) {
+            const int nr = static_cast<int>(std::min<int64_t>(kern.dot_nr, n1 - n));
+            kern.signed_dot(xp.get() + m * KP + w0 * 32, KP, mr, wt.w + n * KW + w0, KW, nr, nw, sums);
+            for (int i = 0; i < mr; ++i)
+              for (int r = 0; r < nr; ++r) out[(m + i) * ldo + n + r] += wt.alpha[(n + r) * G + g] * sums[i * nr + r];
+          }
         }
-        for (int r = 0; r < nr; ++r) out[m * ldo + n + r] = acc[r] + (wt.bias ? wt.bias[n + r] : 0.f);
       }
     }
   });
@@ -132,12 +143,12 @@ void xnor_linear_f32(BinaryIsa isa, const float* x, int64_t ldx, const BinaryWei
   std::vector<float> beta(static_cast<size_t>(M));
   binarize_rows_f32(isa, x, ldx, M, K, bits.data(), beta.data());
   parallel_for(wt.N, grain_rows(M, KW), [&](int64_t n0, int64_t n1) {
-    int64_t counts[64];
-    for (int64_t n = n0; n < n1; n += kern.max_nr) {
-      const int nr = static_cast<int>(std::min<int64_t>(kern.max_nr, n1 - n));
-      for (int64_t m = 0; m < M; m += kern.max_mr) {
-        const int mr = static_cast<int>(std::min<int64_t>(kern.max_mr, M - m));
-        float acc[64] = {};
+    int64_t counts[kMaxTile];
+    for (int64_t n = n0; n < n1; n += kern.xor_nr) {
+      const int nr = static_cast<int>(std::min<int64_t>(kern.xor_nr, n1 - n));
+      for (int64_t m = 0; m < M; m += kern.xor_mr) {
+        const int mr = static_cast<int>(std::min<int64_t>(kern.xor_mr, M - m));
+        float acc[kMaxTile] = {};
         for (int64_t g = 0; g < G; ++g) {
           const int64_t w0 = g * gw, nw = std::min(gw, KW - w0);
           const float len = static_cast<float>(std::min(K, (g + 1) * gw * 32) - w0 * 32);

@@ -5,9 +5,8 @@
 // alpha: (N, G) fp32, one scale per group of `group_words` words (G = 1, group_words = KW
 // for one scale per output channel). The weight is W[n, k] = alpha[n, g(k)] * (bit ? -1 : +1).
 //
-// W1A32: out[m, n] = sum_g alpha[n, g] * (S_g(x_m) - 2 * sum_{k in g, bit set} x[m, k]) + bias[n],
-// where S_g is the plain sum of x over the group: the bits select which inputs to subtract,
-// so weights are never turned into floats.
+// W1A32: out[m, n] = sum_g alpha[n, g] * sum_{k in g} s_nk * x[m, k] + bias[n], s_nk = -1 where the bit
+// is set, else +1: the bits choose +x or -x (never a float weight in memory).
 //
 // XNOR (W1A1): x is binarized per row, bits like the weights' (x < 0) and
 // beta[m] = mean_k |x[m, k]|; out[m, n] = beta[m] * sum_g alpha[n, g] * (len_g - 2 * popc_g(a xor w))
@@ -49,9 +48,11 @@ void binarize_rows_f32(BinaryIsa isa, const float* x, int64_t ldx, int64_t M, in
 
 // Per-ISA pieces, called by the driver in binary_linear.cpp.
 namespace detail {
-// sum_{k in [0, 32 * nwords) with bit set} x[k] over `nwords` words (x holds at least the real K entries;
-// the caller never passes bits past K as set). Rows r = 0..nr-1 of w (stride KW), one result each.
-using MaskedSumFn = void (*)(const float* x, const uint32_t* w, int64_t ldw, int nr, int64_t nwords, float* sums);
+// Signed dot products: sums[i * nr + j] = sum_{k < 32 * nwords} s_jk * x[i * ldx + k], s_jk = -1 where bit k
+// of row j of w (stride ldw) is set, else +1, for mr rows of x (mr <= max_mr) and nr rows of w
+// (nr <= max_nr). x holds 32 * nwords entries per row (zero past K, so padding bits add nothing).
+using SignedDotFn = void (*)(const float* x, int64_t ldx, int mr, const uint32_t* w, int64_t ldw, int nr,
+                             int64_t nwords, float* sums);
 // popc(a xor w) over nwords for mr rows of a (stride lda) and nr rows of w (stride ldw):
 // counts[i * nr + j].
 using XorPopcFn = void (*)(const uint32_t* a, int64_t lda, int mr, const uint32_t* w, int64_t ldw, int nr,
@@ -59,11 +60,11 @@ using XorPopcFn = void (*)(const uint32_t* a, int64_t lda, int mr, const uint32_
 using BinarizeRowFn = float (*)(const float* x, int64_t K, uint32_t* bits);
 
 struct Kernels {
-  MaskedSumFn masked_sum;
+  SignedDotFn signed_dot;
   XorPopcFn xor_popc;
   BinarizeRowFn binarize_row;
-  int max_nr;  // rows of w per masked_sum / xor_popc call
-  int max_mr;  // rows of a per xor_popc call
+  int dot_mr, dot_nr;  // largest mr, nr per signed_dot call
+  int xor_mr, xor_nr;  // largest mr, nr per xor_popc call
 };
 
 Kernels portable_kernels();
