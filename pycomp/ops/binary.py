@@ -22,7 +22,7 @@ from torch import Tensor
 
 from pycomp import _ext
 from pycomp.formats.binary import WORD_BITS, dequantize_binary, num_groups, pack_signs, unpack_signs, words
-from pycomp.ops._library import LIB
+from pycomp.ops._library import LIB, check
 
 # Largest M the CUDA W1A16 GEMV serves; above it the Triton kernel (tensor cores on ±1 tiles).
 CUDA_GEMV_MAX_M = 16
@@ -77,34 +77,34 @@ def xnor_linear_ref(x: Tensor, packed: Tensor, alpha: Tensor, group_size: int, b
 
 
 def _check(op: str, x: Tensor, packed: Tensor, alpha: Tensor, group_size: int, bias: Tensor | None) -> None:
-    torch._check(x.dtype.is_floating_point, lambda: f"pycomp.{op}: x must be a float tensor, got {x.dtype}")
-    torch._check(x.dim() >= 1, lambda: f"pycomp.{op}: x must have a feature dimension")
+    check(x.dtype.is_floating_point, lambda: f"pycomp.{op}: x must be a float tensor, got {x.dtype}")
+    check(x.dim() >= 1, lambda: f"pycomp.{op}: x must have a feature dimension")
     k = x.shape[-1]
-    torch._check(
+    check(
         packed.dim() == 2 and packed.dtype == torch.uint32,
         lambda: f"pycomp.{op}: packed must be a 2-D uint32 tensor (N, ceil(K/32)), got {packed.dim()}-D {packed.dtype}",
     )
-    torch._check(
+    check(
         packed.shape[1] == words(k),
         lambda: f"pycomp.{op}: x has K={k} features, which pack into {words(k)} words, but packed has "
         f"{packed.shape[1]} words per row",
     )
-    torch._check(
+    check(
         group_size >= 0 and group_size % WORD_BITS == 0,
         lambda: f"pycomp.{op}: group_size must be 0 or a positive multiple of {WORD_BITS}, got {group_size}",
     )
-    torch._check(
+    check(
         alpha.dim() == 2 and alpha.dtype == torch.float32 and alpha.shape[0] == packed.shape[0]
         and alpha.shape[1] == num_groups(k, group_size),
         lambda: f"pycomp.{op}: alpha must be float32 of shape (N, G) = ({packed.shape[0]}, "
         f"{num_groups(k, group_size)}) for K={k}, group_size={group_size}; got {alpha.dtype} {tuple(alpha.shape)}",
     )
-    torch._check(
+    check(
         bias is None or (bias.dim() == 1 and bias.shape[0] == packed.shape[0]),
         lambda: f"pycomp.{op}: bias must be a vector of N={packed.shape[0]} values",
     )
     for name, t in (("packed", packed), ("alpha", alpha), ("bias", bias)):
-        torch._check(t is None or t.device == x.device,
+        check(t is None or t.device == x.device,
                      lambda: f"pycomp.{op}: {name} is on {t.device} but x is on {x.device}")
 
 

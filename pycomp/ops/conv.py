@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pycomp import _ext
-from pycomp.ops._library import LIB
+from pycomp.ops._library import LIB, check
 
 LIB.define("im2col(Tensor x, int[] kernel, int[] stride, int[] dilation) -> Tensor")
 
@@ -29,11 +29,11 @@ def im2col_ref(x: Tensor, kernel, stride, dilation) -> Tensor:
 
 
 def _check(x: Tensor, kernel, stride, dilation) -> None:
-    torch._check(x.dim() == 4, lambda: f"pycomp.im2col: x must be 4-D (B, C, H, W), got {x.dim()}-D")
-    torch._check(len(kernel) == len(stride) == len(dilation) == 2,
+    check(x.dim() == 4, lambda: f"pycomp.im2col: x must be 4-D (B, C, H, W), got {x.dim()}-D")
+    check(len(kernel) == len(stride) == len(dilation) == 2,
                  lambda: "pycomp.im2col: kernel, stride and dilation take two values each")
     ho, wo = _out_hw(x, kernel, stride, dilation)
-    torch._check(ho > 0 and wo > 0, lambda: f"pycomp.im2col: input {tuple(x.shape)} is smaller than the kernel")
+    check(ho > 0 and wo > 0, lambda: f"pycomp.im2col: input {tuple(x.shape)} is smaller than the kernel")
 
 
 @torch.library.register_fake("pycomp::im2col")

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from pycomp import _ext
 from pycomp.formats import sparse as fmt
-from pycomp.ops._library import LIB
+from pycomp.ops._library import LIB, check
 
 PATTERNS = ("2:4", "unstructured", "block")
 # Largest M the CUDA 2:4 GEMV serves (it streams the kept values once for up to 16 rows); above, the mma.sp GEMM.
@@ -77,14 +77,14 @@ def bsr_linear_ref(x: Tensor, crow: Tensor, col: Tensor, values: Tensor, out_fea
 
 
 def _check_common(op: str, x: Tensor, n: int, k: int, bias: Tensor | None, tensors: dict) -> None:
-    torch._check(x.dtype.is_floating_point, lambda: f"pycomp.{op}: x must be a float tensor, got {x.dtype}")
-    torch._check(x.dim() >= 1, lambda: f"pycomp.{op}: x must have a feature dimension")
-    torch._check(x.shape[-1] == k, lambda: f"pycomp.{op}: x has {x.shape[-1]} features (last dim) but the "
+    check(x.dtype.is_floating_point, lambda: f"pycomp.{op}: x must be a float tensor, got {x.dtype}")
+    check(x.dim() >= 1, lambda: f"pycomp.{op}: x must have a feature dimension")
+    check(x.shape[-1] == k, lambda: f"pycomp.{op}: x has {x.shape[-1]} features (last dim) but the "
                                            f"weight expects K={k}")
-    torch._check(bias is None or (bias.dim() == 1 and bias.shape[0] == n),
+    check(bias is None or (bias.dim() == 1 and bias.shape[0] == n),
                  lambda: f"pycomp.{op}: bias must be a vector of N={n} values")
     for name, t in {**tensors, "bias": bias}.items():
-        torch._check(t is None or t.device == x.device, lambda: f"pycomp.{op}: {name} is on {t.device} but x is on "
+        check(t is None or t.device == x.device, lambda: f"pycomp.{op}: {name} is on {t.device} but x is on "
                                                                 f"{x.device}")
 
 
@@ -92,14 +92,14 @@ def _check_24(x, values, meta, in_features, bias, scale):
     op = "sparse24_linear"
     kp = -(-in_features // fmt.K_ALIGN_24) * fmt.K_ALIGN_24
     int8 = values.dtype == torch.int8
-    torch._check(values.dim() == 2 and (values.dtype.is_floating_point or int8) and values.shape[1] * 2 == kp,
+    check(values.dim() == 2 and (values.dtype.is_floating_point or int8) and values.shape[1] * 2 == kp,
                  lambda: f"pycomp.{op}: values must be a float or int8 (N, {kp // 2}) tensor for K={in_features}, "
                          f"got {values.dtype} {tuple(values.shape)}")
-    torch._check(int8 == (scale is not None),
+    check(int8 == (scale is not None),
                  lambda: f"pycomp.{op}: int8 values need a per-row scale and float values take none")
-    torch._check(scale is None or (scale.dtype == torch.float32 and tuple(scale.shape) == (values.shape[0],)),
+    check(scale is None or (scale.dtype == torch.float32 and tuple(scale.shape) == (values.shape[0],)),
                  lambda: f"pycomp.{op}: scale must be float32 of shape ({values.shape[0]},)")
-    torch._check(meta.dim() == 2 and meta.dtype == torch.int16 and meta.shape[1] * 16 == kp
+    check(meta.dim() == 2 and meta.dtype == torch.int16 and meta.shape[1] * 16 == kp
                  and meta.shape[0] % fmt.N_ALIGN_24 == 0 and meta.shape[0] >= values.shape[0],
                  lambda: f"pycomp.{op}: meta must be int16 (Np, {kp // 16}), Np a multiple of 32 >= N, got "
                          f"{meta.dtype} {tuple(meta.shape)}")
@@ -108,9 +108,9 @@ def _check_24(x, values, meta, in_features, bias, scale):
 
 def _check_csr(x, crow, col, values, in_features, bias):
     op = "csr_linear"
-    torch._check(crow.dim() == 1 and crow.dtype == torch.int32 and crow.shape[0] >= 1,
+    check(crow.dim() == 1 and crow.dtype == torch.int32 and crow.shape[0] >= 1,
                  lambda: f"pycomp.{op}: crow must be a 1-D int32 tensor of N+1 row offsets")
-    torch._check(col.dim() == 1 and col.dtype == fmt.index_dtype(in_features) and values.dim() == 1
+    check(col.dim() == 1 and col.dtype == fmt.index_dtype(in_features) and values.dim() == 1
                  and col.shape[0] == values.shape[0] and values.dtype.is_floating_point,
                  lambda: f"pycomp.{op}: col must be {fmt.index_dtype(in_features)} (K={in_features}) and values "
                          f"float, both 1-D of length nnz")
@@ -119,12 +119,12 @@ def _check_csr(x, crow, col, values, in_features, bias):
 
 def _check_bsr(x, crow, col, values, out_features, in_features, bias):
     op = "bsr_linear"
-    torch._check(values.dim() == 3 and values.dtype.is_floating_point,
+    check(values.dim() == 3 and values.dtype.is_floating_point,
                  lambda: f"pycomp.{op}: values must be a float (nblocks, bn, bk) tensor")
     bn = values.shape[1]
-    torch._check(crow.dim() == 1 and crow.dtype == torch.int32 and crow.shape[0] == -(-out_features // bn) + 1,
+    check(crow.dim() == 1 and crow.dtype == torch.int32 and crow.shape[0] == -(-out_features // bn) + 1,
                  lambda: f"pycomp.{op}: crow must be int32 with ceil(N/bn)+1 = {-(-out_features // bn) + 1} entries")
-    torch._check(col.dim() == 1 and col.dtype == torch.int32 and col.shape[0] == values.shape[0],
+    check(col.dim() == 1 and col.dtype == torch.int32 and col.shape[0] == values.shape[0],
                  lambda: f"pycomp.{op}: col must be int32 with one block column per block")
     _check_common(op, x, out_features, in_features, bias, {"crow": crow, "col": col, "values": values})
 
