@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/parallel.h"
@@ -132,7 +133,7 @@ void s24_rows(const float* x, int64_t ldx, const T* val, const float* scale, con
 template <class T>
 void s24_driver(const float* x, int64_t ldx, const T* val, const float* scale, const int16_t* meta, int64_t Np,
                 const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t Kp) {
-  if (M >= kCsrTransposeMinM) return s24_outer_driver(x, ldx, val, scale, meta, Np, bias, out, ldo, M, N, Kp);
+  if (M >= kCsrTransposeMinM) return s24_blocked_driver(x, ldx, val, scale, meta, Np, bias, out, ldo, M, N, Kp);
   Scratch<float> xr(M * Kp);
   swap_quads(x, ldx, M, Kp, xr.get());
   parallel_for(N, kRowGrain, [&](int64_t n0, int64_t n1) {
