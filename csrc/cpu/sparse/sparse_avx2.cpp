@@ -7,8 +7,8 @@
 // M < 8 (s24_rows), the word becomes a vpermilps control that picks each group's two kept x values
 // inside a 128-bit lane; one blend and one FMA with the 8 kept weights. No gathers, and the decoded
 // control is shared by up to 4 activation rows. int8 values are widened 8 at a time (vpmovsxbd +
-// vcvtdq2ps) and the row scale applied once per output. From M = 8 on, the generic outer-product loop
-// (x transposed once, a broadcast weight times 8-row vectors of x^T).
+// vcvtdq2ps) and the row scale applied once per output. From M = 8 on, the generic cache-blocked
+// outer-product loop (sparse_generic.h: x^T in panels, a broadcast weight times 8-row vectors of a panel).
 #if defined(__x86_64__)
 
 #include <immintrin.h>
