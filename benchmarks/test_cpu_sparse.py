@@ -1,4 +1,4 @@
-"""pytest-benchmark suite: CPU sparse linear (CSR 90%, block-CSR 90%, 2:4) against fp32 F.linear, with
+"""pytest-benchmark suite: CPU sparse linear (CSR 90%, block-CSR 90%, 2:4, 2:4 int8) against fp32 F.linear, with
 torch's CSR matmul (torch.sparse_csr) beside the unstructured case.
 
     pytest benchmarks/test_cpu_sparse.py --benchmark-group-by=group
@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pycomp.benchmark.cpu_sparse import CASES, copies, op_call, packed, sparse_weight, torch_csr_call
+from pycomp.benchmark.cpu_sparse import CASES, copies, op_call, packed, reference_weight, sparse_weight, torch_csr_call
 from pycomp.formats import sparse as fmt
 
 N = K = 4096
@@ -49,7 +49,7 @@ def test_cpu_sparse_linear(benchmark, dense, case, m, impl):
         pytest.skip("torch's CSR peer is printed beside the unstructured case only")
     _, b, dense_sets = dense
     x = torch.randn(m, K)
-    want = F.linear(x.double(), case["w"].double(), b.double())
+    want = F.linear(x.double(), reference_weight(case["w"], case["pattern"], case["bufs"]), b.double())
     pattern = case["pattern"]
     if impl == "ours":
         got = op_call(pattern, x, case["bufs"], N, K, b)

@@ -111,6 +111,19 @@ def test_sparse24_int8_values(isa, m, n, k):
     _close(_ext._C.sparse24_linear_cpu(xp, values, meta, scale=scale, isa=isa), x, w)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m", [3, 20])
+def test_sparse24_strided_x_rows(isa, m):
+    """x rows further apart than Kp (a column slice) reach the kernels as they are: both M paths read ldx."""
+    values, meta, scale = _int8_24(40, 64, seed=m)
+    w = fmt.densify_24(values.float(), meta, 64).double() * scale.double()[:, None]
+    x = torch.randn(m, 100)[:, :64]
+    assert x.stride(0) == 100
+    _close(_ext._C.sparse24_linear_cpu(x, values, meta, scale=scale, isa=_isa(isa)), x, w)
+    wf = fmt.densify_24(values.float(), meta, 64)
+    _close(_ext._C.sparse24_linear_cpu(x, values.float(), meta, isa=isa), x, wf)
+
+
 def test_sparse24_refuses_bad_scale():
     values, meta, scale = _int8_24(5, 32, seed=0)
     x = torch.randn(2, 32)

@@ -1,5 +1,8 @@
-"""CPU sparse linear benchmark: ours (CSR at 90%, block-CSR at 90%, 2:4) against fp32 F.linear, with torch's
-CSR matmul (torch.sparse_csr, int64 indices) beside the unstructured rows.
+"""CPU sparse linear benchmark: ours (CSR at 90%, block-CSR at 90%, 2:4, 2:4 with int8 values) against fp32
+F.linear, with torch's CSR matmul (torch.sparse_csr, int64 indices) beside the unstructured rows.
+
+"2:4 int8" calls the kernel (pycomp._C.sparse24_linear_cpu) directly with per-row symmetric int8 values;
+the other rows go through pycomp.ops.
 
 Cold weights: each timed call uses the next of several copies of its weight (dense, ours, torch's), each set
 beyond 4x the last-level cache (BENCHMARKING.md). Every row checks our output against the reference op, and
@@ -13,6 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from pycomp import _ext
 from pycomp.benchmark.timing import cold_copies, median_ms, read_bandwidth_gbs, time_calls
 from pycomp.formats import sparse as fmt
 from pycomp.ops import sparse as ops
@@ -20,7 +24,7 @@ from pycomp.prune.config import block_magnitude_mask
 from pycomp.prune.magnitude import magnitude_mask
 from pycomp.prune.nm import nm_mask
 
-CASES = (("unstructured", 0.9), ("block", 0.9), ("2:4", 0.5))
+CASES = (("unstructured", 0.9), ("block", 0.9), ("2:4", 0.5), ("2:4 int8", 0.5))
 BLOCK = (16, 16)
 
 
@@ -45,22 +49,43 @@ def copies(nbytes: int) -> int:
 
 
 def sparse_weight(w: torch.Tensor, pattern: str, sparsity: float) -> torch.Tensor:
-    if pattern == "2:4":
+    if pattern.startswith("2:4"):
         return w * nm_mask(w)
     if pattern == "block":
         return w * block_magnitude_mask(w, sparsity, BLOCK)
     return w * magnitude_mask(w, sparsity)
 
 
+def pack_24_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """2:4 with symmetric per-row int8 values: (values int8 (N, Kp/2), meta, scale (N) float32)."""
+    values, meta = fmt.pack_24(w)
+    scale = values.abs().amax(1).clamp_min(1e-12) / 127
+    return torch.round(values / scale[:, None]).clamp(-127, 127).to(torch.int8), meta, scale
+
+
 def packed(w: torch.Tensor, pattern: str) -> tuple:
     if pattern == "2:4":
         return fmt.pack_24(w)
+    if pattern == "2:4 int8":
+        return pack_24_int8(w)
     if pattern == "unstructured":
         return fmt.pack_csr(w)
     return fmt.pack_bsr(w, BLOCK)
 
 
+def reference_weight(w: torch.Tensor, pattern: str, bufs: tuple) -> torch.Tensor:
+    """The weight the kernel multiplies by, float64: the pruned one, or its int8 dequantization."""
+    if pattern == "2:4 int8":
+        values, meta, scale = bufs
+        return fmt.densify_24(values.double(), meta, w.shape[1]) * scale.double()[:, None]
+    return w.double()
+
+
 def op_call(pattern: str, x: torch.Tensor, bufs: tuple, n: int, k: int, b: torch.Tensor) -> torch.Tensor:
+    if pattern == "2:4 int8":
+        values, meta, scale = bufs
+        xp = F.pad(x, (0, values.shape[1] * 2 - k))
+        return _ext._C.sparse24_linear_cpu(xp, values, meta, b, scale)
     if pattern == "2:4":
         return ops.sparse24_linear(x, *bufs, k, b)
     if pattern == "unstructured":
@@ -87,7 +112,7 @@ def bench_case(n: int, k: int, pattern: str, sparsity: float, ms: list[int], rep
         x = torch.randn(m, k)
         with torch.no_grad():
             got = op_call(pattern, x, bufs, n, k, b)
-            want = F.linear(x.double(), w.double(), b.double())
+            want = F.linear(x.double(), reference_weight(w, pattern, bufs), b.double())
             torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
             t_fp32 = time_calls(lambda i: F.linear(x, dense_sets[i % len(dense_sets)], b), repeats=repeats)
             t_ours = time_calls(lambda i: op_call(pattern, x, ours[i % len(ours)], n, k, b), repeats=repeats)
@@ -123,7 +148,7 @@ def table(result: dict) -> str:
              f"{'torchCSR ms':>11} {'x torchCSR':>10} {'GB/s':>6}"]
     for r in result["rows"]:
         peer = f"{r['torch_csr_ms']:11.3f} {r['vs_torch_csr']:10.2f}" if r["torch_csr_ms"] else f"{'-':>11} {'-':>10}"
-        name = f"{r['pattern']}@{r['sparsity']:.0%}" if r["pattern"] != "2:4" else "2:4"
+        name = r["pattern"] if r["pattern"].startswith("2:4") else f"{r['pattern']}@{r['sparsity']:.0%}"
         lines.append(f"{r['shape']:>10} {name:>13} {r['m']:>4} {r['fp32_ms']:8.3f} {r['ours_ms']:8.3f} "
                      f"{r['vs_fp32']:7.2f} {peer} {r['gbs']:6.1f}")
     return "\n".join(lines)

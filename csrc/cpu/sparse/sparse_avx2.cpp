@@ -3,23 +3,23 @@
 // CSR and block-CSR: the generic code (sparse_generic.h) on 8-lane vectors; CSR gathers x with
 // vgatherdps, int16 column indices widened by vpmovsxwd (half the index bytes of int32).
 //
-// 2:4: one int16 metadata word covers 16 columns of a row: 4 groups, two 2-bit indices each. A
-// 256-entry table turns each byte (two groups) into 4 lane indices, and the word into a vpermps
-// control: permuting x[16c..16c+7] by it gives groups 0-1's kept x values in lanes 0-3, permuting
-// x[16c+8..16c+15] gives groups 2-3's in lanes 4-7; one blend and one FMA with the 8 kept weights.
-// No gathers, and the decoded control is shared by up to 4 activation rows. int8 values are widened
-// 8 at a time (vpmovsxbd + vcvtdq2ps) and the row scale applied once per output. From M = 8 on, the
-// generic outer-product loop (x transposed once, a broadcast weight times 8-row vectors of x^T).
+// 2:4: one int16 metadata word covers 16 columns of a row: 4 groups, two 2-bit indices each. For
+// M < 8 (s24_rows), the word becomes a vpermilps control that picks each group's two kept x values
+// inside a 128-bit lane; one blend and one FMA with the 8 kept weights. No gathers, and the decoded
+// control is shared by up to 4 activation rows. int8 values are widened 8 at a time (vpmovsxbd +
+// vcvtdq2ps) and the row scale applied once per output. From M = 8 on, the generic cache-blocked
+// outer-product loop (sparse_generic.h: x^T in panels, a broadcast weight times 8-row vectors of a panel).
 #if defined(__x86_64__)
 
 #include <immintrin.h>
 
 #include <algorithm>
-#include <array>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/parallel.h"
+#include "cpu/scratch.h"
 #include "cpu/sparse/sparse_kernels.h"
 
 #pragma GCC push_options
@@ -50,74 +50,102 @@ struct V {
 
 #include "cpu/sparse/sparse_generic.h"
 
-// byte (two 4-bit group codes) -> lane indices {i0, i1, 4 + j0, 4 + j1} into 8 consecutive x values.
-struct PermTable {
-  alignas(16) std::array<std::array<int32_t, 4>, 256> ctrl{};
-  PermTable() {
-    for (int b = 0; b < 256; ++b) ctrl[b] = {b & 3, (b >> 2) & 3, 4 + ((b >> 4) & 3), 4 + ((b >> 6) & 3)};
-  }
-};
-const PermTable kPerm;
-
-// The control vector of one metadata word (16 columns): lanes 0-3 index x[16c..16c+7], lanes 4-7 x[16c+8..].
-inline __m256i perm_ctrl(uint32_t word) {
-  const __m128i lo = _mm_load_si128(reinterpret_cast<const __m128i*>(kPerm.ctrl[word & 255u].data()));
-  const __m128i hi = _mm_load_si128(reinterpret_cast<const __m128i*>(kPerm.ctrl[(word >> 8) & 255u].data()));
-  return _mm256_set_m128i(hi, lo);
-}
-
-inline __m256 kept_x(const float* xc, __m256i ctrl) {
-  const __m256 a = _mm256_permutevar8x32_ps(_mm256_loadu_ps(xc), ctrl);
-  const __m256 b = _mm256_permutevar8x32_ps(_mm256_loadu_ps(xc + 8), ctrl);
-  return _mm256_blend_ps(a, b, 0xF0);
-}
-
 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
 inline __m256 load8(const int8_t* p) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 }
 
-// Chunks go in pairs (Kp % 32 == 0): the pair's two words sit in one column pair of the metadata, and
-// the two chunks feed separate accumulators, so the FMA latency does not chain.
+// x with the middle quads of every 16 columns swapped, [0-3, 8-11 | 4-7, 12-15], so that each 128-bit
+// lane of the two 8-column loads holds one group, and in-lane permutes can pick the kept columns.
+inline void swap_quads(const float* x, int64_t ldx, int64_t M, int64_t Kp, float* xr) {
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t k = 0; k < Kp; k += 16) {
+      const __m256 a = _mm256_loadu_ps(x + m * ldx + k), b = _mm256_loadu_ps(x + m * ldx + k + 8);
+      _mm256_storeu_ps(xr + m * Kp + k, _mm256_permute2f128_ps(a, b, 0x20));
+      _mm256_storeu_ps(xr + m * Kp + k + 8, _mm256_permute2f128_ps(a, b, 0x31));
+    }
+}
+
+constexpr int64_t kValuePrefetchBytes = 2048;  // ahead of the row's value stream (A/B: 1024 and 2048 beat none)
+
+// Rows n0..n1 for MR activation rows of swapped x (ldx = Kp).
+//
+// Metadata: a 32-row tile's words for one column pair are 64 consecutive int16 (128 bytes), the pairs
+// 2*Np words apart. Read in place, every row touches Kp/32 lines 4*Np bytes apart, which alias in L1/L2
+// and are gone before the tile's next row; so each tile's words are copied once into a contiguous
+// buffer, with its quads (r, c0), (r+1, c0), (r, c1), (r+1, c1) reordered so that dword r holds row r's
+// two words (r the row's place in CUTLASS's permutation): generic tile_words' layout, copied with one
+// vpshufb per 32 bytes (the scalar tile_words was 2-6% slower here). The next tile's lines are prefetched
+// a few per row. Decoding: the dword broadcast and shifted right by 2j puts group j/2's j%2-th index in bits 0-1 of
+// lane j, all vpermilps reads; permuting the two swapped 8-column loads by it and blending lanes 2, 3, 6,
+// 7 of the second gives the 8 kept x values in the values' order. No table, no cross-lane permute.
 template <class T, int MR>
 void s24_rows(const float* x, int64_t ldx, const T* val, const float* scale, const int16_t* meta, int64_t Np,
               const float* bias, float* out, int64_t ldo, int64_t Kp, int64_t n0, int64_t n1) {
-  const int64_t chunks = Kp / 16;
-  for (int64_t n = n0; n < n1; ++n) {
-    const MetaRow row(n);
-    const T* v = val + n * (Kp / 2);
-    __m256 acc[2][MR];
-    for (int m = 0; m < MR; ++m) acc[0][m] = acc[1][m] = _mm256_setzero_ps();
-    for (int64_t c = 0; c < chunks; c += 2) {
-      const int16_t* pair = meta + (c >> 1) * 2 * Np;
-      const __m256i ctrl0 = perm_ctrl(static_cast<uint16_t>(pair[row.slot[0]]));
-      const __m256i ctrl1 = perm_ctrl(static_cast<uint16_t>(pair[row.slot[1]]));
-      const __m256 w0 = load8(v + 8 * c), w1 = load8(v + 8 * c + 8);
-      for (int m = 0; m < MR; ++m) {
-        const float* xc = x + m * ldx + 16 * c;
-        acc[0][m] = _mm256_fmadd_ps(w0, kept_x(xc, ctrl0), acc[0][m]);
-        acc[1][m] = _mm256_fmadd_ps(w1, kept_x(xc + 16, ctrl1), acc[1][m]);
-      }
+  const int64_t pairs = Kp / 32;
+  Scratch<int32_t> words(pairs * 32);
+  const __m256i quad = _mm256_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15, 0, 1, 4, 5, 2, 3, 6, 7,
+                                        8, 9, 12, 13, 10, 11, 14, 15);
+  const __m256i shift0 = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+  const __m256i shift1 = _mm256_setr_epi32(16, 18, 20, 22, 24, 26, 28, 30);
+  const int64_t per_row = ceil_div(pairs, 32);  // next-tile pairs prefetched per row
+  for (int64_t t0 = n0 / 32 * 32; t0 < n1; t0 += 32) {
+    const int16_t* tile = meta + 2 * t0;
+    for (int64_t p = 0; p < pairs; ++p) {
+      const __m256i* s = reinterpret_cast<const __m256i*>(tile + p * 2 * Np);
+      __m256i* d = reinterpret_cast<__m256i*>(words.get() + p * 32);
+      for (int i = 0; i < 4; ++i) _mm256_store_si256(d + i, _mm256_shuffle_epi8(_mm256_loadu_si256(s + i), quad));
     }
-    const float bv = bias ? bias[n] : 0.0f;
-    const float sc = scale ? scale[n] : 1.0f;
-    for (int m = 0; m < MR; ++m) out[m * ldo + n] = V::hsum(_mm256_add_ps(acc[0][m], acc[1][m])) * sc + bv;
+    for (int64_t n = std::max(n0, t0); n < std::min(n1, t0 + 32); ++n) {
+      if (t0 + 32 < n1) {
+        const int64_t i = n - t0;
+        for (int64_t p = i * per_row; p < std::min(pairs, (i + 1) * per_row); ++p) {
+          _mm_prefetch(reinterpret_cast<const char*>(tile + 64 + p * 2 * Np), _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(tile + 64 + p * 2 * Np + 32), _MM_HINT_T0);
+        }
+      }
+      const int32_t* w = words.get() + (n % 8) * 4 + (n % 32) / 8;
+      const T* v = val + n * (Kp / 2);
+      __m256 acc[2][MR];
+      for (int m = 0; m < MR; ++m) acc[0][m] = acc[1][m] = _mm256_setzero_ps();
+      for (int64_t p = 0; p < pairs; ++p) {
+        if ((16 * p * sizeof(T)) % 64 == 0)
+          _mm_prefetch(reinterpret_cast<const char*>(v + 16 * p) + kValuePrefetchBytes, _MM_HINT_T0);
+        const __m256i both = _mm256_set1_epi32(w[p * 32]);
+        const __m256i ctrl0 = _mm256_srlv_epi32(both, shift0), ctrl1 = _mm256_srlv_epi32(both, shift1);
+        const __m256 u0 = load8(v + 16 * p), u1 = load8(v + 16 * p + 8);
+        for (int m = 0; m < MR; ++m) {
+          const float* xc = x + m * ldx + 32 * p;
+          const __m256 k0 = _mm256_blend_ps(_mm256_permutevar_ps(_mm256_loadu_ps(xc), ctrl0),
+                                            _mm256_permutevar_ps(_mm256_loadu_ps(xc + 8), ctrl0), 0xCC);
+          const __m256 k1 = _mm256_blend_ps(_mm256_permutevar_ps(_mm256_loadu_ps(xc + 16), ctrl1),
+                                            _mm256_permutevar_ps(_mm256_loadu_ps(xc + 24), ctrl1), 0xCC);
+          acc[0][m] = _mm256_fmadd_ps(u0, k0, acc[0][m]);
+          acc[1][m] = _mm256_fmadd_ps(u1, k1, acc[1][m]);
+        }
+      }
+      const float bv = bias ? bias[n] : 0.0f;
+      const float sc = scale ? scale[n] : 1.0f;
+      for (int m = 0; m < MR; ++m) out[m * ldo + n] = V::hsum(_mm256_add_ps(acc[0][m], acc[1][m])) * sc + bv;
+    }
   }
 }
 
 template <class T>
 void s24_driver(const float* x, int64_t ldx, const T* val, const float* scale, const int16_t* meta, int64_t Np,
                 const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t Kp) {
-  if (M >= kCsrTransposeMinM) return s24_outer_driver(x, ldx, val, scale, meta, Np, bias, out, ldo, M, N, Kp);
+  if (M >= kCsrTransposeMinM) return s24_blocked_driver(x, ldx, val, scale, meta, Np, bias, out, ldo, M, N, Kp);
+  Scratch<float> xr(M * Kp);
+  swap_quads(x, ldx, M, Kp, xr.get());
   parallel_for(N, kRowGrain, [&](int64_t n0, int64_t n1) {
     for (int64_t m0 = 0; m0 < M; m0 += 4) {
-      const float* xm = x + m0 * ldx;
+      const float* xm = xr.get() + m0 * Kp;
       float* om = out + m0 * ldo;
       switch (std::min<int64_t>(4, M - m0)) {
-        case 1: s24_rows<T, 1>(xm, ldx, val, scale, meta, Np, bias, om, ldo, Kp, n0, n1); break;
-        case 2: s24_rows<T, 2>(xm, ldx, val, scale, meta, Np, bias, om, ldo, Kp, n0, n1); break;
-        case 3: s24_rows<T, 3>(xm, ldx, val, scale, meta, Np, bias, om, ldo, Kp, n0, n1); break;
-        default: s24_rows<T, 4>(xm, ldx, val, scale, meta, Np, bias, om, ldo, Kp, n0, n1); break;
+        case 1: s24_rows<T, 1>(xm, Kp, val, scale, meta, Np, bias, om, ldo, Kp, n0, n1); break;
+        case 2: s24_rows<T, 2>(xm, Kp, val, scale, meta, Np, bias, om, ldo, Kp, n0, n1); break;
+        case 3: s24_rows<T, 3>(xm, Kp, val, scale, meta, Np, bias, om, ldo, Kp, n0, n1); break;
+        default: s24_rows<T, 4>(xm, Kp, val, scale, meta, Np, bias, om, ldo, Kp, n0, n1); break;
       }
     }
   });

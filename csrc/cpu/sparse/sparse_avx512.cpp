@@ -8,9 +8,11 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/parallel.h"
+#include "cpu/scratch.h"
 #include "cpu/sparse/sparse_kernels.h"
 
 // GCC 12's AVX-512 headers spell "undefined" vectors as self-initialized variables, which
