@@ -207,9 +207,9 @@ constexpr int kGemvNrDynamic[4] = {8, 6, 4, 3};
 constexpr int kGemvNrWeightOnly[4] = {6, 6, 4, 3};
 
 Blocking avx2_blocking(int64_t M, const int (&gemv_nr)[4]) {
-  // M <= 4 (GEMV, memory-bound): one tile per panel and all of K per tile, so
-  // that each tile prefetches the next tile's weight rows (nr rows x K bytes
-  // in flight) while it computes.
+  // M <= 4 (GEMV, memory-bound): one tile per panel and all of K per tile, nr
+  // rows streamed at once (the W8A32 tiles also prefetch the next tile's rows,
+  // see kGemvPrefetch).
   if (M <= 4) return {int(M), gemv_nr[M - 1], M, gemv_nr[M - 1], int64_t(1) << 40};
   // GEMM: 4 x 3 tiles over K blocks of 4096, weight panels of 24 rows x 4096
   // (96 KB, L2) met by up to 64 rows. Whole-K tiles beat L1-sized K blocks
@@ -311,6 +311,7 @@ struct DynamicTiles {
 struct Dynamic {
   using Act = int16_t;
   static constexpr int64_t kStep = 16;
+  static constexpr bool kGemvPrefetch = false;  // see run_blocks
   static constexpr bool kCorrection = false;
 
   static void pack_row(const float* x, int64_t K, int64_t Kp, int16_t* a, DynamicAux aux, int64_t m) {
@@ -420,6 +421,7 @@ struct ReduceRangeTiles {
 struct ReduceRange {
   using Act = uint8_t;
   static constexpr int64_t kStep = 32;
+  static constexpr bool kGemvPrefetch = false;
 
   static void pack_row(const float* x, int64_t K, int64_t Kp, uint8_t* a, ReduceRangeAux aux, int64_t m) {
     const Uint7Params p = quantize_row_uint7(x, K, a);
@@ -531,6 +533,7 @@ struct WeightOnlyTiles {
 struct WeightOnly {
   using Act = float;
   static constexpr int64_t kStep = 8;
+  static constexpr bool kGemvPrefetch = true;
 
   static void pack_row(const float* x, int64_t K, int64_t Kp, float* a, std::nullptr_t, int64_t) {
     std::copy(x, x + K, a);

@@ -59,6 +59,7 @@ Blocking portable_blocking(int64_t M) {
 struct Dynamic {
   using Act = int8_t;
   static constexpr int64_t kStep = 1;
+  static constexpr bool kGemvPrefetch = false;  // the portable tiles do not prefetch
   static constexpr bool kCorrection = false;
 
   static void pack_row(const float* x, int64_t K, int64_t, int8_t* a, DynamicAux aux, int64_t m) {
@@ -73,6 +74,7 @@ struct Dynamic {
 struct ReduceRange {
   using Act = uint8_t;
   static constexpr int64_t kStep = 1;
+  static constexpr bool kGemvPrefetch = false;
 
   static void pack_row(const float* x, int64_t K, int64_t, uint8_t* a, ReduceRangeAux aux, int64_t m) {
     const Uint7Params p = quantize_row_uint7(x, K, a);
@@ -88,6 +90,7 @@ struct ReduceRange {
 struct WeightOnly {
   using Act = float;
   static constexpr int64_t kStep = 1;
+  static constexpr bool kGemvPrefetch = false;
 
   static void pack_row(const float* x, int64_t K, int64_t, float* a, std::nullptr_t, int64_t) {
     std::copy(x, x + K, a);
