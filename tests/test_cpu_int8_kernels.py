@@ -307,6 +307,26 @@ def test_quantize_uint7_ties_and_strided_rows(isa):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+def test_quantize_uint7_nan_and_inf_follow_the_reference(isa):
+    from pycomp.ops.int8 import int8_linear_dynamic_reduce_range_ref, quantize_per_token_uint7_ref, weight_row_sums
+
+    K = 45  # NaN / inf in the vector body (32 lanes) and in the scalar tail
+    x = torch.randn(5, K, generator=torch.Generator().manual_seed(2))
+    x[0, 3] = x[0, 40] = float("nan")  # skipped by min/max, quantized to 0
+    x[1, 5] = float("inf")  # infinite range: inv = 0, every product inf * 0 or 0
+    x[2, 41] = float("-inf")
+    x[3] = float("nan")
+    got = _C.quantize_per_token_uint7_cpu(x, isa)
+    for g, w in zip(got, quantize_per_token_uint7_ref(x)):
+        assert torch.equal(g, w)
+    assert got[0][0, 3].item() == 0 and got[0][0, 40].item() == 0
+    w, wscale = make_weight(7, K, torch.Generator().manual_seed(3))
+    out = _C.int8_linear_dynamic_reduce_range_cpu(x, w, wscale, weight_row_sums(w), None, isa)
+    want = int8_linear_dynamic_reduce_range_ref(x, w, wscale, weight_row_sums(w))
+    assert torch.allclose(out, want, rtol=0, atol=0, equal_nan=True)  # exact; NaN where the reference has NaN
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("M", RR_MS)
 @pytest.mark.parametrize("K", RR_KS)
 def test_reduce_range_matches_reference(isa, M, K):

@@ -81,15 +81,18 @@ def quantize_per_token_uint7_ref(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     Per row, in fp32: lo = min(0, min x), hi = max(0, max x), r = hi - lo; scale = r / 127;
     inv = 127 / r (0 when r = 0); zp = clamp(round(-lo * inv), 0, 127);
     q = clamp(round(x * inv) + zp, 0, 127) (round half to even), so x ~= (q - zp) * scale.
+    NaN, as in the kernels: NaN inputs are left out of min and max (0 is in the range anyway), and a NaN
+    before the clamp (a NaN input, or inf * 0 when the range is infinite) quantizes to 0.
     """
     xf = x.float()
-    lo = xf.amin(dim=-1, keepdim=True).clamp(max=0.0)
-    hi = xf.amax(dim=-1, keepdim=True).clamp(min=0.0)
+    finite_or_inf = torch.nan_to_num(xf, nan=0.0, posinf=float("inf"), neginf=float("-inf"))
+    lo = finite_or_inf.amin(dim=-1, keepdim=True).clamp(max=0.0)
+    hi = finite_or_inf.amax(dim=-1, keepdim=True).clamp(min=0.0)
     r = hi - lo
     c127 = torch.full_like(r, 127.0)  # tensor divisions round as the kernels' do (see above)
     inv = torch.where(r > 0, c127 / r, torch.zeros_like(r))
-    zp = torch.round(-lo * inv).clamp_(0, 127)
-    q = (torch.round(xf * inv) + zp).clamp_(0, 127).to(torch.uint8)
+    zp = torch.nan_to_num(torch.round(-lo * inv), nan=0.0).clamp_(0, 127)
+    q = torch.nan_to_num(torch.round(xf * inv) + zp, nan=0.0).clamp_(0, 127).to(torch.uint8)
     return q, (r / c127).squeeze(-1), zp.squeeze(-1).to(torch.int32)
 
 
