@@ -20,7 +20,7 @@ from pycomp.quantize.int8 import quantize_weight_int8
 
 SHAPES = [(4096, 4096), (11008, 4096)]
 MS = [1, 16, 128]
-IMPLS = ["fp32", "fbgemm", "w8a8", "w8a32"]
+IMPLS = ["fp32", "fbgemm", "w8a8", "w8a8_rr", "w8a32"]  # w8a8_rr: reduce-range, fbgemm's 7-bit activations
 
 
 @pytest.fixture(scope="module", params=SHAPES, ids=[f"{n}x{k}" for n, k in SHAPES])
@@ -30,11 +30,12 @@ def weights(request):
     w = torch.randn(n, k) / math.sqrt(k)
     b = torch.randn(n) * 0.1
     q, s = quantize_weight_int8(w)
+    wsum = ops.weight_row_sums(q)
     copies_i8, copies_f32 = cold_copies(q.numel()), cold_copies(w.numel() * 4)
     return {
-        "shape": f"{n}x{k}", "w": w, "b": b, "q": q, "s": s,
+        "shape": f"{n}x{k}", "w": w, "b": b, "q": q, "s": s, "wsum": wsum,
         "fp32": [w.clone() for _ in range(copies_f32)],
-        "int8": [(q.clone(), s.clone()) for _ in range(copies_i8)],
+        "int8": [(q.clone(), s.clone(), wsum.clone()) for _ in range(copies_i8)],
         "fbgemm": [_fbgemm_linear(w, b) for _ in range(copies_i8)],
     }
 
@@ -47,9 +48,11 @@ def _call(impl, wts, x):
     if impl == "fbgemm":
         pool = itertools.cycle(wts["fbgemm"])
         return lambda: next(pool)(x)
-    op = ops.int8_linear_dynamic if impl == "w8a8" else ops.int8_linear_weight_only
     pool = itertools.cycle(wts["int8"])
-    return lambda: op(x, *next(pool), b)
+    if impl == "w8a8_rr":
+        return lambda: ops.int8_linear_dynamic_reduce_range(x, *next(pool), b)
+    op = ops.int8_linear_dynamic if impl == "w8a8" else ops.int8_linear_weight_only
+    return lambda: op(x, *next(pool)[:2], b)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -61,6 +64,9 @@ def test_cpu_int8_linear(benchmark, weights, m, impl):
                    else (ops.int8_linear_weight_only, ops.int8_linear_weight_only_ref))
         q, s, b = weights["q"], weights["s"], weights["b"]
         torch.testing.assert_close(op(x, q, s, b), ref(x, q, s, b), rtol=1e-4, atol=1e-4)
+    if impl == "w8a8_rr":
+        args = (x, weights["q"], weights["s"], weights["wsum"], weights["b"])
+        assert torch.equal(ops.int8_linear_dynamic_reduce_range(*args), ops.int8_linear_dynamic_reduce_range_ref(*args))
     benchmark.group = f"{weights['shape']} M={m}"
     fn = _call(impl, weights, x)
     with torch.no_grad():

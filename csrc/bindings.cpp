@@ -14,7 +14,7 @@
 #include "cpu/conv/im2col.h"
 #include "cpu/cpu_features.h"
 #include "cpu/int4/int4_bindings.h"
-#include "cpu/int8/int8_linear.h"
+#include "cpu/int8/int8_bindings.h"
 #include "cpu/parallel.h"
 #include "cpu/sparse/sparse_bindings.h"
 
@@ -31,82 +31,6 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
 int num_threads() { return at::get_num_threads(); }
 
 namespace {
-
-using cpu::Isa;
-
-Isa isa_arg(const std::string& name) {
-  try {
-    return cpu::parse_isa(name);
-  } catch (const std::invalid_argument& e) {
-    TORCH_CHECK(false, e.what());
-  }
-}
-
-// Shared checks of the int8 linear ops: x (M, K) fp32 with unit column stride,
-// qweight (N, K) int8 contiguous, wscale (N) fp32, bias (N) fp32 or None.
-void check_int8_linear_args(const char* op, const at::Tensor& x, const at::Tensor& qweight,
-                            const at::Tensor& wscale, const c10::optional<at::Tensor>& bias) {
-  TORCH_CHECK(x.device().is_cpu() && qweight.device().is_cpu() && wscale.device().is_cpu(), op,
-              ": all tensors must be on the CPU");
-  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat, op, ": x must be a 2-D float32 tensor, got ",
-              x.dim(), "-D ", x.scalar_type());
-  TORCH_CHECK(qweight.dim() == 2 && qweight.scalar_type() == at::kChar && qweight.is_contiguous(), op,
-              ": qweight must be a contiguous 2-D int8 tensor (N, K)");
-  TORCH_CHECK(x.size(1) == qweight.size(1), op, ": x has K=", x.size(1), " features but qweight has K=",
-              qweight.size(1));
-  TORCH_CHECK(x.size(1) > 0 && qweight.size(0) > 0, op, ": K and N must be positive");
-  TORCH_CHECK(wscale.dim() == 1 && wscale.scalar_type() == at::kFloat && wscale.is_contiguous() &&
-                  wscale.size(0) == qweight.size(0),
-              op, ": wscale must be a contiguous float32 vector of N=", qweight.size(0), " scales");
-  if (bias) {
-    TORCH_CHECK(bias->device().is_cpu() && bias->dim() == 1 && bias->scalar_type() == at::kFloat &&
-                    bias->is_contiguous() && bias->size(0) == qweight.size(0),
-                op, ": bias must be a contiguous float32 CPU vector of N=", qweight.size(0), " values");
-  }
-}
-
-at::Tensor unit_col_stride(const at::Tensor& x) { return x.stride(1) == 1 && x.stride(0) >= x.size(1) ? x : x.contiguous(); }
-
-std::tuple<at::Tensor, at::Tensor> quantize_per_token_int8_cpu(const at::Tensor& x_in, const std::string& isa) {
-  TORCH_CHECK(x_in.device().is_cpu() && x_in.dim() == 2 && x_in.scalar_type() == at::kFloat,
-              "quantize_per_token_int8: x must be a 2-D float32 CPU tensor");
-  const at::Tensor x = unit_col_stride(x_in);
-  const int64_t M = x.size(0), K = x.size(1);
-  at::Tensor q = at::empty({M, K}, x.options().dtype(at::kChar));
-  at::Tensor scale = at::empty({M}, x.options());
-  if (M > 0 && K > 0)
-    cpu::quantize_per_token_int8_f32(isa_arg(isa), x.data_ptr<float>(), x.stride(0), q.data_ptr<int8_t>(),
-                                     scale.data_ptr<float>(), M, K);
-  else
-    scale.zero_();
-  return {q, scale};
-}
-
-using LinearKernel = void (*)(Isa, const float*, int64_t, const int8_t*, const float*, const float*, float*,
-                              int64_t, int64_t, int64_t, int64_t);
-
-at::Tensor run_int8_linear(const char* op, LinearKernel kernel, const at::Tensor& x_in, const at::Tensor& qweight,
-                           const at::Tensor& wscale, const c10::optional<at::Tensor>& bias, const std::string& isa) {
-  check_int8_linear_args(op, x_in, qweight, wscale, bias);
-  const at::Tensor x = unit_col_stride(x_in);
-  const int64_t M = x.size(0), K = x.size(1), N = qweight.size(0);
-  at::Tensor out = at::empty({M, N}, x.options());
-  if (M == 0) return out;
-  kernel(isa_arg(isa), x.data_ptr<float>(), x.stride(0), qweight.data_ptr<int8_t>(), wscale.data_ptr<float>(),
-         bias ? bias->data_ptr<float>() : nullptr, out.data_ptr<float>(), N, M, N, K);
-  return out;
-}
-
-at::Tensor int8_linear_dynamic_cpu(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& wscale,
-                                   const c10::optional<at::Tensor>& bias, const std::string& isa) {
-  return run_int8_linear("int8_linear_dynamic", &cpu::int8_linear_dynamic_f32, x, qweight, wscale, bias, isa);
-}
-
-at::Tensor int8_linear_weight_only_cpu(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& wscale,
-                                       const c10::optional<at::Tensor>& bias, const std::string& isa) {
-  return run_int8_linear("int8_linear_weight_only", &cpu::int8_linear_weight_only_f32, x, qweight, wscale, bias,
-                         isa);
-}
 
 // x (B, C, H, W) float32, padded -> (B * Ho * Wo, C * kh * kw) float32 rows in F.unfold's patch order.
 at::Tensor im2col_cpu(const at::Tensor& x_in, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t dh,
@@ -173,17 +97,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cpu_isa_supported", [](const std::string& name) {
     try { return cpu::isa_supported(cpu::parse_isa(name)); } catch (const std::invalid_argument&) { return false; }
   });
-  m.def("quantize_per_token_int8_cpu", &quantize_per_token_int8_cpu, py::arg("x"), py::arg("isa") = "",
-        "x: (M, K) float32 -> (q: (M, K) int8, scale: (M) float32)");
-  m.def("int8_linear_dynamic_cpu", &int8_linear_dynamic_cpu, py::arg("x"), py::arg("qweight"), py::arg("wscale"),
-        py::arg("bias") = py::none(), py::arg("isa") = "",
-        "W8A8 linear: x (M, K) float32, qweight (N, K) int8, wscale (N) float32 -> (M, N) float32");
-  m.def("int8_linear_weight_only_cpu", &int8_linear_weight_only_cpu, py::arg("x"), py::arg("qweight"),
-        py::arg("wscale"), py::arg("bias") = py::none(), py::arg("isa") = "",
-        "W8A32 linear: x (M, K) float32, qweight (N, K) int8, wscale (N) float32 -> (M, N) float32");
   m.def("im2col_cpu", &im2col_cpu, py::arg("x"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"),
         py::arg("dh"), py::arg("dw"),
         "x (B, C, H, W) float32, padded -> (B*Ho*Wo, C*kh*kw) float32 rows in F.unfold's patch order");
+  register_int8_cpu(m);
   register_int4_cpu(m);
   register_sparse_cpu(m);
   register_binary_cpu(m);

@@ -7,6 +7,10 @@ What is checked, per ISA:
   reference built from the reference-quantized activations (the int32 dot is
   exact, so only the epilogue rounds), exactly equal where the epilogue is exact,
   and bit-identical across ISAs and thread counts;
+- quantize_per_token_uint7_cpu and int8_linear_dynamic_reduce_range_cpu (W8A8
+  with 7-bit activations and a zero point): equal bit for bit to the PyTorch
+  reference (pycomp.ops.int8), which does the exact integer dot and then the
+  kernels' fp32 epilogue in the kernels' order;
 - int8_linear_weight_only_cpu (W8A32): within the fp32 summation bound of a
   float64 reference, and exact when every partial sum is an integer below 2**24.
 Shapes cover M = 1..4 (GEMV tiles), larger M (GEMM tiles, edge tiles), odd K
@@ -240,6 +244,166 @@ def test_dynamic_isas_agree_bit_for_bit():
         outs = [_C.int8_linear_dynamic_cpu(x, w, wscale, bias, isa) for isa in ISAS]
         for isa, out in zip(ISAS[1:], outs[1:]):
             assert torch.equal(out, outs[0]), f"{isa} and {ISAS[0]} differ at M={M} K={K} N={N}"
+
+
+# ----------------------------------------------------------------------------- W8A8 reduce-range
+
+RR_MS = [1, 2, 3, 5, 17, 129]
+RR_KS = [1, 3, 31, 33, 63, 65, 257]  # none a multiple of the AVX2 step (32) but 1 step + tails
+
+
+def uint7_x(M: int, K: int, gen: torch.Generator) -> torch.Tensor:
+    """make_x, plus rows that are all positive (zp 0), all negative (zp 127) and zero (scale 0)."""
+    x = make_x(M, K, gen)
+    if M >= 3:
+        x[0] = x[0].abs() + 0.1
+        x[1] = -x[1].abs() - 0.1
+        x[2] = 0.0
+    return x
+
+
+def check_reduce_range(isa, x, w, wscale, bias, what):
+    from pycomp.ops.int8 import int8_linear_dynamic_reduce_range_ref, weight_row_sums
+
+    wsum = weight_row_sums(w)
+    out = _C.int8_linear_dynamic_reduce_range_cpu(x, w, wscale, wsum, bias, isa)
+    want = int8_linear_dynamic_reduce_range_ref(x, w, wscale, wsum, bias)
+    if not torch.equal(out, want):
+        bad = (out != want).nonzero()[0].tolist()
+        raise AssertionError(f"{what}: {int((out != want).sum())} outputs differ; first at {bad}: "
+                             f"got {out[tuple(bad)].item()!r}, want {want[tuple(bad)].item()!r}")
+    return out
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("K", [*ODD_KS, 64, 4096])
+def test_quantize_uint7_matches_reference(isa, K):
+    from pycomp.ops.int8 import quantize_per_token_uint7_ref
+
+    gen = torch.Generator().manual_seed(K + 7)
+    x = uint7_x(9, K, gen)
+    q, s, zp = _C.quantize_per_token_uint7_cpu(x, isa)
+    q_ref, s_ref, zp_ref = quantize_per_token_uint7_ref(x)
+    assert q.dtype == torch.uint8 and s.dtype == torch.float32 and zp.dtype == torch.int32
+    assert torch.equal(q, q_ref) and torch.equal(s, s_ref) and torch.equal(zp, zp_ref)
+    assert int(q.max()) <= 127
+    assert zp[0].item() == 0 and zp[1].item() == 127 and s[2].item() == 0.0 and not q[2].any()
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_quantize_uint7_ties_and_strided_rows(isa):
+    from pycomp.ops.int8 import quantize_per_token_uint7_ref
+
+    # lo = -63.5, hi = 63.5: r = 127, inv = 1, zp = rint(63.5) = 64 (half to even); the .5 inputs tie.
+    ties = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 62.5, -62.5, 63.5, -63.5] * 5)[:45]
+    wide = torch.zeros(3, 60)
+    wide[0, 7:52] = ties
+    wide[1, 7:52] = ties * 0.37
+    x = wide[:, 7:52]  # row stride 60 > K = 45; the vector body and the scalar tail both see ties
+    q, s, zp = _C.quantize_per_token_uint7_cpu(x, isa)
+    q_ref, s_ref, zp_ref = quantize_per_token_uint7_ref(x)
+    assert torch.equal(q, q_ref) and torch.equal(s, s_ref) and torch.equal(zp, zp_ref)
+    assert zp[0].item() == 64 and q[0, :3].tolist() == [64, 66, 66] and q[0, 8].item() == 127
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_quantize_uint7_nan_and_inf_follow_the_reference(isa):
+    from pycomp.ops.int8 import int8_linear_dynamic_reduce_range_ref, quantize_per_token_uint7_ref, weight_row_sums
+
+    K = 45  # NaN / inf in the vector body (32 lanes) and in the scalar tail
+    x = torch.randn(5, K, generator=torch.Generator().manual_seed(2))
+    x[0, 3] = x[0, 40] = float("nan")  # skipped by min/max, quantized to 0
+    x[1, 5] = float("inf")  # infinite range: inv = 0, every product inf * 0 or 0
+    x[2, 41] = float("-inf")
+    x[3] = float("nan")
+    got = _C.quantize_per_token_uint7_cpu(x, isa)
+    for g, w in zip(got, quantize_per_token_uint7_ref(x)):
+        assert torch.equal(g, w)
+    assert got[0][0, 3].item() == 0 and got[0][0, 40].item() == 0
+    w, wscale = make_weight(7, K, torch.Generator().manual_seed(3))
+    out = _C.int8_linear_dynamic_reduce_range_cpu(x, w, wscale, weight_row_sums(w), None, isa)
+    want = int8_linear_dynamic_reduce_range_ref(x, w, wscale, weight_row_sums(w))
+    assert torch.allclose(out, want, rtol=0, atol=0, equal_nan=True)  # exact; NaN where the reference has NaN
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("M", RR_MS)
+@pytest.mark.parametrize("K", RR_KS)
+def test_reduce_range_matches_reference(isa, M, K):
+    gen = torch.Generator().manual_seed(3000 * M + K)
+    x = uint7_x(M, K, gen)
+    for N in (1, 7, 33):
+        w, wscale = make_weight(N, K, gen)
+        bias = torch.randn(N, generator=gen) if N != 7 else None
+        check_reduce_range(isa, x, w, wscale, bias, f"{isa} M={M} K={K} N={N}")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("M", [1, 4, 5, 17])
+@pytest.mark.parametrize("K", [4096, 9000])
+def test_reduce_range_long_k(isa, M, K):
+    gen = torch.Generator().manual_seed(M * K + 1)
+    x = uint7_x(M, K, gen)
+    w, wscale = make_weight(25, K, gen)
+    check_reduce_range(isa, x, w, wscale, torch.randn(25, generator=gen), f"{isa} M={M} K={K}")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("M,K", [(1, 1000), (3, 1000), (17, 1001), (6, 9000)])
+def test_reduce_range_exact_integer_dot(isa, M, K):
+    # Rows spanning exactly 127 (lo = -a, hi = 127 - a) quantize with inv = scale = 1 and zp = a, so
+    # q - zp = x; with unit weight scales, no bias and |dot| < 2**24 the output is the integer dot.
+    gen = torch.Generator().manual_seed(M + K)
+    a = torch.randint(1, 127, (M, 1), generator=gen)
+    x = (torch.randint(0, 128, (M, K), generator=gen) - a).float()
+    x[:, K // 3] = (-a).float().squeeze(1)
+    x[:, K - 1] = (127 - a).float().squeeze(1)
+    limit = (2**24 - 1) // (127 * K)
+    w = torch.randint(-min(127, limit), min(127, limit) + 1, (19, K), dtype=torch.int8, generator=gen)
+    from pycomp.ops.int8 import weight_row_sums
+
+    out = _C.int8_linear_dynamic_reduce_range_cpu(x, w, torch.ones(19), weight_row_sums(w), None, isa)
+    assert torch.equal(out, (x.double() @ w.double().t()).float())
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_reduce_range_extremes_do_not_saturate(isa):
+    # q = 127 against w = +-127 everywhere: every vpmaddubsw pair sum is +-32258, the most
+    # it can see; zero rows give the bias; all-negative rows have zp = 127.
+    K, N = 1031, 9
+    x = torch.full((5, K), 3.0)
+    x[1] = -3.0
+    x[2] = 0.0
+    x[3, ::2] = -3.0
+    w = torch.full((N, K), 127, dtype=torch.int8)
+    w[1::2] = -127
+    bias = torch.arange(N, dtype=torch.float32)
+    out = check_reduce_range(isa, x, w, torch.ones(N), bias, f"{isa} extremes")
+    assert torch.equal(out[2], bias)
+    assert out[0, 0].item() == pytest.approx(3.0 * 127 * K + 0.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_reduce_range_threads_and_strided_x(isa):
+    gen = torch.Generator().manual_seed(17)
+    for M, K, N in [(1, 4096, 100), (5, 1001, 97), (33, 257, 160), (129, 65, 40)]:
+        wide = uint7_x(M, K + 9, gen)
+        x = wide[:, 4 : 4 + K]
+        w, wscale = make_weight(N, K, gen)
+        bias = torch.randn(N, generator=gen)
+        outs = []
+        for t in (1, 2, 3):
+            torch.set_num_threads(t)
+            outs.append(check_reduce_range(isa, x, w, wscale, bias, f"{isa} M={M} K={K} N={N} threads={t}"))
+        assert all(torch.equal(o, outs[0]) for o in outs[1:])
+
+
+def test_reduce_range_checks_wsum():
+    x, w, s = torch.randn(2, 8), torch.zeros(3, 8, dtype=torch.int8), torch.ones(3)
+    with pytest.raises(RuntimeError, match="wsum must be a contiguous int32"):
+        _C.int8_linear_dynamic_reduce_range_cpu(x, w, s, torch.zeros(3), None)
+    with pytest.raises(RuntimeError, match="N=3"):
+        _C.int8_linear_dynamic_reduce_range_cpu(x, w, s, torch.zeros(2, dtype=torch.int32), None)
 
 
 # ----------------------------------------------------------------------------- W8A32

@@ -126,3 +126,45 @@ def test_compiles_without_graph_breaks():
     x = torch.randn(5, 32)
     compiled = torch.compile(small, fullgraph=True)
     torch.testing.assert_close(compiled(x), small(x))
+
+
+# ----------------------------------------------------------------------------- reduce_range (7-bit activations)
+
+
+def test_reduce_range_layers_match_reference_and_round_trip(tmp_path):
+    import pycomp
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 5 * 5, 7))
+    small = pycomp.compress(model, "int8", reduce_range=True)
+    conv, lin = small[0], small[2]
+    assert conv.reduce_range and lin.reduce_range and "reduce_range=True" in repr(lin)
+    assert torch.equal(lin.wsum, lin.qweight.sum(1, dtype=torch.int32))
+    assert lin.backend_for(1) in ("cpu-avx2", "cpu-portable")
+    x = torch.randn(2, 3, 5, 5)
+    feats = small[1](conv(x))
+    want = ops.int8_linear_dynamic_reduce_range_ref(feats, lin.qweight, lin.wscale, lin.wsum, lin.bias)
+    assert torch.equal(lin(feats), want)
+    assert (small(x) - model(x)).norm() / model(x).norm() < 0.05
+    assert lin.settings()["reduce_range"] is True and conv.settings()["reduce_range"] is True
+    pycomp.save(small, tmp_path / "rr.pcz")
+    with torch.device("meta"):
+        skeleton = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 5 * 5, 7))
+    loaded = pycomp.load(tmp_path / "rr.pcz", skeleton)
+    assert torch.equal(loaded(x), small(x)) and loaded[2].reduce_range
+    default = Int8Linear.from_float(nn.Linear(8, 3))
+    assert not default.reduce_range and "wsum" not in default.state_dict()
+
+
+def test_reduce_range_needs_dynamic_and_checks_wsum():
+    import pycomp
+
+    with pytest.raises(ValueError, match="fc.*reduce_range=True.*mode='dynamic'"):
+        Int8Linear.from_float(nn.Linear(4, 2), mode="weight_only", name="fc", reduce_range=True)
+    with pytest.raises(ValueError, match="int8: reduce_range"):
+        pycomp.compress(nn.Sequential(nn.Linear(4, 2)), "int8", mode="weight_only", reduce_range=True)
+    layer = Int8Linear.from_float(nn.Linear(16, 4), name="fc", reduce_range=True)
+    layer.check_buffers()
+    layer.wsum[0] += 1
+    with pytest.raises(ValueError, match="fc.*wsum"):
+        layer.check_buffers()

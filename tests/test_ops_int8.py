@@ -157,3 +157,89 @@ def test_cuda_dispatcher_paths_on_cpu_tensors(monkeypatch, mode, backend):
     impl = ops._linear_cuda(mode)
     torch.testing.assert_close(impl(x, q, s, b), ref(x, q, s, b), rtol=1e-4, atol=1e-4)
     assert impl(torch.randn(0, 33), q, s, None).shape == (0, 5)
+
+
+# ----------------------------------------------------------------------------- reduce-range W8A8
+
+
+def test_reference_uint7_quantizer_by_hand():
+    # row 0: lo = -1, hi = 3: r = 4, inv = 31.75, zp = rint(31.75) = 32;
+    #   3 -> rint(95.25) + 32 = 127, -1 -> -32 + 32 = 0, 0.5 -> rint(15.875) + 32 = 48
+    # row 1: all positive, so lo = 0 and zp = 0; row 2: zeros (scale 0, zp 0)
+    x = torch.tensor([[3.0, -1.0, 0.5, 0.0], [1.0, 2.0, 0.25, 4.0], [0.0, 0.0, 0.0, 0.0]])
+    q, s, zp = ops.quantize_per_token_uint7_ref(x)
+    assert q.dtype == torch.uint8 and zp.dtype == torch.int32
+    assert q.tolist() == [[127, 0, 48, 32], [32, 64, 8, 127], [0, 0, 0, 0]]
+    assert zp.tolist() == [32, 0, 0]
+    assert s.tolist() == pytest.approx([4 / 127, 4 / 127, 0.0])
+
+
+def test_reference_reduce_range_linear_by_hand():
+    # lo = -63.5, hi = 63.5: inv = scale = 1, zp = 64 (half to even); q = [64 + 64 -> 127 (clamped), 0, 66],
+    # so q - zp = [63, -64, 2]: the top of the range loses a step to the zero point's rounding
+    x = torch.tensor([[63.5, -63.5, 2.4]])
+    qw = torch.tensor([[1, 2, 3], [-3, 4, 0]], dtype=torch.int8)
+    out = ops.int8_linear_dynamic_reduce_range_ref(x, qw, torch.tensor([0.5, 2.0]), ops.weight_row_sums(qw),
+                                                   torch.tensor([1.0, 0.0]))
+    assert out.tolist() == [[(63 - 128 + 6) * 0.5 + 1.0, (-189 - 256) * 2.0]]
+
+
+@pytest.mark.parametrize("shape", [(1, 64), (3, 7, 33), (5, 1)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_quantize_uint7_op_matches_reference(shape, dtype):
+    x = torch.randn(shape).to(dtype) * 3
+    got, want = ops.quantize_per_token_uint7(x), ops.quantize_per_token_uint7_ref(x)
+    assert got[0].shape == x.shape and got[1].shape == got[2].shape == x.shape[:-1]
+    for g, w in zip(got, want):
+        assert torch.equal(g, w)
+
+
+@pytest.mark.parametrize("lead,n,k", [((1,), 7, 33), ((2, 9), 33, 100), ((130,), 5, 257), ((3,), 4, 4096)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_reduce_range_op_matches_reference(lead, n, k, dtype, with_bias):
+    q, s, b = _weights(n, k)
+    b = b if with_bias else None
+    x = torch.randn(*lead, k).to(dtype)
+    got = ops.int8_linear_dynamic_reduce_range(x, q, s, ops.weight_row_sums(q), b)
+    assert got.shape == (*lead, n) and got.dtype == dtype
+    assert torch.equal(got, ops.int8_linear_dynamic_reduce_range_ref(x, q, s, ops.weight_row_sums(q), b))
+    # 7-bit activations: close to the exact W8A8 path, within what one bit less of resolution costs
+    exact = ops.int8_linear_dynamic_ref(x, q, s, b).float()
+    assert (got.float() - exact).norm() / exact.norm() < 0.05
+
+
+def test_reduce_range_op_edges_and_bad_input():
+    q, s, b = _weights(8, 40)
+    wsum = ops.weight_row_sums(q)
+    xt = torch.randn(40, 6).t()  # column stride != 1
+    assert torch.equal(ops.int8_linear_dynamic_reduce_range(xt, q, s, wsum, b),
+                       ops.int8_linear_dynamic_reduce_range_ref(xt, q, s, wsum, b))
+    assert ops.int8_linear_dynamic_reduce_range(torch.randn(0, 40), q, s, wsum, b).shape == (0, 8)
+    with pytest.raises(RuntimeError, match="int8_linear_dynamic_reduce_range.*wsum"):
+        ops.int8_linear_dynamic_reduce_range(torch.randn(2, 40), q, s, wsum.float(), b)
+    with pytest.raises(RuntimeError, match="int8_linear_dynamic_reduce_range.*wsum"):
+        ops.int8_linear_dynamic_reduce_range(torch.randn(2, 40), q, s, wsum[:5], b)
+    with pytest.raises(RuntimeError, match="40"):
+        ops.int8_linear_dynamic_reduce_range(torch.randn(2, 41), q, s, wsum, b)
+
+
+def test_opcheck_reduce_range():
+    q, s, b = _weights(6, 24)
+    wsum = ops.weight_row_sums(q)
+    op = torch.ops.pycomp.int8_linear_dynamic_reduce_range
+    torch.library.opcheck(op, (torch.randn(3, 24), q, s, wsum, b))
+    torch.library.opcheck(op, (torch.randn(2, 3, 24), q, s, wsum, None))
+    torch.library.opcheck(torch.ops.pycomp.quantize_per_token_uint7, (torch.randn(5, 24),))
+
+
+def test_reduce_range_straight_through_gradient_and_plan():
+    from pycomp import _ext
+
+    q, s, b = _weights(6, 24)
+    x = torch.randn(3, 24, requires_grad=True)
+    ops.int8_linear_dynamic_reduce_range(x, q, s, ops.weight_row_sums(q), b).sum().backward()
+    torch.testing.assert_close(x.grad, (q.float() * s[:, None]).sum(0).expand(3, 24))
+    want = "cpu-portable" if _ext._C.cpu_isa() == "portable" else "cpu-avx2"
+    assert ops.plan("dynamic_reduce_range", "cpu") == want
+    assert ops.plan("dynamic_reduce_range", "cuda") == "reference"

@@ -1,8 +1,10 @@
 """int8 storage: row-major (N, K) int8 values in [-127, 127] and one float32 scale per row.
 
 That canonical layout is what the CPU, CUDA and Triton kernels all read, so
-packing is a check rather than a shuffle; -128 is excluded because the AVX2
-kernels negate weights (vpsignb) and the format stays symmetric.
+packing is a check rather than a shuffle; -128 is excluded so that the format
+stays symmetric and every kernel's int32 bound, 127 * 127 * K, holds.
+Reduce-range layers (7-bit activations) also keep wsum, the int32 row sums of
+qweight (pycomp.ops.int8.weight_row_sums), beside these buffers.
 """
 from __future__ import annotations
 

@@ -8,6 +8,12 @@ Triton, chosen by shape). Backward passes treat the quantizers as identity
 
 Shapes: x (..., K) float -> (..., N) in x's dtype; qweight (N, K) int8 with
 values in [-127, 127]; wscale (N,) float32; bias (N,) float or None.
+
+The reduce-range W8A8 op (`int8_linear_dynamic_reduce_range`) quantizes activations
+to 7 bits, unsigned with a zero point, per token: fbgemm's x86 numerics (which
+torch.ao's dynamic int8 uses, per tensor), so that the AVX2 kernel can multiply
+u8 by s8 with vpmaddubsw without saturating. It takes wsum = qweight.sum(1) as
+int32, computed once with the weights (fbgemm's column offsets).
 """
 from __future__ import annotations
 
@@ -35,6 +41,9 @@ CPU_DENSE_MIN_M = 1024
 
 LIB.define("quantize_per_token_int8(Tensor x) -> (Tensor, Tensor)")
 LIB.define("int8_linear_dynamic(Tensor x, Tensor qweight, Tensor wscale, Tensor? bias=None) -> Tensor")
+LIB.define("quantize_per_token_uint7(Tensor x) -> (Tensor, Tensor, Tensor)")
+LIB.define("int8_linear_dynamic_reduce_range(Tensor x, Tensor qweight, Tensor wscale, Tensor wsum, "
+           "Tensor? bias=None) -> Tensor")
 LIB.define("int8_linear_weight_only(Tensor x, Tensor qweight, Tensor wscale, Tensor? bias=None) -> Tensor")
 
 
@@ -63,6 +72,40 @@ def int8_linear_dynamic_ref(x: Tensor, qweight: Tensor, wscale: Tensor, bias: Te
     out = acc * s.double().unsqueeze(-1) * wscale.double()
     if bias is not None:
         out = out + bias.double()
+    return out.to(x.dtype)
+
+
+def quantize_per_token_uint7_ref(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """x (..., K) float -> q (..., K) uint8 in [0, 127], scale (...) float32, zero_point (...) int32.
+
+    Per row, in fp32: lo = min(0, min x), hi = max(0, max x), r = hi - lo; scale = r / 127;
+    inv = 127 / r (0 when r = 0); zp = clamp(round(-lo * inv), 0, 127);
+    q = clamp(round(x * inv) + zp, 0, 127) (round half to even), so x ~= (q - zp) * scale.
+    NaN, as in the kernels: NaN inputs are left out of min and max (0 is in the range anyway), and a NaN
+    before the clamp (a NaN input, or inf * 0 when the range is infinite) quantizes to 0.
+    """
+    xf = x.float()
+    finite_or_inf = torch.nan_to_num(xf, nan=0.0, posinf=float("inf"), neginf=float("-inf"))
+    lo = finite_or_inf.amin(dim=-1, keepdim=True).clamp(max=0.0)
+    hi = finite_or_inf.amax(dim=-1, keepdim=True).clamp(min=0.0)
+    r = hi - lo
+    c127 = torch.full_like(r, 127.0)  # tensor divisions round as the kernels' do (see above)
+    inv = torch.where(r > 0, c127 / r, torch.zeros_like(r))
+    zp = torch.nan_to_num(torch.round(-lo * inv), nan=0.0).clamp_(0, 127)
+    q = torch.nan_to_num(torch.round(xf * inv) + zp, nan=0.0).clamp_(0, 127).to(torch.uint8)
+    return q, (r / c127).squeeze(-1), zp.squeeze(-1).to(torch.int32)
+
+
+def int8_linear_dynamic_reduce_range_ref(x: Tensor, qweight: Tensor, wscale: Tensor, wsum: Tensor,
+                                         bias: Tensor | None = None) -> Tensor:
+    """W8A8 with 7-bit activations: the exact integer dot sum_k (q - zp) * w, then, in fp32 and in this
+    order, * scale, * wscale, + bias: the kernels' epilogue, so CPU results equal this bit for bit.
+    `wsum` is the kernels' cache of qweight.sum(1); the definition does not need it."""
+    q, s, zp = quantize_per_token_uint7_ref(x)
+    dot = (q.double() - zp.double().unsqueeze(-1)) @ qweight.double().t()
+    out = dot.float() * s.unsqueeze(-1) * wscale
+    if bias is not None:
+        out = out + bias.float()
     return out.to(x.dtype)
 
 
@@ -108,6 +151,18 @@ def _quantize_fake(x):
     return x.new_empty(x.shape, dtype=torch.int8), x.new_empty(x.shape[:-1], dtype=torch.float32)
 
 
+@torch.library.register_fake("pycomp::quantize_per_token_uint7")
+def _quantize_uint7_fake(x):
+    lead = x.shape[:-1]
+    return (x.new_empty(x.shape, dtype=torch.uint8), x.new_empty(lead, dtype=torch.float32),
+            x.new_empty(lead, dtype=torch.int32))
+
+
+@torch.library.register_fake("pycomp::int8_linear_dynamic_reduce_range")
+def _reduce_range_fake(x, qweight, wscale, wsum, bias=None):
+    return x.new_empty((*x.shape[:-1], qweight.shape[0]))
+
+
 def _linear_fake(x, qweight, wscale, bias=None):
     return x.new_empty((*x.shape[:-1], qweight.shape[0]))
 
@@ -121,11 +176,17 @@ torch.library.register_fake("pycomp::int8_linear_weight_only")(_linear_fake)
 
 def plan(op: str, device: torch.device | str, M: int | None = None, K: int | None = None,
          dtype: torch.dtype | None = None) -> str:
-    """Name of the backend that runs `op` ("dynamic" or "weight_only") for this device and shape.
+    """Name of the backend that runs `op` ("dynamic", "dynamic_reduce_range" or "weight_only") for this
+    device and shape.
 
     With M or K left out, the answer is for large M and aligned, large K.
     """
     device = torch.device(device)
+    if op == "dynamic_reduce_range":
+        # CPU only; AVX-512 VNNI machines run the AVX2 kernels (no vpdpbusd version yet).
+        if device.type != "cpu" or not _ext.has_c("int8_linear_dynamic_reduce_range_cpu"):
+            return "reference"
+        return "cpu-portable" if _ext._C.cpu_isa() == "portable" else "cpu-avx2"
     if device.type == "cpu":
         if op == "weight_only" and M is not None and M >= CPU_DENSE_MIN_M and K is not None \
                 and K <= CPU_DENSE_MAX_K:
@@ -160,6 +221,46 @@ def _quantize_cpu(x):
         return quantize_per_token_int8_ref(x)
     q, s = _ext._C.quantize_per_token_int8_cpu(_rows(x).float())
     return q.reshape(x.shape), s.reshape(x.shape[:-1])
+
+
+def _quantize_uint7_cpu(x):
+    K = x.shape[-1]
+    torch._check(K > 0, lambda: "pycomp.quantize_per_token_uint7: x must have at least one feature")
+    if not _ext.has_c("quantize_per_token_uint7_cpu"):
+        return quantize_per_token_uint7_ref(x)
+    q, s, zp = _ext._C.quantize_per_token_uint7_cpu(_rows(x).float())
+    lead = x.shape[:-1]
+    return q.reshape(x.shape), s.reshape(lead), zp.reshape(lead)
+
+
+def _check_reduce_range(x, qweight, wscale, wsum, bias):
+    _check_linear("int8_linear_dynamic_reduce_range", x, qweight, wscale, bias)
+    torch._check(
+        wsum.dim() == 1 and wsum.dtype == torch.int32 and wsum.shape[0] == qweight.shape[0]
+        and wsum.device == x.device,
+        lambda: f"pycomp.int8_linear_dynamic_reduce_range: wsum must be an int32 vector of N={qweight.shape[0]} "
+        f"row sums of qweight on {x.device}, got {wsum.dim()}-D {wsum.dtype} on {wsum.device}",
+    )
+    torch._check(
+        qweight.shape[1] <= MAX_K_DYNAMIC,
+        lambda: f"pycomp.int8_linear_dynamic_reduce_range: K={qweight.shape[1]} could overflow the int32 "
+        f"accumulator (at most {MAX_K_DYNAMIC}); use mode='weight_only'",
+    )
+
+
+def _reduce_range_impl(x, qweight, wscale, wsum, bias=None):
+    """CPU kernel where built; on other devices (and without _C) the reference."""
+    _check_reduce_range(x, qweight, wscale, wsum, bias)
+    x2 = _rows(x)
+    M, K, N = x2.shape[0], x2.shape[1], qweight.shape[0]
+    if M == 0:
+        return x.new_empty((*x.shape[:-1], N))
+    if plan("dynamic_reduce_range", x.device, M, K, x.dtype) == "reference":
+        return int8_linear_dynamic_reduce_range_ref(x, qweight, wscale, wsum, bias)
+    b = None if bias is None else bias.float().contiguous()
+    out = _ext._C.int8_linear_dynamic_reduce_range_cpu(x2.float(), qweight.contiguous(), wscale.contiguous(),
+                                                      wsum.contiguous(), b)
+    return out.to(x.dtype).reshape(*x.shape[:-1], N)
 
 
 def _dense_cpu(x2: Tensor, qweight: Tensor, wscale: Tensor, b: Tensor | None) -> Tensor:
@@ -262,6 +363,10 @@ LIB.impl(
     _linear_cpu("weight_only", "int8_linear_weight_only_cpu", int8_linear_weight_only_ref),
     "CPU",
 )
+LIB.impl("quantize_per_token_uint7", _quantize_uint7_cpu, "CPU")
+LIB.impl("quantize_per_token_uint7", quantize_per_token_uint7_ref, "CUDA")
+LIB.impl("int8_linear_dynamic_reduce_range", _reduce_range_impl, "CPU")
+LIB.impl("int8_linear_dynamic_reduce_range", _reduce_range_impl, "CUDA")
 LIB.impl("quantize_per_token_int8", _quantize_cuda, "CUDA")
 LIB.impl("int8_linear_dynamic", _linear_cuda("dynamic"), "CUDA")
 LIB.impl("int8_linear_weight_only", _linear_cuda("weight_only"), "CUDA")
@@ -289,6 +394,20 @@ for _name in ("int8_linear_dynamic", "int8_linear_weight_only"):
     torch.library.register_autograd(f"pycomp::{_name}", _backward, setup_context=_setup_ctx)
 
 
+def _setup_ctx_reduce_range(ctx, inputs, output):
+    x, qweight, wscale, _wsum, bias = inputs
+    _setup_ctx(ctx, (x, qweight, wscale, bias), output)
+
+
+def _backward_reduce_range(ctx, grad_out):
+    grad_x, _, _, grad_bias = _backward(ctx, grad_out)
+    return grad_x, None, None, None, grad_bias
+
+
+torch.library.register_autograd("pycomp::int8_linear_dynamic_reduce_range", _backward_reduce_range,
+                                setup_context=_setup_ctx_reduce_range)
+
+
 # ----------------------------------------------------------------------------- public wrappers
 
 
@@ -300,6 +419,24 @@ def quantize_per_token_int8(x: Tensor) -> tuple[Tensor, Tensor]:
 def int8_linear_dynamic(x: Tensor, qweight: Tensor, wscale: Tensor, bias: Tensor | None = None) -> Tensor:
     """W8A8: x (..., K) float -> (..., N) in x's dtype; activations quantized per token."""
     return torch.ops.pycomp.int8_linear_dynamic(x, qweight, wscale, bias)
+
+
+def quantize_per_token_uint7(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """x (..., K) float -> (q (..., K) uint8 in [0, 127], scale (...) float32, zero_point (...) int32)."""
+    return torch.ops.pycomp.quantize_per_token_uint7(x)
+
+
+def int8_linear_dynamic_reduce_range(x: Tensor, qweight: Tensor, wscale: Tensor, wsum: Tensor,
+                                     bias: Tensor | None = None) -> Tensor:
+    """W8A8 with 7-bit activations (fbgemm's numerics, per token): x (..., K) float -> (..., N) in x's dtype.
+
+    wsum: (N,) int32, qweight.sum(1) (see weight_row_sums)."""
+    return torch.ops.pycomp.int8_linear_dynamic_reduce_range(x, qweight, wscale, wsum, bias)
+
+
+def weight_row_sums(qweight: Tensor) -> Tensor:
+    """qweight (N, K) int8 -> (N,) int32 row sums, the wsum of int8_linear_dynamic_reduce_range."""
+    return qweight.sum(dim=1, dtype=torch.int32)
 
 
 def int8_linear_weight_only(x: Tensor, qweight: Tensor, wscale: Tensor, bias: Tensor | None = None) -> Tensor:

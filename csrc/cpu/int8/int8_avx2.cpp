@@ -9,6 +9,12 @@
 // vpmaddubsw costs 2 multiplies + vpsignb + vpaddd and measured 20% slower on
 // Zen 3; fbgemm's 3-op u8 x s8 scheme is exact only for 7-bit activations.
 //
+// W8A8 reduce-range (7-bit activations, u8 in [0, 127] with a zero point):
+// fbgemm's scheme, vpmaddubsw (u8 activations x s8 weights, pair sums below
+// 2^15 so never saturated), vpmaddwd by ones to int32, vpaddd: 3 ops per 32
+// products, weights read straight from memory (no widening), activations half
+// the bytes of the exact path's int16 rows.
+//
 // W8A32: 8 weights per load are sign-extended to int32 and converted to fp32 in
 // registers (vpmovsxbd + vcvtdq2ps) and fed to FMAs; wscale is applied once per
 // output in the epilogue.
@@ -90,6 +96,62 @@ PYCOMP_AVX2 float quantize_row(const float* x, int64_t K, Q* q) {
   return amax / 127.f;
 }
 
+// Row minimum and maximum with 0 included (lo <= 0 <= hi); min/max_ps return
+// the accumulator when the input is NaN, so NaN inputs are skipped.
+PYCOMP_AVX2_INLINE Uint7Params row_uint7_params(const float* x, int64_t K) {
+  __m256 l0 = _mm256_setzero_ps(), l1 = l0, h0 = l0, h1 = l0;
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    const __m256 a = _mm256_loadu_ps(x + k), b = _mm256_loadu_ps(x + k + 8);
+    l0 = _mm256_min_ps(a, l0);
+    l1 = _mm256_min_ps(b, l1);
+    h0 = _mm256_max_ps(a, h0);
+    h1 = _mm256_max_ps(b, h1);
+  }
+  for (; k + 8 <= K; k += 8) {
+    const __m256 a = _mm256_loadu_ps(x + k);
+    l0 = _mm256_min_ps(a, l0);
+    h0 = _mm256_max_ps(a, h0);
+  }
+  l0 = _mm256_min_ps(l0, l1);
+  h0 = _mm256_max_ps(h0, h1);
+  __m128 l = _mm_min_ps(_mm256_castps256_ps128(l0), _mm256_extractf128_ps(l0, 1));
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(h0), _mm256_extractf128_ps(h0, 1));
+  l = _mm_min_ps(l, _mm_movehl_ps(l, l));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  float lo = _mm_cvtss_f32(_mm_min_ss(l, _mm_shuffle_ps(l, l, 1)));
+  float hi = _mm_cvtss_f32(_mm_max_ss(h, _mm_shuffle_ps(h, h, 1)));
+  for (; k < K; ++k) {
+    lo = std::min(lo, x[k]);
+    hi = std::max(hi, x[k]);
+  }
+  return uint7_params(lo, hi);
+}
+
+// clamp(rint(x * inv) + zp, 0, 127) as int32 lanes; a NaN product becomes 0
+// (max_ps returns the constant), as in quantize_uint7.
+PYCOMP_AVX2_INLINE __m256i quantize8_uint7(const float* x, __m256 inv, __m256 zp) {
+  __m256 v = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x), inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  v = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v, zp), _mm256_setzero_ps()), _mm256_set1_ps(127.f));
+  return _mm256_cvtps_epi32(v);
+}
+
+// The reduce-range quantization of x[0, K) into q; returns the row's parameters.
+PYCOMP_AVX2 Uint7Params quantize_row_uint7(const float* x, int64_t K, uint8_t* q) {
+  const Uint7Params p = row_uint7_params(x, K);
+  const __m256 inv = _mm256_set1_ps(p.inv), zp = _mm256_set1_ps(p.zp);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) {
+    const __m256i ab = _mm256_packs_epi32(quantize8_uint7(x + k, inv, zp), quantize8_uint7(x + k + 8, inv, zp));
+    const __m256i cd = _mm256_packs_epi32(quantize8_uint7(x + k + 16, inv, zp), quantize8_uint7(x + k + 24, inv, zp));
+    const __m256i v = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + k), v);
+  }
+  for (; k < K; ++k) q[k] = quantize_uint7(x[k], p);
+  return p;
+}
+
 // --------------------------------------------------------------- horizontal sums
 
 PYCOMP_AVX2_INLINE int32_t hsum(__m256i v) {
@@ -145,9 +207,9 @@ constexpr int kGemvNrDynamic[4] = {8, 6, 4, 3};
 constexpr int kGemvNrWeightOnly[4] = {6, 6, 4, 3};
 
 Blocking avx2_blocking(int64_t M, const int (&gemv_nr)[4]) {
-  // M <= 4 (GEMV, memory-bound): one tile per panel and all of K per tile, so
-  // that each tile prefetches the next tile's weight rows (nr rows x K bytes
-  // in flight) while it computes.
+  // M <= 4 (GEMV, memory-bound): one tile per panel and all of K per tile, nr
+  // rows streamed at once (the W8A32 tiles also prefetch the next tile's rows,
+  // see kGemvPrefetch).
   if (M <= 4) return {int(M), gemv_nr[M - 1], M, gemv_nr[M - 1], int64_t(1) << 40};
   // GEMM: 4 x 3 tiles over K blocks of 4096, weight panels of 24 rows x 4096
   // (96 KB, L2) met by up to 64 rows. Whole-K tiles beat L1-sized K blocks
@@ -249,6 +311,7 @@ struct DynamicTiles {
 struct Dynamic {
   using Act = int16_t;
   static constexpr int64_t kStep = 16;
+  static constexpr bool kGemvPrefetch = false;  // see run_blocks
   static constexpr bool kCorrection = false;
 
   static void pack_row(const float* x, int64_t K, int64_t Kp, int16_t* a, DynamicAux aux, int64_t m) {
@@ -259,6 +322,119 @@ struct Dynamic {
   static Blocking blocking(int64_t M, int64_t) { return avx2_blocking(M, kGemvNrDynamic); }
 
   static void tile(const Blocking&, const Tile<int16_t, int32_t>& t) { TileTable<DynamicTiles, 4, 8>::call(t); }
+};
+
+// --------------------------------------------------------------- W8A8 reduce-range tiles
+
+// acc += pair sums of u8 a times s8 w (vpmaddubsw, exact for a <= 127),
+// widened to int32 by vpmaddwd with ones: one asm statement, as madd_accumulate.
+PYCOMP_AVX2_INLINE void maddubs_accumulate(__m256i& acc, __m256i a, const int8_t* w, __m256i ones) {
+  __m256i t;
+  __asm__("vpmaddubsw %[w], %[a], %[t]\n\tvpmaddwd %[t], %[ones], %[t]\n\tvpaddd %[t], %[acc], %[acc]"
+          : [acc] "+x"(acc), [t] "=&x"(t)
+          : [a] "x"(a), [w] "m"(*reinterpret_cast<const __m256i*>(w)), [ones] "x"(ones));
+}
+
+// Weight rows per GEMV tile, by M = 1..4 (12 accumulators at most).
+constexpr int kGemvNrReduceRange[4] = {8, 6, 4, 3};
+
+struct ReduceRangeTiles {
+  // 32 values of K at offset k: each activation row is loaded once into a
+  // register and meets every weight row as a memory operand (vpmaddubsw takes
+  // its signed operand from memory). kAsm as in DynamicTiles::step.
+  template <bool kAsm, int MR, int NR>
+  PYCOMP_AVX2_INLINE static void step(__m256i (&acc)[MR][NR], const uint8_t* const (&a)[MR],
+                                      const int8_t* const (&w)[NR], int64_t k, __m256i ones) {
+    if constexpr (kAsm && MR == 4 && NR == 3) {
+      step_4x3(acc, a, w, k, ones);
+      return;
+    }
+    unroll<MR>([&](auto i) PYCOMP_AVX2_LAMBDA {
+      const __m256i ai = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i] + k));
+      unroll<NR>([&](auto j) PYCOMP_AVX2_LAMBDA { maddubs_accumulate(acc[i][j], ai, w[j] + k, ones); });
+    });
+  }
+
+  // The full GEMM tile, an activation row per asm statement: 12 accumulators,
+  // the row, one product and the ones (15 of 16 ymm), operands addressed as
+  // row base + k. Memory is read as in DynamicTiles::step_4x3.
+  PYCOMP_AVX2_INLINE static void step_4x3(__m256i (&c)[4][3], const uint8_t* const (&a)[4],
+                                          const int8_t* const (&w)[3], int64_t k, __m256i ones) {
+    unroll<4>([&](auto i) PYCOMP_AVX2_LAMBDA {
+      __m256i av, t;
+#define PYCOMP_MADDUBS(j)                                                      \
+  "vpmaddubsw (%[w" #j "],%[k]), %[av], %[t]\n\tvpmaddwd %[t], %[ones], %[t]\n\t" \
+  "vpaddd %[t], %[c" #j "], %[c" #j "]\n\t"
+      __asm__("vmovdqu (%[a],%[k]), %[av]\n\t" PYCOMP_MADDUBS(0) PYCOMP_MADDUBS(1) PYCOMP_MADDUBS(2)
+              : [c0] "+x"(c[i][0]), [c1] "+x"(c[i][1]), [c2] "+x"(c[i][2]), [av] "=&x"(av), [t] "=&x"(t)
+              : [a] "r"(a[i]), [w0] "r"(w[0]), [w1] "r"(w[1]), [w2] "r"(w[2]), [k] "r"(k), [ones] "x"(ones));
+#undef PYCOMP_MADDUBS
+    });
+  }
+
+  // All whole steps of the tile; returns where the K tail starts. A step
+  // covers 32 bytes of each of NR rows, so (NR + 1) / 2 prefetched lines keep
+  // pace with the next tile's NR rows.
+  template <bool kNext, int MR, int NR>
+  PYCOMP_AVX2_INLINE static int64_t steps(__m256i (&acc)[MR][NR], const uint8_t* const (&a)[MR],
+                                          const int8_t* const (&w)[NR], int64_t klen, RowPrefetcher& next,
+                                          __m256i ones) {
+    int64_t k = 0;
+    for (; k + 32 <= klen; k += 32) {
+      if constexpr (kNext) unroll<(NR + 1) / 2>([&](auto) PYCOMP_AVX2_LAMBDA { next.step(); });
+      step<true>(acc, a, w, k, ones);
+    }
+    return k;
+  }
+
+  template <int MR, int NR>
+  PYCOMP_AVX2 static void run(const Tile<uint8_t, int32_t>& t) {
+    const uint8_t* a[MR];
+    const int8_t* w[NR];
+    unroll<MR>([&](auto i) PYCOMP_AVX2_LAMBDA { a[i] = t.a + i * t.lda; });
+    unroll<NR>([&](auto j) PYCOMP_AVX2_LAMBDA { w[j] = t.w + j * t.ldw; });
+    const int64_t klen = t.klen;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i acc[MR][NR];
+    for_tile<MR, NR>([&](auto i, auto j) PYCOMP_AVX2_LAMBDA { acc[i][j] = _mm256_setzero_si256(); });
+    RowPrefetcher next(t.next, t.ldw, NR, klen);
+    const int64_t k = t.next ? steps<true>(acc, a, w, klen, next, ones) : steps<false>(acc, a, w, klen, next, ones);
+    if (k < klen) {
+      // K tail: a zero-padded copy of the weights meets the zero-padded activations.
+      alignas(32) int8_t tail[NR][32] = {};
+      const int8_t* wt[NR];
+      const uint8_t* at[MR];
+      for (int j = 0; j < NR; ++j) {
+        std::memcpy(tail[j], w[j] + k, size_t(klen - k));
+        wt[j] = tail[j];
+      }
+      for (int i = 0; i < MR; ++i) at[i] = a[i] + k;
+      step<false>(acc, at, wt, 0, ones);
+    }
+    for_tile<MR, NR>([&](auto i, auto j) PYCOMP_AVX2_LAMBDA {
+      int32_t& c = t.c[i * t.ldc + j];
+      c = (t.accumulate ? c : 0) + hsum(acc[i][j]);
+    });
+  }
+};
+
+struct ReduceRange {
+  using Act = uint8_t;
+  static constexpr int64_t kStep = 32;
+  static constexpr bool kGemvPrefetch = false;
+
+  static void pack_row(const float* x, int64_t K, int64_t Kp, uint8_t* a, ReduceRangeAux aux, int64_t m) {
+    const Uint7Params p = quantize_row_uint7(x, K, a);
+    aux.scale[m] = p.scale;
+    aux.zp[m] = int32_t(p.zp);
+    std::fill(a + K, a + Kp, uint8_t(0));
+  }
+
+  static Blocking blocking(int64_t M, int64_t) { return avx2_blocking(M, kGemvNrReduceRange); }
+
+  static void tile(const Blocking&, const Tile<uint8_t, int32_t>& t) {
+    TileTable<ReduceRangeTiles, 4, 8>::call(t);
+  }
 };
 
 // --------------------------------------------------------------- W8A32 tiles
@@ -357,6 +533,7 @@ struct WeightOnlyTiles {
 struct WeightOnly {
   using Act = float;
   static constexpr int64_t kStep = 8;
+  static constexpr bool kGemvPrefetch = true;
 
   static void pack_row(const float* x, int64_t K, int64_t Kp, float* a, std::nullptr_t, int64_t) {
     std::copy(x, x + K, a);
@@ -379,6 +556,17 @@ void quantize_avx2(const float* x, int64_t ldx, int8_t* q, float* scale, int64_t
 void linear_dynamic_avx2(const float* x, int64_t ldx, const int8_t* w, const float* wscale, const float* bias,
                          float* out, int64_t ldo, int64_t M, int64_t N, int64_t K) {
   linear_dynamic<Dynamic>(x, ldx, w, wscale, bias, out, ldo, M, N, K);
+}
+
+void quantize_uint7_avx2(const float* x, int64_t ldx, uint8_t* q, float* scale, int32_t* zp, int64_t M,
+                         int64_t K) {
+  quantize_uint7_rows(x, ldx, q, scale, zp, M, K, quantize_row_uint7);
+}
+
+void linear_reduce_range_avx2(const float* x, int64_t ldx, const int8_t* w, const float* wscale,
+                              const int32_t* wsum, const float* bias, float* out, int64_t ldo, int64_t M, int64_t N,
+                              int64_t K) {
+  linear_reduce_range<ReduceRange>(x, ldx, w, wscale, wsum, bias, out, ldo, M, N, K);
 }
 
 void linear_weight_only_avx2(const float* x, int64_t ldx, const int8_t* w, const float* wscale, const float* bias,

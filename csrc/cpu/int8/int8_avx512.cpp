@@ -133,6 +133,7 @@ struct DynamicTiles {
 struct Dynamic {
   using Act = int8_t;
   static constexpr int64_t kStep = 64;
+  static constexpr bool kGemvPrefetch = true;
   static constexpr bool kCorrection = true;
 
   static void pack_row(const float* x, int64_t K, int64_t Kp, int8_t* a, DynamicAux aux, int64_t m) {
@@ -199,6 +200,7 @@ struct WeightOnlyTiles {
 struct WeightOnly {
   using Act = float;
   static constexpr int64_t kStep = 16;
+  static constexpr bool kGemvPrefetch = true;
 
   static void pack_row(const float* x, int64_t K, int64_t Kp, float* a, std::nullptr_t, int64_t) {
     std::copy(x, x + K, a);

@@ -35,7 +35,12 @@ struct TileTable {
   void linear_dynamic_##isa(const float* x, int64_t ldx, const int8_t* w, const float* wscale, const float* bias, \
                             float* out, int64_t ldo, int64_t M, int64_t N, int64_t K);                          \
   void linear_weight_only_##isa(const float* x, int64_t ldx, const int8_t* w, const float* wscale,              \
-                                const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t K);
+                                const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t K);  \
+  void quantize_uint7_##isa(const float* x, int64_t ldx, uint8_t* q, float* scale, int32_t* zp, int64_t M,       \
+                            int64_t K);                                                                         \
+  void linear_reduce_range_##isa(const float* x, int64_t ldx, const int8_t* w, const float* wscale,             \
+                                 const int32_t* wsum, const float* bias, float* out, int64_t ldo, int64_t M,    \
+                                 int64_t N, int64_t K);
 
 PYCOMP_INT8_ISA_ENTRY_POINTS(portable)
 #if defined(__x86_64__)
