@@ -1,8 +1,8 @@
 """CPU sparse linear benchmark: ours (CSR at 90%, block-CSR at 90%, 2:4, 2:4 with int8 values) against fp32
 F.linear, with torch's CSR matmul (torch.sparse_csr, int64 indices) beside the unstructured rows.
 
-"2:4 int8" calls the kernel (pycomp._C.sparse24_linear_cpu) directly with per-row symmetric int8 values;
-the other rows go through pycomp.ops.
+"2:4 int8" is the 2:4 weight with its kept values in int8 and a per-row scale (pycomp.quantize.int8's rule,
+what SparseLinear.quantized stores), weight-only. Every row goes through pycomp.ops.
 
 Cold weights: each timed call uses the next of several copies of its weight (dense, ours, torch's), each set
 beyond 4x the last-level cache (BENCHMARKING.md). Every row checks our output against the reference op, and
@@ -16,13 +16,13 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from pycomp import _ext
 from pycomp.benchmark.timing import cold_copies, median_ms, read_bandwidth_gbs, time_calls
 from pycomp.formats import sparse as fmt
 from pycomp.ops import sparse as ops
 from pycomp.prune.config import block_magnitude_mask
 from pycomp.prune.magnitude import magnitude_mask
 from pycomp.prune.nm import nm_mask
+from pycomp.quantize.int8 import quantize_weight_int8
 
 CASES = (("unstructured", 0.9), ("block", 0.9), ("2:4", 0.5), ("2:4 int8", 0.5))
 BLOCK = (16, 16)
@@ -59,8 +59,8 @@ def sparse_weight(w: torch.Tensor, pattern: str, sparsity: float) -> torch.Tenso
 def pack_24_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """2:4 with symmetric per-row int8 values: (values int8 (N, Kp/2), meta, scale (N) float32)."""
     values, meta = fmt.pack_24(w)
-    scale = values.abs().amax(1).clamp_min(1e-12) / 127
-    return torch.round(values / scale[:, None]).clamp(-127, 127).to(torch.int8), meta, scale
+    q, scale = quantize_weight_int8(values)
+    return q, meta, scale
 
 
 def packed(w: torch.Tensor, pattern: str) -> tuple:
@@ -84,8 +84,7 @@ def reference_weight(w: torch.Tensor, pattern: str, bufs: tuple) -> torch.Tensor
 def op_call(pattern: str, x: torch.Tensor, bufs: tuple, n: int, k: int, b: torch.Tensor) -> torch.Tensor:
     if pattern == "2:4 int8":
         values, meta, scale = bufs
-        xp = F.pad(x, (0, values.shape[1] * 2 - k))
-        return _ext._C.sparse24_linear_cpu(xp, values, meta, b, scale)
+        return ops.sparse24_linear(x, values, meta, k, b, scale)
     if pattern == "2:4":
         return ops.sparse24_linear(x, *bufs, k, b)
     if pattern == "unstructured":
