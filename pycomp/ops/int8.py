@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from pycomp import _ext
-from pycomp.ops._library import LIB
+from pycomp.ops._library import LIB, check
 
 # Largest M the CUDA W8A16 GEMV serves; above it the Triton GEMM wins (tuned on the GPU run).
 CUDA_GEMV_MAX_M = 16
@@ -121,26 +121,26 @@ def int8_linear_weight_only_ref(x: Tensor, qweight: Tensor, wscale: Tensor, bias
 
 
 def _check_linear(op: str, x: Tensor, qweight: Tensor, wscale: Tensor, bias: Tensor | None) -> None:
-    torch._check(x.dtype.is_floating_point, lambda: f"pycomp.{op}: x must be a float tensor, got {x.dtype}")
-    torch._check(
+    check(x.dtype.is_floating_point, lambda: f"pycomp.{op}: x must be a float tensor, got {x.dtype}")
+    check(
         qweight.dim() == 2 and qweight.dtype == torch.int8,
         lambda: f"pycomp.{op}: qweight must be a 2-D int8 tensor (N, K), got {qweight.dim()}-D {qweight.dtype}",
     )
-    torch._check(x.dim() >= 1, lambda: f"pycomp.{op}: x must have a feature dimension")
-    torch._check(
+    check(x.dim() >= 1, lambda: f"pycomp.{op}: x must have a feature dimension")
+    check(
         x.shape[-1] == qweight.shape[1],
         lambda: f"pycomp.{op}: x has {x.shape[-1]} features (last dim) but the weight expects K={qweight.shape[1]}",
     )
-    torch._check(
+    check(
         wscale.dim() == 1 and wscale.dtype == torch.float32 and wscale.shape[0] == qweight.shape[0],
         lambda: f"pycomp.{op}: wscale must be a float32 vector of N={qweight.shape[0]} per-channel scales",
     )
-    torch._check(
+    check(
         bias is None or (bias.dim() == 1 and bias.shape[0] == qweight.shape[0]),
         lambda: f"pycomp.{op}: bias must be a vector of N={qweight.shape[0]} values",
     )
     for name, t in (("qweight", qweight), ("wscale", wscale), ("bias", bias)):
-        torch._check(
+        check(
             t is None or t.device == x.device,
             lambda: f"pycomp.{op}: {name} is on {t.device} but x is on {x.device}",
         )
@@ -216,7 +216,7 @@ def _rows(x: Tensor) -> Tensor:
 
 def _quantize_cpu(x):
     K = x.shape[-1]
-    torch._check(K > 0, lambda: "pycomp.quantize_per_token_int8: x must have at least one feature")
+    check(K > 0, lambda: "pycomp.quantize_per_token_int8: x must have at least one feature")
     if not _ext.has_c("quantize_per_token_int8_cpu"):
         return quantize_per_token_int8_ref(x)
     q, s = _ext._C.quantize_per_token_int8_cpu(_rows(x).float())
@@ -225,7 +225,7 @@ def _quantize_cpu(x):
 
 def _quantize_uint7_cpu(x):
     K = x.shape[-1]
-    torch._check(K > 0, lambda: "pycomp.quantize_per_token_uint7: x must have at least one feature")
+    check(K > 0, lambda: "pycomp.quantize_per_token_uint7: x must have at least one feature")
     if not _ext.has_c("quantize_per_token_uint7_cpu"):
         return quantize_per_token_uint7_ref(x)
     q, s, zp = _ext._C.quantize_per_token_uint7_cpu(_rows(x).float())
@@ -235,13 +235,13 @@ def _quantize_uint7_cpu(x):
 
 def _check_reduce_range(x, qweight, wscale, wsum, bias):
     _check_linear("int8_linear_dynamic_reduce_range", x, qweight, wscale, bias)
-    torch._check(
+    check(
         wsum.dim() == 1 and wsum.dtype == torch.int32 and wsum.shape[0] == qweight.shape[0]
         and wsum.device == x.device,
         lambda: f"pycomp.int8_linear_dynamic_reduce_range: wsum must be an int32 vector of N={qweight.shape[0]} "
         f"row sums of qweight on {x.device}, got {wsum.dim()}-D {wsum.dtype} on {wsum.device}",
     )
-    torch._check(
+    check(
         qweight.shape[1] <= MAX_K_DYNAMIC,
         lambda: f"pycomp.int8_linear_dynamic_reduce_range: K={qweight.shape[1]} could overflow the int32 "
         f"accumulator (at most {MAX_K_DYNAMIC}); use mode='weight_only'",
@@ -305,7 +305,7 @@ def _quantize_cuda(x):
 
 def _check_dynamic(x, qweight, wscale, bias):
     _check_linear("int8_linear_dynamic", x, qweight, wscale, bias)
-    torch._check(
+    check(
         qweight.shape[1] <= MAX_K_DYNAMIC,
         lambda: f"pycomp.int8_linear_dynamic: K={qweight.shape[1]} could overflow the int32 accumulator "
         f"(at most {MAX_K_DYNAMIC}); use mode='weight_only'",
