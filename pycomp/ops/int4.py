@@ -37,37 +37,44 @@ def w4a16_linear_ref(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor | 
     return out.to(x.dtype)
 
 
+def _eager_check(cond, message) -> None:
+    """torch._check for concrete tensors: the same RuntimeError, without the symbolic-shape
+    machinery that makes a dozen torch._check calls cost tens of microseconds per CPU call."""
+    if not cond:
+        raise RuntimeError(message())
+
+
 def _check(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor | None, bias: Tensor | None,
-           group_size: int, in_features: int) -> None:
+           group_size: int, in_features: int, check=torch._check) -> None:
     op = "pycomp.w4a16_linear"
-    torch._check(x.dtype.is_floating_point, lambda: f"{op}: x must be a float tensor, got {x.dtype}")
-    torch._check(x.dim() >= 1, lambda: f"{op}: x must have a feature dimension")
-    torch._check(group_size in GROUP_SIZES, lambda: f"{op}: group_size must be one of {GROUP_SIZES}, got {group_size}")
-    torch._check(
+    check(x.dtype.is_floating_point, lambda: f"{op}: x must be a float tensor, got {x.dtype}")
+    check(x.dim() >= 1, lambda: f"{op}: x must have a feature dimension")
+    check(group_size in GROUP_SIZES, lambda: f"{op}: group_size must be one of {GROUP_SIZES}, got {group_size}")
+    check(
         x.shape[-1] == in_features,
         lambda: f"{op}: x has {x.shape[-1]} features (last dim) but the weight expects K={in_features}",
     )
-    torch._check(
+    check(
         packed.dim() == 2 and packed.dtype == torch.uint8 and packed.shape[1] == (in_features + 1) // 2,
         lambda: f"{op}: packed must be a 2-D uint8 tensor (N, {(in_features + 1) // 2}) for K={in_features}, "
         f"got {packed.dtype} {tuple(packed.shape)}",
     )
     n, g = packed.shape[0], n_groups(in_features, group_size)
-    torch._check(
+    check(
         scales.dtype == torch.float16 and scales.dim() == 2 and scales.shape[0] == n and scales.shape[1] == g,
         lambda: f"{op}: scales must be float16 of shape ({n}, {g}), got {scales.dtype} {tuple(scales.shape)}",
     )
-    torch._check(
+    check(
         zeros is None or (zeros.dtype == torch.uint8 and zeros.dim() == 2 and zeros.shape[0] == n
                           and zeros.shape[1] == g),
         lambda: f"{op}: zeros must be None or uint8 of shape ({n}, {g})",
     )
-    torch._check(
+    check(
         bias is None or (bias.dim() == 1 and bias.shape[0] == n),
         lambda: f"{op}: bias must be a vector of N={n} values",
     )
     for name, t in (("packed", packed), ("scales", scales), ("zeros", zeros), ("bias", bias)):
-        torch._check(t is None or t.device == x.device, lambda: f"{op}: {name} is on {t.device} but x is on {x.device}")
+        check(t is None or t.device == x.device, lambda: f"{op}: {name} is on {t.device} but x is on {x.device}")
 
 
 @torch.library.register_fake("pycomp::w4a16_linear")
@@ -106,7 +113,7 @@ def _linear_cuda(x, packed, scales, zeros, bias, group_size, in_features):
 
 
 def _linear_cpu(x, packed, scales, zeros, bias, group_size, in_features):
-    _check(x, packed, scales, zeros, bias, group_size, in_features)
+    _check(x, packed, scales, zeros, bias, group_size, in_features, check=_eager_check)
     x2 = x.reshape(-1, x.shape[-1])
     n = packed.shape[0]
     if x2.shape[0] == 0 or n == 0 or plan(x.device, x2.shape[0], in_features, x.dtype) == "reference":

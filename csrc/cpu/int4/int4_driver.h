@@ -1,8 +1,8 @@
 // Blocking, threading and activation packing shared by every ISA's int4 kernels.
 //
 // Each ISA file (int4_portable.cpp, int4_avx2.cpp, int4_avx512.cpp) supplies a
-// traits struct with V, its vector width in fp32 lanes, and three kernels; the
-// drivers here are plain C++ instantiated once per ISA.
+// traits struct with V, its vector width in fp32 lanes, its blocking constants
+// and the kernels below; the drivers here are plain C++ instantiated once per ISA.
 //
 // Unpacking V bytes of a weight row into 32-bit lanes gives the low nibbles
 // (columns 0, 2, .., 2V-2 of a 2V-column "chunk") with one AND and the high
@@ -16,11 +16,14 @@
 //
 // GEMV (M <= kGemvMaxM, memory-bound): each weight row is read once, unpacked
 // in registers and met by all M activation rows; the x86 kernels apply zero
-// point and scale per group, from per-group sums of x (GemvTask::xsum).
+// point and scale per group, from per-group sums of x (GemvTask::xsum), after
+// Traits::prepare_gemv_x has rewritten the packed x.
+//   Traits::prepare_gemv_x(xp, lda, M, Kp)
 //   Traits::gemv(const GemvTask&)              rows [n0, n1) for all M rows
 // GEMM (larger M, compute-bound): per (n panel, k block) the weights are
-// dequantized once into an fp32 panel (same permuted order, L2-resident) that
-// register tiles of mr x nr dot products then read for every activation row.
+// dequantized once into an fp32 panel (same permuted order, L2-resident);
+// register tiles of kNr weight rows x kMt activation rows then broadcast each
+// weight against a vector of activation rows (x transposed, pack_xt).
 //   Traits::dequant(const Int4Weights&, n0, rows, c0, c1, panel, ldp)
 //   Traits::gemm_tile(const GemmTile&)
 #pragma once
@@ -106,17 +109,16 @@ struct GemvTask {
   int64_t ldo;
 };
 
-// c[i * ldc + j] (i < mr, j < nr) = (accumulate ? c : init[j] or 0) + sum_k a[i][k] * w[j][k], k < klen.
+// c[j * ldc + i] (j < nr weight rows, i < mv * V activation rows) = (accumulate ? c : 0)
+//   + sum_k w[j * ldw + k] * xt[k * kMt + i], k < klen.
 struct GemmTile {
-  int mr, nr;
-  const float* a;
-  int64_t lda;
+  int mv, nr;
+  const float* xt;  // activations, k-major: kMt (the tile width) values per k
   const float* w;
   int64_t ldw, klen;
   float* c;
   int64_t ldc;
   bool accumulate;
-  const float* init;  // bias, or nullptr
 };
 
 template <int V>
@@ -134,6 +136,44 @@ void pack_x(const float* x, int64_t ldx, int64_t M, int64_t K, int64_t Kp, float
         }
     }
   });
+}
+
+// The GEMM's activations: x transposed into tiles of MT rows, xt[(t * Kp + k) * MT + i]
+// = x[t * MT + i, k] in the chunk order, zero past M and K.
+template <int V, int MT>
+void pack_xt(const float* x, int64_t ldx, int64_t M, int64_t K, int64_t Kp, float* xt) {
+  const int64_t tiles = ceil_div(M, MT);
+  parallel_for(tiles, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      float* o = xt + t * Kp * MT;
+      const int64_t rows = std::min<int64_t>(MT, M - t * MT);
+      if (rows < MT) std::memset(o, 0, sizeof(float) * size_t(Kp * MT));
+      for (int64_t i = 0; i < rows; ++i) {
+        const float* xr = x + (t * MT + i) * ldx;
+        for (int64_t c = 0; c < Kp; c += 2 * V)
+          for (int l = 0; l < V; ++l) {
+            const int64_t k = c + 2 * l;
+            o[(c + l) * MT + i] = k < K ? xr[k] : 0.f;
+            o[(c + V + l) * MT + i] = k + 1 < K ? xr[k + 1] : 0.f;
+          }
+      }
+    }
+  });
+}
+
+// For the x86 GEMVs: per chunk, the odd-column values x_o become x_o / 16 and the
+// even ones x_e become x_e - x_o / 16. A kernel then needs the low nibble lo
+// and the whole byte b = lo + 16 hi of each weight pair but not hi itself:
+// lo (x_e - x_o / 16) + b x_o / 16 = lo x_e + hi x_o. Saves a shift per 8 weights.
+template <int V>
+void fold_high_nibbles(float* xp, int64_t lda, int64_t M, int64_t Kp) {
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t c = 0; c < Kp; c += 2 * V)
+      for (int l = 0; l < V; ++l) {
+        float* e = xp + m * lda + c + l;
+        e[V] *= 1.f / 16;
+        e[0] -= e[V];
+      }
 }
 
 // Splits the (M, N) output over the threads: N first (each thread streams its
@@ -163,13 +203,13 @@ void w4a16_linear(const float* x, int64_t ldx, const uint8_t* packed, const uint
   const int64_t Kb = (K + 1) / 2;
   const Int4Weights w{packed, scales, zeros, K, Kb, ceil_div(K, gs), gs, ceil_div(Kb, V), Kb / V, gs / (2 * V)};
   const int64_t Kp = w.chunks * 2 * V;
-  // Rows a multiple of 1 KB apart would share L1 sets (a tile reads several rows at one offset).
-  const int64_t lda = (Kp * 4) % 1024 == 0 ? Kp + 16 : Kp;
-  Scratch<float> xp(M * lda);
-  pack_x<V>(x, ldx, M, K, Kp, xp.get(), lda);
-  const PackedX px{xp.get(), lda};
 
   if (M <= kGemvMaxM) {
+    // Rows a multiple of 1 KB apart would share L1 sets (a tile reads several rows at one offset).
+    const int64_t lda = (Kp * 4) % 1024 == 0 ? Kp + 16 : Kp;
+    Scratch<float> xp(M * lda);
+    pack_x<V>(x, ldx, M, K, Kp, xp.get(), lda);
+    const PackedX px{xp.get(), lda};
     const int64_t ldxs = w.G * V;
     Scratch<float> xsum(M * ldxs);
     for (int64_t m = 0; m < M; ++m)
@@ -180,26 +220,46 @@ void w4a16_linear(const float* x, int64_t ldx, const uint8_t* packed, const uint
         for (int64_t c = g * w.chunks_per_group; c < c1; ++c)
           for (int l = 0; l < V; ++l) o[l] += px.p[m * lda + c * 2 * V + l] + px.p[m * lda + c * 2 * V + V + l];
       }
+    T::prepare_gemv_x(xp.get(), lda, M, Kp);
     parallel_tasks(1, N, M * K, 1, T::kGemvNr, [&](int64_t, int64_t, int64_t n0, int64_t n1) {
       T::gemv(GemvTask{&w, px, xsum.get(), ldxs, int(M), n0, n1, bias, out, ldo});
     });
     return;
   }
 
+  // GEMM: per (n panel, k block) the weights are dequantized once into an fp32
+  // panel that every activation tile then reads; each tile's sums build up in
+  // ct, transposed (weight rows by activation rows), written out with the bias
+  // once the panel has seen all of K.
+  constexpr int MT = T::kMt;
+  Scratch<float> xt(ceil_div(M, MT) * Kp * MT);
+  pack_xt<V, MT>(x, ldx, M, K, Kp, xt.get());
   const int64_t nc = T::kPanelRows, kc = T::kPanelK;  // kc: a multiple of 2V
-  parallel_tasks(M, N, K, T::kMr * 16, T::kNr, [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-    Scratch<float> panel(nc * kc);
+  parallel_tasks(M, N, K, MT, T::kNr, [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    const int64_t ldc = round_up(m1 - m0, MT);
+    Scratch<float> panel(nc * kc), ct(nc * ldc);
     for (int64_t nb = n0; nb < n1; nb += nc) {
       const int64_t nlen = std::min(nc, n1 - nb);
       for (int64_t kb = 0; kb < Kp; kb += kc) {
         const int64_t klen = std::min(kc, Kp - kb);
         T::dequant(w, nb, nlen, kb / (2 * V), (kb + klen) / (2 * V), panel.get(), kc);
-        for (int64_t mt = m0; mt < m1; mt += T::kMr)
+        // The next block's weight bytes, fetched while this one's tiles compute: a block reads
+        // a few cache lines from each of many rows, too short a run for the hardware prefetcher.
+        const bool last_k = kb + kc >= Kp;
+        const int64_t pn = last_k ? nb + nc : nb, pb0 = (last_k ? 0 : kb + kc) / 2, pb1 = std::min(pb0 + kc / 2, w.Kb);
+        for (int64_t n = pn; n < std::min(pn + nc, n1); ++n)
+          for (int64_t b = pb0; b < pb1; b += 64) __builtin_prefetch(w.packed + n * w.Kb + b);
+        for (int64_t mt = m0; mt < m1; mt += MT) {
+          const int mv = int(ceil_div(std::min<int64_t>(MT, m1 - mt), V));
+          const float* xtile = xt.get() + (mt / MT * Kp + kb) * MT;
           for (int64_t nt = 0; nt < nlen; nt += T::kNr)
-            T::gemm_tile(GemmTile{int(std::min<int64_t>(T::kMr, m1 - mt)), int(std::min<int64_t>(T::kNr, nlen - nt)),
-                                  px.p + mt * lda + kb, lda, panel.get() + nt * kc, kc, klen,
-                                  out + mt * ldo + nb + nt, ldo, kb > 0, bias ? bias + nb + nt : nullptr});
+            T::gemm_tile(GemmTile{mv, int(std::min<int64_t>(T::kNr, nlen - nt)), xtile, panel.get() + nt * kc, kc, klen,
+                                  ct.get() + nt * ldc + (mt - m0), ldc, kb > 0});
+        }
       }
+      for (int64_t m = m0; m < m1; ++m)
+        for (int64_t j = 0; j < nlen; ++j)
+          out[m * ldo + nb + j] = ct[j * ldc + m - m0] + (bias ? bias[nb + j] : 0.f);
     }
   });
 }

@@ -14,8 +14,9 @@
 // exact in fp32: one FMA, code * scale - zero * scale), so they differ from the
 // reference only by the order of the sums. The x86 GEMV path (M <= 4) sums
 // x * code per group and applies the group's zero point and scale once,
-// scale * (sum x * code - zero * sum x): its rounding error scales with
-// sum |x| (code + zero) scale rather than sum |x| |code - zero| scale.
+// scale * (sum x * code - zero * sum x), and forms x * code from a pair's low
+// nibble and whole byte (int4_driver.h, fold_high_nibbles): its rounding error
+// scales with sum |x| (code + zero + 2) scale rather than sum |x| |code - zero| scale.
 #pragma once
 
 #include <cstdint>

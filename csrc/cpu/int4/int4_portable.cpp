@@ -18,27 +18,38 @@ inline void dequant_chunk(const uint8_t* p, float s, float zs, float* out) {
 }
 
 struct Gemm {
-  template <int MR, int NR>
+  static constexpr int kMt = 2 * V;
+
+  // Sums restart every kSumK values of k, as in the x86 kernels.
+  static constexpr int64_t kSumK = 64;
+
+  template <int MV, int NR>
   static void run(const GemmTile& t) {
-    for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NR; ++j) {
-        const float* a = t.a + i * t.lda;
-        const float* w = t.w + j * t.ldw;
-        float part[2 * V] = {};
-        for (int64_t k = 0; k < t.klen; k += 2 * V)
-          for (int l = 0; l < 2 * V; ++l) part[l] += a[k + l] * w[k + l];
-        float s = 0.f;
-        for (float p : part) s += p;
-        float& c = t.c[i * t.ldc + j];
-        c = (t.accumulate ? c : t.init ? t.init[j] : 0.f) + s;
+    for (int64_t k0 = 0; k0 < t.klen; k0 += kSumK) {
+      float acc[NR][MV * V] = {};
+      for (int64_t k = k0, k1 = std::min(k0 + kSumK, t.klen); k < k1; ++k) {
+        const float* xk = t.xt + k * kMt;
+        for (int j = 0; j < NR; ++j) {
+          const float b = t.w[j * t.ldw + k];
+          for (int i = 0; i < MV * V; ++i) acc[j][i] += b * xk[i];
+        }
       }
+      const bool first = k0 == 0 && !t.accumulate;
+      for (int j = 0; j < NR; ++j)
+        for (int i = 0; i < MV * V; ++i) {
+          float& c = t.c[j * t.ldc + i];
+          c = first ? acc[j][i] : c + acc[j][i];
+        }
+    }
   }
 };
 
 struct Portable {
   static constexpr int V = int4::V;
-  static constexpr int kGemvNr = 4, kMr = 4, kNr = 4;
-  static constexpr int64_t kPanelRows = 32, kPanelK = 512;
+  static constexpr int kGemvNr = 4, kMt = Gemm::kMt, kNr = 4;
+  static constexpr int64_t kPanelRows = 32, kPanelK = 256;
+
+  static void prepare_gemv_x(float*, int64_t, int64_t, int64_t) {}
 
   static void gemv(const GemvTask& t) {
     const Int4Weights& w = *t.w;
@@ -78,7 +89,7 @@ struct Portable {
     }
   }
 
-  static void gemm_tile(const GemmTile& t) { TileTable<Gemm, kMr, kNr, GemmTile>::call(t.mr, t.nr, t); }
+  static void gemm_tile(const GemmTile& t) { TileTable<Gemm, kMt / V, kNr, GemmTile>::call(t.mv, t.nr, t); }
 };
 
 }  // namespace
