@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from pycomp.formats.binary import (FORMAT_VERSION, LAYOUT, binarize_weight, check_binary, check_group_size,
                                    dequantize_binary, num_groups, words)
-from pycomp.nn.base import CompressedLayer
+from pycomp.nn.base import ALL_ROWS, CompressedLayer, take_rows
 from pycomp.nn.conv import Im2ColConv2d, conv_settings
 from pycomp.ops import binary as binary_ops
 
@@ -93,18 +93,18 @@ class _BinaryWeights(CompressedLayer):
                 "centred inputs (a BatchNorm or a shift before the layer), or use activations='float'",
                 NotCentredWarning, stacklevel=3)
 
-    def _linear(self, x: Tensor, rows: slice = slice(None)) -> Tensor:
+    def _linear(self, x: Tensor, rows: slice = ALL_ROWS) -> Tensor:
         """x (..., K) -> (..., N'), using the weight rows `rows` (a conv group's output channels)."""
-        bias = None if self.bias is None else self.bias[rows]
+        packed, alpha, bias = take_rows(self.packed, rows), take_rows(self.alpha, rows), take_rows(self.bias, rows)
         if self.activations == "binary":
             self._warn_if_not_centred(x)
             if not self.centre:
-                return binary_ops.xnor_linear(x, self.packed[rows], self.alpha[rows], self.group_size, bias)
+                return binary_ops.xnor_linear(x, packed, alpha, self.group_size, bias)
             # x = mu + (x - mu): XNOR on the centred part, the mean through the exact row sums of W.
             mu = x.mean(-1, keepdim=True)
-            out = binary_ops.xnor_linear(x - mu, self.packed[rows], self.alpha[rows], self.group_size, bias)
-            return out + mu * self.w_rowsum[rows].to(out.dtype)
-        return binary_ops.w1a16_linear(x, self.packed[rows], self.alpha[rows], self.group_size, bias)
+            out = binary_ops.xnor_linear(x - mu, packed, alpha, self.group_size, bias)
+            return out + mu * take_rows(self.w_rowsum, rows).to(out.dtype)
+        return binary_ops.w1a16_linear(x, packed, alpha, self.group_size, bias)
 
     def _dequantized(self) -> Tensor:
         return dequantize_binary(self.packed, self.alpha, self._k, self.group_size)

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from pycomp.formats.int4 import (
     FORMAT_VERSION, LAYOUTS, SCALE_DTYPE, check_group_size, check_int4, dequantize_int4, int4_nbytes, n_groups,
 )
-from pycomp.nn.base import CompressedLayer
+from pycomp.nn.base import ALL_ROWS, CompressedLayer, take_rows
 from pycomp.nn.conv import Im2ColConv2d, conv_settings
 from pycomp.ops import int4 as int4_ops
 from pycomp.quantize.gptq import Hessian, gptq_int4
@@ -84,10 +84,9 @@ class _Int4Weights(CompressedLayer):
             self._buffers["scales"] = self._buffers["scales"].view(SCALE_DTYPE)
         return self
 
-    def _linear(self, x: Tensor, rows: slice = slice(None)) -> Tensor:
-        zeros = None if self.zeros is None else self.zeros[rows]
-        bias = None if self.bias is None else self.bias[rows]
-        return int4_ops.w4a16_linear(x, self.packed[rows], self.scales[rows], zeros, bias, self.group_size, self.k)
+    def _linear(self, x: Tensor, rows: slice = ALL_ROWS) -> Tensor:
+        packed, scales, zeros = take_rows(self.packed, rows), take_rows(self.scales, rows), take_rows(self.zeros, rows)
+        return int4_ops.w4a16_linear(x, packed, scales, zeros, take_rows(self.bias, rows), self.group_size, self.k)
 
     def _dequantize(self) -> Tensor:
         return dequantize_int4(self.packed, self.scales, self.zeros, self.group_size, self.k)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from pycomp.formats.int8 import FORMAT_VERSION, LAYOUT, check_int8, dequantize_int8
-from pycomp.nn.base import CompressedLayer
+from pycomp.nn.base import ALL_ROWS, CompressedLayer, take_rows
 from pycomp.nn.conv import Im2ColConv2d, conv_settings
 from pycomp.ops import int8 as int8_ops
 from pycomp.quantize.int8 import MODES, check_reduce_range, quantize_weight_int8
@@ -59,14 +59,13 @@ class _Int8Weights(CompressedLayer):
             self.wscale = self.wscale.float()
         return self
 
-    def _linear(self, x: Tensor, rows: slice = slice(None)) -> Tensor:
+    def _linear(self, x: Tensor, rows: slice = ALL_ROWS) -> Tensor:
         """x (..., K) -> (..., N'), using the weight rows `rows` (a conv group's output channels)."""
-        bias = None if self.bias is None else self.bias[rows]
+        qweight, wscale, bias = take_rows(self.qweight, rows), take_rows(self.wscale, rows), take_rows(self.bias, rows)
         if self.reduce_range:
-            return int8_ops.int8_linear_dynamic_reduce_range(x, self.qweight[rows], self.wscale[rows],
-                                                             self.wsum[rows], bias)
+            return int8_ops.int8_linear_dynamic_reduce_range(x, qweight, wscale, take_rows(self.wsum, rows), bias)
         op = int8_ops.int8_linear_dynamic if self.mode == "dynamic" else int8_ops.int8_linear_weight_only
-        return op(x, self.qweight[rows], self.wscale[rows], bias)
+        return op(x, qweight, wscale, bias)
 
     @property
     def backend(self) -> str:
