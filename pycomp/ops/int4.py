@@ -20,7 +20,7 @@ from torch import Tensor
 
 from pycomp import _ext
 from pycomp.formats.int4 import GROUP_SIZES, dequantize_int4, n_groups
-from pycomp.ops._library import LIB
+from pycomp.ops._library import LIB, check
 
 LIB.define("w4a16_linear(Tensor x, Tensor packed, Tensor scales, Tensor? zeros, Tensor? bias, "
            "int group_size, int in_features) -> Tensor")
@@ -37,15 +37,8 @@ def w4a16_linear_ref(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor | 
     return out.to(x.dtype)
 
 
-def _eager_check(cond, message) -> None:
-    """torch._check for concrete tensors: the same RuntimeError, without the symbolic-shape
-    machinery that makes a dozen torch._check calls cost tens of microseconds per CPU call."""
-    if not cond:
-        raise RuntimeError(message())
-
-
 def _check(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor | None, bias: Tensor | None,
-           group_size: int, in_features: int, check=torch._check) -> None:
+           group_size: int, in_features: int) -> None:
     op = "pycomp.w4a16_linear"
     check(x.dtype.is_floating_point, lambda: f"{op}: x must be a float tensor, got {x.dtype}")
     check(x.dim() >= 1, lambda: f"{op}: x must have a feature dimension")
@@ -113,7 +106,7 @@ def _linear_cuda(x, packed, scales, zeros, bias, group_size, in_features):
 
 
 def _linear_cpu(x, packed, scales, zeros, bias, group_size, in_features):
-    _check(x, packed, scales, zeros, bias, group_size, in_features, check=_eager_check)
+    _check(x, packed, scales, zeros, bias, group_size, in_features)
     x2 = x.reshape(-1, x.shape[-1])
     n = packed.shape[0]
     if x2.shape[0] == 0 or n == 0 or plan(x.device, x2.shape[0], in_features, x.dtype) == "reference":
