@@ -13,6 +13,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from simde_harness import needs_simde, run_emulated
+
 from pycomp import _ext
 from pycomp.formats import binary as fmt
 from pycomp.ops import binary as ops
@@ -105,13 +107,6 @@ def test_strided_x_and_bad_arguments():
 
 
 _SIMDE_SHIM = r"""
-#define SIMDE_ENABLE_NATIVE_ALIASES
-#include <simde/x86/avx512.h>
-#include <cstdint>
-// What some SIMDe releases lack, lane by lane.
-static inline float pyc_reduce_add_ps(simde__m512 v) {
-  float a[16]; simde_mm512_storeu_ps(a, v); float s = 0; for (float f : a) s += f; return s;
-}
 static inline int64_t pyc_reduce_add_epi64(simde__m512i v) {
   int64_t a[8]; simde_mm512_storeu_si512(a, v); int64_t s = 0; for (int64_t i : a) s += i; return s;
 }
@@ -125,16 +120,7 @@ typedef simde__mmask16 __mmask16;
 """
 
 _SIMDE_MAIN = r"""
-#include <cstdio>
-#include <functional>
-#include <random>
-#include <vector>
 #include "cpu/binary/binary_linear.h"
-#include "cpu/parallel.h"
-namespace pycomp {
-void parallel_for(int64_t n, int64_t, const std::function<void(int64_t, int64_t)>& fn) { if (n > 0) fn(0, n); }
-int num_threads() { return 1; }
-}
 using namespace pycomp::cpu::binary;
 int main() {
   std::mt19937 rng(7);
@@ -169,33 +155,16 @@ int main() {
 """
 
 
-@pytest.mark.skipif(not __import__("os").path.exists("/usr/include/simde/x86/avx512.h")
-                    or __import__("shutil").which("g++") is None or __import__("platform").machine() != "x86_64",
-                    reason="needs g++ and SIMDe (libsimde-dev) to emulate AVX-512")
+@needs_simde
 def test_avx512_kernels_under_simde_emulation(tmp_path):
     """Where the CPU hides AVX-512 (this project's machines), binary_avx512.cpp is compiled with its
     intrinsics emulated by SIMDe and run through the real driver against the portable kernels, bit for bit
     on sums that are exact in any order: W1A32 and XNOR, M = 1 and tiles, odd K and N, groups."""
-    import pathlib
-    import subprocess
-
-    root = pathlib.Path(__file__).resolve().parents[1]
-    src = (root / "csrc/cpu/binary/binary_avx512.cpp").read_text()
-    for old, new in [("#include <immintrin.h>", '#include "shim.h"'),
-                     ('"avx512f,avx512bw,avx512vl,avx512vpopcntdq,avx2,fma,popcnt"', '"avx2,fma,popcnt"'),
-                     ("_mm512_reduce_add_ps(", "pyc_reduce_add_ps("),
-                     ("_mm512_reduce_add_epi64(", "pyc_reduce_add_epi64("),
-                     ("_mm512_maskz_loadu_epi32(", "pyc_maskz_loadu_epi32(")]:
-        assert old in src, old
-        src = src.replace(old, new)
-    (tmp_path / "shim.h").write_text(_SIMDE_SHIM)
-    (tmp_path / "avx512_emulated.cpp").write_text(src)
-    (tmp_path / "main.cpp").write_text(_SIMDE_MAIN)
-    exe = tmp_path / "check"
-    cpu = root / "csrc/cpu"
-    subprocess.run(["g++", "-O1", "-std=c++17", "-w", f"-I{root / 'csrc'}", f"-I{tmp_path}", str(tmp_path / "main.cpp"),
-                    str(tmp_path / "avx512_emulated.cpp"), *(str(cpu / "binary" / f) for f in
-                    ("binary_portable.cpp", "binary_avx2.cpp", "binary_linear.cpp")), str(cpu / "cpu_features.cpp"),
-                    "-o", str(exe)], check=True, capture_output=True, timeout=300)
-    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0 and " 0 mismatching" in run.stdout, run.stdout[-2000:]
+    run_emulated(tmp_path, "csrc/cpu/binary/binary_avx512.cpp",
+                 [('"avx512f,avx512bw,avx512vl,avx512vpopcntdq,avx2,fma,popcnt"', '"avx2,fma,popcnt"'),
+                  ("_mm512_reduce_add_ps(", "pyc_reduce_add_ps("),
+                  ("_mm512_reduce_add_epi64(", "pyc_reduce_add_epi64("),
+                  ("_mm512_maskz_loadu_epi32(", "pyc_maskz_loadu_epi32(")],
+                 _SIMDE_SHIM, _SIMDE_MAIN, tuple(f"csrc/cpu/{f}" for f in (
+                     "binary/binary_portable.cpp", "binary/binary_avx2.cpp", "binary/binary_linear.cpp",
+                     "cpu_features.cpp")))

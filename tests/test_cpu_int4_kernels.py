@@ -19,6 +19,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from simde_harness import needs_simde, run_emulated
+
 from pycomp import _ext
 from pycomp.formats import int4 as fmt
 from pycomp.quantize.int4 import rtn_int4
@@ -169,14 +171,7 @@ def test_binding_rejects_bad_tensors():
 # ----------------------------------------------------------------------------- AVX-512 without the hardware
 
 _SIMDE_SHIM = r"""
-#define SIMDE_ENABLE_NATIVE_ALIASES
-#include <simde/x86/avx512.h>
 #include <simde/x86/f16c.h>
-#include <cstdint>
-// What some SIMDe releases lack, lane by lane.
-static inline float pyc_reduce_add_ps(simde__m512 v) {
-  float a[16]; simde_mm512_storeu_ps(a, v); float s = 0; for (float f : a) s += f; return s;
-}
 static inline simde__m512i pyc_cvtepu8_epi32(simde__m128i b) {
   uint8_t u[16]; int32_t i[16]; simde_mm_storeu_si128(reinterpret_cast<simde__m128i*>(u), b);
   for (int l = 0; l < 16; ++l) i[l] = u[l];
@@ -190,16 +185,7 @@ static inline simde__m512 pyc_cvtepi32_ps(simde__m512i v) {
 """
 
 _SIMDE_MAIN = r"""
-#include <cstdio>
-#include <functional>
-#include <random>
-#include <vector>
 #include "cpu/int4/int4_kernels.h"
-#include "cpu/parallel.h"
-namespace pycomp {
-void parallel_for(int64_t n, int64_t, const std::function<void(int64_t, int64_t)>& fn) { if (n > 0) fn(0, n); }
-int num_threads() { return 1; }
-}
 using namespace pycomp::cpu::int4;
 int main() {
   std::mt19937 rng(7);
@@ -231,32 +217,15 @@ int main() {
 """
 
 
-@pytest.mark.skipif(not __import__("os").path.exists("/usr/include/simde/x86/avx512.h")
-                    or __import__("shutil").which("g++") is None or __import__("platform").machine() != "x86_64",
-                    reason="needs g++ and SIMDe (libsimde-dev) to emulate AVX-512")
+@needs_simde
 def test_avx512_kernels_under_simde_emulation(tmp_path):
     """Where the CPU hides AVX-512 (this project's machines), int4_avx512.cpp is compiled with its
     intrinsics emulated by SIMDe and checked bit for bit against the portable kernels on integer
     sums (exact in any order): GEMV and GEMM paths, odd K, every group size, both variants."""
-    import pathlib
-    import subprocess
-
-    root = pathlib.Path(__file__).resolve().parents[1]
-    src = (root / "csrc/cpu/int4/int4_avx512.cpp").read_text()
-    for old, new in [("#include <immintrin.h>", '#include "shim.h"'),
-                     ('"avx512f,avx512bw,avx512vl,avx2,fma,f16c"', '"avx2,fma"'),
-                     ("return _cvtsh_ss(h);", "return half_to_float(h);"),
-                     ("_mm512_reduce_add_ps(", "pyc_reduce_add_ps("),
-                     ("_mm512_cvtepu8_epi32(", "pyc_cvtepu8_epi32("),
-                     ("_mm512_cvtepi32_ps(", "pyc_cvtepi32_ps(")]:
-        assert old in src, old
-        src = src.replace(old, new)
-    (tmp_path / "shim.h").write_text(_SIMDE_SHIM)
-    (tmp_path / "avx512_emulated.cpp").write_text(src)
-    (tmp_path / "main.cpp").write_text(_SIMDE_MAIN)
-    exe = tmp_path / "check"
-    subprocess.run(["g++", "-O1", "-std=c++17", "-w", f"-I{root / 'csrc'}", f"-I{tmp_path}", str(tmp_path / "main.cpp"),
-                    str(tmp_path / "avx512_emulated.cpp"), str(root / "csrc/cpu/int4/int4_portable.cpp"),
-                    "-o", str(exe)], check=True, capture_output=True, timeout=300)
-    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0 and " 0 mismatching" in run.stdout, run.stdout[-2000:]
+    run_emulated(tmp_path, "csrc/cpu/int4/int4_avx512.cpp",
+                 [('"avx512f,avx512bw,avx512vl,avx2,fma,f16c"', '"avx2,fma"'),
+                  ("return _cvtsh_ss(h);", "return half_to_float(h);"),
+                  ("_mm512_reduce_add_ps(", "pyc_reduce_add_ps("),
+                  ("_mm512_cvtepu8_epi32(", "pyc_cvtepu8_epi32("),
+                  ("_mm512_cvtepi32_ps(", "pyc_cvtepi32_ps(")],
+                 _SIMDE_SHIM, _SIMDE_MAIN, ("csrc/cpu/int4/int4_portable.cpp",))
