@@ -48,3 +48,13 @@ def test_explore_command_bad_arguments():
     with pytest.raises(SystemExit, match="key=value"):
         main(["explore", "--model", "pycomp.models.digits:pretrained_digits_cnn",
               "--data", "pycomp.models.digits:test_batches", "--budget", "size_mb"])
+
+
+def test_time_interleaved_takes_turns_with_one_call_count():
+    from pycomp.benchmark.timing import time_interleaved
+
+    calls = []
+    times = time_interleaved({"a": lambda i: calls.append(("a", i)), "b": lambda i: calls.append(("b", i))},
+                             repeats=3, warmup=1)
+    assert calls == [("a", 0), ("b", 1), ("a", 2), ("b", 3), ("a", 4), ("b", 5), ("a", 6), ("b", 7)]
+    assert sorted(times) == ["a", "b"] and all(len(v) == 3 and min(v) >= 0 for v in times.values())

@@ -3,6 +3,8 @@ torch's own int4 CPU kernel, `torch._weight_int4pack_mm_for_cpu`.
 
 Cold weights: each timed call uses the next of several weight copies whose total
 exceeds 4x the last-level cache, so memory traffic is real (BENCHMARKING.md).
+fp32 and ours take turns call by call (timing.time_interleaved), so a drift in the machine's
+speed lands on both alike; torch's peer (seconds per call at M >= 16) is timed on its own.
 Every row checks both int4 outputs against the reference op before timing them.
 
 torch's peer takes the same codes and group parameters in its own packing:
@@ -19,7 +21,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from pycomp.benchmark.timing import cold_copies, median_ms, read_bandwidth_gbs, time_calls
+from pycomp.benchmark.timing import cold_copies, median_ms, read_bandwidth_gbs, time_calls, time_interleaved
 from pycomp.formats.int4 import SYMMETRIC_ZERO, unpack_nibbles
 from pycomp.ops import int4 as int4_ops
 from pycomp.quantize.int4 import rtn_int4
@@ -72,8 +74,7 @@ def bench_shape(n: int, k: int, ms: list[int], repeats: int, ceiling_gbs: float,
             want = int4_ops.w4a16_linear_ref(x, packed, scales, zeros, b, group_size, k)
             ours = lambda i: int4_ops.w4a16_linear(x, *q_sets[i % n_q], b, group_size, k)  # noqa: E731
             torch.testing.assert_close(ours(0), want, rtol=1e-4, atol=1e-4)
-            t = {"fp32": time_calls(lambda i: F.linear(x, w_sets[i % n_f32], b), repeats=repeats),
-                 "ours": time_calls(ours, repeats=repeats)}
+            t = time_interleaved({"fp32": lambda i: F.linear(x, w_sets[i % n_f32], b), "ours": ours}, repeats=repeats)
             if peer:
                 theirs = lambda i: torch._weight_int4pack_mm_for_cpu(x, *p_sets[i % n_q][:1], group_size,  # noqa: E731
                                                                      p_sets[i % n_q][1]) + b

@@ -6,6 +6,8 @@ zero point, fbgemm's own numerics (apples to apples with it).
 
 Cold weights: each timed call uses the next of several weight copies whose total
 exceeds 4x the last-level cache, so memory traffic is real (BENCHMARKING.md).
+The implementations take turns call by call (timing.time_interleaved), so a drift in the
+machine's speed lands on all of them alike.
 Every row checks our output against the reference op before timing it.
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pycomp.benchmark.timing import cold_copies, median_ms, read_bandwidth_gbs, time_calls
+from pycomp.benchmark.timing import cold_copies, median_ms, read_bandwidth_gbs, time_interleaved
 from pycomp.ops import int8 as int8_ops
 from pycomp.quantize.int8 import quantize_weight_int8
 
@@ -74,16 +76,13 @@ def bench_shape(n: int, k: int, ms: list[int], repeats: int, ceiling_gbs: float)
             assert torch.equal(got, int8_ops.int8_linear_dynamic_reduce_range_ref(x, q, s, wsum, b))
             got = int8_ops.int8_linear_weight_only(x, q, s, b)
             torch.testing.assert_close(got, int8_ops.int8_linear_weight_only_ref(x, q, s, b), rtol=1e-4, atol=1e-4)
-            t = {
-                "fp32": time_calls(lambda i: F.linear(x, w_sets[i % n_f32], b), repeats=repeats),
-                "fbgemm": time_calls(lambda i: fb_sets[i % n_i8](x), repeats=repeats),
-                "w8a8": time_calls(lambda i: int8_ops.int8_linear_dynamic(x, *q_sets[i % n_i8][:2], b),
-                                   repeats=repeats),
-                "w8a8_rr": time_calls(lambda i: int8_ops.int8_linear_dynamic_reduce_range(x, *q_sets[i % n_i8], b),
-                                      repeats=repeats),
-                "w8a32": time_calls(lambda i: int8_ops.int8_linear_weight_only(x, *q_sets[i % n_i8][:2], b),
-                                    repeats=repeats),
-            }
+            t = time_interleaved({
+                "fp32": lambda i: F.linear(x, w_sets[i % n_f32], b),
+                "fbgemm": lambda i: fb_sets[i % n_i8](x),
+                "w8a8": lambda i: int8_ops.int8_linear_dynamic(x, *q_sets[i % n_i8][:2], b),
+                "w8a8_rr": lambda i: int8_ops.int8_linear_dynamic_reduce_range(x, *q_sets[i % n_i8], b),
+                "w8a32": lambda i: int8_ops.int8_linear_weight_only(x, *q_sets[i % n_i8][:2], b),
+            }, repeats=repeats)
         med = {name: median_ms(v) for name, v in t.items()}
         unit = "GB/s" if m <= 4 else "TOP/s"
 

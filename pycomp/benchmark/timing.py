@@ -42,6 +42,27 @@ def time_calls(fn: Callable[[int], object], *, repeats: int = 20, warmup: int = 
     return times
 
 
+def time_interleaved(fns: dict[str, Callable[[int], object]], *, repeats: int = 20, warmup: int = 3,
+                     device: torch.device | None = None) -> dict[str, list[float]]:
+    """Seconds per call of each fn, the fns taking turns: round r calls every fn once, in order.
+
+    Side by side on a shared machine, a slow drift (a neighbour's burst, a clock change) then lands on
+    every implementation alike instead of on whichever loop it hit, so the ratios hold still between runs.
+    Each call gets the next index of one count over all calls (round r, fn k: r * len(fns) + k), so fns
+    that rotate through the same weight copies never find the copy the previous call just read in cache.
+    """
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(warmup + repeats):
+        for k, (name, fn) in enumerate(fns.items()):
+            _sync(device)
+            t0 = time.perf_counter()
+            fn(r * len(fns) + k)
+            _sync(device)
+            if r >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return times
+
+
 def median_ms(times: list[float]) -> float:
     return statistics.median(times) * 1e3
 
