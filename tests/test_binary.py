@@ -12,13 +12,7 @@ from pycomp.nn.binary import BinaryConv2d, BinaryLinear, NotCentredWarning
 from pycomp.ops import binary as ops
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models and many small calls: on a loaded 2-core machine, OpenMP spin-waits dominate with 2 threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _weights(n, k, group_size=0, seed=0):

@@ -12,13 +12,7 @@ from pycomp.binarize.digits import finetune_digits
 from pycomp.nn.binary import BinaryConv2d, BinaryLinear
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models and many small calls: on a loaded 2-core machine, OpenMP spin-waits dominate with 2 threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_sign_ste_is_sign_forward_and_clipped_identity_backward():

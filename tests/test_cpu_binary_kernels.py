@@ -20,18 +20,12 @@ from pycomp.formats import binary as fmt
 from pycomp.ops import binary as ops
 
 _C = _ext._C
-pytestmark = pytest.mark.skipif(not _ext.has_c("xnor_linear_cpu"), reason=f"pycomp._C without binary kernels")
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.skipif(not _ext.has_c("xnor_linear_cpu"), reason="pycomp._C without binary kernels")]
 
 ISAS = [isa for isa in ("portable", "avx2", "avx512") if _ext.has_c("binary_cpu_isa_supported")
         and _C.binary_cpu_isa_supported(isa)]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _case(m, n, k, group_size, seed=0):

@@ -26,20 +26,13 @@ from pycomp.formats import int4 as fmt
 from pycomp.quantize.int4 import rtn_int4
 
 _C = _ext._C
-pytestmark = pytest.mark.skipif(not _ext.has_c("w4a16_linear_cpu"), reason=f"pycomp._C int4 kernels not built: {_ext.C_ERROR}")
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.skipif(not _ext.has_c("w4a16_linear_cpu"),
+                                 reason=f"pycomp._C int4 kernels not built: {_ext.C_ERROR}")]
 
 ISAS = [isa for isa in ("portable", "avx2", "avx512vnni") if _C is not None and _C.cpu_isa_supported(isa)]
 U32 = 2.0**-24
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Single-threaded unless a test says otherwise: many small calls on a loaded 2-core machine
-    spend their time in OpenMP spin-waits. test_threads compares threaded runs bit for bit."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _weights(n, k, gs, symmetric, seed=0):
