@@ -11,18 +11,11 @@
 #include <string>
 
 #include "cpu/cpu_features.h"
+#include "cpu/isa_arg.h"
 #include "cpu/int4/int4_linear.h"
 
 namespace pycomp {
 namespace int4_bindings {
-
-inline cpu::Isa int4_isa(const std::string& name) {
-  try {
-    return cpu::parse_isa(name);
-  } catch (const std::invalid_argument& e) {
-    TORCH_CHECK(false, "w4a16_linear_cpu: ", e.what());
-  }
-}
 
 // x (M, K) float32 with unit column stride; packed (N, ceil(K/2)) uint8, scales
 // (N, G) float16, zeros (N, G) uint8 or None, all contiguous; bias (N) float32 or None.
@@ -57,7 +50,8 @@ inline at::Tensor w4a16_linear_cpu(const at::Tensor& x_in, const at::Tensor& pac
   const int64_t M = x.size(0);
   at::Tensor out = at::empty({M, N}, x.options());
   if (M == 0) return out;
-  cpu::w4a16_linear_f32(int4_isa(isa), x.data_ptr<float>(), x.stride(0), packed.data_ptr<uint8_t>(),
+  cpu::w4a16_linear_f32(cpu::isa_arg("w4a16_linear_cpu", isa), x.data_ptr<float>(), x.stride(0),
+                        packed.data_ptr<uint8_t>(),
                         reinterpret_cast<const uint16_t*>(scales.data_ptr<at::Half>()),
                         zeros ? zeros->data_ptr<uint8_t>() : nullptr, bias ? bias->data_ptr<float>() : nullptr,
                         out.data_ptr<float>(), N, M, N, K, int(group_size));
@@ -72,7 +66,10 @@ inline void register_int4_cpu(pybind11::module_& m) {
         py::arg("zeros"), py::arg("bias"), py::arg("group_size"), py::arg("in_features"), py::arg("isa") = "",
         "W4A16 linear: x (M, K) float32, k-nibble int4 weight (N, ceil(K/2)) uint8, float16 scales and uint8 "
         "zeros (N, ceil(K/group_size)) -> (M, N) float32");
-  m.def("w4a16_cpu_kernel", [](const std::string& isa) { return std::string(cpu::w4a16_kernel_name(int4_bindings::int4_isa(isa))); },
+  m.def("w4a16_cpu_kernel",
+        [](const std::string& isa) {
+          return std::string(cpu::w4a16_kernel_name(cpu::isa_arg("w4a16_cpu_kernel", isa)));
+        },
         py::arg("isa") = "", "The int4 kernel family that `isa` runs: 'avx512', 'avx2' or 'portable'");
 }
 

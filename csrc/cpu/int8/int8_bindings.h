@@ -11,20 +11,13 @@
 #include <string>
 
 #include "cpu/cpu_features.h"
+#include "cpu/isa_arg.h"
 #include "cpu/int8/int8_linear.h"
 
 namespace pycomp {
 namespace int8_bindings {
 
 using cpu::Isa;
-
-inline Isa isa_arg(const std::string& name) {
-  try {
-    return cpu::parse_isa(name);
-  } catch (const std::invalid_argument& e) {
-    TORCH_CHECK(false, e.what());
-  }
-}
 
 // Shared checks of the int8 linear ops: x (M, K) fp32 with unit column stride,
 // qweight (N, K) int8 contiguous, wscale (N) fp32, bias (N) fp32 or None.
@@ -62,7 +55,8 @@ inline std::tuple<at::Tensor, at::Tensor> quantize_per_token_int8_cpu(const at::
   at::Tensor q = at::empty({M, K}, x.options().dtype(at::kChar));
   at::Tensor scale = at::empty({M}, x.options());
   if (M > 0 && K > 0)
-    cpu::quantize_per_token_int8_f32(isa_arg(isa), x.data_ptr<float>(), x.stride(0), q.data_ptr<int8_t>(),
+    cpu::quantize_per_token_int8_f32(cpu::isa_arg("quantize_per_token_int8", isa), x.data_ptr<float>(), x.stride(0),
+                                     q.data_ptr<int8_t>(),
                                      scale.data_ptr<float>(), M, K);
   else
     scale.zero_();
@@ -79,7 +73,8 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_per_token_uint7_c
   at::Tensor scale = at::zeros({M}, x.options());
   at::Tensor zp = at::zeros({M}, x.options().dtype(at::kInt));
   if (M > 0 && K > 0)
-    cpu::quantize_per_token_uint7_f32(isa_arg(isa), x.data_ptr<float>(), x.stride(0), q.data_ptr<uint8_t>(),
+    cpu::quantize_per_token_uint7_f32(cpu::isa_arg("quantize_per_token_uint7", isa), x.data_ptr<float>(), x.stride(0),
+                                      q.data_ptr<uint8_t>(),
                                       scale.data_ptr<float>(), zp.data_ptr<int32_t>(), M, K);
   return {q, scale, zp};
 }
@@ -95,7 +90,7 @@ inline at::Tensor run_int8_linear(const char* op, LinearKernel kernel, const at:
   const int64_t M = x.size(0), K = x.size(1), N = qweight.size(0);
   at::Tensor out = at::empty({M, N}, x.options());
   if (M == 0) return out;
-  kernel(isa_arg(isa), x.data_ptr<float>(), x.stride(0), qweight.data_ptr<int8_t>(), wscale.data_ptr<float>(),
+  kernel(cpu::isa_arg(op, isa), x.data_ptr<float>(), x.stride(0), qweight.data_ptr<int8_t>(), wscale.data_ptr<float>(),
          bias ? bias->data_ptr<float>() : nullptr, out.data_ptr<float>(), N, M, N, K);
   return out;
 }
@@ -126,7 +121,7 @@ inline at::Tensor int8_linear_dynamic_reduce_range_cpu(const at::Tensor& x_in, c
   const int64_t M = x.size(0), K = x.size(1), N = qweight.size(0);
   at::Tensor out = at::empty({M, N}, x.options());
   if (M == 0) return out;
-  cpu::int8_linear_dynamic_reduce_range_f32(isa_arg(isa), x.data_ptr<float>(), x.stride(0),
+  cpu::int8_linear_dynamic_reduce_range_f32(cpu::isa_arg(op, isa), x.data_ptr<float>(), x.stride(0),
                                             qweight.data_ptr<int8_t>(), wscale.data_ptr<float>(),
                                             wsum.data_ptr<int32_t>(), bias ? bias->data_ptr<float>() : nullptr,
                                             out.data_ptr<float>(), N, M, N, K);

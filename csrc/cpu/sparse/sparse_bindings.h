@@ -10,18 +10,11 @@
 #include <string>
 
 #include "cpu/cpu_features.h"
+#include "cpu/isa_arg.h"
 #include "cpu/sparse/sparse_linear.h"
 
 namespace pycomp {
 namespace sparse_binding {
-
-inline cpu::Isa isa_of(const std::string& name) {
-  try {
-    return cpu::parse_isa(name);
-  } catch (const std::invalid_argument& e) {
-    TORCH_CHECK(false, e.what());
-  }
-}
 
 inline void check_f32(const char* op, const char* name, const at::Tensor& t, int64_t dim) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.dim() == dim && t.is_contiguous(), op, ": ",
@@ -68,7 +61,7 @@ inline at::Tensor csr_linear_cpu(const at::Tensor& x_in, const at::Tensor& crow,
   at::Tensor out = at::empty({M, N}, x.options());
   if (M == 0 || N == 0) return out;
   const bool i16 = col.scalar_type() == at::kShort;
-  cpu::csr_linear_f32(isa_of(isa), x.data_ptr<float>(), x.stride(0), crow.data_ptr<int32_t>(),
+  cpu::csr_linear_f32(cpu::isa_arg(op, isa), x.data_ptr<float>(), x.stride(0), crow.data_ptr<int32_t>(),
                       i16 ? col.data_ptr<int16_t>() : nullptr, i16 ? nullptr : col.data_ptr<int32_t>(),
                       values.data_ptr<float>(), b, out.data_ptr<float>(), N, M, N, K);
   return out;
@@ -96,7 +89,7 @@ inline at::Tensor bsr_linear_cpu(const at::Tensor& x_in, const at::Tensor& crow,
   const int64_t M = x.size(0);
   at::Tensor out = at::empty({M, N}, x.options());
   if (M == 0 || N == 0) return out;
-  cpu::bsr_linear_f32(isa_of(isa), x.data_ptr<float>(), x.stride(0), crow.data_ptr<int32_t>(),
+  cpu::bsr_linear_f32(cpu::isa_arg(op, isa), x.data_ptr<float>(), x.stride(0), crow.data_ptr<int32_t>(),
                       col.data_ptr<int32_t>(), values.data_ptr<float>(), bn, bk, b, out.data_ptr<float>(), N, M, N);
   return out;
 }
@@ -129,7 +122,7 @@ inline at::Tensor sparse24_linear_cpu(const at::Tensor& x_in, const at::Tensor& 
   const int64_t M = x.size(0);
   at::Tensor out = at::empty({M, N}, x.options());
   if (M == 0 || N == 0) return out;
-  const cpu::Isa which = isa_of(isa);
+  const cpu::Isa which = cpu::isa_arg(op, isa);
   if (q8)
     cpu::sparse24_linear_f32(which, x.data_ptr<float>(), x.stride(0), values.data_ptr<int8_t>(),
                              scale->data_ptr<float>(), meta.data_ptr<int16_t>(), meta.size(0), b,
