@@ -11,12 +11,17 @@
 #include <string>
 
 #include "cpu/binary/binary_bindings.h"
+#include "cpu/binary/binary_ops.h"
 #include "cpu/conv/im2col.h"
 #include "cpu/cpu_features.h"
 #include "cpu/int4/int4_bindings.h"
+#include "cpu/int4/int4_ops.h"
 #include "cpu/int8/int8_bindings.h"
+#include "cpu/int8/int8_ops.h"
+#include "cpu/op_entry.h"
 #include "cpu/parallel.h"
 #include "cpu/sparse/sparse_bindings.h"
+#include "cpu/sparse/sparse_ops.h"
 
 #ifdef PYCOMP_WITH_CUDA
 #include "cuda/cuda_bindings.h"
@@ -48,6 +53,19 @@ at::Tensor im2col_cpu(const at::Tensor& x_in, int64_t kh, int64_t kw, int64_t sh
   if (out.numel() > 0)
     cpu::im2col_f32(x.data_ptr<float>(), B, C, H, W, kh, kw, sh, sw, dh, dw, Ho, Wo, out.data_ptr<float>());
   return out;
+}
+
+// CPU entry of pycomp::im2col for float32 x (pycomp/ops/conv.py; other dtypes run F.unfold there), with
+// pycomp.ops.conv._check's rules.
+at::Tensor im2col_op(const at::Tensor& x, at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef dilation) {
+  TORCH_CHECK(x.dim() == 4, "pycomp.im2col: x must be 4-D (B, C, H, W), got ", x.dim(), "-D");
+  TORCH_CHECK(kernel.size() == 2 && stride.size() == 2 && dilation.size() == 2,
+              "pycomp.im2col: kernel, stride and dilation take two values each");
+  // Ho, Wo > 0 exactly when the dilated kernel fits in the input.
+  const bool fits = x.size(2) >= dilation[0] * (kernel[0] - 1) + 1 && x.size(3) >= dilation[1] * (kernel[1] - 1) + 1;
+  TORCH_CHECK(fits, "pycomp.im2col: input ", op_entry::shape_str(x.sizes()),
+              " is smaller than the kernel");
+  return im2col_cpu(x, kernel[0], kernel[1], stride[0], stride[1], dilation[0], dilation[1]);
 }
 
 pybind11::dict build_info() {
@@ -100,10 +118,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("im2col_cpu", &im2col_cpu, py::arg("x"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"),
         py::arg("dh"), py::arg("dw"),
         "x (B, C, H, W) float32, padded -> (B*Ho*Wo, C*kh*kw) float32 rows in F.unfold's patch order");
+  m.def("im2col_op", &im2col_op, "CPU entry of pycomp::im2col (float32 x)");
   register_int8_cpu(m);
   register_int4_cpu(m);
   register_sparse_cpu(m);
   register_binary_cpu(m);
+  register_int8_ops(m);
+  register_int4_ops(m);
+  register_sparse_ops(m);
+  register_binary_ops(m);
 #ifdef PYCOMP_WITH_CUDA
   register_cuda_bindings(m);
 #endif

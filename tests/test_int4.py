@@ -203,13 +203,13 @@ def test_plan_names_what_runs():
 @pytest.mark.parametrize("group_size", [32, 64, 128])
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_op_runs_the_cpu_kernel(monkeypatch, group_size, symmetric):
-    """The CPU impl calls the kernel for float32/bfloat16/float16 x, with a padded last group when
-    K is not a multiple of the group size, and the reference for float64."""
+    """The CPU impl calls the kernel (through its C++ entry) for float32/bfloat16/float16 x, with a padded
+    last group when K is not a multiple of the group size, and the reference for float64."""
     from pycomp import _ext
 
     calls = []
-    kernel = _ext._C.w4a16_linear_cpu
-    monkeypatch.setattr(_ext._C, "w4a16_linear_cpu", lambda *a: calls.append(a[0].shape) or kernel(*a),
+    entry = _ext._C.w4a16_linear_op
+    monkeypatch.setattr(_ext._C, "w4a16_linear_op", lambda *a: calls.append(a[0].shape) or entry(*a),
                         raising=True)
     k = group_size * 2 + 9
     packed, scales, zeros, bias = _packed(10, k, group_size, symmetric)

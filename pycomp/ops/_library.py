@@ -1,7 +1,9 @@
-"""The `pycomp` torch.library namespace, shared by every op module, and the ops' input check."""
+"""The `pycomp` torch.library namespace, shared by every op module, the ops' input check, and their C++ CPU entries."""
 from collections.abc import Callable
 
 import torch
+
+from pycomp import _ext
 
 LIB = torch.library.Library("pycomp", "DEF")  # noqa: TOR901 - one DEF per namespace, op modules add to it
 
@@ -16,3 +18,13 @@ def check(cond, message: Callable[[], str]) -> None:
     if cond is True:
         return
     torch._check(cond, message)
+
+
+def cpu_entry(name: str) -> Callable | None:
+    """pycomp._C's CPU entry `name` (csrc/cpu/op_entry.h: the op's checks, reshapes and dtype conversions around
+    its kernel, all in C++), or None when the extension is not built.
+
+    An op registers its entry itself as its CPU kernel where it can, so an eager call costs the dispatcher and
+    one C++ call instead of about ten Python-level tensor operations.
+    """
+    return getattr(_ext._C, name, None) if _ext._C is not None else None

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from pycomp import _ext
 from pycomp.formats.binary import WORD_BITS, dequantize_binary, num_groups, pack_signs, unpack_signs, words
-from pycomp.ops._library import LIB, check
+from pycomp.ops._library import LIB, check, cpu_entry
 
 # Largest M the CUDA W1A16 GEMV serves; above it the Triton kernel (tensor cores on ±1 tiles).
 CUDA_GEMV_MAX_M = 16
@@ -165,19 +165,10 @@ def _impl(op: str, ref, paths):
         backend = plan(op, x.device, M, x.dtype, x2.shape[1], group_size)
         if backend == "reference":
             return ref(x, packed, alpha, group_size, bias)
-        key = backend.split("-")[0]  # "cpu-avx2" runs paths["cpu"]
-        out = paths[key](x2, packed, alpha, group_size, bias)
+        out = paths[backend](x2, packed, alpha, group_size, bias)
         return out.to(x.dtype).reshape(*x.shape[:-1], N)
 
     return impl
-
-
-def _cpu_kernel(kernel: str):
-    def run(x2, packed, alpha, group_size, bias):
-        b = None if bias is None else bias.float().contiguous()
-        return getattr(_ext._C, kernel)(x2.float(), packed.contiguous(), alpha.contiguous(), group_size, b)
-
-    return run
 
 
 def _cuda(kernel: str):
@@ -192,8 +183,10 @@ def _triton_w1a16(x2, packed, alpha, group_size, bias):
     return triton_binary().w1a16_linear(x2, packed, alpha, group_size, bias)
 
 
-LIB.impl("w1a16_linear", _impl("w1a16", w1a16_linear_ref, {"cpu": _cpu_kernel("w1a32_linear_cpu")}), "CPU")
-LIB.impl("xnor_linear", _impl("xnor", xnor_linear_ref, {"cpu": _cpu_kernel("xnor_linear_cpu")}), "CPU")
+# CPU: the C++ entries (csrc/cpu/binary/binary_ops.h: these checks, rows, float32 conversion, kernel); without
+# the extension, plan() says "reference" and _impl runs it.
+LIB.impl("w1a16_linear", cpu_entry("w1a16_linear_op") or _impl("w1a16", w1a16_linear_ref, {}), "CPU")
+LIB.impl("xnor_linear", cpu_entry("xnor_linear_op") or _impl("xnor", xnor_linear_ref, {}), "CPU")
 LIB.impl("w1a16_linear", _impl("w1a16", w1a16_linear_ref,
                                {"cuda": _cuda("w1a16_gemv_cuda"), "triton": _triton_w1a16}), "CUDA")
 LIB.impl("xnor_linear", _impl("xnor", xnor_linear_ref, {"cuda": _cuda("xnor_gemm_cuda")}), "CUDA")

@@ -44,9 +44,9 @@ def _fake(x, kernel, stride, dilation):
 
 
 def _cpu(x, kernel, stride, dilation):
+    if x.dtype == torch.float32 and _ext._C is not None:
+        return _ext._C.im2col_op(x, kernel, stride, dilation)  # these checks and the kernel, in C++
     _check(x, kernel, stride, dilation)
-    if x.dtype == torch.float32 and _ext.has_c("im2col_cpu"):
-        return _ext._C.im2col_cpu(x, *kernel, *stride, *dilation)
     return im2col_ref(x, kernel, stride, dilation)
 
 

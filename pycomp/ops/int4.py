@@ -106,15 +106,12 @@ def _linear_cuda(x, packed, scales, zeros, bias, group_size, in_features):
 
 
 def _linear_cpu(x, packed, scales, zeros, bias, group_size, in_features):
+    """The C++ entry (csrc/cpu/int4/int4_ops.h: checks, rows, float32 conversion, kernel) for the kernels' x
+    dtypes; the checked reference for the others (float64) and without the extension."""
+    if x.dtype in CPU_KERNEL_DTYPES and _ext._C is not None:
+        return _ext._C.w4a16_linear_op(x, packed, scales, zeros, bias, group_size, in_features)
     _check(x, packed, scales, zeros, bias, group_size, in_features)
-    x2 = x.reshape(-1, x.shape[-1])
-    n = packed.shape[0]
-    if x2.shape[0] == 0 or n == 0 or plan(x.device, x2.shape[0], in_features, x.dtype) == "reference":
-        return w4a16_linear_ref(x, packed, scales, zeros, bias, group_size, in_features)
-    out = _ext._C.w4a16_linear_cpu(
-        x2.float(), packed.contiguous(), scales.contiguous(), None if zeros is None else zeros.contiguous(),
-        None if bias is None else bias.float().contiguous(), group_size, in_features)
-    return out.to(x.dtype).reshape(*x.shape[:-1], n)
+    return w4a16_linear_ref(x, packed, scales, zeros, bias, group_size, in_features)
 
 
 LIB.impl("w4a16_linear", _linear_cpu, "CPU")

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from pycomp import _ext
-from pycomp.ops._library import LIB, check
+from pycomp.ops._library import LIB, check, cpu_entry
 
 # Largest M the CUDA W8A16 GEMV serves; above it the Triton GEMM wins (tuned on the GPU run).
 CUDA_GEMV_MAX_M = 16
@@ -35,7 +35,8 @@ MAX_K_DYNAMIC = (2**31 - 1) // (127 * 127)
 # im2col) run "cpu-dense": MKL's fp32 GEMM on the weights dequantized per call, which beat the W8A32
 # kernel by 2-13x at M=8192, K <= 64 (benchmarks/int8_dense_crossover.py, benchmarks/RESULTS.md). At
 # M <= 128 the kernel won everywhere (per-call overheads), and for W8A8 the dense form of the same integer
-# arithmetic was not reliably faster, so W8A8 always runs its kernel.
+# arithmetic was not reliably faster, so W8A8 always runs its kernel. The C++ entry routes by the same
+# numbers (csrc/cpu/int8/int8_ops.h); plan() reports the route.
 CPU_DENSE_MAX_K = 64
 CPU_DENSE_MIN_M = 1024
 
@@ -212,25 +213,8 @@ def _rows(x: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- CPU
-
-
-def _quantize_cpu(x):
-    K = x.shape[-1]
-    check(K > 0, lambda: "pycomp.quantize_per_token_int8: x must have at least one feature")
-    if not _ext.has_c("quantize_per_token_int8_cpu"):
-        return quantize_per_token_int8_ref(x)
-    q, s = _ext._C.quantize_per_token_int8_cpu(_rows(x).float())
-    return q.reshape(x.shape), s.reshape(x.shape[:-1])
-
-
-def _quantize_uint7_cpu(x):
-    K = x.shape[-1]
-    check(K > 0, lambda: "pycomp.quantize_per_token_uint7: x must have at least one feature")
-    if not _ext.has_c("quantize_per_token_uint7_cpu"):
-        return quantize_per_token_uint7_ref(x)
-    q, s, zp = _ext._C.quantize_per_token_uint7_cpu(_rows(x).float())
-    lead = x.shape[:-1]
-    return q.reshape(x.shape), s.reshape(lead), zp.reshape(lead)
+# The CPU kernels run through their C++ entries (csrc/cpu/int8/int8_ops.h: these checks, the "cpu-dense"
+# route of plan() and the conversions, in C++); without the extension the CPU runs the references.
 
 
 def _check_reduce_range(x, qweight, wscale, wsum, bias):
@@ -248,43 +232,18 @@ def _check_reduce_range(x, qweight, wscale, wsum, bias):
     )
 
 
-def _reduce_range_impl(x, qweight, wscale, wsum, bias=None):
-    """CPU kernel where built; on other devices (and without _C) the reference."""
-    _check_reduce_range(x, qweight, wscale, wsum, bias)
-    x2 = _rows(x)
-    M, K, N = x2.shape[0], x2.shape[1], qweight.shape[0]
-    if M == 0:
-        return x.new_empty((*x.shape[:-1], N))
-    if plan("dynamic_reduce_range", x.device, M, K, x.dtype) == "reference":
-        return int8_linear_dynamic_reduce_range_ref(x, qweight, wscale, wsum, bias)
-    b = None if bias is None else bias.float().contiguous()
-    out = _ext._C.int8_linear_dynamic_reduce_range_cpu(x2.float(), qweight.contiguous(), wscale.contiguous(),
-                                                      wsum.contiguous(), b)
-    return out.to(x.dtype).reshape(*x.shape[:-1], N)
+def _check_features(op: str):
+    def run(x):
+        check(x.shape[-1] > 0, lambda: f"pycomp.{op}: x must have at least one feature")
+
+    return run
 
 
-def _dense_cpu(x2: Tensor, qweight: Tensor, wscale: Tensor, b: Tensor | None) -> Tensor:
-    """The "cpu-dense" weight-only path: fp32 GEMM on the weights dequantized per call."""
-    out = x2 @ (qweight.float() * wscale.unsqueeze(1)).t()
-    return out if b is None else out + b
-
-
-def _linear_cpu(mode: str, kernel: str, ref):
-    def impl(x, qweight, wscale, bias=None):
-        _CHECKS[mode](x, qweight, wscale, bias)
-        x2 = _rows(x)
-        M, K, N = x2.shape[0], x2.shape[1], qweight.shape[0]
-        if M == 0:
-            return x.new_empty((*x.shape[:-1], N))
-        backend = plan(mode, x.device, M, K, x.dtype)
-        if backend == "reference":
-            return ref(x, qweight, wscale, bias)
-        b = None if bias is None else bias.float().contiguous()
-        if backend == "cpu-dense":
-            out = _dense_cpu(x2.float(), qweight, wscale, b)
-        else:
-            out = getattr(_ext._C, kernel)(x2.float(), qweight.contiguous(), wscale.contiguous(), b)
-        return out.to(x.dtype).reshape(*x.shape[:-1], N)
+def _checked(check_args, ref):
+    """ref behind the op's checks: the impl where no kernel serves."""
+    def impl(*args):
+        check_args(*args)
+        return ref(*args)
 
     return impl
 
@@ -352,21 +311,19 @@ def _linear_cuda(mode: str):
     return impl
 
 
-LIB.impl("quantize_per_token_int8", _quantize_cpu, "CPU")
-LIB.impl(
-    "int8_linear_dynamic",
-    _linear_cpu("dynamic", "int8_linear_dynamic_cpu", int8_linear_dynamic_ref),
-    "CPU",
-)
-LIB.impl(
-    "int8_linear_weight_only",
-    _linear_cpu("weight_only", "int8_linear_weight_only_cpu", int8_linear_weight_only_ref),
-    "CPU",
-)
-LIB.impl("quantize_per_token_uint7", _quantize_uint7_cpu, "CPU")
+LIB.impl("quantize_per_token_int8", cpu_entry("quantize_per_token_int8_op")
+         or _checked(_check_features("quantize_per_token_int8"), quantize_per_token_int8_ref), "CPU")
+LIB.impl("quantize_per_token_uint7", cpu_entry("quantize_per_token_uint7_op")
+         or _checked(_check_features("quantize_per_token_uint7"), quantize_per_token_uint7_ref), "CPU")
+LIB.impl("int8_linear_dynamic", cpu_entry("int8_linear_dynamic_op")
+         or _checked(_check_dynamic, int8_linear_dynamic_ref), "CPU")
+LIB.impl("int8_linear_weight_only", cpu_entry("int8_linear_weight_only_op")
+         or _checked(_CHECKS["weight_only"], int8_linear_weight_only_ref), "CPU")
+LIB.impl("int8_linear_dynamic_reduce_range", cpu_entry("int8_linear_dynamic_reduce_range_op")
+         or _checked(_check_reduce_range, int8_linear_dynamic_reduce_range_ref), "CPU")
 LIB.impl("quantize_per_token_uint7", quantize_per_token_uint7_ref, "CUDA")
-LIB.impl("int8_linear_dynamic_reduce_range", _reduce_range_impl, "CPU")
-LIB.impl("int8_linear_dynamic_reduce_range", _reduce_range_impl, "CUDA")
+LIB.impl("int8_linear_dynamic_reduce_range", _checked(_check_reduce_range, int8_linear_dynamic_reduce_range_ref),
+         "CUDA")
 LIB.impl("quantize_per_token_int8", _quantize_cuda, "CUDA")
 LIB.impl("int8_linear_dynamic", _linear_cuda("dynamic"), "CUDA")
 LIB.impl("int8_linear_weight_only", _linear_cuda("weight_only"), "CUDA")

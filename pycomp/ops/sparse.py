@@ -221,27 +221,16 @@ def _sparse24_impl(x, values, meta, in_features, bias=None, scale=None):
     backend = plan("2:4", x.device, x2.shape[0], values.dtype)
     if backend == "reference":
         return sparse24_linear_ref(x, values, meta, in_features, bias, scale)
-    xp = _pad_k(x2, values.shape[1] * 2)
-    if backend == "cuda":
-        out = _sparse24_cuda(xp, values, meta, bias, scale)
-    else:
-        b = None if bias is None else bias.float().contiguous()
-        out = _ext._C.sparse24_linear_cpu(xp.float(), values.contiguous(), meta.contiguous(), b,
-                                          None if scale is None else scale.contiguous())
+    out = _sparse24_cuda(_pad_k(x2, values.shape[1] * 2), values, meta, bias, scale)
     return out.to(x.dtype).reshape(*x.shape[:-1], N)
 
 
 def _csr_impl(x, crow, col, values, in_features, bias=None):
+    """Every backend but the CPU kernel runs the reference for CSR."""
     _check_csr(x, crow, col, values, in_features, bias)
-    N = crow.shape[0] - 1
-    x2 = _rows(x)
-    if x2.shape[0] == 0:
-        return _out_like(x, N)
-    if plan("unstructured", x.device, x2.shape[0], values.dtype) == "reference":
-        return csr_linear_ref(x, crow, col, values, in_features, bias)
-    b = None if bias is None else bias.float().contiguous()
-    out = _ext._C.csr_linear_cpu(x2.float(), crow.contiguous(), col.contiguous(), values.contiguous(), in_features, b)
-    return out.to(x.dtype).reshape(*x.shape[:-1], N)
+    if x.numel() == 0:
+        return _out_like(x, crow.shape[0] - 1)
+    return csr_linear_ref(x, crow, col, values, in_features, bias)
 
 
 def _bsr_impl(x, crow, col, values, out_features, in_features, bias=None):
@@ -254,18 +243,26 @@ def _bsr_impl(x, crow, col, values, out_features, in_features, bias=None):
         return bsr_linear_ref(x, crow, col, values, out_features, in_features, bias)
     bk = values.shape[2]
     xp = _pad_k(x2, -(-in_features // bk) * bk)
-    if backend == "triton":
-        out = triton_sparse().bsr_linear(xp.to(values.dtype), crow.contiguous(), col.contiguous(), values,
-                                         out_features, bias)
-    else:
-        b = None if bias is None else bias.float().contiguous()
-        out = _ext._C.bsr_linear_cpu(xp.float(), crow.contiguous(), col.contiguous(), values.contiguous(),
-                                     out_features, b)
+    out = triton_sparse().bsr_linear(xp.to(values.dtype), crow.contiguous(), col.contiguous(), values, out_features,
+                                     bias)
     return out.to(x.dtype).reshape(*x.shape[:-1], out_features)
 
 
+def _cpu(entry: str, values_at: int, kernel_dtypes: tuple, impl):
+    """The C++ entry (csrc/cpu/sparse/sparse_ops.h: checks, rows, padding, float32 conversion, kernel) for the
+    value dtypes the kernel reads; impl (which runs the reference on the CPU) for the others."""
+    def run(*args):
+        if args[values_at].dtype in kernel_dtypes and _ext._C is not None:
+            return getattr(_ext._C, entry)(*args)
+        return impl(*args)
+
+    return run
+
+
+LIB.impl("sparse24_linear", _cpu("sparse24_linear_op", 1, (torch.float32, torch.int8), _sparse24_impl), "CPU")
+LIB.impl("csr_linear", _cpu("csr_linear_op", 3, (torch.float32,), _csr_impl), "CPU")
+LIB.impl("bsr_linear", _cpu("bsr_linear_op", 3, (torch.float32,), _bsr_impl), "CPU")
 for _name, _impl in (("sparse24_linear", _sparse24_impl), ("csr_linear", _csr_impl), ("bsr_linear", _bsr_impl)):
-    LIB.impl(_name, _impl, "CPU")
     LIB.impl(_name, _impl, "CUDA")
 
 
