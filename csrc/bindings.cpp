@@ -9,6 +9,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "cpu/binary/binary_bindings.h"
 #include "cpu/binary/binary_ops.h"
@@ -119,6 +120,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("dh"), py::arg("dw"),
         "x (B, C, H, W) float32, padded -> (B*Ho*Wo, C*kh*kw) float32 rows in F.unfold's patch order");
   m.def("im2col_op", &im2col_op, "CPU entry of pycomp::im2col (float32 x)");
+  m.def("set_cpu_dense_route",
+        [](int64_t rows_per_k) {
+          TORCH_CHECK(rows_per_k >= 0, "set_cpu_dense_route: rows_per_k must be >= 0 (0 turns the route off)");
+          return std::exchange(op_entry::dense_rows_per_k(), rows_per_k);
+        },
+        py::arg("rows_per_k"),
+        "Weight-only CPU entries take the dense route (MKL on the weight decoded once) when M >= 1024 and "
+        "M >= rows_per_k * K; 0 turns it off. Returns the previous setting.");
+  m.def("cpu_dense_route", [] { return op_entry::dense_rows_per_k(); }, "The current rows_per_k (see set_cpu_dense_route)");
   register_int8_cpu(m);
   register_int4_cpu(m);
   register_sparse_cpu(m);

@@ -143,3 +143,59 @@ def test_entries_keep_x_dtype_shape_and_strides_right(dtype):
     assert got.dtype == dtype and got.shape == (5, 2, 24)
     torch.testing.assert_close(got, want.to(dtype).reshape(5, 2, 24), rtol=0, atol=0)
     assert torch.ops.pycomp.int8_linear_dynamic(x[:, :0], q, s, b).shape == (5, 0, 24)
+
+
+def _weight_only_cases(k: int, n: int):
+    """(name, op(x)) for every weight-only CPU entry, on random weights of shape (n, k)."""
+    from pycomp.formats.binary import binarize_weight
+    from pycomp.quantize.int4 import rtn_int4
+    from pycomp.quantize.int8 import quantize_weight_int8
+
+    torch.manual_seed(1)
+    w, b = torch.randn(n, k), torch.randn(n)
+    q8, s8 = quantize_weight_int8(w)
+    packed, scales, zeros = rtn_int4(w, 32)
+    bits, alpha = binarize_weight(w, 32)
+    w24 = w * nm_mask(w, 2, 4, pad=True)
+    v24, meta = sfmt.pack_24(w24)
+    v8, s24 = quantize_weight_int8(v24)
+    csr = sfmt.pack_csr(w * (torch.rand(n, k) > 0.8))
+    bsr = sfmt.pack_bsr(w * (torch.rand(n, k) > 0.8), (4, 8))
+    return {
+        "int8 weight-only": lambda x: int8.int8_linear_weight_only(x, q8, s8, b),
+        "int4": lambda x: int4.w4a16_linear(x, packed, scales, zeros, b, 32, k),
+        "w1a16": lambda x: binary.w1a16_linear(x, bits, alpha, 32, b),
+        "2:4": lambda x: sparse.sparse24_linear(x, v24, meta, k, b),
+        "csr": lambda x: sparse.csr_linear(x, *csr, k, b),
+        "bsr": lambda x: sparse.bsr_linear(x, *bsr, n, k, b),
+        "2:4 int8": lambda x: sparse.sparse24_linear(x, v8, meta, k, b, s24),
+    }
+
+
+@pytest.fixture
+def dense_route_off():
+    previous = _ext._C.set_cpu_dense_route(0)
+    yield
+    _ext._C.set_cpu_dense_route(previous)
+
+
+def test_dense_route_gives_the_kernels_answer(dense_route_off):
+    """On a large batch of a small layer the weight-only entries decode the weight once (their kernel on the
+    identity) and run MKL; the answer is the kernel's up to float32 summation order."""
+    m, k, n = 1024, 100, 24
+    assert m >= 8 * k  # the default rows_per_k is 8
+    x = torch.randn(m, k)
+    for name, op in _weight_only_cases(k, n).items():
+        kernel = op(x)
+        _ext._C.set_cpu_dense_route(8)
+        dense = op(x)
+        _ext._C.set_cpu_dense_route(0)
+        torch.testing.assert_close(dense, kernel, rtol=1e-4, atol=1e-4, msg=name)
+    assert int4.plan("cpu", m, k) != "cpu-dense"
+    _ext._C.set_cpu_dense_route(8)
+    assert int4.plan("cpu", m, k) == binary.plan("w1a16", "cpu", m, K=k) == int8.plan("weight_only", "cpu", m, k) \
+        == "cpu-dense"
+    assert binary.plan("xnor", "cpu", m, K=k) != "cpu-dense"  # XNOR binarizes x: no dense form
+    assert int4.plan("cpu", m - 1, k) != "cpu-dense" and int4.plan("cpu", m, m // 8 + 1) != "cpu-dense"
+    with pytest.raises(RuntimeError, match="rows_per_k must be >= 0"):
+        _ext._C.set_cpu_dense_route(-1)

@@ -74,6 +74,32 @@ inline at::Tensor finish(const at::Tensor& out2, const at::Tensor& x) {
   return out2.to(x.scalar_type()).view(shape);
 }
 
+// The dense route. On a large batch of a small layer (the convolutions of a CNN through im2col: M in the
+// thousands, K in the hundreds) the weight-only kernels lose to MKL's fp32 GEMM, since they decode the
+// weight again for every block of rows. There an entry decodes the weight once, by running its own
+// kernel on the identity (I_K @ W^T = W^T, exact: one non-zero product per output), and hands the GEMM
+// to MKL. The identity pass costs K rows of kernel time, so the route needs M >= rows_per_k * K, and
+// M >= kDenseMinM. rows_per_k is a process-wide setting (pycomp._C.set_cpu_dense_route; 0 turns the route
+// off) so that tests and benchmarks can compare both routes.
+constexpr int64_t kDenseMinM = 1024;
+inline int64_t& dense_rows_per_k() {
+  static int64_t rows_per_k = 8;
+  return rows_per_k;
+}
+
+inline bool dense_route(int64_t M, int64_t K) {
+  return dense_rows_per_k() > 0 && M >= kDenseMinM && M >= dense_rows_per_k() * K;
+}
+
+// A weight-only entry's product of float32 rows x2 (M, K) and its weight, by its kernel or the dense route.
+// run(rows, bias) -> (rows, N) float32 is the entry's kernel call.
+template <class Run>
+at::Tensor weight_only_rows(const at::Tensor& x2, const c10::optional<at::Tensor>& bias, Run&& run) {
+  if (!dense_route(x2.size(0), x2.size(1))) return run(x2, bias);
+  const at::Tensor wt = run(at::eye(x2.size(1), x2.options()), c10::nullopt);  // (K, N) = W^T
+  return bias ? at::addmm(*bias, x2, wt) : at::mm(x2, wt);
+}
+
 // The op's result for an empty batch: (..., N) in x's dtype.
 inline at::Tensor empty_out(const at::Tensor& x, int64_t N) {
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());

@@ -28,3 +28,17 @@ def cpu_entry(name: str) -> Callable | None:
     one C++ call instead of about ten Python-level tensor operations.
     """
     return getattr(_ext._C, name, None) if _ext._C is not None else None
+
+
+# The dense route of the weight-only CPU entries (csrc/cpu/op_entry.h): on a large batch of a small layer they
+# decode the weight once, by their own kernel on the identity, and run MKL's fp32 GEMM, when M >= CPU_DENSE_MIN_M
+# and M >= rows_per_k * K (pycomp._C.set_cpu_dense_route sets rows_per_k; 0 turns the route off).
+CPU_DENSE_MIN_M = 1024
+
+
+def cpu_dense_route(M: int | None, K: int | None) -> bool:
+    """Whether a weight-only CPU entry takes the dense route for M rows of K features (plan() reports it)."""
+    if M is None or K is None or _ext._C is None:
+        return False
+    rows_per_k = _ext._C.cpu_dense_route()
+    return rows_per_k > 0 and M >= CPU_DENSE_MIN_M and M >= rows_per_k * K

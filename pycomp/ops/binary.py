@@ -22,7 +22,7 @@ from torch import Tensor
 
 from pycomp import _ext
 from pycomp.formats.binary import WORD_BITS, dequantize_binary, num_groups, pack_signs, unpack_signs, words
-from pycomp.ops._library import LIB, check, cpu_entry
+from pycomp.ops._library import LIB, check, cpu_dense_route, cpu_entry
 
 # Largest M the CUDA W1A16 GEMV serves; above it the Triton kernel (tensor cores on ±1 tiles).
 CUDA_GEMV_MAX_M = 16
@@ -124,15 +124,18 @@ def plan(op: str, device: torch.device | str, M: int | None = None, dtype: torch
     """Name of the backend that runs `op` ("w1a16" or "xnor") for this device, batch size M and K.
 
     With M left out, the answer is for a single token (M = 1); with K left out, for an aligned K.
-    CPU: "cpu-<isa>" (the C++ kernels) at every M. Expanding the bits to an fp32 weight per call for BLAS
-    measured slower than the add/sub kernel at M = 16 and 128 (4096x4096), so there is no such route.
+    CPU: "cpu-<isa>" (the C++ kernels), except "cpu-dense" for w1a16 on a large batch of a small layer (MKL on
+    the weight decoded once, pycomp.ops._library.cpu_dense_route; at M = 16 and 128 on 4096x4096, expanding the
+    bits for BLAS per call measured slower than the kernel).
     CUDA: "cuda" (C++ kernels; the XNOR GEMM needs one α per channel and ceil(K/32) % 4 == 0),
     "triton" (w1a16 at mid/large M), else "reference".
     """
     device = torch.device(device)
     m = 1 if M is None else M
     if device.type == "cpu":
-        return f"cpu-{_ext._C.binary_cpu_isa()}" if _ext.has_c("w1a32_linear_cpu") else "reference"
+        if not _ext.has_c("w1a32_linear_cpu"):
+            return "reference"
+        return "cpu-dense" if op == "w1a16" and cpu_dense_route(M, K) else f"cpu-{_ext._C.binary_cpu_isa()}"
     if device.type != "cuda" or (dtype is not None and dtype not in (torch.float16, torch.bfloat16, torch.float32)):
         return "reference"
     if op == "xnor":

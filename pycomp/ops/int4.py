@@ -20,7 +20,7 @@ from torch import Tensor
 
 from pycomp import _ext
 from pycomp.formats.int4 import GROUP_SIZES, dequantize_int4, n_groups
-from pycomp.ops._library import LIB, check
+from pycomp.ops._library import LIB, check, cpu_dense_route
 
 LIB.define("w4a16_linear(Tensor x, Tensor packed, Tensor scales, Tensor? zeros, Tensor? bias, "
            "int group_size, int in_features) -> Tensor")
@@ -83,7 +83,8 @@ CPU_KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 def plan(device: torch.device | str, M: int | None = None, K: int | None = None,
          dtype: torch.dtype | None = None) -> str:
     """Name of the backend that runs w4a16_linear for this device, shape and x dtype:
-    "cpu-avx512", "cpu-avx2", "cpu-portable" (the C++ kernels), "cuda" (the decode GEMV,
+    "cpu-avx512", "cpu-avx2", "cpu-portable" (the C++ kernels), "cpu-dense" (a large batch of a small
+    layer: MKL on the weight decoded once, pycomp.ops._library.cpu_dense_route), "cuda" (the decode GEMV,
     M <= 16), "triton" (the GEMM) or "reference".
 
     With M, K or dtype left out, the answer is for a float32 x of any shape on the CPU (the
@@ -91,7 +92,7 @@ def plan(device: torch.device | str, M: int | None = None, K: int | None = None,
     """
     device = torch.device(device)
     if device.type == "cpu" and _ext.has_c("w4a16_linear_cpu") and (dtype is None or dtype in CPU_KERNEL_DTYPES):
-        return f"cpu-{_ext._C.w4a16_cpu_kernel()}"
+        return "cpu-dense" if cpu_dense_route(M, K) else f"cpu-{_ext._C.w4a16_cpu_kernel()}"
     if device.type == "cuda":
         from pycomp.ops.int4_cuda import plan_cuda
 

@@ -37,14 +37,18 @@ inline void check_binary(const std::string& op, const at::Tensor& x, const at::T
 
 using binary_bindings::Kernel;
 
-inline at::Tensor run(const char* name, Kernel kernel, const at::Tensor& x, const at::Tensor& packed,
-                      const at::Tensor& alpha, int64_t group_size, const c10::optional<at::Tensor>& bias) {
+// weight_only: W1A32, which may take the dense route; XNOR binarizes x, so its kernel always runs.
+inline at::Tensor run(const char* name, Kernel kernel, bool weight_only, const at::Tensor& x,
+                      const at::Tensor& packed, const at::Tensor& alpha, int64_t group_size,
+                      const c10::optional<at::Tensor>& bias) {
   check_binary(std::string("pycomp.") + name, x, packed, alpha, group_size, bias);
   const at::Tensor x2 = rows_f32(x);
   if (x2.size(0) == 0) return empty_out(x, packed.size(0));
-  return finish(binary_bindings::run(name, kernel, x2, packed.contiguous(), alpha.contiguous(), group_size,
-                                     bias_f32(bias), ""),
-                x);
+  const at::Tensor p = packed.contiguous(), a = alpha.contiguous();
+  const auto call = [&](const at::Tensor& rows, const c10::optional<at::Tensor>& b) {
+    return binary_bindings::run(name, kernel, rows, p, a, group_size, b, "");
+  };
+  return finish(weight_only ? weight_only_rows(x2, bias_f32(bias), call) : call(x2, bias_f32(bias)), x);
 }
 
 }  // namespace binary_ops
@@ -55,14 +59,14 @@ inline void register_binary_ops(pybind11::module_& m) {
   m.def("w1a16_linear_op",
         [](const at::Tensor& x, const at::Tensor& packed, const at::Tensor& alpha, int64_t group_size,
            const c10::optional<at::Tensor>& bias) {
-          return run("w1a16_linear", &cpu::binary::w1a32_linear_f32, x, packed, alpha, group_size, bias);
+          return run("w1a16_linear", &cpu::binary::w1a32_linear_f32, true, x, packed, alpha, group_size, bias);
         },
         py::arg("x"), py::arg("packed"), py::arg("alpha"), py::arg("group_size"), py::arg("bias") = py::none(),
         "CPU entry of pycomp::w1a16_linear (the W1A32 kernel)");
   m.def("xnor_linear_op",
         [](const at::Tensor& x, const at::Tensor& packed, const at::Tensor& alpha, int64_t group_size,
            const c10::optional<at::Tensor>& bias) {
-          return run("xnor_linear", &cpu::binary::xnor_linear_f32, x, packed, alpha, group_size, bias);
+          return run("xnor_linear", &cpu::binary::xnor_linear_f32, false, x, packed, alpha, group_size, bias);
         },
         py::arg("x"), py::arg("packed"), py::arg("alpha"), py::arg("group_size"), py::arg("bias") = py::none(),
         "CPU entry of pycomp::xnor_linear");

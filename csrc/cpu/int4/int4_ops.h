@@ -46,8 +46,12 @@ inline at::Tensor w4a16_linear(const at::Tensor& x, const at::Tensor& packed, co
   if (x2.size(0) == 0 || packed.size(0) == 0) return empty_out(x, packed.size(0));
   c10::optional<at::Tensor> z;
   if (zeros) z = zeros->contiguous();
-  return finish(int4_bindings::w4a16_linear_cpu(x2, packed.contiguous(), scales.contiguous(), z, bias_f32(bias),
-                                                group_size, in_features, ""),
+  const at::Tensor p = packed.contiguous(), s = scales.contiguous();
+  return finish(weight_only_rows(x2, bias_f32(bias),
+                                 [&](const at::Tensor& rows, const c10::optional<at::Tensor>& b) {
+                                   return int4_bindings::w4a16_linear_cpu(rows, p, s, z, b, group_size, in_features,
+                                                                          "");
+                                 }),
                 x);
 }
 

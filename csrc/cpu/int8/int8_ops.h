@@ -16,9 +16,6 @@ using namespace op_entry;
 
 // W8A8 accumulates in int32: 127 * 127 * K must stay below 2**31 (pycomp.ops.int8.MAX_K_DYNAMIC).
 constexpr int64_t kMaxKDynamic = 2147483647LL / (127 * 127);
-// Weight-only layers with few input features and many rows run MKL's fp32 GEMM on the weights
-// dequantized per call (pycomp.ops.int8.CPU_DENSE_MAX_K and CPU_DENSE_MIN_M: why, there).
-constexpr int64_t kDenseMaxK = 64, kDenseMinM = 1024;
 
 inline void check_linear(const std::string& op, const at::Tensor& x, const at::Tensor& qweight,
                          const at::Tensor& wscale, const c10::optional<at::Tensor>& bias) {
@@ -54,14 +51,12 @@ inline at::Tensor linear_weight_only(const at::Tensor& x, const at::Tensor& qwei
                                      const c10::optional<at::Tensor>& bias) {
   check_linear("pycomp.int8_linear_weight_only", x, qweight, wscale, bias);
   const at::Tensor x2 = rows_f32(x);
-  const int64_t M = x2.size(0), K = x2.size(1);
-  if (M == 0) return empty_out(x, qweight.size(0));
-  const auto b = bias_f32(bias);
-  if (M >= kDenseMinM && K <= kDenseMaxK) {  // "cpu-dense"
-    at::Tensor out = at::matmul(x2, (qweight.to(at::kFloat) * wscale.unsqueeze(1)).t());
-    return finish(b ? out.add_(*b) : out, x);
-  }
-  return finish(int8_bindings::int8_linear_weight_only_cpu(x2, qweight.contiguous(), wscale.contiguous(), b, ""),
+  if (x2.size(0) == 0) return empty_out(x, qweight.size(0));
+  const at::Tensor q = qweight.contiguous(), s = wscale.contiguous();
+  return finish(weight_only_rows(x2, bias_f32(bias),
+                                 [&](const at::Tensor& rows, const c10::optional<at::Tensor>& b) {
+                                   return int8_bindings::int8_linear_weight_only_cpu(rows, q, s, b, "");
+                                 }),
                 x);
 }
 

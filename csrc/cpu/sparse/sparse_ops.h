@@ -51,8 +51,11 @@ inline at::Tensor sparse24_linear(const at::Tensor& x, const at::Tensor& values,
   if (x2.size(0) == 0) return empty_out(x, values.size(0));
   c10::optional<at::Tensor> s;
   if (scale) s = scale->contiguous();
-  return finish(sparse_binding::sparse24_linear_cpu(pad_cols(x2, kp), values.contiguous(), meta.contiguous(),
-                                                    bias_f32(bias), s, ""),
+  const at::Tensor v = values.contiguous(), m = meta.contiguous();
+  return finish(weight_only_rows(pad_cols(x2, kp), bias_f32(bias),
+                                 [&](const at::Tensor& rows, const c10::optional<at::Tensor>& b) {
+                                   return sparse_binding::sparse24_linear_cpu(rows, v, m, b, s, "");
+                                 }),
                 x);
 }
 
@@ -70,8 +73,11 @@ inline at::Tensor csr_linear(const at::Tensor& x, const at::Tensor& crow, const 
   check_common(op, x, N, in_features, bias, {{"crow", &crow}, {"col", &col}, {"values", &values}});
   const at::Tensor x2 = rows_f32(x);
   if (x2.size(0) == 0) return empty_out(x, N);
-  return finish(sparse_binding::csr_linear_cpu(x2, crow.contiguous(), col.contiguous(), values.contiguous(),
-                                               in_features, bias_f32(bias), ""),
+  const at::Tensor r = crow.contiguous(), c = col.contiguous(), v = values.contiguous();
+  return finish(weight_only_rows(x2, bias_f32(bias),
+                                 [&](const at::Tensor& rows, const c10::optional<at::Tensor>& b) {
+                                   return sparse_binding::csr_linear_cpu(rows, r, c, v, in_features, b, "");
+                                 }),
                 x);
 }
 
@@ -91,8 +97,11 @@ inline at::Tensor bsr_linear(const at::Tensor& x, const at::Tensor& crow, const 
   const at::Tensor x2 = rows_f32(x);
   if (x2.size(0) == 0) return empty_out(x, out_features);
   const int64_t kp = bk > 0 ? (in_features + bk - 1) / bk * bk : in_features;
-  return finish(sparse_binding::bsr_linear_cpu(pad_cols(x2, kp), crow.contiguous(), col.contiguous(),
-                                               values.contiguous(), out_features, bias_f32(bias), ""),
+  const at::Tensor r = crow.contiguous(), c = col.contiguous(), v = values.contiguous();
+  return finish(weight_only_rows(pad_cols(x2, kp), bias_f32(bias),
+                                 [&](const at::Tensor& rows, const c10::optional<at::Tensor>& b) {
+                                   return sparse_binding::bsr_linear_cpu(rows, r, c, v, out_features, b, "");
+                                 }),
                 x);
 }
 
