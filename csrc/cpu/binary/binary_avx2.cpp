@@ -176,12 +176,6 @@ PYCOMP_AVX2 void lut_pass(const float* tables, int64_t ldt, const uint32_t* w, i
     for (int b = 0; b < kLutR; ++b) acc[i][b] = _mm256_setzero_ps();
   for (int64_t w0 = 0; w0 < nwords; w0 += 8) {
     const int64_t nw = nwords - w0 < 8 ? nwords - w0 : 8;
-    // The next pass's rows, one line per row every other chunk: the hardware prefetcher follows the 32 row
-    // streams of a pass poorly, and cold weights cost more than the lookups.
-    if (w0 % 16 == 0)
-      for (int r = 0; r < 8 * kLutR; ++r)
-        _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(rows[r] + w0) + 8 * kLutR * ldw * 4),
-                     _MM_HINT_T0);
     alignas(32) __m256i tw[8][kLutR];
     for (int b = 0; b < kLutR; ++b) {
       __m256i t[8];
@@ -189,6 +183,12 @@ PYCOMP_AVX2 void lut_pass(const float* tables, int64_t ldt, const uint32_t* w, i
       for (int j = 0; j < 8; ++j) tw[j][b] = t[j];
     }
     for (int64_t j = 0; j < nw; ++j) {
+      // The next pass's rows, spread over the pass (line w0 / 16 of 16 rows per chunk, 2 per word): the hardware
+      // prefetcher follows the 32 row streams of a pass poorly, and cold weights cost more than the lookups.
+      for (int r = 16 * (w0 / 8 % 2) + 2 * static_cast<int>(j); r < 16 * (w0 / 8 % 2) + 2 * j + 2; ++r)
+        _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(rows[r] + w0 / 16 * 16) +
+                                                   8 * kLutR * ldw * 4),
+                     _MM_HINT_T0);
       const float* tab = tables + (w0 + j) * kLutFloatsPerWord;
       __m256i v[kLutR];
       for (int b = 0; b < kLutR; ++b) v[b] = tw[j][b];
@@ -392,6 +392,7 @@ PYCOMP_AVX2 void xnor_lut_tile(const uint8_t* anib, int64_t ldan, const uint8_t*
       const int64_t k1 = k0 + kLutFlushWords < s1 ? k0 + kLutFlushWords : s1;
       __m256i acc[MR][2];
       for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = zero;
+#pragma GCC unroll 2
       for (int64_t c = k0 * 8; c < k1 * 8; ++c) {
         const __m256i i0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(idx + c * 64));
         const __m256i i1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(idx + c * 64 + 32));

@@ -180,26 +180,31 @@ void xnor_linear_f32(BinaryIsa isa, const float* x, int64_t ldx, const BinaryWei
     parallel_for(ceil_div(wt.N, 64), 1, [&](int64_t b0, int64_t b1) {
       Scratch<uint8_t> idx(KW * detail::kXnorLutIdxBytes);
       int32_t counts[4 * 64];
-      float acc[4 * 64];
+      // alpha per group and weight row, contiguous, so the epilogue of a tile is one vectorizable pass.
+      std::vector<float> alpha(static_cast<size_t>(G * 64));
+      float acc[4 * 64], bias[64];
       for (int64_t n = b0 * 64; n < std::min(wt.N, b1 * 64); n += 64) {
         const int nr = static_cast<int>(std::min<int64_t>(64, wt.N - n));
         kern.xnor_lut_prep(wt.w + n * KW, KW, nr, KW, idx.get());
+        for (int r = 0; r < 64; ++r) bias[r] = wt.bias && r < nr ? wt.bias[n + r] : 0.f;
+        for (int64_t g = 0; g < G; ++g)
+          for (int r = 0; r < 64; ++r) alpha[g * 64 + r] = r < nr ? wt.alpha[(n + r) * G + g] : 0.f;
         for (int64_t m = 0; m < M; m += mr) {
           const int mt = static_cast<int>(std::min(mr, M - m));
+          for (int i = 0; i < mt * 64; ++i) acc[i] = 0.f;
           for (int64_t g = 0; g < G; ++g) {
             const int64_t w0 = g * gw, nw = std::min(gw, KW - w0);
             const float len = static_cast<float>(std::min(K, (g + 1) * gw * 32) - w0 * 32);
             kern.xnor_lut(anib.get() + m * ldan + w0 * detail::kXnorLutNibbles, ldan, mt,
                           idx.get() + w0 * detail::kXnorLutIdxBytes, nw, counts);
+            const float* a = alpha.data() + g * 64;
             for (int i = 0; i < mt; ++i)
-              for (int r = 0; r < nr; ++r) {
-                const float v = wt.alpha[(n + r) * G + g] * (len - 2.f * static_cast<float>(counts[i * 64 + r]));
-                acc[i * 64 + r] = g ? acc[i * 64 + r] + v : v;
-              }
+              for (int r = 0; r < 64; ++r) acc[i * 64 + r] += a[r] * (len - 2.f * static_cast<float>(counts[i * 64 + r]));
           }
-          for (int i = 0; i < mt; ++i)
-            for (int r = 0; r < nr; ++r)
-              out[(m + i) * ldo + n + r] = beta[m + i] * acc[i * 64 + r] + (wt.bias ? wt.bias[n + r] : 0.f);
+          for (int i = 0; i < mt; ++i) {
+            float* o = out + (m + i) * ldo + n;
+            for (int r = 0; r < nr; ++r) o[r] = beta[m + i] * acc[i * 64 + r] + bias[r];
+          }
         }
       }
     });
