@@ -1,11 +1,13 @@
 // AVX2 binary kernels.
 //
-// W1A32, one row of x (GEMV): vpsllvd + vblendvps select/add (dot_row). Several rows of x: a sign table
-// (kSigns: each weight byte -> 8 floats of +-1, 8 KB, L1-resident) turns one byte load into the 8 signs,
-// and a 3 x 4 tile of x rows and weight rows runs FMAs on them, each sign vector serving 3 rows of x.
-// The weights never become floats in memory.
+// W1A32 up to 64 rows of x (the driver's choice): table lookup (lut_tables, lut_dot), per 3 inputs and 8 weight
+// rows one vpermps. More rows: a sign table (kSigns: each weight byte -> 8 floats of +-1, 8 KB, L1-resident)
+// turns one byte load into the 8 signs, and a 3 x 4 tile of x rows and weight rows runs FMAs on them, each sign
+// vector serving 3 rows of x; leftover rows of x go through vpsllvd + vblendvps select/add (dot_row). The weights
+// never become floats in memory.
 //
-// XNOR: AVX2 has no vector popcount, so bytes are counted with the vpshufb nibble table
+// XNOR from 8 rows of x: table lookup (xnor_lut), per 4 inputs and 32 weight rows one vpshufb. Fewer rows:
+// AVX2 has no vector popcount, so bytes are counted with the vpshufb nibble table
 // (popc(v) = lut[v & 15] + lut[v >> 4] per byte), 256 bits per step for a 2 x 4 tile of
 // activation and weight rows; byte counts (at most 8 per step) are summed for up to 31 steps
 // before vpsadbw widens them, so they never overflow. Group tails shorter than 8 words use
@@ -109,11 +111,12 @@ PYCOMP_AVX2 void dot_row(const float* x, const uint32_t* w, int64_t ldw, int nr,
   }
 }
 
-// W1A32 by table lookup, for a few rows of x. Each word's 32 inputs form 11 triples (the last a pair); per triple
-// the 8 signed sums +-x0 +-x1 +-x2 (entry i: minus where bit b of i is set) are one __m256 table, built once per
-// call. Eight weight rows sit in the 8 lanes of a vector (their words transposed), and vpermps looks up each
-// lane's 3 sign bits: per 3 inputs and 8 rows one shift, one permute and one add per row of x, against 4
-// select/add steps per 8 weights of dot_row.
+// W1A32 by table lookup. Each word's 32 inputs form 11 triples (the last a pair); per triple the 8 signed sums
+// +-x0 +-x1 +-x2 (entry i: minus where bit b of i is set) are one __m256 table, built once per call. Eight weight
+// rows sit in the 8 lanes of a vector (their words transposed), and vpermps looks up each lane's 3 sign bits: per
+// 3 inputs and 8 weight rows one shift, plus one permute and one add per row of x, a third of the instructions
+// of dot_row (vpsllvd, vaddps, vblendvps per 8 inputs of one weight row). vpermps issues once per cycle on
+// Zen 3, which bounds it.
 PYCOMP_AVX2 void lut_tables(const float* xp, int64_t KW, float* tables) {
   __m256 s[3];
   for (int b = 0; b < 3; ++b)
@@ -290,7 +293,7 @@ PYCOMP_AVX2 void xor_popc(const uint32_t* a, int64_t lda, int mr, const uint32_t
 // XNOR by table lookup: counts popc(a xor w) a nibble at a time with vpshufb, whose 32 byte lanes are 32 weight
 // rows and whose 16-byte table is kPopXor[a] (entry v: popc(a xor v)) for the activation's nibble a, the same for
 // all lanes: per 4 inputs and 32 weight rows one vpshufb and one vpaddb, against 8 instructions per 256 inputs of
-// one weight row for xor_popc (2.6 times the inputs per instruction). The weights are transposed once per call
+// one weight row for xor_popc (twice the inputs per instruction). The weights are transposed once per call
 // into nibble vectors (xnor_lut_prep); the activations become byte offsets into kPopXor (xnor_lut_anib).
 struct PopXorTable {
   alignas(16) uint8_t v[16][16];
