@@ -35,10 +35,10 @@ def _case(m, n, k, group_size, seed=0):
 
 
 # (7, 19, 2100) and (130, 21, 77): several W1A32 tiles (3 x 4 on AVX2) with leftover x rows and weight rows,
-# and K blocks of 1024 inputs with a partial last one. AVX2's table paths: W1A32 for M <= 64 in tiles of 4 rows of x and passes of
-# 32 weight rows ((1, 77, 100), (4, 70, 300): whole and partial passes, 8-word transposes with tails), XNOR for M >= 8 in
-# blocks of 64 weight rows and tiles of 4 activation rows ((9, 130, 300): a partial block and tile; (8, 3, 70000):
-# more words than one run of 16-bit counts holds).
+# and K blocks of 1024 inputs with a partial last one. AVX2's table paths: W1A32 for M <= 64 in tiles of 4 rows
+# of x and passes of 32 weight rows ((1, 77, 100), (4, 70, 300): whole and partial passes, 8-word transposes with
+# tails), XNOR for M >= 8 in blocks of 64 weight rows and tiles of 4 activation rows ((9, 130, 300): a partial
+# block and tile; (8, 3, 70000): more words than one run of 16-bit counts holds).
 SHAPES = [(1, 1, 1), (1, 7, 33), (3, 5, 31), (2, 9, 64), (5, 13, 100), (17, 6, 257), (4, 8, 8200), (33, 11, 1000),
           (7, 19, 2100), (130, 21, 77), (1, 77, 100), (4, 70, 300), (9, 130, 300), (8, 3, 70000)]
 

@@ -144,7 +144,8 @@ PYCOMP_AVX2 inline void transpose_words(const uint32_t* const* p, int64_t w, int
   if (nw == 8) {
     for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p[i] + w));
   } else {
-    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(nw)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256i mask =
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(nw)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     for (int i = 0; i < 8; ++i) r[i] = _mm256_maskload_epi32(reinterpret_cast<const int*>(p[i] + w), mask);
   }
   __m256i t[8], u[8];
@@ -301,7 +302,10 @@ struct PopXorTable {
 constexpr PopXorTable make_pop_xor() {
   PopXorTable t{};
   for (int a = 0; a < 16; ++a)
-    for (int v = 0; v < 16; ++v) t.v[a][v] = static_cast<uint8_t>(((a ^ v) & 1) + ((a ^ v) >> 1 & 1) + ((a ^ v) >> 2 & 1) + ((a ^ v) >> 3 & 1));
+    for (int v = 0; v < 16; ++v) {
+      const int d = a ^ v;
+      t.v[a][v] = static_cast<uint8_t>((d & 1) + (d >> 1 & 1) + (d >> 2 & 1) + (d >> 3 & 1));
+    }
   return t;
 }
 constexpr PopXorTable kPopXor = make_pop_xor();

@@ -52,6 +52,8 @@ constexpr int64_t kDotBlockWords = 32;
 // Rows of x from which the XNOR table path (where the ISA has one) beats xor_popc: it transposes the weights
 // once per call.
 constexpr int64_t kXnorLutMinM = 8;
+// Counts per xnor_lut call: at most 4 rows of x (binary_linear.h) by 64 weight rows.
+constexpr int kXnorLutTile = 4 * 64;
 // Rows of x up to which the W1A32 table path (where the ISA has one) beats signed_dot (A/B at 4096x4096: 1.3-1.9x
 // for M = 1..64, even at M = 128); its tables take 11 KB per 1024 inputs per row of x.
 constexpr int64_t kLutMaxM = 64;
@@ -186,10 +188,10 @@ void xnor_linear_f32(BinaryIsa isa, const float* x, int64_t ldx, const BinaryWei
     const int64_t mr = kern.xnor_lut_mr;
     parallel_for(ceil_div(wt.N, 64), 1, [&](int64_t b0, int64_t b1) {
       Scratch<uint8_t> idx(KW * detail::kXnorLutIdxBytes);
-      int32_t counts[4 * 64];
+      int32_t counts[kXnorLutTile];
       // alpha per group and weight row, contiguous, so the epilogue of a tile is one vectorizable pass.
       std::vector<float> alpha(static_cast<size_t>(G * 64));
-      float acc[4 * 64], bias[64];
+      float acc[kXnorLutTile], bias[64];
       for (int64_t n = b0 * 64; n < std::min(wt.N, b1 * 64); n += 64) {
         const int nr = static_cast<int>(std::min<int64_t>(64, wt.N - n));
         kern.xnor_lut_prep(wt.w + n * KW, KW, nr, KW, idx.get());
@@ -206,7 +208,8 @@ void xnor_linear_f32(BinaryIsa isa, const float* x, int64_t ldx, const BinaryWei
                           idx.get() + w0 * detail::kXnorLutIdxBytes, nw, counts);
             const float* a = alpha.data() + g * 64;
             for (int i = 0; i < mt; ++i)
-              for (int r = 0; r < 64; ++r) acc[i * 64 + r] += a[r] * (len - 2.f * static_cast<float>(counts[i * 64 + r]));
+              for (int r = 0; r < 64; ++r)
+                acc[i * 64 + r] += a[r] * (len - 2.f * static_cast<float>(counts[i * 64 + r]));
           }
           for (int i = 0; i < mt; ++i) {
             float* o = out + (m + i) * ldo + n;
