@@ -35,9 +35,12 @@ def _case(m, n, k, group_size, seed=0):
 
 
 # (7, 19, 2100) and (130, 21, 77): several W1A32 tiles (3 x 4 on AVX2) with leftover x rows and weight rows,
-# and K blocks of 1024 inputs with a partial last one.
+# and K blocks of 1024 inputs with a partial last one. AVX2's table paths: W1A32 for M <= 64 in tiles of 4 rows
+# of x and passes of 32 weight rows ((1, 77, 100), (4, 70, 300): whole and partial passes, 8-word transposes with
+# tails), XNOR for M >= 8 in blocks of 64 weight rows and tiles of 4 activation rows ((9, 130, 300): a partial
+# block and tile; (8, 3, 70000): more words than one run of 16-bit counts holds).
 SHAPES = [(1, 1, 1), (1, 7, 33), (3, 5, 31), (2, 9, 64), (5, 13, 100), (17, 6, 257), (4, 8, 8200), (33, 11, 1000),
-          (7, 19, 2100), (130, 21, 77)]
+          (7, 19, 2100), (130, 21, 77), (1, 77, 100), (4, 70, 300), (9, 130, 300), (8, 3, 70000)]
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -76,12 +79,15 @@ def test_w1a32(isa, m, n, k, group_size):
 
 
 def test_isas_and_threads_agree():
-    x, packed, alpha, b = _case(37, 29, 777, 0)
+    x, packed, alpha, b = _case(37, 200, 777, 0)
     outs = [_C.xnor_linear_cpu(x, packed, alpha, 0, b, isa) for isa in ISAS]
+    one = _C.w1a32_linear_cpu(x[:3], packed, alpha, 0, b, "")
     torch.set_num_threads(2)
     outs.append(_C.xnor_linear_cpu(x, packed, alpha, 0, b, ""))
     for o in outs[1:]:
         torch.testing.assert_close(o, outs[0], rtol=1e-6, atol=1e-5)  # same counts; epilogue order may differ
+    # each output's sum runs on one thread in one order, whatever the split
+    assert torch.equal(_C.w1a32_linear_cpu(x[:3], packed, alpha, 0, b, ""), one)
 
 
 def test_strided_x_and_bad_arguments():

@@ -1,11 +1,13 @@
 // AVX2 binary kernels.
 //
-// W1A32, one row of x (GEMV): vpsllvd + vblendvps select/add (dot_row). Several rows of x: a sign table
-// (kSigns: each weight byte -> 8 floats of +-1, 8 KB, L1-resident) turns one byte load into the 8 signs,
-// and a 3 x 4 tile of x rows and weight rows runs FMAs on them, each sign vector serving 3 rows of x.
-// The weights never become floats in memory.
+// W1A32 up to 64 rows of x (the driver's choice): table lookup (lut_tables, lut_dot), per 3 inputs and 8 weight
+// rows one vpermps. More rows: a sign table (kSigns: each weight byte -> 8 floats of +-1, 8 KB, L1-resident)
+// turns one byte load into the 8 signs, and a 3 x 4 tile of x rows and weight rows runs FMAs on them, each sign
+// vector serving 3 rows of x; leftover rows of x go through vpsllvd + vblendvps select/add (dot_row). The weights
+// never become floats in memory.
 //
-// XNOR: AVX2 has no vector popcount, so bytes are counted with the vpshufb nibble table
+// XNOR from 8 rows of x: table lookup (xnor_lut), per 4 inputs and 32 weight rows one vpshufb. Fewer rows:
+// AVX2 has no vector popcount, so bytes are counted with the vpshufb nibble table
 // (popc(v) = lut[v & 15] + lut[v >> 4] per byte), 256 bits per step for a 2 x 4 tile of
 // activation and weight rows; byte counts (at most 8 per step) are summed for up to 31 steps
 // before vpsadbw widens them, so they never overflow. Group tails shorter than 8 words use
@@ -109,6 +111,122 @@ PYCOMP_AVX2 void dot_row(const float* x, const uint32_t* w, int64_t ldw, int nr,
   }
 }
 
+// W1A32 by table lookup. Each word's 32 inputs form 11 triples (the last a pair); per triple the 8 signed sums
+// +-x0 +-x1 +-x2 (entry i: minus where bit b of i is set) are one __m256 table, built once per call. Eight weight
+// rows sit in the 8 lanes of a vector (their words transposed), and vpermps looks up each lane's 3 sign bits: per
+// 3 inputs and 8 weight rows one shift, plus one permute and one add per row of x, a third of the instructions
+// of dot_row (vpsllvd, vaddps, vblendvps per 8 inputs of one weight row). vpermps issues once per cycle on
+// Zen 3, which bounds it.
+PYCOMP_AVX2 void lut_tables(const float* xp, int64_t KW, float* tables) {
+  __m256 s[3];
+  for (int b = 0; b < 3; ++b)
+    s[b] = _mm256_setr_ps(1.f, (1 >> b) & 1 ? -1.f : 1.f, (2 >> b) & 1 ? -1.f : 1.f, (3 >> b) & 1 ? -1.f : 1.f,
+                          (4 >> b) & 1 ? -1.f : 1.f, (5 >> b) & 1 ? -1.f : 1.f, (6 >> b) & 1 ? -1.f : 1.f,
+                          (7 >> b) & 1 ? -1.f : 1.f);
+  for (int64_t w = 0; w < KW; ++w) {
+    const float* x = xp + w * 32;
+    float* t = tables + w * kLutFloatsPerWord;
+    for (int j = 0; j < 10; ++j) {
+      const __m256 e = _mm256_fmadd_ps(s[2], _mm256_set1_ps(x[3 * j + 2]),
+                                       _mm256_fmadd_ps(s[1], _mm256_set1_ps(x[3 * j + 1]),
+                                                       _mm256_mul_ps(s[0], _mm256_set1_ps(x[3 * j]))));
+      _mm256_store_ps(t + 8 * j, e);
+    }
+    // Inputs 30 and 31: the index word >> 30 is 0..3, so entries 4..7 are never read.
+    _mm256_store_ps(t + 80, _mm256_fmadd_ps(s[1], _mm256_set1_ps(x[31]), _mm256_mul_ps(s[0], _mm256_set1_ps(x[30]))));
+  }
+}
+
+// Words w .. w + 7 of 8 weight rows (row pointers p, nw <= 8 valid words) as 8 vectors, vector j holding word
+// w + j of rows 0..7.
+PYCOMP_AVX2 inline void transpose_words(const uint32_t* const* p, int64_t w, int64_t nw, __m256i* out) {
+  __m256i r[8];
+  if (nw == 8) {
+    for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p[i] + w));
+  } else {
+    const __m256i mask =
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(nw)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (int i = 0; i < 8; ++i) r[i] = _mm256_maskload_epi32(reinterpret_cast<const int*>(p[i] + w), mask);
+  }
+  __m256i t[8], u[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int h = 0; h < 2; ++h) {  // rows 4h .. 4h + 3
+    u[4 * h] = _mm256_unpacklo_epi64(t[4 * h], t[4 * h + 2]);
+    u[4 * h + 1] = _mm256_unpackhi_epi64(t[4 * h], t[4 * h + 2]);
+    u[4 * h + 2] = _mm256_unpacklo_epi64(t[4 * h + 1], t[4 * h + 3]);
+    u[4 * h + 3] = _mm256_unpackhi_epi64(t[4 * h + 1], t[4 * h + 3]);
+  }
+  for (int j = 0; j < 4; ++j) {
+    out[j] = _mm256_permute2x128_si256(u[j], u[4 + j], 0x20);
+    out[j + 4] = _mm256_permute2x128_si256(u[j], u[4 + j], 0x31);
+  }
+}
+
+constexpr int kLutR = 4;  // blocks of 8 weight rows per pass: each table load serves 4 x MR lookups
+constexpr int kLutMr = 4;
+
+// sums[i * lds + r] for MR rows of x (tables at stride ldt) and nr <= 8 * kLutR weight rows.
+template <int MR>
+PYCOMP_AVX2 void lut_pass(const float* tables, int64_t ldt, const uint32_t* w, int64_t ldw, int nr, int64_t nwords,
+                          float* sums, int lds) {
+  const uint32_t* rows[8 * kLutR];
+  // Rows past nr read row 0 again (their lanes are dropped), so every pass runs whole blocks.
+  for (int r = 0; r < 8 * kLutR; ++r) rows[r] = w + (r < nr ? r : 0) * ldw;
+  __m256 acc[MR][kLutR];
+  for (int i = 0; i < MR; ++i)
+    for (int b = 0; b < kLutR; ++b) acc[i][b] = _mm256_setzero_ps();
+  for (int64_t w0 = 0; w0 < nwords; w0 += 8) {
+    const int64_t nw = nwords - w0 < 8 ? nwords - w0 : 8;
+    alignas(32) __m256i tw[8][kLutR];
+    for (int b = 0; b < kLutR; ++b) {
+      __m256i t[8];
+      transpose_words(rows + 8 * b, w0, nw, t);
+      for (int j = 0; j < 8; ++j) tw[j][b] = t[j];
+    }
+    for (int64_t j = 0; j < nw; ++j) {
+      // The next pass's rows, spread over the pass (line w0 / 16 of 16 rows per chunk, 2 per word): the hardware
+      // prefetcher follows the 32 row streams of a pass poorly, and cold weights cost more than the lookups.
+      for (int r = 16 * (w0 / 8 % 2) + 2 * static_cast<int>(j); r < 16 * (w0 / 8 % 2) + 2 * j + 2; ++r)
+        _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(rows[r] + w0 / 16 * 16) +
+                                                   8 * kLutR * ldw * 4),
+                     _MM_HINT_T0);
+      const float* tab = tables + (w0 + j) * kLutFloatsPerWord;
+      __m256i v[kLutR];
+      for (int b = 0; b < kLutR; ++b) v[b] = tw[j][b];
+      for (int t = 0; t < 11; ++t) {
+        for (int i = 0; i < MR; ++i) {
+          const __m256 e = _mm256_load_ps(tab + i * ldt + 8 * t);
+          for (int b = 0; b < kLutR; ++b) acc[i][b] = _mm256_add_ps(acc[i][b], _mm256_permutevar8x32_ps(e, v[b]));
+        }
+        for (int b = 0; b < kLutR; ++b) v[b] = _mm256_srli_epi32(v[b], 3);
+        // Left alone, GCC hoists all 11 x MR x kLutR lookups of the word ahead of their adds and spills them to
+        // the stack; an empty asm per step keeps each step's lookups next to their adds.
+        for (int b = 0; b < kLutR; ++b) asm volatile("" : "+x"(v[b]));
+        for (int i = 0; i < MR; ++i)
+          for (int b = 0; b < kLutR; ++b) asm volatile("" : "+x"(acc[i][b]));
+      }
+    }
+  }
+  alignas(32) float tmp[8 * kLutR];
+  for (int i = 0; i < MR; ++i) {
+    for (int b = 0; b < kLutR; ++b) _mm256_store_ps(tmp + 8 * b, acc[i][b]);
+    for (int r = 0; r < nr; ++r) sums[i * lds + r] = tmp[r];
+  }
+}
+
+PYCOMP_AVX2 void lut_dot(const float* tables, int64_t ldt, int mr, const uint32_t* w, int64_t ldw, int nr,
+                         int64_t nwords, float* sums) {
+  switch (mr) {
+    case 1: return lut_pass<1>(tables, ldt, w, ldw, nr, nwords, sums, nr);
+    case 2: return lut_pass<2>(tables, ldt, w, ldw, nr, nwords, sums, nr);
+    case 3: return lut_pass<3>(tables, ldt, w, ldw, nr, nwords, sums, nr);
+    default: return lut_pass<4>(tables, ldt, w, ldw, nr, nwords, sums, nr);
+  }
+}
+
 PYCOMP_AVX2 void signed_dot(const float* x, int64_t ldx, int mr, const uint32_t* w, int64_t ldw, int nr,
                             int64_t nwords, float* sums) {
   const int nt = nr / kDotNr * kDotNr;  // weight rows the tiles cover; the rest go row by row
@@ -173,6 +291,153 @@ PYCOMP_AVX2 void xor_popc(const uint32_t* a, int64_t lda, int mr, const uint32_t
     for (int j = 0; j < nr; ++j) xor_popc_tile<1, 1>(a + i * lda, lda, w + j * ldw, ldw, nwords, counts + i * nr + j, 1);
 }
 
+// XNOR by table lookup: counts popc(a xor w) a nibble at a time with vpshufb, whose 32 byte lanes are 32 weight
+// rows and whose 16-byte table is kPopXor[a] (entry v: popc(a xor v)) for the activation's nibble a, the same for
+// all lanes: per 4 inputs and 32 weight rows one vpshufb and one vpaddb, against 8 instructions per 256 inputs of
+// one weight row for xor_popc (twice the inputs per instruction). The weights are transposed once per call
+// into nibble vectors (xnor_lut_prep); the activations become byte offsets into kPopXor (xnor_lut_anib).
+struct PopXorTable {
+  alignas(16) uint8_t v[16][16];
+};
+constexpr PopXorTable make_pop_xor() {
+  PopXorTable t{};
+  for (int a = 0; a < 16; ++a)
+    for (int v = 0; v < 16; ++v) {
+      const int d = a ^ v;
+      t.v[a][v] = static_cast<uint8_t>((d & 1) + (d >> 1 & 1) + (d >> 2 & 1) + (d >> 3 & 1));
+    }
+  return t;
+}
+constexpr PopXorTable kPopXor = make_pop_xor();
+
+// Which of its 32 rows xnor_lut_prep reads for each lane. Its shuffles leave virtual row 8 (d % 4) + 4 (d / 4) + e
+// in byte lane p = 4 d + e, and xnor_lut widens byte lanes to 16-bit counts with unpacklo/unpackhi, whose
+// element order is lanes 0-7, 16-23 (lo), 8-15, 24-31 (hi): kPrepRow maps each virtual row to the row that makes
+// count element e that of row e, so no permutation is left for the counts.
+struct PrepRows {
+  int v[32];
+};
+constexpr PrepRows make_prep_rows() {
+  PrepRows t{};
+  for (int e = 0; e < 32; ++e) {
+    const int lane = e < 16 ? (e < 8 ? e : e + 8) : (e < 24 ? e - 8 : e);
+    const int d = lane / 4, b = lane % 4;
+    t.v[8 * (d % 4) + 4 * (d / 4) + b] = e;
+  }
+  return t;
+}
+constexpr PrepRows kPrepRow = make_prep_rows();
+
+// anib[c] = 16 * nibble c of the bits (the offset of its table in kPopXor), for 8 * nwords nibbles.
+PYCOMP_AVX2 void xnor_lut_anib(const uint32_t* bits, int64_t nwords, uint8_t* anib) {
+  const uint8_t* b = reinterpret_cast<const uint8_t*>(bits);
+  const __m128i high = _mm_set1_epi8(static_cast<char>(0xf0));
+  int64_t i = 0;
+  for (; i + 16 <= nwords * 4; i += 16) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + i));
+    const __m128i lo = _mm_and_si128(_mm_slli_epi16(v, 4), high), hi = _mm_and_si128(v, high);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(anib + 2 * i), _mm_unpacklo_epi8(lo, hi));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(anib + 2 * i + 16), _mm_unpackhi_epi8(lo, hi));
+  }
+  for (; i < nwords * 4; ++i) {
+    anib[2 * i] = static_cast<uint8_t>(b[i] << 4);
+    anib[2 * i + 1] = static_cast<uint8_t>(b[i] & 0xf0);
+  }
+}
+
+// idx[(w * 8 + q) * 64 + 32 * h + p]: nibble q of word w of a weight row of 32 * h .. 32 * h + 31 (kPrepRow),
+// for nr <= 64 rows (rows past nr repeat row 0; their lanes are dropped).
+PYCOMP_AVX2 void xnor_lut_prep(const uint32_t* w, int64_t ldw, int nr, int64_t nwords, uint8_t* idx) {
+  const uint32_t* rows[64];
+  for (int r = 0; r < 64; ++r) {
+    const int row = 32 * (r / 32) + kPrepRow.v[r % 32];
+    rows[r] = w + (row < nr ? row : 0) * ldw;
+  }
+  // Within each 128-bit lane (4 rows, a word each): dword d <- byte d of the 4 rows.
+  const __m256i gather = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, 0, 4, 8, 12, 1, 5, 9,
+                                          13, 2, 6, 10, 14, 3, 7, 11, 15);
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  for (int64_t w0 = 0; w0 < nwords; w0 += 8) {
+    const int64_t nw = nwords - w0 < 8 ? nwords - w0 : 8;
+    for (int h = 0; h < 2; ++h) {
+      __m256i t[4][8];  // t[k][j]: word w0 + j of rows 32h + 8k .. + 7
+      for (int k = 0; k < 4; ++k) transpose_words(rows + 32 * h + 8 * k, w0, nw, t[k]);
+      for (int64_t j = 0; j < nw; ++j) {
+        __m256i p[4];
+        for (int k = 0; k < 4; ++k) p[k] = _mm256_shuffle_epi8(t[k][j], gather);
+        const __m256i u0 = _mm256_unpacklo_epi32(p[0], p[1]), u1 = _mm256_unpackhi_epi32(p[0], p[1]),
+                      u2 = _mm256_unpacklo_epi32(p[2], p[3]), u3 = _mm256_unpackhi_epi32(p[2], p[3]);
+        const __m256i v[4] = {_mm256_unpacklo_epi64(u0, u2), _mm256_unpackhi_epi64(u0, u2),
+                              _mm256_unpacklo_epi64(u1, u3), _mm256_unpackhi_epi64(u1, u3)};
+        uint8_t* out = idx + (w0 + j) * 512 + 32 * h;
+        for (int b = 0; b < 4; ++b) {  // byte b of the word: nibbles 2b and 2b + 1
+          _mm256_store_si256(reinterpret_cast<__m256i*>(out + (2 * b) * 64), _mm256_and_si256(v[b], low));
+          _mm256_store_si256(reinterpret_cast<__m256i*>(out + (2 * b + 1) * 64),
+                             _mm256_and_si256(_mm256_srli_epi16(v[b], 4), low));
+        }
+      }
+    }
+  }
+}
+
+// Bytes count at most 4 per nibble: 7 words (56 nibbles, at most 224) per byte accumulation.
+constexpr int64_t kLutFlushWords = 7;
+// 16-bit counts hold 2047 words (65504 inputs).
+constexpr int64_t kLutSpanWords = 2047 / kLutFlushWords * kLutFlushWords;
+
+template <int MR>
+PYCOMP_AVX2 void xnor_lut_tile(const uint8_t* anib, int64_t ldan, const uint8_t* idx, int64_t nwords,
+                               int32_t* counts) {
+  const uint8_t* tab = &kPopXor.v[0][0];
+  const __m256i zero = _mm256_setzero_si256();
+  int32_t total[MR][64] = {};
+  for (int64_t s0 = 0; s0 < nwords; s0 += kLutSpanWords) {
+    const int64_t s1 = s0 + kLutSpanWords < nwords ? s0 + kLutSpanWords : nwords;
+    // c16[i][h][e]: the count of weight row 32 * h + e (kPrepRow).
+    alignas(32) uint16_t c16[MR][2][32] = {};
+    for (int64_t k0 = s0; k0 < s1; k0 += kLutFlushWords) {
+      const int64_t k1 = k0 + kLutFlushWords < s1 ? k0 + kLutFlushWords : s1;
+      __m256i acc[MR][2];
+      for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = zero;
+#pragma GCC unroll 2
+      for (int64_t c = k0 * 8; c < k1 * 8; ++c) {
+        const __m256i i0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(idx + c * 64));
+        const __m256i i1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(idx + c * 64 + 32));
+        for (int i = 0; i < MR; ++i) {
+          const __m256i t = _mm256_broadcastsi128_si256(
+              _mm_load_si128(reinterpret_cast<const __m128i*>(tab + anib[i * ldan + c])));
+          acc[i][0] = _mm256_add_epi8(acc[i][0], _mm256_shuffle_epi8(t, i0));
+          acc[i][1] = _mm256_add_epi8(acc[i][1], _mm256_shuffle_epi8(t, i1));
+        }
+        for (int i = 0; i < MR; ++i) asm volatile("" : "+x"(acc[i][0]), "+x"(acc[i][1]));
+      }
+      for (int i = 0; i < MR; ++i)
+        for (int h = 0; h < 2; ++h) {
+          __m256i* c = reinterpret_cast<__m256i*>(c16[i][h]);
+          c[0] = _mm256_add_epi16(c[0], _mm256_unpacklo_epi8(acc[i][h], zero));
+          c[1] = _mm256_add_epi16(c[1], _mm256_unpackhi_epi8(acc[i][h], zero));
+        }
+    }
+    for (int i = 0; i < MR; ++i)
+      for (int h = 0; h < 2; ++h)
+        for (int e = 0; e < 32; ++e) total[i][32 * h + e] += c16[i][h][e];
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < 64; ++r) counts[i * 64 + r] = total[i][r];
+}
+
+// counts[i * 64 + r] = popc(a_i xor w_r) over nwords words, for mr <= 4 rows of a (anib offsets, stride ldan
+// bytes) and the 64 weight rows of idx (xnor_lut_prep), both starting at the same word.
+PYCOMP_AVX2 void xnor_lut(const uint8_t* anib, int64_t ldan, int mr, const uint8_t* idx, int64_t nwords,
+                          int32_t* counts) {
+  switch (mr) {
+    case 1: return xnor_lut_tile<1>(anib, ldan, idx, nwords, counts);
+    case 2: return xnor_lut_tile<2>(anib, ldan, idx, nwords, counts);
+    case 3: return xnor_lut_tile<3>(anib, ldan, idx, nwords, counts);
+    default: return xnor_lut_tile<4>(anib, ldan, idx, nwords, counts);
+  }
+}
+
 PYCOMP_AVX2 float binarize_row(const float* x, int64_t K, uint32_t* bits) {
   const __m256 zero = _mm256_setzero_ps(), sign = _mm256_set1_ps(-0.f);
   __m256 s0 = zero, s1 = zero;
@@ -196,7 +461,10 @@ PYCOMP_AVX2 float binarize_row(const float* x, int64_t K, uint32_t* bits) {
 
 }  // namespace
 
-Kernels avx2_kernels() { return {&signed_dot, &xor_popc, &binarize_row, kDotMr, 16, kXorMr, kXorNr}; }
+Kernels avx2_kernels() {
+  return {&signed_dot, &xor_popc, &binarize_row, kDotMr, 16, kXorMr, kXorNr, &lut_tables, &lut_dot, kLutMr, 8 * kLutR,
+          &xnor_lut_anib, &xnor_lut_prep, &xnor_lut, 4};
+}
 
 }  // namespace pycomp::cpu::binary::detail
 

@@ -13,6 +13,7 @@
 
 namespace pycomp::cpu::binary {
 
+using cpu::ceil_div;
 using cpu::Scratch;
 
 namespace {
@@ -48,8 +49,16 @@ detail::Kernels kernels(BinaryIsa isa) {
 
 // Words of K per block of the W1A32 GEMM: 1024 inputs, a 4 KB row of x.
 constexpr int64_t kDotBlockWords = 32;
+// Rows of x from which the XNOR table path (where the ISA has one) beats xor_popc: it transposes the weights
+// once per call.
+constexpr int64_t kXnorLutMinM = 8;
+// Counts per xnor_lut call: at most 4 rows of x (binary_linear.h) by 64 weight rows.
+constexpr int kXnorLutTile = 4 * 64;
+// Rows of x up to which the W1A32 table path (where the ISA has one) beats signed_dot (A/B at 4096x4096: 1.3-1.9x
+// for M = 1..64, even at M = 128); its tables take 11 KB per 1024 inputs per row of x.
+constexpr int64_t kLutMaxM = 64;
 // Largest mr * nr tile of any ISA.
-constexpr int kMaxTile = 64;
+constexpr int kMaxTile = 128;
 
 // Rows of weights per parallel task: enough work per task to amortize the dispatch.
 int64_t grain_rows(int64_t M, int64_t KW) { return std::max<int64_t>(8, 65536 / std::max<int64_t>(1, M * KW)); }
@@ -110,6 +119,34 @@ void w1a32_linear_f32(BinaryIsa isa, const float* x, int64_t ldx, const BinaryWe
     std::copy(x + m * ldx, x + m * ldx + K, xp.get() + m * KP);
     std::fill(xp.get() + m * KP + K, xp.get() + (m + 1) * KP, 0.f);
   }
+  if (kern.lut_dot && M <= kLutMaxM) {
+    const int64_t ldt = KW * detail::kLutFloatsPerWord, nb = kern.lut_nr;
+    parallel_for(ceil_div(wt.N, nb), std::max<int64_t>(1, grain_rows(M, KW) / nb), [&](int64_t b0, int64_t b1) {
+      // Each task builds its own tables (a few microseconds per row of x at K = 4096): cheaper than a second
+      // parallel region, and they stay in this core's cache.
+      Scratch<float> tables(M * ldt);
+      for (int64_t m = 0; m < M; ++m) kern.lut_tables(xp.get() + m * KP, KW, tables.get() + m * ldt);
+      float sums[kMaxTile];
+      for (int64_t n = b0 * nb; n < std::min(wt.N, b1 * nb); n += nb) {
+        const int nr = static_cast<int>(std::min(nb, wt.N - n));
+        for (int64_t m0 = 0; m0 < M; m0 += kern.lut_mr) {
+          const int mt = static_cast<int>(std::min<int64_t>(kern.lut_mr, M - m0));
+          for (int64_t g = 0; g < G; ++g) {
+            const int64_t w0 = g * gw, nw = std::min(gw, KW - w0);
+            kern.lut_dot(tables.get() + m0 * ldt + w0 * detail::kLutFloatsPerWord, ldt, mt, wt.w + n * KW + w0, KW,
+                         nr, nw, sums);
+            for (int i = 0; i < mt; ++i)
+              for (int r = 0; r < nr; ++r) {
+                const float v = wt.alpha[(n + r) * G + g] * sums[i * nr + r];
+                float& o = out[(m0 + i) * ldo + n + r];
+                o = g ? o + v : v + (wt.bias ? wt.bias[n + r] : 0.f);
+              }
+          }
+        }
+      }
+    });
+    return;
+  }
   // One x tile needs no K blocks; more tiles take turns over blocks of K whose x tile stays in L1 while the
   // thread's weight rows (a block each, in L2) pass under it.
   const int64_t kc = M <= kern.dot_mr ? KW : kDotBlockWords;
@@ -142,6 +179,47 @@ void xnor_linear_f32(BinaryIsa isa, const float* x, int64_t ldx, const BinaryWei
   std::vector<uint32_t> bits(static_cast<size_t>(M * KW));
   std::vector<float> beta(static_cast<size_t>(M));
   binarize_rows_f32(isa, x, ldx, M, K, bits.data(), beta.data());
+  if (kern.xnor_lut && M >= kXnorLutMinM) {
+    const int64_t ldan = KW * detail::kXnorLutNibbles;
+    Scratch<uint8_t> anib(M * ldan);
+    parallel_for(M, std::max<int64_t>(1, 65536 / ldan), [&](int64_t m0, int64_t m1) {
+      for (int64_t m = m0; m < m1; ++m) kern.xnor_lut_anib(bits.data() + m * KW, KW, anib.get() + m * ldan);
+    });
+    const int64_t mr = kern.xnor_lut_mr;
+    parallel_for(ceil_div(wt.N, 64), 1, [&](int64_t b0, int64_t b1) {
+      Scratch<uint8_t> idx(KW * detail::kXnorLutIdxBytes);
+      int32_t counts[kXnorLutTile];
+      // alpha per group and weight row, contiguous, so the epilogue of a tile is one vectorizable pass.
+      std::vector<float> alpha(static_cast<size_t>(G * 64));
+      float acc[kXnorLutTile], bias[64];
+      for (int64_t n = b0 * 64; n < std::min(wt.N, b1 * 64); n += 64) {
+        const int nr = static_cast<int>(std::min<int64_t>(64, wt.N - n));
+        kern.xnor_lut_prep(wt.w + n * KW, KW, nr, KW, idx.get());
+        for (int r = 0; r < 64; ++r) bias[r] = wt.bias && r < nr ? wt.bias[n + r] : 0.f;
+        for (int64_t g = 0; g < G; ++g)
+          for (int r = 0; r < 64; ++r) alpha[g * 64 + r] = r < nr ? wt.alpha[(n + r) * G + g] : 0.f;
+        for (int64_t m = 0; m < M; m += mr) {
+          const int mt = static_cast<int>(std::min(mr, M - m));
+          for (int i = 0; i < mt * 64; ++i) acc[i] = 0.f;
+          for (int64_t g = 0; g < G; ++g) {
+            const int64_t w0 = g * gw, nw = std::min(gw, KW - w0);
+            const float len = static_cast<float>(std::min(K, (g + 1) * gw * 32) - w0 * 32);
+            kern.xnor_lut(anib.get() + m * ldan + w0 * detail::kXnorLutNibbles, ldan, mt,
+                          idx.get() + w0 * detail::kXnorLutIdxBytes, nw, counts);
+            const float* a = alpha.data() + g * 64;
+            for (int i = 0; i < mt; ++i)
+              for (int r = 0; r < 64; ++r)
+                acc[i * 64 + r] += a[r] * (len - 2.f * static_cast<float>(counts[i * 64 + r]));
+          }
+          for (int i = 0; i < mt; ++i) {
+            float* o = out + (m + i) * ldo + n;
+            for (int r = 0; r < nr; ++r) o[r] = beta[m + i] * acc[i * 64 + r] + bias[r];
+          }
+        }
+      }
+    });
+    return;
+  }
   parallel_for(wt.N, grain_rows(M, KW), [&](int64_t n0, int64_t n1) {
     int64_t counts[kMaxTile];
     for (int64_t n = n0; n < n1; n += kern.xor_nr) {

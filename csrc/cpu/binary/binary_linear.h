@@ -58,6 +58,22 @@ using SignedDotFn = void (*)(const float* x, int64_t ldx, int mr, const uint32_t
 using XorPopcFn = void (*)(const uint32_t* a, int64_t lda, int mr, const uint32_t* w, int64_t ldw, int nr,
                            int64_t nwords, int64_t* counts);
 using BinarizeRowFn = float (*)(const float* x, int64_t K, uint32_t* bits);
+// W1A32 by table lookup (ISAs with an 8-lane permute). lut_tables turns one zero-padded row of x (32 * KW
+// entries) into kLutFloatsPerWord floats of tables per word; lut_dot then gives the signed_dot sums for mr rows
+// of x (tables at stride ldt floats, mr <= lut_mr) and nr rows of w (nr <= lut_nr) over nwords words.
+constexpr int64_t kLutFloatsPerWord = 88;
+using LutTablesFn = void (*)(const float* xp, int64_t KW, float* tables);
+using LutDotFn = void (*)(const float* tables, int64_t ldt, int mr, const uint32_t* w, int64_t ldw, int nr,
+                          int64_t nwords, float* sums);
+// XNOR by table lookup, 64 weight rows at a time (ISAs with a byte shuffle): xnor_lut_anib turns a row of
+// activation bits into kXnorLutNibbles bytes per word; xnor_lut_prep turns nr <= 64 weight rows into
+// kXnorLutIdxBytes bytes per word; xnor_lut gives popc(a xor w) counts[i * 64 + r] over nwords words for
+// mr <= 4 activation rows (stride ldan bytes) and the 64 prepared rows, both pointers at the same first word.
+constexpr int64_t kXnorLutNibbles = 8, kXnorLutIdxBytes = 512;
+using XnorLutAnibFn = void (*)(const uint32_t* bits, int64_t nwords, uint8_t* anib);
+using XnorLutPrepFn = void (*)(const uint32_t* w, int64_t ldw, int nr, int64_t nwords, uint8_t* idx);
+using XnorLutFn = void (*)(const uint8_t* anib, int64_t ldan, int mr, const uint8_t* idx, int64_t nwords,
+                           int32_t* counts);
 
 struct Kernels {
   SignedDotFn signed_dot;
@@ -65,6 +81,13 @@ struct Kernels {
   BinarizeRowFn binarize_row;
   int dot_mr, dot_nr;  // largest mr, nr per signed_dot call
   int xor_mr, xor_nr;  // largest mr, nr per xor_popc call
+  LutTablesFn lut_tables;  // nullptr where the ISA has no table path
+  LutDotFn lut_dot;
+  int lut_mr, lut_nr;
+  XnorLutAnibFn xnor_lut_anib;  // nullptr where the ISA has no table path
+  XnorLutPrepFn xnor_lut_prep;
+  XnorLutFn xnor_lut;
+  int xnor_lut_mr;
 };
 
 Kernels portable_kernels();
