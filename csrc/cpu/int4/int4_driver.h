@@ -227,10 +227,10 @@ void w4a16_linear(const float* x, int64_t ldx, const uint8_t* packed, const uint
           for (int l = 0; l < V; ++l) o[l] += px.p[m * lda + c * 2 * V + l] + px.p[m * lda + c * 2 * V + V + l];
       }
     T::prepare_gemv_x(xp.get(), lda, M, Kp);
-    // M in passes of at most kGemvMaxMr rows, as even as can be (5 = 3 + 2: two passes near
-    // full speed rather than a 4 and a slow 1), each pass over one block of weight rows at a time.
+    // M in passes of at most kGemvMaxMr rows, as even as can be (5 = 3 + 2), each pass over one
+    // block of weight rows at a time. 24 rows: whole tiles for every ISA's tile heights (2..8).
     const int64_t passes = ceil_div(M, kGemvMaxMr);
-    const int64_t block = std::max<int64_t>(1, kGemvBlockBytes / w.Kb / 12) * 12;  // whole tiles of 1..4 rows
+    const int64_t block = std::max<int64_t>(1, kGemvBlockBytes / w.Kb / 24) * 24;
     parallel_tasks(1, N, M * K, 1, T::kGemvNr, [&](int64_t, int64_t, int64_t n0, int64_t n1) {
       for (int64_t b0 = n0; b0 < n1; b0 += passes > 1 ? block : n1 - n0) {
         const int64_t b1 = passes > 1 ? std::min(n1, b0 + block) : n1;
