@@ -9,7 +9,8 @@ What is checked, per ISA (the isa argument; AVX-512 only where the CPU has it):
 - integer activations and power-of-two scales: every partial sum is an integer
   below 2**24, so the output must equal the reference exactly (a wrong nibble,
   group, zero point or tail fails this);
-- M = 1..4 (GEMV) and larger M (GEMM, edge tiles, K over several panel blocks),
+- M = 1..4 (one GEMV pass), M up to the kernel's GEMV limit (passes of <= 4 rows over blocks of
+  weight rows) and larger M (GEMM, edge tiles, K over several panel blocks),
   odd K (a shorter last group and the padding nibble; partial last chunks of
   every vector width), group sizes 32/64/128, asymmetric and symmetric, strided x;
 - results bit-identical across thread counts.
@@ -32,6 +33,8 @@ pytestmark = [pytest.mark.usefixtures("one_thread"),
 
 ISAS = [isa for isa in ("portable", "avx2", "avx512vnni") if _C is not None and _C.cpu_isa_supported(isa)]
 U32 = 2.0**-24
+# The largest M each kernel family runs as GEMV passes (kGemvMaxM in csrc/cpu/int4/int4_*.cpp).
+GEMV_MAX_M = {"portable": 4, "avx2": 24, "avx512": 16}
 
 
 
@@ -66,7 +69,7 @@ def _check(out, x, packed, scales, zeros, bias, gs, k):
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("gs", fmt.GROUP_SIZES)
 @pytest.mark.parametrize("symmetric", [False, True], ids=["asym", "sym"])
-@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 17, 128, 129])
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 8, 17, 24, 25, 128, 129])
 def test_random_within_fp32_bound(isa, gs, symmetric, m):
     for n, k in [(37, 33), (8, 100), (13, 257), (50, 1100)]:
         packed, scales, zeros, bias = _weights(n, k, gs, symmetric, seed=n + k)
@@ -77,7 +80,7 @@ def test_random_within_fp32_bound(isa, gs, symmetric, m):
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("m", [1, 2, 3, 5, 17, 33, 129])
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 7, 17, 24, 33, 129])
 @pytest.mark.parametrize("k", [1, 2, 15, 17, 31, 33, 63, 65, 97, 129, 255, 513, 1027])
 def test_exact_on_integer_sums(isa, m, k):
     g = torch.Generator().manual_seed(k)
@@ -120,11 +123,29 @@ def test_strided_x(isa, m):
     _check(out, x, packed, scales, zeros, bias, gs, k)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m", [5, 13, 24])
+def test_gemv_passes_over_row_blocks(isa, m):
+    """Up to the ISA's GEMV limit, M > 4 runs as GEMV passes of at most 4 activation rows over
+    blocks of weight rows (csrc/cpu/int4/int4_driver.h): 301 rows of K = 1000 make several
+    blocks and a partial one, each pass meeting its own rows of x, xsum and out."""
+    packed, scales, zeros, bias = _weights(301, 1000, 128, False, seed=m)
+    x = torch.randn(m, 1000)
+    out = _C.w4a16_linear_cpu(x, packed, scales, zeros, bias, 128, 1000, isa)
+    _check(out, x, packed, scales, zeros, bias, 128, 1000)
+    if m > GEMV_MAX_M[_C.w4a16_cpu_kernel(isa)]:  # the GEMM's turn
+        return
+    passes = -(-m // 4)
+    for p in range(passes):  # pass p (rows m * p // passes ..) is the GEMV call on just its rows, bit for bit
+        m0, m1 = m * p // passes, m * (p + 1) // passes
+        assert torch.equal(_C.w4a16_linear_cpu(x[m0:m1], packed, scales, zeros, bias, 128, 1000, isa), out[m0:m1]), p
+
+
 @pytest.mark.parametrize("n", [301, 5], ids=["split-N", "split-M"])
 def test_threads_bit_identical(n):
     """Two threads split N, or M when N has too few rows to share: each output's sum runs in the same order."""
     packed, scales, zeros, bias = _weights(n, 1000, 128, False)
-    for m in (1, 3, 40, 300):
+    for m in (1, 3, 13, 40, 300):
         x = torch.randn(m, 1000)
         for isa in ISAS:
             torch.set_num_threads(1)
@@ -187,7 +208,7 @@ int main() {
   for (int64_t K : {1, 2, 15, 17, 31, 33, 63, 65, 97, 129, 255, 513, 1027, 1100})
     for (int gs : {32, 64, 128})
       for (int sym = 0; sym < 2; ++sym)
-        for (int64_t M : {1, 2, 3, 4, 5, 17, 33, 65}) {
+        for (int64_t M : {1, 2, 3, 4, 5, 7, 16, 17, 33, 65}) {
           const int64_t N = 37, Kb = (K + 1) / 2, G = (K + gs - 1) / gs;
           std::vector<uint8_t> p(N * Kb), z(N * G);
           std::vector<uint16_t> s(N * G);

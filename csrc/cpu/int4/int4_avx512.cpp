@@ -218,6 +218,9 @@ struct Gemm {
 
 struct Avx512 {
   static constexpr int V = int4::V;
+  // GEMV passes up to M = 16 (unmeasured: no AVX-512 machine here; below 16 rows the GEMM
+  // pads its 32-row activation tile, so passes should win there as they do on AVX2).
+  static constexpr int64_t kGemvMaxM = 16;
   // k block: a 32-row activation tile of 128 k is 16 KB, for L1.
   static constexpr int kGemvNr = 8, kMt = Gemm::kMt, kNr = 12;
   static constexpr int64_t kPanelRows = 48, kPanelK = 128;

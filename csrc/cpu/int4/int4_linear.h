@@ -12,7 +12,7 @@
 // Accumulation is fp32. The GEMM path and the portable kernels form each
 // weight exactly as the reference dequantizer does ((code - zero) * scale is
 // exact in fp32: one FMA, code * scale - zero * scale), so they differ from the
-// reference only by the order of the sums. The x86 GEMV path (M <= 4) sums
+// reference only by the order of the sums. The x86 GEMV path (small M: int4_driver.h) sums
 // x * code per group and applies the group's zero point and scale once,
 // scale * (sum x * code - zero * sum x), and forms x * code from a pair's low
 // nibble and whole byte (int4_driver.h, fold_high_nibbles): its rounding error

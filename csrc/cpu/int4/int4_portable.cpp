@@ -46,6 +46,8 @@ struct Gemm {
 
 struct Portable {
   static constexpr int V = int4::V;
+  // A GEMV pass dequantizes each weight in scalar code again: one pass at most.
+  static constexpr int64_t kGemvMaxM = 4;
   static constexpr int kGemvNr = 4, kMt = Gemm::kMt, kNr = 4;
   static constexpr int64_t kPanelRows = 32, kPanelK = 256;
 
@@ -55,7 +57,7 @@ struct Portable {
     const Int4Weights& w = *t.w;
     uint8_t tail[V];
     for (int64_t n = t.n0; n < t.n1; ++n) {
-      float acc[kGemvMaxM][2 * V] = {};
+      float acc[kGemvMaxMr][2 * V] = {};
       for (int64_t g = 0; g < w.G; ++g) {
         const float s = half_to_float(w.scales[n * w.G + g]), zs = -float(w.zero(n, g)) * s;
         const int64_t c1 = std::min<int64_t>((g + 1) * w.chunks_per_group, w.chunks);
