@@ -2,7 +2,9 @@
 
 Cold weights: each timed call uses the next of several weight copies whose total exceeds 4x the
 last-level cache (BENCHMARKING.md); the packed bits are 32x smaller than fp32, so they rotate
-through more copies. Every row checks our output against the reference op before it is timed.
+through more copies. fp32, W1A32 and XNOR take turns call by call (timing.time_interleaved), so a drift in
+the machine's speed lands on all three alike. Every row checks our output against the reference op before
+it is timed.
 Targets (issue 4, 4096x4096): W1A32 at M=1 >= 10x fp32; XNOR at M=128 >= 15x fp32.
 """
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from pycomp.benchmark.timing import cold_copies, median_ms, read_bandwidth_gbs, time_calls
+from pycomp.benchmark.timing import cold_copies, median_ms, read_bandwidth_gbs, time_interleaved
 from pycomp.formats.binary import binarize_weight, dequantize_binary
 from pycomp.ops import binary as ops
 
@@ -64,11 +66,11 @@ def bench_shape(n: int, k: int, ms: list[int], repeats: int) -> list[Row]:
         x = torch.randn(m, k)
         with torch.no_grad():
             check(x, packed, alpha, b)
-            t = {
-                "fp32": time_calls(lambda i: F.linear(x, w_sets[i % n_f32], b), repeats=repeats),
-                "w1a32": time_calls(lambda i: ops.w1a16_linear(x, *p_sets[i % n_bits], 0, b), repeats=repeats),
-                "xnor": time_calls(lambda i: ops.xnor_linear(x, *p_sets[i % n_bits], 0, b), repeats=repeats),
-            }
+            t = time_interleaved({
+                "fp32": lambda i: F.linear(x, w_sets[i % n_f32], b),
+                "w1a32": lambda i: ops.w1a16_linear(x, *p_sets[i % n_bits], 0, b),
+                "xnor": lambda i: ops.xnor_linear(x, *p_sets[i % n_bits], 0, b),
+            }, repeats=repeats)
         med = {name: median_ms(v) for name, v in t.items()}
         rows.append(Row(f"{n}x{k}", m, med["fp32"], med["w1a32"], med["xnor"], med["fp32"] / med["w1a32"],
                         med["fp32"] / med["xnor"], ops.plan("w1a16", "cpu", m), ops.plan("xnor", "cpu", m),

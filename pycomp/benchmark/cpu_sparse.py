@@ -6,7 +6,8 @@ what SparseLinear.quantized stores), weight-only. Every row goes through pycomp.
 
 Cold weights: each timed call uses the next of several copies of its weight (dense, ours, torch's), each set
 beyond 4x the last-level cache (BENCHMARKING.md). Every row checks our output against the reference op, and
-torch's CSR against the dense product, before timing. On a shared 2-core machine the numbers are noisy.
+torch's CSR against the dense product, before timing. fp32, ours and torch's take turns call by call
+(timing.time_interleaved), so a drift in the machine's speed lands on all of them alike.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from pycomp.benchmark.timing import cold_copies, median_ms, read_bandwidth_gbs, time_calls
+from pycomp.benchmark.timing import cold_copies, median_ms, read_bandwidth_gbs, time_interleaved
 from pycomp.formats import sparse as fmt
 from pycomp.ops import sparse as ops
 from pycomp.prune.config import block_magnitude_mask
@@ -113,14 +114,15 @@ def bench_case(n: int, k: int, pattern: str, sparsity: float, ms: list[int], rep
             got = op_call(pattern, x, bufs, n, k, b)
             want = F.linear(x.double(), reference_weight(w, pattern, bufs), b.double())
             torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
-            t_fp32 = time_calls(lambda i: F.linear(x, dense_sets[i % len(dense_sets)], b), repeats=repeats)
-            t_ours = time_calls(lambda i: op_call(pattern, x, ours[i % len(ours)], n, k, b), repeats=repeats)
-            t_peer = None
+            fns = {"fp32": lambda i: F.linear(x, dense_sets[i % len(dense_sets)], b),
+                   "ours": lambda i: op_call(pattern, x, ours[i % len(ours)], n, k, b)}
             if peer is not None:
                 torch.testing.assert_close(torch_csr_call(x, peer[0], b).double(), want, rtol=1e-4,
                                            atol=1e-4 * float(want.abs().max()))
-                t_peer = median_ms(time_calls(lambda i: torch_csr_call(x, peer[i % len(peer)], b), repeats=repeats))
-        fp32, mine = median_ms(t_fp32), median_ms(t_ours)
+                fns["torch"] = lambda i: torch_csr_call(x, peer[i % len(peer)], b)
+            t = time_interleaved(fns, repeats=repeats)
+        fp32, mine = median_ms(t["fp32"]), median_ms(t["ours"])
+        t_peer = median_ms(t["torch"]) if "torch" in t else None
         gbs = nbytes / mine / 1e6
         rows.append(Row(f"{n}x{k}", pattern, sparsity, m, fp32, mine, t_peer, fp32 / mine,
                         None if t_peer is None else t_peer / mine, nbytes / 1e6, gbs, 100 * gbs / ceiling))
