@@ -188,13 +188,13 @@ def cmd_explore(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from pycomp.benchmark import cpu_int4, cpu_int8
+    from pycomp.benchmark import cpu_binary, cpu_int4, cpu_int8, cpu_sparse
     from pycomp.benchmark.machine import machine_info
 
     torch.set_num_threads(args.threads)
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     ms = [int(m) for m in args.m.split(",")]
-    family = cpu_int4 if args.family == "int4" else cpu_int8
+    family = {"int8": cpu_int8, "int4": cpu_int4, "binary": cpu_binary, "sparse": cpu_sparse}[args.family]
     result = family.run(shapes, ms, repeats=args.repeats)
     result["machine"] = machine_info()
     if args.json:
@@ -204,6 +204,9 @@ def cmd_bench(args) -> int:
     mi = result["machine"]
     con.print(f"{mi['cpu']}, {mi['threads']} threads, kernels {mi['cpu_isa']}, torch {mi['torch']}; "
               f"memory read ceiling {result['read_bandwidth_gbs']:.1f} GB/s; cold weights")
+    if args.family in ("binary", "sparse"):
+        con.print(family.table(result), highlight=False)
+        return 0
     if args.family == "int4":
         rate = lambda r: f"{r['rate']:.2f} {r['rate_unit']}" + (  # noqa: E731
             f" ({r['pct_ceiling']:.0f}%)" if r["pct_ceiling"] else "")
@@ -254,8 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--html", help="write the HTML report here")
     p.set_defaults(fn=cmd_explore)
     p = sub.add_parser("bench", help="CPU kernel benchmarks against fp32 and torch's own kernels (cold weights)")
-    p.add_argument("--family", choices=["int8", "int4"], default="int8",
-                   help="int8: W8A8/W8A32 against fbgemm; int4: W4A16 (group 128) against _weight_int4pack_mm_for_cpu")
+    p.add_argument("--family", choices=["int8", "int4", "binary", "sparse"], default="int8",
+                   help="int8: W8A8/W8A32 against fbgemm; int4: W4A16 (group 128) against _weight_int4pack_mm_for_cpu; "
+                        "binary: W1A32 and XNOR; sparse: CSR and block-CSR at 90%%, 2:4 (float and int8 values), "
+                        "with torch's CSR matmul")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--shapes", default="4096x4096", help="comma-separated NxK, e.g. 4096x4096,11008x4096")
     p.add_argument("--m", default="1,16,128", help="comma-separated batch sizes")

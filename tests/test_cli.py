@@ -1,6 +1,8 @@
 """The command line: info, demo, bench run and print what they promise."""
 import json
 
+import pytest
+
 from pycomp.cli import main
 
 
@@ -24,6 +26,15 @@ def test_bench_json_small(capsys):
     assert [r["m"] for r in result["rows"]] == [1, 16]
     assert all(r["w8a8_ms"] > 0 and r["fbgemm_ms"] > 0 for r in result["rows"])
     assert result["machine"]["threads"] == 2
+
+
+@pytest.mark.parametrize("family", ["binary", "sparse"])
+def test_bench_binary_and_sparse_families(family, capsys):
+    assert main(["bench", "--family", family, "--shapes", "128x96", "--m", "1,3", "--repeats", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "x fp32" in out and "128x96" in out
+    assert main(["bench", "--family", family, "--json", "--shapes", "128x96", "--m", "2", "--repeats", "2"]) == 0
+    assert all(r["m"] == 2 for r in json.loads(capsys.readouterr().out)["rows"])
 
 
 def test_explore_command(tmp_path, capsys):
