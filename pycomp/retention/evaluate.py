@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
-from pycomp.benchmark.timing import median_ms, percentile_ms, time_calls
+from pycomp.benchmark.timing import median_ms, percentile_ms, time_interleaved
 from pycomp.retention import metrics
 from pycomp.retention.metrics import _device, _eval_mode, _split
 
@@ -98,11 +98,14 @@ def _outputs(model: nn.Module, data) -> tuple[Tensor, Tensor | None]:
 
 
 @torch.no_grad()
-def _latency(model: nn.Module, x: Tensor, repeats: int) -> tuple[float, float]:
-    device = _device(model)
-    x = x.to(device)
-    times = time_calls(lambda i: model(x), repeats=repeats, warmup=3, device=device)
-    return median_ms(times), percentile_ms(times, 99)
+def _latencies(original: nn.Module, compressed: nn.Module, x: Tensor, repeats: int) -> list[tuple[float, float]]:
+    """(median ms, p99 ms) of each model on x, the two taking turns call by call (timing.time_interleaved), so
+    that a drift in the machine's speed lands on both and their ratio, the speed-up, holds still."""
+    models = {"original": original, "compressed": compressed}
+    inputs = {name: x.to(_device(m)) for name, m in models.items()}
+    times = time_interleaved({name: (lambda i, m=m, name=name: m(inputs[name])) for name, m in models.items()},
+                             repeats=repeats, warmup=3, device=_device(compressed))
+    return [(median_ms(t), percentile_ms(t, 99)) for t in times.values()]
 
 
 def nvml_energy_reader(device: torch.device) -> Callable[[], float] | None:
@@ -195,7 +198,7 @@ def evaluate(original: nn.Module, compressed: nn.Module, data, *, latency: bool 
         energy_o = energy_c = None
         if latency:
             x0, _ = _split(next(iter(data)))
-            lat_o, lat_c = _latency(original, x0, latency_repeats), _latency(compressed, x0, latency_repeats)
+            lat_o, lat_c = _latencies(original, compressed, x0, latency_repeats)
             energy_o, energy_c = _energy(original, x0), _energy(compressed, x0)
     more = _extras(original, compressed, data, extras, clamp, max_examples) if extras else {}
     so, sc = file_nbytes(original), file_nbytes(compressed)
