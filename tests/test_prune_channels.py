@@ -199,3 +199,18 @@ def test_flops_by_hand():
     flops = flops_by_layer(model, torch.randn(2, 3, 8, 8))
     assert flops == {"0": 2 * (2 * 4 * 36) * (3 * 9), "2": 2 * (2 * 5) * (4 * 36)}
     assert count_flops(model, torch.randn(2, 3, 8, 8)) == sum(flops.values())
+
+
+def test_round_to_keeps_multiples_of_the_vector_width():
+    model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 20, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(20, 6, 1), nn.Flatten(), nn.Linear(6 * 64, 10))
+    x = torch.randn(2, 3, 8, 8)
+    plain = prune_channels(model, 0.3, example_input=x)
+    assert (plain[0].out_channels, plain[2].out_channels) == (45, 14)
+    small = prune_channels(model, 0.3, example_input=x, round_to=8)
+    # 45 -> 48 and 14 -> 16; the last conv's 4 of 6 would round to 8, more than it has, so it keeps all 6
+    assert (small[0].out_channels, small[2].out_channels, small[4].out_channels) == (48, 16, 6)
+    assert small(x).shape == (2, 10)
+    for bad in [0, -8, 2.5, True]:
+        with pytest.raises(ValueError, match="round_to must be a positive int"):
+            prune_channels(model, 0.3, example_input=x, round_to=bad)

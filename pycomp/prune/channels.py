@@ -354,8 +354,8 @@ def _scores(group: ChannelGroup, analysis: _Analysis, modules: dict[str, nn.Modu
     return total
 
 
-def plan_channels(model: nn.Module, ratio: float = 0.5, *, example_input, skip: str | Iterable[str] = ()
-                  ) -> list[ChannelGroup]:
+def plan_channels(model: nn.Module, ratio: float = 0.5, *, example_input, skip: str | Iterable[str] = (),
+                  round_to: int = 1) -> list[ChannelGroup]:
     """The channel groups of `model` and, for each prunable one, the channels `prune_channels` keeps.
 
     Nothing is changed; raises ValueError (naming the module or node) when the dependencies cannot be
@@ -363,6 +363,8 @@ def plan_channels(model: nn.Module, ratio: float = 0.5, *, example_input, skip: 
     """
     if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0 <= ratio < 1:
         raise ValueError(f"prune_channels: ratio must be a number in [0, 1), got {ratio!r}")
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+        raise ValueError(f"prune_channels: round_to must be a positive int, got {round_to!r}")
     skip = skip_list(skip)
     gm = _trace(model, example_input)
     analysis = _Analysis(gm, skip)
@@ -382,6 +384,7 @@ def plan_channels(model: nn.Module, ratio: float = 0.5, *, example_input, skip: 
     roots = [analysis.groups[i] for i in range(len(analysis.parent)) if analysis.find(i) == i]
     for group in roots:
         n_keep = max(1, group.channels - round(ratio * group.channels))
+        n_keep = min(group.channels, -(-n_keep // round_to) * round_to)
         if group.fixed is None and n_keep < group.channels:
             order = _scores(group, analysis, analysis.modules).argsort(descending=True, stable=True)
             group.keep = sorted(order[:n_keep].tolist())
@@ -437,8 +440,8 @@ def _device(module: nn.Module) -> torch.device:
     return next(iter([*module.parameters(), *module.buffers()])).device
 
 
-def prune_channels(model: nn.Module, ratio: float = 0.5, *, example_input, skip: str | Iterable[str] = ()
-                   ) -> nn.Module:
+def prune_channels(model: nn.Module, ratio: float = 0.5, *, example_input, skip: str | Iterable[str] = (),
+                   round_to: int = 1) -> nn.Module:
     """A copy of `model` with `ratio` of the channels of every prunable group removed; the original is untouched.
 
     model: traceable by torch.fx; its nn.Conv2d (groups=1), nn.Linear and nn.BatchNorm1d/2d layers are
@@ -449,12 +452,14 @@ def prune_channels(model: nn.Module, ratio: float = 0.5, *, example_input, skip:
     example_input: a tensor (or tuple of them) the model accepts; it sizes the flatten blocks.
     skip: fnmatch patterns of layers whose output channels are kept (their inputs may still shrink
         when the layer before them is pruned).
+    round_to: each group keeps a multiple of this many channels (rounded up, at most all of them), since
+        the CPU and GPU convolution kernels run fastest on channel counts that fill their vectors (8 or 16).
     Raises ValueError, changing nothing, when fx cannot trace the model or an operation might mix the
     channels of a prunable group (naming the module or node). See the module docstring for the scoring;
     `plan_channels` shows the groups without pruning, `pycomp.prune.count_flops` measures the result.
     """
     work = copy.deepcopy(model)
-    groups = plan_channels(work, ratio, example_input=example_input, skip=skip)
+    groups = plan_channels(work, ratio, example_input=example_input, skip=skip, round_to=round_to)
     modules = dict(work.named_modules())
     out_idx: dict[str, Tensor] = {}  # layer -> kept output channels; for a batch norm, kept features
     in_idx: dict[str, Tensor] = {}
