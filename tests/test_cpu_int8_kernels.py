@@ -497,6 +497,19 @@ def test_small_n_weight_only_matches_reference(K):
                 check_weight_only(isa, x, w, wscale, bias, f"{isa} M={M} K={K} N={N} bias={bias is not None}")
 
 
+@pytest.mark.parametrize("K", SMALL_N_KS)
+def test_small_n_reduce_range_matches_reference(K):
+    # bit for bit against the PyTorch reference, as every reduce-range kernel
+    gen = torch.Generator().manual_seed(K + 42)
+    for i, N in enumerate(SMALL_N_NS):
+        M = SMALL_N_MS[(i + 2) % len(SMALL_N_MS)]
+        x = uint7_x(M, K, gen)
+        w, wscale = make_weight(N, K, gen)
+        for bias in (None, torch.randn(N, generator=gen)):
+            for isa in ISAS:
+                check_reduce_range(isa, x, w, wscale, bias, f"{isa} M={M} K={K} N={N} bias={bias is not None}")
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("M,K,N", [(2048, 4096, 3), (2100, 4095, 17), (200, 288, 64), (67, 9, 33)])
 def test_small_n_exact(isa, M, K, N):
@@ -522,12 +535,14 @@ def test_small_n_exact(isa, M, K, N):
     out = _C.int8_linear_dynamic_cpu(xe, we, torch.ones(N), None, isa)
     sign = torch.where(torch.arange(M)[:, None] % 2 == torch.arange(N) % 2, 1.0, -1.0)
     assert torch.equal(out, (sign.double() * 127 * 127 * K).float())
+    check_reduce_range(isa, xe, we, torch.ones(N), None, f"{isa} reduce-range extremes M={M} K={K} N={N}")
 
 
 @pytest.mark.skipif(len(ISAS) < 2, reason="one ISA only")
 def test_small_n_nan_and_inf_agree_across_isas():
-    # NaN / inf in the vector body (16 lanes) and in the K tail of the small-N quantization (K = 41):
-    # amax skips NaN, an infinite amax makes inv 0, NaN products quantize to -127, as in every ISA.
+    # NaN / inf in the vector bodies (16 and 32 lanes) and in the K tails of the small-N quantizations
+    # (K = 41): amax and min / max skip NaN, an infinite range makes inv 0, NaN products quantize to -127
+    # (W8A8) or 0 (reduce-range), as in every ISA and in the reduce-range reference.
     M, K, N = 70, 41, 20
     gen = torch.Generator().manual_seed(29)
     x = make_x(M, K, gen)
@@ -541,12 +556,19 @@ def test_small_n_nan_and_inf_agree_across_isas():
     for isa, out in zip(ISAS[1:], outs[1:]):
         assert torch.allclose(out, outs[0], rtol=0, atol=0, equal_nan=True), f"{isa} and {ISAS[0]} differ"
     assert torch.equal(outs[0][4:], check_dynamic(ISAS[0], x[4:], w, wscale, bias, "finite rows"))
+    from pycomp.ops.int8 import int8_linear_dynamic_reduce_range_ref, weight_row_sums
+
+    want = int8_linear_dynamic_reduce_range_ref(x, w, wscale, weight_row_sums(w), bias)
+    for isa in ISAS:
+        out = _C.int8_linear_dynamic_reduce_range_cpu(x, w, wscale, weight_row_sums(w), bias, isa)
+        assert torch.allclose(out, want, rtol=0, atol=0, equal_nan=True), f"{isa} reduce-range"
 
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_small_n_threads_and_strided_x(isa):
     # Threads split the rows in blocks; each output's summation is fixed by the tile, so any thread
-    # count gives the single-threaded bits. x is a column slice (row stride > K): W8A32 reads it in place.
+    # count gives the single-threaded bits (all three modes). x is a column slice (row stride > K):
+    # W8A32 reads it in place.
     gen = torch.Generator().manual_seed(23)
     for M, K, N in [(1000, 288, 64), (777, 9, 32), (600, 1001, 10)]:
         x = make_x(M, K + 7, gen)[:, 3 : 3 + K]
@@ -557,12 +579,14 @@ def test_small_n_threads_and_strided_x(isa):
             torch.set_num_threads(t)
             what = f"{isa} M={M} K={K} N={N} threads={t}"
             results.append((check_dynamic(isa, x, w, wscale, bias, what),
-                            check_weight_only(isa, x, w, wscale, bias, what)))
+                            check_weight_only(isa, x, w, wscale, bias, what),
+                            check_reduce_range(isa, x, w, wscale, bias, what)))
         torch.set_num_threads(1)
         contiguous = (_C.int8_linear_dynamic_cpu(x.contiguous(), w, wscale, bias, isa),
-                      _C.int8_linear_weight_only_cpu(x.contiguous(), w, wscale, bias, isa))
-        for dyn, wo in [*results[1:], contiguous]:
-            assert torch.equal(dyn, results[0][0]) and torch.equal(wo, results[0][1]), (M, K, N)
+                      _C.int8_linear_weight_only_cpu(x.contiguous(), w, wscale, bias, isa),
+                      check_reduce_range(isa, x.contiguous(), w, wscale, bias, f"{isa} contiguous"))
+        for outs in [*results[1:], contiguous]:
+            assert all(torch.equal(o, r) for o, r in zip(outs, results[0])), (M, K, N)
 
 
 # ----------------------------------------------------------------------------- threads and errors

@@ -24,7 +24,9 @@
 // arithmetic with the outputs in vector lanes (no horizontal sums). W8A8
 // broadcasts an int16 pair of each row against int16 weight pairs (vpmaddwd);
 // the vpsignb / vpmaddubsw / vpmaddwd-by-ones form of the same exact product
-// measured no faster there. W8A32 broadcasts x[m, k] against fp32 weights.
+// measured no faster there. Reduce-range broadcasts 4 u8 activations against
+// s8 weights (vpmaddubsw, vpmaddwd by ones). W8A32 broadcasts x[m, k] against
+// fp32 weights. Their quantizers take K tails from masked loads.
 //
 // The 4 x 3 GEMM steps are written as inline asm (see step_4x3) because GCC 12
 // schedules the intrinsics version into spills and address arithmetic.
@@ -173,10 +175,13 @@ PYCOMP_AVX2_INLINE Uint7Params row_uint7_params(const float* x, int64_t K) {
 
 // clamp(rint(x * inv) + zp, 0, 127) as int32 lanes; a NaN product becomes 0
 // (max_ps returns the constant), as in quantize_uint7.
-PYCOMP_AVX2_INLINE __m256i quantize8_uint7(const float* x, __m256 inv, __m256 zp) {
-  __m256 v = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x), inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+PYCOMP_AVX2_INLINE __m256i quantize8_uint7(__m256 x, __m256 inv, __m256 zp) {
+  __m256 v = _mm256_round_ps(_mm256_mul_ps(x, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   v = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v, zp), _mm256_setzero_ps()), _mm256_set1_ps(127.f));
   return _mm256_cvtps_epi32(v);
+}
+PYCOMP_AVX2_INLINE __m256i quantize8_uint7(const float* x, __m256 inv, __m256 zp) {
+  return quantize8_uint7(_mm256_loadu_ps(x), inv, zp);
 }
 
 // The reduce-range quantization of x[0, K) into q; returns the row's parameters.
@@ -192,6 +197,55 @@ PYCOMP_AVX2 Uint7Params quantize_row_uint7(const float* x, int64_t K, uint8_t* q
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + k), v);
   }
   for (; k < K; ++k) q[k] = quantize_uint7(x[k], p);
+  return p;
+}
+
+// quantize_row_uint7 for rows with room for whole vectors: writes
+// q[0, round_up(K, 32)), the K tails from masked loads instead of scalar code.
+// Lanes past K read 0, which leaves lo <= 0 <= hi alone; their q (zp) is the
+// caller's to zero-fill. Equal, value for value, to quantize_row_uint7.
+PYCOMP_AVX2 Uint7Params quantize_row_uint7_padded(const float* x, int64_t K, uint8_t* q) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  auto masked = [&](int64_t at, int64_t n) PYCOMP_AVX2_LAMBDA {  // x[at, at + min(n, 8)), zeros after
+    return _mm256_maskload_ps(x + at, _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), lane));
+  };
+  __m256 l0 = _mm256_setzero_ps(), l1 = l0, h0 = l0, h1 = l0;
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    const __m256 a = _mm256_loadu_ps(x + k), b = _mm256_loadu_ps(x + k + 8);
+    l0 = _mm256_min_ps(a, l0);
+    l1 = _mm256_min_ps(b, l1);
+    h0 = _mm256_max_ps(a, h0);
+    h1 = _mm256_max_ps(b, h1);
+  }
+  if (k < K) {
+    const __m256 a = masked(k, K - k), b = masked(k + 8, K - k - 8);
+    l0 = _mm256_min_ps(a, l0);
+    l1 = _mm256_min_ps(b, l1);
+    h0 = _mm256_max_ps(a, h0);
+    h1 = _mm256_max_ps(b, h1);
+  }
+  l0 = _mm256_min_ps(l0, l1);
+  h0 = _mm256_max_ps(h0, h1);
+  __m128 l = _mm_min_ps(_mm256_castps256_ps128(l0), _mm256_extractf128_ps(l0, 1));
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(h0), _mm256_extractf128_ps(h0, 1));
+  l = _mm_min_ps(l, _mm_movehl_ps(l, l));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  const Uint7Params p = uint7_params(_mm_cvtss_f32(_mm_min_ss(l, _mm_shuffle_ps(l, l, 1))),
+                                     _mm_cvtss_f32(_mm_max_ss(h, _mm_shuffle_ps(h, h, 1))));
+  const __m256 inv = _mm256_set1_ps(p.inv), zp = _mm256_set1_ps(p.zp);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  auto store32 = [&](int64_t at, __m256i a, __m256i b, __m256i c, __m256i d) PYCOMP_AVX2_LAMBDA {
+    const __m256i v = _mm256_packus_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + at), _mm256_permutevar8x32_epi32(v, order));
+  };
+  int64_t j = 0;
+  for (; j + 32 <= K; j += 32)
+    store32(j, quantize8_uint7(x + j, inv, zp), quantize8_uint7(x + j + 8, inv, zp),
+            quantize8_uint7(x + j + 16, inv, zp), quantize8_uint7(x + j + 24, inv, zp));
+  if (j < K)
+    store32(j, quantize8_uint7(masked(j, K - j), inv, zp), quantize8_uint7(masked(j + 8, K - j - 8), inv, zp),
+            quantize8_uint7(masked(j + 16, K - j - 16), inv, zp), quantize8_uint7(masked(j + 24, K - j - 24), inv, zp));
   return p;
 }
 
@@ -623,7 +677,7 @@ struct SmallNDynamic {
   static constexpr int kRows = 6, kCols = 16, kKStep = 2;
   static constexpr bool kPackRows = true;
 
-  static float pack_row(const float* x, int64_t K, int64_t Kp, int16_t* a) {
+  static float pack_row(const float* x, int64_t K, int64_t Kp, int16_t* a, int32_t*) {
     const float s = quantize_row_padded(x, K, a);
     std::fill(a + K, a + Kp, int16_t(0));
     return s;
@@ -658,6 +712,67 @@ struct SmallNDynamic {
       const __m256 s = _mm256_set1_ps(t.row_scale[i]);
       const __m256 d0 = _mm256_mul_ps(_mm256_cvtepi32_ps(c[i][0]), s);
       const __m256 d1 = _mm256_mul_ps(_mm256_cvtepi32_ps(c[i][1]), s);
+      if (t.bias)
+        store_row16(t.out + i * t.ldo, mul_add_unfused(d0, ws0, bs0), mul_add_unfused(d1, ws1, bs1), t.cols);
+      else
+        store_row16(t.out + i * t.ldo, _mm256_mul_ps(d0, ws0), _mm256_mul_ps(d1, ws1), t.cols);
+    });
+  }
+};
+
+// W8A8 reduce-range, 6 rows x 16 columns, 4 values of K per step: per step,
+// the panel's two vectors of 8 columns x 4 int8 weights and each row's u8
+// q[k..k+4) broadcast; vpmaddubsw gives exact int16 pair sums (q <= 127),
+// vpmaddwd with ones (from memory: 16 ymm are taken) widens them to int32 and
+// vpaddd accumulates. The epilogue subtracts zp * wsum as the driver does.
+alignas(32) constexpr int16_t kOnes16[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+
+struct SmallNReduceRange {
+  using Act = uint8_t;
+  using WAct = int8_t;
+  static constexpr int kRows = 6, kCols = 16, kKStep = 4;
+  static constexpr bool kPackRows = true;
+
+  static float pack_row(const float* x, int64_t K, int64_t Kp, uint8_t* a, int32_t* zp) {
+    const Uint7Params p = quantize_row_uint7_padded(x, K, a);
+    std::fill(a + K, a + Kp, uint8_t(0));
+    *zp = int32_t(p.zp);
+    return p.scale;
+  }
+
+  PYCOMP_AVX2 static void tile(const SmallNTile<uint8_t, int8_t>& t) {
+    const uint8_t* a[6];
+    unroll<6>([&](auto i) PYCOMP_AVX2_LAMBDA { a[i] = t.a + std::min<int>(i, t.rows - 1) * t.lda; });
+    __m256i c[6][2];
+    for_tile<6, 2>([&](auto i, auto j) PYCOMP_AVX2_LAMBDA { c[i][j] = _mm256_setzero_si256(); });
+    const int8_t* w = t.w;
+    const int64_t kend = t.steps * 4;  // bytes of a row's K quads
+    for (int64_t k = 0; k < kend; k += 4, w += 64) {
+      const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+      const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 32));
+      unroll<6>([&](auto i) PYCOMP_AVX2_LAMBDA {
+        __m256i b, p;
+        __asm__(
+            "vpbroadcastd (%[a],%[k]), %[b]\n\t"
+            "vpmaddubsw %[w0], %[b], %[p]\n\tvpmaddwd (%[ones]), %[p], %[p]\n\tvpaddd %[p], %[c0], %[c0]\n\t"
+            "vpmaddubsw %[w1], %[b], %[p]\n\tvpmaddwd (%[ones]), %[p], %[p]\n\tvpaddd %[p], %[c1], %[c1]"
+            : [c0] "+x"(c[i][0]), [c1] "+x"(c[i][1]), [b] "=&x"(b), [p] "=&x"(p)
+            : [a] "r"(a[i]), [k] "r"(k), [w0] "x"(w0), [w1] "x"(w1), [ones] "r"(kOnes16));
+      });
+    }
+    const __m256 ws0 = _mm256_loadu_ps(t.wscale), ws1 = _mm256_loadu_ps(t.wscale + 8);
+    const __m256 bs0 = t.bias ? _mm256_loadu_ps(t.bias) : _mm256_setzero_ps();
+    const __m256 bs1 = t.bias ? _mm256_loadu_ps(t.bias + 8) : _mm256_setzero_ps();
+    const __m256i sum0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.wsum));
+    const __m256i sum1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.wsum + 8));
+    unroll<6>([&](auto i) PYCOMP_AVX2_LAMBDA {
+      if (i >= t.rows) return;
+      const __m256 s = _mm256_set1_ps(t.row_scale[i]);
+      const __m256i z = _mm256_set1_epi32(t.row_zp[i]);
+      const __m256i dot0 = _mm256_sub_epi32(c[i][0], _mm256_mullo_epi32(z, sum0));
+      const __m256i dot1 = _mm256_sub_epi32(c[i][1], _mm256_mullo_epi32(z, sum1));
+      const __m256 d0 = _mm256_mul_ps(_mm256_cvtepi32_ps(dot0), s);
+      const __m256 d1 = _mm256_mul_ps(_mm256_cvtepi32_ps(dot1), s);
       if (t.bias)
         store_row16(t.out + i * t.ldo, mul_add_unfused(d0, ws0, bs0), mul_add_unfused(d1, ws1, bs1), t.cols);
       else
@@ -731,6 +846,8 @@ void quantize_uint7_avx2(const float* x, int64_t ldx, uint8_t* q, float* scale, 
 void linear_reduce_range_avx2(const float* x, int64_t ldx, const int8_t* w, const float* wscale,
                               const int32_t* wsum, const float* bias, float* out, int64_t ldo, int64_t M, int64_t N,
                               int64_t K) {
+  if (small_n_shape(M, N, K))
+    return linear_small_n<SmallNReduceRange>(x, ldx, w, wscale, bias, out, ldo, M, N, K, wsum);
   linear_reduce_range<ReduceRange>(x, ldx, w, wscale, wsum, bias, out, ldo, M, N, K);
 }
 
