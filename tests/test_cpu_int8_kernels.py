@@ -459,6 +459,136 @@ def test_weight_only_strided_x_and_zero_rows(isa):
     assert torch.equal(out[2], bias)
 
 
+# ----------------------------------------------------------------------------- small N, large M
+
+# The AVX2 kernels run shapes with M >= 64, N <= 128, K <= min(4096, 2M) (a conv layer's im2col GEMM)
+# through outer-product tiles of 6 rows x 16 columns over weights packed per call (int8_driver.h,
+# small_n_shape, linear_small_n). M = 63 stays on the dot-product tiles, and so does M < K / 2; the
+# others cover partial row tiles, partial and single-column panels, and K tails of the W8A8 pair step
+# and of the quantization's 16-lane vectors.
+SMALL_N_MS = [63, 64, 67, 151]
+SMALL_N_NS = [1, 2, 3, 15, 16, 17, 63, 64, 65, 128]
+SMALL_N_KS = [1, 3, 9, 17, 288, 289]
+
+
+@pytest.mark.parametrize("K", SMALL_N_KS)
+def test_small_n_dynamic_matches_portable_bit_for_bit(K):
+    gen = torch.Generator().manual_seed(K + 40)
+    for i, N in enumerate(SMALL_N_NS):
+        M = SMALL_N_MS[i % len(SMALL_N_MS)]
+        x = make_x(M, K, gen)
+        w, wscale = make_weight(N, K, gen)
+        for bias in (None, torch.randn(N, generator=gen)):
+            what = f"M={M} K={K} N={N} bias={bias is not None}"
+            outs = [check_dynamic(isa, x, w, wscale, bias, f"{isa} {what}") for isa in ISAS]
+            for isa, out in zip(ISAS[1:], outs[1:]):
+                assert torch.equal(out, outs[0]), f"{isa} and {ISAS[0]} differ at {what}"
+
+
+@pytest.mark.parametrize("K", SMALL_N_KS)
+def test_small_n_weight_only_matches_reference(K):
+    gen = torch.Generator().manual_seed(K + 41)
+    for i, N in enumerate(SMALL_N_NS):
+        M = SMALL_N_MS[(i + 1) % len(SMALL_N_MS)]
+        x = make_x(M, K, gen)
+        w, wscale = make_weight(N, K, gen)
+        for bias in (None, torch.randn(N, generator=gen)):
+            for isa in ISAS:
+                check_weight_only(isa, x, w, wscale, bias, f"{isa} M={M} K={K} N={N} bias={bias is not None}")
+
+
+@pytest.mark.parametrize("K", SMALL_N_KS)
+def test_small_n_reduce_range_matches_reference(K):
+    # bit for bit against the PyTorch reference, as every reduce-range kernel
+    gen = torch.Generator().manual_seed(K + 42)
+    for i, N in enumerate(SMALL_N_NS):
+        M = SMALL_N_MS[(i + 2) % len(SMALL_N_MS)]
+        x = uint7_x(M, K, gen)
+        w, wscale = make_weight(N, K, gen)
+        for bias in (None, torch.randn(N, generator=gen)):
+            for isa in ISAS:
+                check_reduce_range(isa, x, w, wscale, bias, f"{isa} M={M} K={K} N={N} bias={bias is not None}")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("M,K,N", [(2048, 4096, 3), (2100, 4095, 17), (200, 288, 64), (67, 9, 33)])
+def test_small_n_exact(isa, M, K, N):
+    # W8A8 on rows that quantize to themselves (q = x) and W8A32 on small integers with power-of-two
+    # scales: both outputs are exact integers, so a lost, doubled or misplaced term shows. The first
+    # rows put every product at +-127 * 127, the largest int32 sums the tiles make.
+    gen = torch.Generator().manual_seed(M + K + N)
+    x = torch.randint(-127, 128, (M, K), generator=gen).float()
+    x[:, 0] = 127.0
+    limit = (2**24 - 1) // (127 * K)
+    w = torch.randint(-min(127, limit), min(127, limit) + 1, (N, K), dtype=torch.int8, generator=gen)
+    want = (x.double() @ w.double().t()).float()
+    assert torch.equal(_C.int8_linear_dynamic_cpu(x, w, torch.ones(N), None, isa), want)
+    x8 = torch.randint(-8, 9, (M, K), generator=gen).float()
+    wscale = 2.0 ** torch.randint(-6, 3, (N,), generator=gen).float()
+    bias = torch.randint(-50, 50, (N,), generator=gen).float()
+    want = (x8.double() @ (w.double() * wscale.double()[:, None]).t() + bias.double()).float()
+    assert torch.equal(_C.int8_linear_weight_only_cpu(x8, w, wscale, bias, isa), want)
+    xe = torch.full((M, K), 127.0)
+    xe[1::2] = -127.0
+    we = torch.full((N, K), 127, dtype=torch.int8)
+    we[1::2] = -127
+    out = _C.int8_linear_dynamic_cpu(xe, we, torch.ones(N), None, isa)
+    sign = torch.where(torch.arange(M)[:, None] % 2 == torch.arange(N) % 2, 1.0, -1.0)
+    assert torch.equal(out, (sign.double() * 127 * 127 * K).float())
+    check_reduce_range(isa, xe, we, torch.ones(N), None, f"{isa} reduce-range extremes M={M} K={K} N={N}")
+
+
+@pytest.mark.skipif(len(ISAS) < 2, reason="one ISA only")
+def test_small_n_nan_and_inf_agree_across_isas():
+    # NaN / inf in the vector bodies (16 and 32 lanes) and in the K tails of the small-N quantizations
+    # (K = 41): amax and min / max skip NaN, an infinite range makes inv 0, NaN products quantize to -127
+    # (W8A8) or 0 (reduce-range), as in every ISA and in the reduce-range reference.
+    M, K, N = 70, 41, 20
+    gen = torch.Generator().manual_seed(29)
+    x = make_x(M, K, gen)
+    x[0, 3] = x[0, 37] = float("nan")
+    x[1, 5] = float("inf")
+    x[2, 40] = float("-inf")
+    x[3] = float("nan")
+    w, wscale = make_weight(N, K, gen)
+    bias = torch.randn(N, generator=gen)
+    outs = [_C.int8_linear_dynamic_cpu(x, w, wscale, bias, isa) for isa in ISAS]
+    for isa, out in zip(ISAS[1:], outs[1:]):
+        assert torch.allclose(out, outs[0], rtol=0, atol=0, equal_nan=True), f"{isa} and {ISAS[0]} differ"
+    assert torch.equal(outs[0][4:], check_dynamic(ISAS[0], x[4:], w, wscale, bias, "finite rows"))
+    from pycomp.ops.int8 import int8_linear_dynamic_reduce_range_ref, weight_row_sums
+
+    want = int8_linear_dynamic_reduce_range_ref(x, w, wscale, weight_row_sums(w), bias)
+    for isa in ISAS:
+        out = _C.int8_linear_dynamic_reduce_range_cpu(x, w, wscale, weight_row_sums(w), bias, isa)
+        assert torch.allclose(out, want, rtol=0, atol=0, equal_nan=True), f"{isa} reduce-range"
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_small_n_threads_and_strided_x(isa):
+    # Threads split the rows in blocks; each output's summation is fixed by the tile, so any thread
+    # count gives the single-threaded bits (all three modes). x is a column slice (row stride > K):
+    # W8A32 reads it in place.
+    gen = torch.Generator().manual_seed(23)
+    for M, K, N in [(1000, 288, 64), (777, 9, 32), (600, 1001, 10)]:
+        x = make_x(M, K + 7, gen)[:, 3 : 3 + K]
+        w, wscale = make_weight(N, K, gen)
+        bias = torch.randn(N, generator=gen)
+        results = []
+        for t in (1, 2, 3):
+            torch.set_num_threads(t)
+            what = f"{isa} M={M} K={K} N={N} threads={t}"
+            results.append((check_dynamic(isa, x, w, wscale, bias, what),
+                            check_weight_only(isa, x, w, wscale, bias, what),
+                            check_reduce_range(isa, x, w, wscale, bias, what)))
+        torch.set_num_threads(1)
+        contiguous = (_C.int8_linear_dynamic_cpu(x.contiguous(), w, wscale, bias, isa),
+                      _C.int8_linear_weight_only_cpu(x.contiguous(), w, wscale, bias, isa),
+                      check_reduce_range(isa, x.contiguous(), w, wscale, bias, f"{isa} contiguous"))
+        for outs in [*results[1:], contiguous]:
+            assert all(torch.equal(o, r) for o, r in zip(outs, results[0])), (M, K, N)
+
+
 # ----------------------------------------------------------------------------- threads and errors
 
 

@@ -19,6 +19,15 @@
 // registers (vpmovsxbd + vcvtdq2ps) and fed to FMAs; wscale is applied once per
 // output in the epilogue.
 //
+// Small N, large M (a conv layer's im2col GEMM; int8_driver.h, linear_small_n):
+// 6 x 16 outer-product tiles over weights packed per call, the same
+// arithmetic with the outputs in vector lanes (no horizontal sums). W8A8
+// broadcasts an int16 pair of each row against int16 weight pairs (vpmaddwd);
+// the vpsignb / vpmaddubsw / vpmaddwd-by-ones form of the same exact product
+// measured no faster there. Reduce-range broadcasts 4 u8 activations against
+// s8 weights (vpmaddubsw, vpmaddwd by ones). W8A32 broadcasts x[m, k] against
+// fp32 weights. Their quantizers take K tails from masked loads.
+//
 // The 4 x 3 GEMM steps are written as inline asm (see step_4x3) because GCC 12
 // schedules the intrinsics version into spills and address arithmetic.
 #if defined(__x86_64__)
@@ -65,11 +74,12 @@ PYCOMP_AVX2_INLINE float row_amax(const float* x, int64_t K) {
 
 // rint(x * inv) clamped to [-127, 127] as int32 lanes; a NaN product becomes
 // -127 (max_ps returns the constant), as in quantize_value.
-PYCOMP_AVX2_INLINE __m256i quantize8(const float* x, __m256 inv) {
-  __m256 v = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x), inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+PYCOMP_AVX2_INLINE __m256i quantize8(__m256 x, __m256 inv) {
+  __m256 v = _mm256_round_ps(_mm256_mul_ps(x, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(-127.f)), _mm256_set1_ps(127.f));
   return _mm256_cvtps_epi32(v);
 }
+PYCOMP_AVX2_INLINE __m256i quantize8(const float* x, __m256 inv) { return quantize8(_mm256_loadu_ps(x), inv); }
 
 // Quantizes x[0, K) into q (int8 or int16) and returns the row's scale.
 template <class Q>
@@ -93,6 +103,41 @@ PYCOMP_AVX2 float quantize_row(const float* x, int64_t K, Q* q) {
     }
   }
   for (; k < K; ++k) q[k] = quantize_value(x[k], inv_s);
+  return amax / 127.f;
+}
+
+// quantize_row into int16 for rows with room for whole vectors: writes
+// q[0, round_up(K, 16)), the K tail (< 16 values) from masked loads instead of
+// scalar code. Lanes past K read 0, which leaves amax alone and quantizes to
+// 0 unless inv is infinite; the caller zero-fills q past K either way. Equal,
+// value for value, to quantize_row.
+PYCOMP_AVX2 float quantize_row_padded(const float* x, int64_t K, int16_t* q) {
+  const __m256 sign = _mm256_set1_ps(-0.f);
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  __m256 m0 = _mm256_setzero_ps(), m1 = m0;
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    m0 = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + k)), m0);
+    m1 = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + k + 8)), m1);
+  }
+  const int rem = int(K - k);
+  __m256 t0 = _mm256_setzero_ps(), t1 = t0;
+  if (rem > 0) {
+    t0 = _mm256_maskload_ps(x + k, _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), lane));
+    t1 = _mm256_maskload_ps(x + k + 8, _mm256_cmpgt_epi32(_mm256_set1_epi32(rem - 8), lane));
+    m0 = _mm256_max_ps(_mm256_andnot_ps(sign, t0), m0);
+    m1 = _mm256_max_ps(_mm256_andnot_ps(sign, t1), m1);
+  }
+  m0 = _mm256_max_ps(m0, m1);
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(m0), _mm256_extractf128_ps(m0, 1));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  const float amax = _mm_cvtss_f32(_mm_max_ss(h, _mm_shuffle_ps(h, h, 1)));
+  const __m256 inv = _mm256_set1_ps(quant_inverse(amax));
+  auto store16 = [&](int64_t at, __m256i lo, __m256i hi) PYCOMP_AVX2_LAMBDA {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + at), _mm256_permute4x64_epi64(_mm256_packs_epi32(lo, hi), 0xD8));
+  };
+  for (int64_t j = 0; j < k; j += 16) store16(j, quantize8(x + j, inv), quantize8(x + j + 8, inv));
+  if (rem > 0) store16(k, quantize8(t0, inv), quantize8(t1, inv));
   return amax / 127.f;
 }
 
@@ -130,10 +175,13 @@ PYCOMP_AVX2_INLINE Uint7Params row_uint7_params(const float* x, int64_t K) {
 
 // clamp(rint(x * inv) + zp, 0, 127) as int32 lanes; a NaN product becomes 0
 // (max_ps returns the constant), as in quantize_uint7.
-PYCOMP_AVX2_INLINE __m256i quantize8_uint7(const float* x, __m256 inv, __m256 zp) {
-  __m256 v = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x), inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+PYCOMP_AVX2_INLINE __m256i quantize8_uint7(__m256 x, __m256 inv, __m256 zp) {
+  __m256 v = _mm256_round_ps(_mm256_mul_ps(x, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   v = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v, zp), _mm256_setzero_ps()), _mm256_set1_ps(127.f));
   return _mm256_cvtps_epi32(v);
+}
+PYCOMP_AVX2_INLINE __m256i quantize8_uint7(const float* x, __m256 inv, __m256 zp) {
+  return quantize8_uint7(_mm256_loadu_ps(x), inv, zp);
 }
 
 // The reduce-range quantization of x[0, K) into q; returns the row's parameters.
@@ -149,6 +197,55 @@ PYCOMP_AVX2 Uint7Params quantize_row_uint7(const float* x, int64_t K, uint8_t* q
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + k), v);
   }
   for (; k < K; ++k) q[k] = quantize_uint7(x[k], p);
+  return p;
+}
+
+// quantize_row_uint7 for rows with room for whole vectors: writes
+// q[0, round_up(K, 32)), the K tails from masked loads instead of scalar code.
+// Lanes past K read 0, which leaves lo <= 0 <= hi alone; their q (zp) is the
+// caller's to zero-fill. Equal, value for value, to quantize_row_uint7.
+PYCOMP_AVX2 Uint7Params quantize_row_uint7_padded(const float* x, int64_t K, uint8_t* q) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  auto masked = [&](int64_t at, int64_t n) PYCOMP_AVX2_LAMBDA {  // x[at, at + min(n, 8)), zeros after
+    return _mm256_maskload_ps(x + at, _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), lane));
+  };
+  __m256 l0 = _mm256_setzero_ps(), l1 = l0, h0 = l0, h1 = l0;
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    const __m256 a = _mm256_loadu_ps(x + k), b = _mm256_loadu_ps(x + k + 8);
+    l0 = _mm256_min_ps(a, l0);
+    l1 = _mm256_min_ps(b, l1);
+    h0 = _mm256_max_ps(a, h0);
+    h1 = _mm256_max_ps(b, h1);
+  }
+  if (k < K) {
+    const __m256 a = masked(k, K - k), b = masked(k + 8, K - k - 8);
+    l0 = _mm256_min_ps(a, l0);
+    l1 = _mm256_min_ps(b, l1);
+    h0 = _mm256_max_ps(a, h0);
+    h1 = _mm256_max_ps(b, h1);
+  }
+  l0 = _mm256_min_ps(l0, l1);
+  h0 = _mm256_max_ps(h0, h1);
+  __m128 l = _mm_min_ps(_mm256_castps256_ps128(l0), _mm256_extractf128_ps(l0, 1));
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(h0), _mm256_extractf128_ps(h0, 1));
+  l = _mm_min_ps(l, _mm_movehl_ps(l, l));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  const Uint7Params p = uint7_params(_mm_cvtss_f32(_mm_min_ss(l, _mm_shuffle_ps(l, l, 1))),
+                                     _mm_cvtss_f32(_mm_max_ss(h, _mm_shuffle_ps(h, h, 1))));
+  const __m256 inv = _mm256_set1_ps(p.inv), zp = _mm256_set1_ps(p.zp);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  auto store32 = [&](int64_t at, __m256i a, __m256i b, __m256i c, __m256i d) PYCOMP_AVX2_LAMBDA {
+    const __m256i v = _mm256_packus_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + at), _mm256_permutevar8x32_epi32(v, order));
+  };
+  int64_t j = 0;
+  for (; j + 32 <= K; j += 32)
+    store32(j, quantize8_uint7(x + j, inv, zp), quantize8_uint7(x + j + 8, inv, zp),
+            quantize8_uint7(x + j + 16, inv, zp), quantize8_uint7(x + j + 24, inv, zp));
+  if (j < K)
+    store32(j, quantize8_uint7(masked(j, K - j), inv, zp), quantize8_uint7(masked(j + 8, K - j - 8), inv, zp),
+            quantize8_uint7(masked(j + 16, K - j - 16), inv, zp), quantize8_uint7(masked(j + 24, K - j - 24), inv, zp));
   return p;
 }
 
@@ -545,6 +642,187 @@ struct WeightOnly {
   static void tile(const Blocking&, const Tile<float, float>& t) { TileTable<WeightOnlyTiles, 4, 8>::call(t); }
 };
 
+// --------------------------------------------------------------- small-N tiles
+
+// a * b + c with two roundings, as the drivers' scalar epilogues do it: the
+// empty asm hides the product, so GCC cannot fuse the two into an FMA (C++
+// compiles with -ffp-contract=fast), which would change the bits.
+PYCOMP_AVX2_INLINE __m256 mul_add_unfused(__m256 a, __m256 b, __m256 c) {
+  __m256 p = _mm256_mul_ps(a, b);
+  __asm__("" : "+x"(p));
+  return _mm256_add_ps(p, c);
+}
+
+// Stores the 16 outputs v0, v1 of one row, only the first `cols` when the
+// panel is the last, partial one.
+PYCOMP_AVX2_INLINE void store_row16(float* o, __m256 v0, __m256 v1, int cols) {
+  if (cols == 16) {
+    _mm256_storeu_ps(o, v0);
+    _mm256_storeu_ps(o + 8, v1);
+    return;
+  }
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  _mm256_maskstore_ps(o, _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), lane), v0);
+  _mm256_maskstore_ps(o + 8, _mm256_cmpgt_epi32(_mm256_set1_epi32(cols - 8), lane), v1);
+}
+
+// W8A8, 6 rows x 16 columns: per K pair, the two panel vectors of 8 columns x
+// (w[k], w[k + 1]) int16 pairs, and each row's (q[k], q[k + 1]) broadcast to
+// every lane; vpmaddwd gives exact int32 pair sums, vpaddd accumulates. 12
+// accumulators, 2 weight vectors, the broadcast and a product: all 16 ymm; a
+// row per asm statement (memory read as in DynamicTiles::step_4x3).
+struct SmallNDynamic {
+  using Act = int16_t;
+  using WAct = int16_t;
+  static constexpr int kRows = 6, kCols = 16, kKStep = 2;
+  static constexpr bool kPackRows = true;
+
+  static float pack_row(const float* x, int64_t K, int64_t Kp, int16_t* a, int32_t*) {
+    const float s = quantize_row_padded(x, K, a);
+    std::fill(a + K, a + Kp, int16_t(0));
+    return s;
+  }
+
+  PYCOMP_AVX2 static void tile(const SmallNTile<int16_t, int16_t>& t) {
+    const int16_t* a[6];
+    unroll<6>([&](auto i) PYCOMP_AVX2_LAMBDA { a[i] = t.a + std::min<int>(i, t.rows - 1) * t.lda; });
+    __m256i c[6][2];
+    for_tile<6, 2>([&](auto i, auto j) PYCOMP_AVX2_LAMBDA { c[i][j] = _mm256_setzero_si256(); });
+    const int16_t* w = t.w;
+    const int64_t kend = t.steps * 4;  // bytes of a row's K pairs
+    for (int64_t k = 0; k < kend; k += 4, w += 32) {
+      const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+      const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 16));
+      unroll<6>([&](auto i) PYCOMP_AVX2_LAMBDA {
+        __m256i b, p;
+        __asm__(
+            "vpbroadcastd (%[a],%[k]), %[b]\n\t"
+            "vpmaddwd %[b], %[w0], %[p]\n\tvpaddd %[p], %[c0], %[c0]\n\t"
+            "vpmaddwd %[b], %[w1], %[p]\n\tvpaddd %[p], %[c1], %[c1]"
+            : [c0] "+x"(c[i][0]), [c1] "+x"(c[i][1]), [b] "=&x"(b), [p] "=&x"(p)
+            : [a] "r"(a[i]), [k] "r"(k), [w0] "x"(w0), [w1] "x"(w1));
+      });
+    }
+    // The drivers' epilogue in vector form, the same fp32 operations in the same order.
+    const __m256 ws0 = _mm256_loadu_ps(t.wscale), ws1 = _mm256_loadu_ps(t.wscale + 8);
+    const __m256 bs0 = t.bias ? _mm256_loadu_ps(t.bias) : _mm256_setzero_ps();
+    const __m256 bs1 = t.bias ? _mm256_loadu_ps(t.bias + 8) : _mm256_setzero_ps();
+    unroll<6>([&](auto i) PYCOMP_AVX2_LAMBDA {
+      if (i >= t.rows) return;
+      const __m256 s = _mm256_set1_ps(t.row_scale[i]);
+      const __m256 d0 = _mm256_mul_ps(_mm256_cvtepi32_ps(c[i][0]), s);
+      const __m256 d1 = _mm256_mul_ps(_mm256_cvtepi32_ps(c[i][1]), s);
+      if (t.bias)
+        store_row16(t.out + i * t.ldo, mul_add_unfused(d0, ws0, bs0), mul_add_unfused(d1, ws1, bs1), t.cols);
+      else
+        store_row16(t.out + i * t.ldo, _mm256_mul_ps(d0, ws0), _mm256_mul_ps(d1, ws1), t.cols);
+    });
+  }
+};
+
+// W8A8 reduce-range, 6 rows x 16 columns, 4 values of K per step: per step,
+// the panel's two vectors of 8 columns x 4 int8 weights and each row's u8
+// q[k..k+4) broadcast; vpmaddubsw gives exact int16 pair sums (q <= 127),
+// vpmaddwd with ones (from memory: 16 ymm are taken) widens them to int32 and
+// vpaddd accumulates. The epilogue subtracts zp * wsum as the driver does.
+alignas(32) constexpr int16_t kOnes16[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+
+struct SmallNReduceRange {
+  using Act = uint8_t;
+  using WAct = int8_t;
+  static constexpr int kRows = 6, kCols = 16, kKStep = 4;
+  static constexpr bool kPackRows = true;
+
+  static float pack_row(const float* x, int64_t K, int64_t Kp, uint8_t* a, int32_t* zp) {
+    const Uint7Params p = quantize_row_uint7_padded(x, K, a);
+    std::fill(a + K, a + Kp, uint8_t(0));
+    *zp = int32_t(p.zp);
+    return p.scale;
+  }
+
+  PYCOMP_AVX2 static void tile(const SmallNTile<uint8_t, int8_t>& t) {
+    const uint8_t* a[6];
+    unroll<6>([&](auto i) PYCOMP_AVX2_LAMBDA { a[i] = t.a + std::min<int>(i, t.rows - 1) * t.lda; });
+    __m256i c[6][2];
+    for_tile<6, 2>([&](auto i, auto j) PYCOMP_AVX2_LAMBDA { c[i][j] = _mm256_setzero_si256(); });
+    const int8_t* w = t.w;
+    const int64_t kend = t.steps * 4;  // bytes of a row's K quads
+    for (int64_t k = 0; k < kend; k += 4, w += 64) {
+      const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+      const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 32));
+      unroll<6>([&](auto i) PYCOMP_AVX2_LAMBDA {
+        __m256i b, p;
+        __asm__(
+            "vpbroadcastd (%[a],%[k]), %[b]\n\t"
+            "vpmaddubsw %[w0], %[b], %[p]\n\tvpmaddwd (%[ones]), %[p], %[p]\n\tvpaddd %[p], %[c0], %[c0]\n\t"
+            "vpmaddubsw %[w1], %[b], %[p]\n\tvpmaddwd (%[ones]), %[p], %[p]\n\tvpaddd %[p], %[c1], %[c1]"
+            : [c0] "+x"(c[i][0]), [c1] "+x"(c[i][1]), [b] "=&x"(b), [p] "=&x"(p)
+            : [a] "r"(a[i]), [k] "r"(k), [w0] "x"(w0), [w1] "x"(w1), [ones] "r"(kOnes16));
+      });
+    }
+    const __m256 ws0 = _mm256_loadu_ps(t.wscale), ws1 = _mm256_loadu_ps(t.wscale + 8);
+    const __m256 bs0 = t.bias ? _mm256_loadu_ps(t.bias) : _mm256_setzero_ps();
+    const __m256 bs1 = t.bias ? _mm256_loadu_ps(t.bias + 8) : _mm256_setzero_ps();
+    const __m256i sum0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.wsum));
+    const __m256i sum1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.wsum + 8));
+    unroll<6>([&](auto i) PYCOMP_AVX2_LAMBDA {
+      if (i >= t.rows) return;
+      const __m256 s = _mm256_set1_ps(t.row_scale[i]);
+      const __m256i z = _mm256_set1_epi32(t.row_zp[i]);
+      const __m256i dot0 = _mm256_sub_epi32(c[i][0], _mm256_mullo_epi32(z, sum0));
+      const __m256i dot1 = _mm256_sub_epi32(c[i][1], _mm256_mullo_epi32(z, sum1));
+      const __m256 d0 = _mm256_mul_ps(_mm256_cvtepi32_ps(dot0), s);
+      const __m256 d1 = _mm256_mul_ps(_mm256_cvtepi32_ps(dot1), s);
+      if (t.bias)
+        store_row16(t.out + i * t.ldo, mul_add_unfused(d0, ws0, bs0), mul_add_unfused(d1, ws1, bs1), t.cols);
+      else
+        store_row16(t.out + i * t.ldo, _mm256_mul_ps(d0, ws0), _mm256_mul_ps(d1, ws1), t.cols);
+    });
+  }
+};
+
+// W8A32, 6 rows x 16 columns: per K value, the two panel vectors of 8 fp32
+// weights (converted once per call) and each row's x[k] broadcast, 12 FMAs
+// into 12 accumulators (15 ymm with the weights and the broadcast). The rows
+// are read in place.
+struct SmallNWeightOnly {
+  using Act = float;
+  using WAct = float;
+  static constexpr int kRows = 6, kCols = 16, kKStep = 1;
+  static constexpr bool kPackRows = false;
+
+  PYCOMP_AVX2 static void tile(const SmallNTile<float, float>& t) {
+    const float* a[6];
+    unroll<6>([&](auto i) PYCOMP_AVX2_LAMBDA { a[i] = t.a + std::min<int>(i, t.rows - 1) * t.lda; });
+    __m256 c[6][2];
+    for_tile<6, 2>([&](auto i, auto j) PYCOMP_AVX2_LAMBDA { c[i][j] = _mm256_setzero_ps(); });
+    const float* w = t.w;
+    const int64_t kend = t.steps * 4;  // bytes of a row's K values
+    for (int64_t k = 0; k < kend; k += 4, w += 16) {
+      const __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps(w + 8);
+      unroll<6>([&](auto i) PYCOMP_AVX2_LAMBDA {
+        __m256 b;
+        __asm__(
+            "vbroadcastss (%[a],%[k]), %[b]\n\t"
+            "vfmadd231ps %[b], %[w0], %[c0]\n\tvfmadd231ps %[b], %[w1], %[c1]"
+            : [c0] "+x"(c[i][0]), [c1] "+x"(c[i][1]), [b] "=&x"(b)
+            : [a] "r"(a[i]), [k] "r"(k), [w0] "x"(w0), [w1] "x"(w1));
+      });
+    }
+    const __m256 ws0 = _mm256_loadu_ps(t.wscale), ws1 = _mm256_loadu_ps(t.wscale + 8);
+    const __m256 bs0 = t.bias ? _mm256_loadu_ps(t.bias) : _mm256_setzero_ps();
+    const __m256 bs1 = t.bias ? _mm256_loadu_ps(t.bias + 8) : _mm256_setzero_ps();
+    unroll<6>([&](auto i) PYCOMP_AVX2_LAMBDA {
+      if (i >= t.rows) return;
+      if (t.bias)
+        store_row16(t.out + i * t.ldo, mul_add_unfused(c[i][0], ws0, bs0), mul_add_unfused(c[i][1], ws1, bs1),
+                    t.cols);
+      else
+        store_row16(t.out + i * t.ldo, _mm256_mul_ps(c[i][0], ws0), _mm256_mul_ps(c[i][1], ws1), t.cols);
+    });
+  }
+};
+
 }  // namespace
 
 float quantize_row_avx2(const float* x, int64_t K, int8_t* q) { return quantize_row(x, K, q); }
@@ -555,6 +833,8 @@ void quantize_avx2(const float* x, int64_t ldx, int8_t* q, float* scale, int64_t
 
 void linear_dynamic_avx2(const float* x, int64_t ldx, const int8_t* w, const float* wscale, const float* bias,
                          float* out, int64_t ldo, int64_t M, int64_t N, int64_t K) {
+  if (small_n_shape(M, N, K))
+    return linear_small_n<SmallNDynamic>(x, ldx, w, wscale, bias, out, ldo, M, N, K);
   linear_dynamic<Dynamic>(x, ldx, w, wscale, bias, out, ldo, M, N, K);
 }
 
@@ -566,11 +846,15 @@ void quantize_uint7_avx2(const float* x, int64_t ldx, uint8_t* q, float* scale, 
 void linear_reduce_range_avx2(const float* x, int64_t ldx, const int8_t* w, const float* wscale,
                               const int32_t* wsum, const float* bias, float* out, int64_t ldo, int64_t M, int64_t N,
                               int64_t K) {
+  if (small_n_shape(M, N, K))
+    return linear_small_n<SmallNReduceRange>(x, ldx, w, wscale, bias, out, ldo, M, N, K, wsum);
   linear_reduce_range<ReduceRange>(x, ldx, w, wscale, wsum, bias, out, ldo, M, N, K);
 }
 
 void linear_weight_only_avx2(const float* x, int64_t ldx, const int8_t* w, const float* wscale, const float* bias,
                              float* out, int64_t ldo, int64_t M, int64_t N, int64_t K) {
+  if (small_n_shape(M, N, K))
+    return linear_small_n<SmallNWeightOnly>(x, ldx, w, wscale, bias, out, ldo, M, N, K);
   linear_weight_only<WeightOnly>(x, ldx, w, wscale, bias, out, ldo, M, N, K);
 }
 

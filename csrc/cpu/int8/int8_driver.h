@@ -298,6 +298,115 @@ void linear_weight_only(const float* x, int64_t ldx, const int8_t* w, const floa
   });
 }
 
+// --------------------------------------------------------------- small N, large M
+//
+// A conv layer's im2col GEMM (M = batch * H * W rows, N = output channels,
+// K = in_channels * kh * kw) has few weights, hot in cache, and many rows. The
+// dot-product tiles above then spend much of their time on a horizontal sum
+// per output and on tile calls. The small-N tiles keep outputs in vector lanes
+// along N instead: the weights are packed once per call into panels of
+// T::kCols columns, interleaved by K step (T::kKStep values of K per lane),
+// and each step broadcasts one K step of an activation row against the
+// panel's vectors, with the epilogue fused into the tile. Each thread packs
+// (quantizes) its rows a block at a time, and the block stays in cache while
+// every panel meets it (W8A32 reads x in place). The int32 dots are exact, so
+// W8A8 outputs (both quantizations) equal the dot-product kernels' bit for bit;
+// W8A32 sums K in order.
+//
+// The traits contract (int8_avx2.cpp):
+//   using Act, WAct;             activation / packed weight element types
+//   kRows, kCols, kKStep         register tile rows, panel columns, K values per step
+//   kPackRows                    whether rows are packed (W8A8: quantized); if not,
+//                                the tiles read x in place (Act is float, kKStep 1)
+//   pack_row(x, K, Kp, act, zp)  with kPackRows: packs one row (zero-padded to Kp; it may
+//                                write up to the next 64-byte boundary), returns its scale
+//                                and stores its zero point to *zp (reduce-range only)
+//   tile(SmallNTile)             one kRows x kCols tile over all of K, epilogue included
+
+// One small-N tile: activation rows a[0, rows) (stride lda) against one weight
+// panel w (steps x kCols x kKStep), written to out rows [0, rows) and columns
+// [0, cols): out = acc * row_scale[i] * wscale[j] + bias[j] (W8A8; reduce-range
+// with acc - row_zp[i] * wsum[j] in wrapping int32 for acc) or
+// acc * wscale[j] + bias[j] (W8A32), bias optional. A tile with fewer than
+// kRows rows reads its last row again in place of the missing ones and
+// stores nothing for them. wscale, bias and wsum hold kCols values, zero past cols.
+template <class Act, class WAct>
+struct SmallNTile {
+  const Act* a;
+  int64_t lda;
+  const float* row_scale;
+  const int32_t* row_zp;
+  const WAct* w;
+  int64_t steps;
+  const float* wscale;
+  const float* bias;
+  const int32_t* wsum;
+  float* out;
+  int64_t ldo;
+  int rows, cols;
+};
+
+// The shapes the small-N tiles serve: weights small enough to pack per call
+// (at most 1 MB packed), and enough rows to repay the packing, which costs
+// about as much as a row's share of the work at M = K / 2 (Zen 3: M = 64..256
+// with K = 1024..4096 ran slower than the dot-product tiles, M >= K / 2 faster
+// or level).
+inline bool small_n_shape(int64_t M, int64_t N, int64_t K) {
+  return M >= 64 && N <= 128 && K <= 4096 && 2 * M >= K;
+}
+
+// wsum: the reduce-range column sums (int8_linear.h), nullptr for the other modes.
+template <class T>
+void linear_small_n(const float* x, int64_t ldx, const int8_t* w, const float* wscale, const float* bias,
+                    float* out, int64_t ldo, int64_t M, int64_t N, int64_t K, const int32_t* wsum = nullptr) {
+  using Act = typename T::Act;
+  using WAct = typename T::WAct;
+  constexpr int64_t R = T::kRows, C = T::kCols, S = T::kKStep;
+  const int64_t steps = ceil_div(K, S), Kp = steps * S, panels = ceil_div(N, C), panel_len = steps * C * S;
+  Scratch<WAct> wp(panels * panel_len);
+  Scratch<float> ws(panels * C), bs(bias ? panels * C : 0);
+  Scratch<int32_t> sums(wsum ? panels * C : 0);
+  std::fill(wp.get(), wp.get() + panels * panel_len, WAct(0));
+  for (int64_t n = 0; n < N; ++n) {
+    WAct* dst = wp.get() + n / C * panel_len + n % C * S;  // column n % C of panel n / C
+    const int8_t* src = w + n * K;
+    for (int64_t k = 0; k < K; ++k) dst[k / S * (C * S) + k % S] = WAct(src[k]);
+  }
+  for (int64_t n = 0; n < panels * C; ++n) {
+    ws[n] = n < N ? wscale[n] : 0.f;
+    if (bias) bs[n] = n < N ? bias[n] : 0.f;
+    if (wsum) sums[n] = n < N ? wsum[n] : 0;
+  }
+  // Row blocks of about 48 KB of activations (L2), whole register tiles; packed
+  // rows padded to whole cache lines, so that pack_row may store whole vectors.
+  const int64_t lda = T::kPackRows ? packed_stride<Act>(round_up(Kp, 64 / int64_t(sizeof(Act)))) : ldx;
+  const int64_t mb = R * std::clamp<int64_t>((48 << 10) / (R * Kp * int64_t(sizeof(Act))), 1, 16);
+  const int64_t blocks = ceil_div(M, mb);
+  parallel_for(blocks, M * N * K < kMinParallelMacs ? blocks : 1, [&](int64_t b0, int64_t b1) {
+    Scratch<Act> act(T::kPackRows ? mb * lda : 0);
+    Scratch<float> scale(T::kPackRows ? mb : 0);
+    Scratch<int32_t> zp(T::kPackRows ? mb : 0);
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t m0 = b * mb, rows = std::min(mb, M - m0);
+      const Act* a = nullptr;
+      if constexpr (T::kPackRows) {
+        for (int64_t i = 0; i < rows; ++i)
+          scale[i] = T::pack_row(x + (m0 + i) * ldx, K, Kp, act.get() + i * lda, zp.get() + i);
+        a = act.get();
+      } else {
+        a = x + m0 * ldx;
+      }
+      for (int64_t p = 0; p < panels; ++p)
+        for (int64_t i = 0; i < rows; i += R)
+          T::tile(SmallNTile<Act, WAct>{a + i * lda, lda, T::kPackRows ? scale.get() + i : nullptr,
+                                        T::kPackRows ? zp.get() + i : nullptr, wp.get() + p * panel_len, steps,
+                                        ws.get() + p * C, bias ? bs.get() + p * C : nullptr,
+                                        wsum ? sums.get() + p * C : nullptr, out + (m0 + i) * ldo + p * C, ldo,
+                                        int(std::min(R, rows - i)), int(std::min(C, N - p * C))});
+    }
+  });
+}
+
 // Activation quantization alone (the quantize_per_token_int8 op): q has row stride K.
 template <class RowFn>
 void quantize_rows(const float* x, int64_t ldx, int8_t* q, float* scale, int64_t M, int64_t K, const RowFn& row) {
