@@ -31,7 +31,8 @@ def _close(got, x, w, bias=None):
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5 * float(want.abs().max()) + 1e-6)
 
 
-# M < 8 gathers along K per row, M >= 8 transposes x (outer products): both, with odd tails
+# M < 8 gathers along K per row, M >= 8 transposes x into panels of 32 rows (AVX2; 64 AVX-512, 4 portable,
+# the last one narrower): both paths, with odd tails and 2-3 panels
 MS = [1, 2, 3, 4, 5, 7, 8, 9, 33, 70]
 
 
@@ -56,6 +57,31 @@ def test_csr_int32_indices_and_empty_weight(isa):
     assert values.numel() == 0
     out = _ext._C.csr_linear_cpu(torch.randn(3, 6), crow, col, values, 6, isa=isa)
     assert torch.equal(out, torch.zeros(3, 5))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("m", [1, 5, 8, 40])
+def test_csr_rows_split_by_nonzeros(isa, threads, m):
+    """Threads take row ranges of equal non-zero counts: rows of very different density (a dense first
+    quarter, empty rows, one row holding a third of the non-zeros), each output row written exactly once."""
+    n, k = 203, 301
+    g = torch.Generator().manual_seed(threads * 10 + m)
+    w = torch.randn(n, k, generator=g) * (torch.rand(n, k, generator=g) < 0.05)
+    w[: n // 4] = torch.randn(n // 4, k, generator=g)
+    w[n // 2: n // 2 + 20] = 0
+    w[-1] = torch.randn(k, generator=g)
+    x, bias = torch.randn(m, k), torch.randn(n)
+    crow, col, values = fmt.pack_csr(w)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = _ext._C.csr_linear_cpu(x, crow, col, values, k, bias, isa=_isa(isa))
+        zero = _ext._C.csr_linear_cpu(x, *fmt.pack_csr(torch.zeros(n, k)), k, bias, isa=isa)
+    finally:
+        torch.set_num_threads(before)
+    _close(got, x, w, bias)
+    assert torch.equal(zero, bias.expand(m, n))
 
 
 @pytest.mark.parametrize("isa", ISAS)

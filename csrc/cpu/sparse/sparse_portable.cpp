@@ -14,16 +14,14 @@ namespace {
 struct V {
   static constexpr int W = 1;
   using F = float;
-  using I = int64_t;
   static F zero() { return 0.0f; }
   static F set1(float a) { return a; }
   static F loadu(const float* p) { return *p; }
   static void storeu(float* p, F a) { *p = a; }
   static F fma(F a, F b, F c) { return a * b + c; }
   static float hsum(F a) { return a; }
-  static I idx(const int16_t* p) { return *p; }
-  static I idx(const int32_t* p) { return *p; }
-  static F gather(const float* base, I i) { return base[i]; }
+  template <class Idx>
+  static F gather(const float* base, const Idx* c) { return base[*c]; }
 };
 
 #include "cpu/sparse/sparse_generic.h"
