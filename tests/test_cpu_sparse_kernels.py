@@ -32,7 +32,7 @@ def _close(got, x, w, bias=None):
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5 * float(want.abs().max()) + 1e-6)
 
 
-# M < 8 gathers along K per row, M >= 8 transposes x into panels of 32 rows (AVX2; 64 AVX-512, 4 portable,
+# M < 3 gathers along K per row, M >= 3 transposes x into panels of 32 rows (AVX2; 64 AVX-512, 4 portable,
 # the last one narrower): both paths, with odd tails and 2-3 panels
 MS = [1, 2, 3, 4, 5, 7, 8, 9, 33, 70]
 
@@ -62,7 +62,7 @@ def test_csr_int32_indices_and_empty_weight(isa):
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("threads", [2, 3])
-@pytest.mark.parametrize("m", [1, 5, 8, 40])
+@pytest.mark.parametrize("m", [1, 2, 5, 40])
 def test_csr_rows_split_by_nonzeros(isa, threads, m):
     """Threads take row ranges of equal non-zero counts: rows of very different density (a dense first
     quarter, empty rows, one row holding a third of the non-zeros), each output row written exactly once."""
@@ -235,7 +235,7 @@ int main() {
 def test_avx512_csr_under_simde_emulation(tmp_path):
     """Where the CPU hides AVX-512 (this project's machines), sparse_avx512.cpp is compiled with its
     intrinsics emulated by SIMDe and its CSR kernel checked bit for bit against the portable one on integer
-    sums (exact in any order): int16 and int32 indices, both M paths (M < 8 gathers; from 8 on, panels of up
+    sums (exact in any order): int16 and int32 indices, both M paths (M < 3 gathers; from 3 on, panels of up
     to 64 rows, 70 crossing one), odd K and N, empty rows."""
     run_emulated(tmp_path, "csrc/cpu/sparse/sparse_avx512.cpp",
                  [('"avx512f,avx512bw,avx512vl,avx2,fma"', '"avx2,fma"'),

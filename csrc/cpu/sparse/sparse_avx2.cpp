@@ -1,6 +1,6 @@
 // AVX2 + FMA sparse kernels.
 //
-// CSR and block-CSR: the generic code (sparse_generic.h) on 8-lane vectors. For M < 8, CSR builds each
+// CSR and block-CSR: the generic code (sparse_generic.h) on 8-lane vectors. For M < 3, CSR builds each
 // vector of 8 x values from scalar loads at the column indices (vmovss + vinsertps): on Zen 3 that beats
 // vgatherdps (A/B, one thread, 4096x4096 at 90%, cold, with the value prefetch: M=1 1.02 -> 0.77 ms).
 //
@@ -136,7 +136,7 @@ void s24_rows(const float* x, int64_t ldx, const T* val, const float* scale, con
 template <class T>
 void s24_driver(const float* x, int64_t ldx, const T* val, const float* scale, const int16_t* meta, int64_t Np,
                 const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t Kp) {
-  if (M >= kCsrTransposeMinM) return s24_blocked_driver(x, ldx, val, scale, meta, Np, bias, out, ldo, M, N, Kp);
+  if (M >= kS24BlockedMinM) return s24_blocked_driver(x, ldx, val, scale, meta, Np, bias, out, ldo, M, N, Kp);
   Scratch<float> xr(M * Kp);
   swap_quads(x, ldx, M, Kp, xr.get());
   parallel_for(N, kRowGrain, [&](int64_t n0, int64_t n1) {

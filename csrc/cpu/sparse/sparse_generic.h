@@ -3,7 +3,7 @@
 // pointer) -> base at W consecutive column indices) and includes this header inside its anonymous
 // namespace and target region, so every function here is compiled for that ISA.
 //
-// CSR, M < kCsrTransposeMinM: per output row, W non-zeros at a time, one value load shared by up to 4
+// CSR, M < kCsrOuterMinM (1 or 2): per output row, W non-zeros at a time, one value load shared by the
 // activation rows, each gathering its W x values (the weights stream once, prefetched ahead).
 // CSR, larger M: x transposed once into panels of up to 4*W activation rows, each (K, width) contiguous;
 // per non-zero, one broadcast weight times the panel row of its column (outer product), so the gather
@@ -11,7 +11,7 @@
 // CSR threads take row ranges with equal shares of the non-zeros (csr_split), not equal row counts.
 // Block-CSR: per output row of a block row, dot products of the block's row with x along bk, up to 4
 // activation rows sharing each weight vector.
-// 2:4, M >= kCsrTransposeMinM (the ISA files have their own kernels for small M): outer products like
+// 2:4, M >= kS24BlockedMinM (the ISA files have their own kernels for small M): outer products like
 // CSR's, blocked for the caches: x^T packed into panels of 4*W activation rows, and per block of 32
 // output rows x 128 columns, each row's two kept weights per group broadcast times the panel rows of
 // their columns (decoded from the metadata nibble); values float or int8, the int8 row scale applied
@@ -23,7 +23,7 @@ constexpr int64_t kRowGrain = 16;  // output rows per parallel chunk: enough wor
 // 0.95 -> 0.81 ms, noisy).
 constexpr int64_t kCsrValuePrefetchBytes = 1024;
 
-// Up to 4 activation rows times output rows [n0, n1). V::gather(base, col) loads base[col[0..W)]: the ISA
+// MR activation rows times output rows [n0, n1). V::gather(base, col) loads base[col[0..W)]: the ISA
 // picks how (AVX2 from scalar loads, cheaper than vgatherdps on Zen 3; AVX-512 vgatherdps).
 template <class Idx, int MR>
 void csr_gather_rows(const float* x, int64_t ldx, const int32_t* crow, const Idx* col, const float* val,
@@ -119,21 +119,21 @@ void csr_parallel_rows(const int32_t* crow, int64_t N, const Fn& fn) {
   });
 }
 
+// From this M on, CSR runs the outer-product loop on x^T panels; below it, the gather. The outer loop wins
+// from M = 3 although its vectors then hold mostly zero rows (A/B, one thread, 4096x4096 at 90%, AVX2,
+// noisy: M=3 2.1 -> 1.4 ms, M=4 2.9 -> 1.3, M=7 5.2 -> 1.9; M=2 1.5 vs 2.2 stays with the gather).
+constexpr int64_t kCsrOuterMinM = 3;
+
 template <class Idx>
 void csr_driver(const float* x, int64_t ldx, const int32_t* crow, const Idx* col, const float* val,
                 const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t K) {
-  if (M < kCsrTransposeMinM) {
+  static_assert(kCsrOuterMinM == 3, "the gather path below instantiates MR = 1 and 2");
+  if (M < kCsrOuterMinM) {
     csr_parallel_rows(crow, N, [&](int64_t n0, int64_t n1) {
-      for (int64_t m0 = 0; m0 < M; m0 += 4) {
-        const float* xm = x + m0 * ldx;
-        float* om = out + m0 * ldo;
-        switch (std::min<int64_t>(4, M - m0)) {
-          case 1: csr_gather_rows<Idx, 1>(xm, ldx, crow, col, val, bias, om, ldo, n0, n1); break;
-          case 2: csr_gather_rows<Idx, 2>(xm, ldx, crow, col, val, bias, om, ldo, n0, n1); break;
-          case 3: csr_gather_rows<Idx, 3>(xm, ldx, crow, col, val, bias, om, ldo, n0, n1); break;
-          default: csr_gather_rows<Idx, 4>(xm, ldx, crow, col, val, bias, om, ldo, n0, n1); break;
-        }
-      }
+      if (M == 1)
+        csr_gather_rows<Idx, 1>(x, ldx, crow, col, val, bias, out, ldo, n0, n1);
+      else
+        csr_gather_rows<Idx, 2>(x, ldx, crow, col, val, bias, out, ldo, n0, n1);
     });
     return;
   }

@@ -43,7 +43,7 @@ namespace {
 template <class T>
 void s24_scalar(const float* x, int64_t ldx, const T* val, const float* scale, const int16_t* meta, int64_t Np,
                 const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t Kp) {
-  if (M >= kCsrTransposeMinM) return s24_blocked_driver(x, ldx, val, scale, meta, Np, bias, out, ldo, M, N, Kp);
+  if (M >= kS24BlockedMinM) return s24_blocked_driver(x, ldx, val, scale, meta, Np, bias, out, ldo, M, N, Kp);
   parallel_for(N, kRowGrain, [&](int64_t n0, int64_t n1) {
     for (int64_t n = n0; n < n1; ++n) {
       const MetaRow row(n);
