@@ -5,6 +5,7 @@ import torch
 from pycomp import _ext
 from pycomp.formats import sparse as fmt
 from pycomp.prune import nm_mask
+from simde_harness import needs_simde, run_emulated
 
 pytestmark = pytest.mark.skipif(not _ext.has_c("csr_linear_cpu"), reason="pycomp._C without the sparse kernels")
 
@@ -31,7 +32,8 @@ def _close(got, x, w, bias=None):
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5 * float(want.abs().max()) + 1e-6)
 
 
-# M < 8 gathers along K per row, M >= 8 transposes x (outer products): both, with odd tails
+# M < 3 gathers along K per row, M >= 3 transposes x into panels of 32 rows (AVX2; 64 AVX-512, 4 portable,
+# the last one narrower): both paths, with odd tails and 2-3 panels
 MS = [1, 2, 3, 4, 5, 7, 8, 9, 33, 70]
 
 
@@ -56,6 +58,31 @@ def test_csr_int32_indices_and_empty_weight(isa):
     assert values.numel() == 0
     out = _ext._C.csr_linear_cpu(torch.randn(3, 6), crow, col, values, 6, isa=isa)
     assert torch.equal(out, torch.zeros(3, 5))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("m", [1, 2, 5, 40])
+def test_csr_rows_split_by_nonzeros(isa, threads, m):
+    """Threads take row ranges of equal non-zero counts: rows of very different density (a dense first
+    quarter, empty rows, one row holding a third of the non-zeros), each output row written exactly once."""
+    n, k = 203, 301
+    g = torch.Generator().manual_seed(threads * 10 + m)
+    w = torch.randn(n, k, generator=g) * (torch.rand(n, k, generator=g) < 0.05)
+    w[: n // 4] = torch.randn(n // 4, k, generator=g)
+    w[n // 2: n // 2 + 20] = 0
+    w[-1] = torch.randn(k, generator=g)
+    x, bias = torch.randn(m, k), torch.randn(n)
+    crow, col, values = fmt.pack_csr(w)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = _ext._C.csr_linear_cpu(x, crow, col, values, k, bias, isa=_isa(isa))
+        zero = _ext._C.csr_linear_cpu(x, *fmt.pack_csr(torch.zeros(n, k)), k, bias, isa=isa)
+    finally:
+        torch.set_num_threads(before)
+    _close(got, x, w, bias)
+    assert torch.equal(zero, bias.expand(m, n))
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -150,3 +177,69 @@ def test_wrappers_refuse_bad_tensors():
     values, meta = fmt.pack_24(torch.zeros(4, 32))
     with pytest.raises(RuntimeError, match="sparse24_linear_cpu: meta must be"):
         _ext._C.sparse24_linear_cpu(torch.randn(2, 32), values, meta[:16])
+
+
+# ----------------------------------------------------------------------------- AVX-512 without the hardware
+
+_SIMDE_SHIM = r"""
+static inline simde__m512i pyc_cvtepi16_epi32(simde__m256i v) {
+  int16_t h[16]; int32_t i[16]; simde_mm256_storeu_si256(reinterpret_cast<simde__m256i*>(h), v);
+  for (int l = 0; l < 16; ++l) i[l] = h[l];
+  return simde_mm512_loadu_si512(i);
+}
+static inline simde__m512 pyc_i32gather_ps(simde__m512i idx, const float* base, int) {
+  int32_t i[16]; float f[16]; simde_mm512_storeu_si512(i, idx);
+  for (int l = 0; l < 16; ++l) f[l] = base[i[l]];
+  return simde_mm512_loadu_ps(f);
+}
+"""
+
+_SIMDE_MAIN = r"""
+#include "cpu/sparse/sparse_kernels.h"
+using namespace pycomp::cpu::sparse;
+int main() {
+  std::mt19937 rng(11);
+  int bad = 0, cases = 0;
+  for (int64_t K : {1, 5, 17, 40, 77, 300})
+    for (int64_t N : {1, 7, 45, 100})
+      for (int64_t M : {1, 2, 3, 4, 5, 8, 9, 17, 33, 70})
+        for (int wide = 0; wide < 2; ++wide) {
+          // integer values and activations: every sum exact, so any order matches the portable kernel
+          std::vector<int32_t> crow(N + 1, 0), c32;
+          std::vector<int16_t> c16;
+          std::vector<float> val;
+          for (int64_t n = 0; n < N; ++n) {
+            const unsigned density = n % 5 == 2 ? 0 : rng() % 100;  // empty rows, sparse to dense
+            for (int64_t k = 0; k < K; ++k)
+              if (rng() % 100 < density) { c32.push_back(k); c16.push_back(k); val.push_back(float(int(rng() % 9) - 4)); }
+            crow[n + 1] = int32_t(val.size());
+          }
+          std::vector<float> x(M * K), bias(N), o1(M * N), o2(M * N);
+          for (auto& v : x) v = float(int(rng() % 9) - 4);
+          for (auto& v : bias) v = float(int(rng() % 17) - 8);
+          const int16_t* p16 = wide ? nullptr : c16.data();
+          const int32_t* p32 = wide ? c32.data() : nullptr;
+          csr_portable(x.data(), K, crow.data(), p16, p32, val.data(), bias.data(), o1.data(), N, M, N, K);
+          csr_avx512(x.data(), K, crow.data(), p16, p32, val.data(), bias.data(), o2.data(), N, M, N, K);
+          ++cases;
+          for (int64_t i = 0; i < M * N; ++i)
+            if (o1[i] != o2[i]) { ++bad; printf("K=%ld N=%ld M=%ld wide=%d: %g vs %g\n", long(K), long(N), long(M), wide, o1[i], o2[i]); break; }
+        }
+  printf("%d cases, %d mismatching\n", cases, bad);
+  return bad != 0;
+}
+"""
+
+
+@needs_simde
+def test_avx512_csr_under_simde_emulation(tmp_path):
+    """Where the CPU hides AVX-512 (this project's machines), sparse_avx512.cpp is compiled with its
+    intrinsics emulated by SIMDe and its CSR kernel checked bit for bit against the portable one on integer
+    sums (exact in any order): int16 and int32 indices, both M paths (M < 3 gathers; from 3 on, panels of up
+    to 64 rows, 70 crossing one), odd K and N, empty rows."""
+    run_emulated(tmp_path, "csrc/cpu/sparse/sparse_avx512.cpp",
+                 [('"avx512f,avx512bw,avx512vl,avx2,fma"', '"avx2,fma"'),
+                  ("_mm512_reduce_add_ps(", "pyc_reduce_add_ps("),
+                  ("_mm512_cvtepi16_epi32(", "pyc_cvtepi16_epi32("),
+                  ("_mm512_i32gather_ps(", "pyc_i32gather_ps(")],
+                 _SIMDE_SHIM, _SIMDE_MAIN, ("csrc/cpu/sparse/sparse_portable.cpp",))

@@ -39,7 +39,8 @@ struct V {
     return _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   }
   static I idx(const int32_t* p) { return _mm512_loadu_si512(p); }
-  static F gather(const float* base, I i) { return _mm512_i32gather_ps(i, base, 4); }
+  template <class Idx>
+  static F gather(const float* base, const Idx* c) { return _mm512_i32gather_ps(idx(c), base, 4); }
 };
 
 #include "cpu/sparse/sparse_generic.h"

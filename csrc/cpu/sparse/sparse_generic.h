@@ -1,20 +1,30 @@
 // The CSR and block-CSR kernels, written once over a vector type. Each ISA file defines `struct V`
-// (width W; zero, set1, loadu, storeu, fma(a, b, c) = a * b + c, hsum, idx(int16/int32 pointer) -> index
-// vector, gather(base, idx)) and includes this header inside its anonymous namespace and target region,
-// so every function here is compiled for that ISA.
+// (width W; zero, set1, loadu, storeu, fma(a, b, c) = a * b + c, hsum, gather(base, int16/int32 column
+// pointer) -> base at W consecutive column indices) and includes this header inside its anonymous
+// namespace and target region, so every function here is compiled for that ISA.
 //
-// CSR, M < kCsrTransposeMinM: per output row, W non-zeros at a time, one index load and one value load
-// shared by up to 4 activation rows, each gathering its W x values (the weights stream once).
-// CSR, larger M: x transposed once to (K, Mpad); per non-zero, one broadcast weight times a vector of
-// R*W rows of x (outer product), so the gather disappears and x^T rows are reused across output rows.
+// CSR, M < kCsrOuterMinM (1 or 2): per output row, W non-zeros at a time, one value load shared by the
+// activation rows, each gathering its W x values (the weights stream once, prefetched ahead).
+// CSR, larger M: x transposed once into panels of up to 4*W activation rows, each (K, width) contiguous;
+// per non-zero, one broadcast weight times the panel row of its column (outer product), so the gather
+// disappears and x^T rows are reused across output rows.
+// CSR threads take row ranges with equal shares of the non-zeros (csr_split), not equal row counts.
 // Block-CSR: per output row of a block row, dot products of the block's row with x along bk, up to 4
 // activation rows sharing each weight vector.
-// 2:4, M >= kCsrTransposeMinM (the ISA files have their own kernels for small M): outer products like
+// 2:4, M >= kS24BlockedMinM (the ISA files have their own kernels for small M): outer products like
 // CSR's, blocked for the caches: x^T packed into panels of 4*W activation rows, and per block of 32
 // output rows x 128 columns, each row's two kept weights per group broadcast times the panel rows of
 // their columns (decoded from the metadata nibble); values float or int8, the int8 row scale applied
 // once per output.
 
+constexpr int64_t kRowGrain = 16;  // output rows per parallel chunk: enough work to amortize a task
+// How far ahead of the row the value stream is prefetched (and the index stream, scaled to its width):
+// the hardware prefetcher alone leaves M=1 short of the bandwidth (A/B, one thread, 4096x4096 at 90%, cold:
+// 0.95 -> 0.81 ms, noisy).
+constexpr int64_t kCsrValuePrefetchBytes = 1024;
+
+// MR activation rows times output rows [n0, n1). V::gather(base, col) loads base[col[0..W)]: the ISA
+// picks how (AVX2 from scalar loads, cheaper than vgatherdps on Zen 3; AVX-512 vgatherdps).
 template <class Idx, int MR>
 void csr_gather_rows(const float* x, int64_t ldx, const int32_t* crow, const Idx* col, const float* val,
                      const float* bias, float* out, int64_t ldo, int64_t n0, int64_t n1) {
@@ -25,16 +35,16 @@ void csr_gather_rows(const float* x, int64_t ldx, const int32_t* crow, const Idx
     int64_t j = crow[n];
     const int64_t end = crow[n + 1];
     for (; j + 2 * V::W <= end; j += 2 * V::W) {
+      __builtin_prefetch(reinterpret_cast<const char*>(val + j) + kCsrValuePrefetchBytes);
+      __builtin_prefetch(reinterpret_cast<const char*>(col + j) + kCsrValuePrefetchBytes * sizeof(Idx) / 4);
       for (int u = 0; u < 2; ++u) {
         const typename V::F v = V::loadu(val + j + u * V::W);
-        const typename V::I i = V::idx(col + j + u * V::W);
-        for (int m = 0; m < MR; ++m) acc[u][m] = V::fma(v, V::gather(x + m * ldx, i), acc[u][m]);
+        for (int m = 0; m < MR; ++m) acc[u][m] = V::fma(v, V::gather(x + m * ldx, col + j + u * V::W), acc[u][m]);
       }
     }
     if (j + V::W <= end) {
       const typename V::F v = V::loadu(val + j);
-      const typename V::I i = V::idx(col + j);
-      for (int m = 0; m < MR; ++m) acc[0][m] = V::fma(v, V::gather(x + m * ldx, i), acc[0][m]);
+      for (int m = 0; m < MR; ++m) acc[0][m] = V::fma(v, V::gather(x + m * ldx, col + j), acc[0][m]);
       j += V::W;
     }
     float s[MR];
@@ -49,65 +59,106 @@ void csr_gather_rows(const float* x, int64_t ldx, const int32_t* crow, const Idx
   }
 }
 
-// x (M, K) -> x^T (K, mpad), the columns past M zero.
-inline std::vector<float> transpose_x(const float* x, int64_t ldx, int64_t M, int64_t K, int64_t mpad) {
-  std::vector<float> xt(static_cast<size_t>(K * mpad), 0.0f);
-  parallel_for(K, 64, [&](int64_t k0, int64_t k1) {
-    for (int64_t m = 0; m < M; ++m)
-      for (int64_t k = k0; k < k1; ++k) xt[k * mpad + m] = x[m * ldx + k];
-  });
-  return xt;
-}
-
+// Output rows [n0, n1) for activation rows mc .. mc+mcount of one x^T panel (`xt`: x[mc + i, k] at
+// k * stride + i, stride a multiple of W >= mcount, zero past mcount). Non-zeros two at a time into two
+// accumulator sets, so that no FMA waits on the one before it.
 template <class Idx, int R>
-void csr_outer_rows(const float* xt, int64_t mpad, int64_t mc, int64_t mcount, const int32_t* crow, const Idx* col,
-                    const float* val, const float* bias, float* out, int64_t ldo, int64_t n0, int64_t n1) {
+void csr_outer_rows(const float* xt, int64_t stride, int64_t mc, int64_t mcount, const int32_t* crow,
+                    const Idx* col, const float* val, const float* bias, float* out, int64_t ldo, int64_t n0,
+                    int64_t n1) {
   for (int64_t n = n0; n < n1; ++n) {
-    typename V::F acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = V::zero();
-    for (int64_t j = crow[n]; j < crow[n + 1]; ++j) {
+    typename V::F acc[2][R];
+    for (int r = 0; r < R; ++r) acc[0][r] = acc[1][r] = V::zero();
+    int64_t j = crow[n];
+    const int64_t end = crow[n + 1];
+    for (; j + 2 <= end; j += 2)
+      for (int u = 0; u < 2; ++u) {
+        const typename V::F v = V::set1(val[j + u]);
+        const float* p = xt + static_cast<int64_t>(col[j + u]) * stride;
+        for (int r = 0; r < R; ++r) acc[u][r] = V::fma(v, V::loadu(p + r * V::W), acc[u][r]);
+      }
+    if (j < end) {
       const typename V::F v = V::set1(val[j]);
-      const float* p = xt + static_cast<int64_t>(col[j]) * mpad + mc;
-      for (int r = 0; r < R; ++r) acc[r] = V::fma(v, V::loadu(p + r * V::W), acc[r]);
+      const float* p = xt + static_cast<int64_t>(col[j]) * stride;
+      for (int r = 0; r < R; ++r) acc[0][r] = V::fma(v, V::loadu(p + r * V::W), acc[0][r]);
     }
-    float tmp[R * V::W];
-    for (int r = 0; r < R; ++r) V::storeu(tmp + r * V::W, acc[r]);
+    float tmp[2][R * V::W];
+    for (int r = 0; r < R; ++r) V::storeu(tmp[0] + r * V::W, acc[0][r]), V::storeu(tmp[1] + r * V::W, acc[1][r]);
     const float b = bias ? bias[n] : 0.0f;
-    for (int64_t i = 0; i < mcount; ++i) out[(mc + i) * ldo + n] = tmp[i] + b;
+    for (int64_t i = 0; i < mcount; ++i) out[(mc + i) * ldo + n] = tmp[0][i] + tmp[1][i] + b;
   }
 }
 
-constexpr int64_t kRowGrain = 16;  // output rows per parallel chunk: enough work to amortize a task
+// First output row of part t of `parts`: the parts hold equal shares of non-zeros plus kCsrRowCost per row
+// (a row's fixed work), so that threads finish together on matrices whose rows differ in density.
+constexpr int64_t kCsrRowCost = 16;
+
+inline int64_t csr_split(const int32_t* crow, int64_t N, int64_t parts, int64_t t) {
+  if (t >= parts) return N;
+  const int64_t target = t * (crow[N] + kCsrRowCost * N) / parts;
+  int64_t lo = 0, hi = N;  // first n with crow[n] + kCsrRowCost * n >= target
+  while (lo < hi) {
+    const int64_t mid = (lo + hi) / 2;
+    if (crow[mid] + kCsrRowCost * mid < target)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+// fn(n0, n1) over the output rows, one nnz-balanced range per thread.
+template <class Fn>
+void csr_parallel_rows(const int32_t* crow, int64_t N, const Fn& fn) {
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(num_threads(), N / kRowGrain));
+  parallel_for(parts, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t n0 = csr_split(crow, N, parts, t), n1 = csr_split(crow, N, parts, t + 1);
+      if (n0 < n1) fn(n0, n1);
+    }
+  });
+}
+
+// From this M on, CSR runs the outer-product loop on x^T panels; below it, the gather. The outer loop wins
+// from M = 3 although its vectors then hold mostly zero rows (A/B, one thread, 4096x4096 at 90%, AVX2,
+// noisy: M=3 2.1 -> 1.4 ms, M=4 2.9 -> 1.3, M=7 5.2 -> 1.9; M=2 1.5 vs 2.2 stays with the gather).
+constexpr int64_t kCsrOuterMinM = 3;
 
 template <class Idx>
 void csr_driver(const float* x, int64_t ldx, const int32_t* crow, const Idx* col, const float* val,
                 const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t K) {
-  if (M < kCsrTransposeMinM) {
-    parallel_for(N, kRowGrain, [&](int64_t n0, int64_t n1) {
-      for (int64_t m0 = 0; m0 < M; m0 += 4) {
-        const float* xm = x + m0 * ldx;
-        float* om = out + m0 * ldo;
-        switch (std::min<int64_t>(4, M - m0)) {
-          case 1: csr_gather_rows<Idx, 1>(xm, ldx, crow, col, val, bias, om, ldo, n0, n1); break;
-          case 2: csr_gather_rows<Idx, 2>(xm, ldx, crow, col, val, bias, om, ldo, n0, n1); break;
-          case 3: csr_gather_rows<Idx, 3>(xm, ldx, crow, col, val, bias, om, ldo, n0, n1); break;
-          default: csr_gather_rows<Idx, 4>(xm, ldx, crow, col, val, bias, om, ldo, n0, n1); break;
-        }
-      }
+  static_assert(kCsrOuterMinM == 3, "the gather path below instantiates MR = 1 and 2");
+  if (M < kCsrOuterMinM) {
+    csr_parallel_rows(crow, N, [&](int64_t n0, int64_t n1) {
+      if (M == 1)
+        csr_gather_rows<Idx, 1>(x, ldx, crow, col, val, bias, out, ldo, n0, n1);
+      else
+        csr_gather_rows<Idx, 2>(x, ldx, crow, col, val, bias, out, ldo, n0, n1);
     });
     return;
   }
-  const int64_t mpad = (M + V::W - 1) / V::W * V::W;
-  const std::vector<float> xt = transpose_x(x, ldx, M, K, mpad);
-  constexpr int64_t chunk = 4 * V::W;
-  parallel_for(N, kRowGrain, [&](int64_t n0, int64_t n1) {
-    for (int64_t mc = 0; mc < M; mc += chunk) {
-      const int64_t mcount = std::min(chunk, M - mc);
-      switch ((mcount + V::W - 1) / V::W) {
-        case 1: csr_outer_rows<Idx, 1>(xt.data(), mpad, mc, mcount, crow, col, val, bias, out, ldo, n0, n1); break;
-        case 2: csr_outer_rows<Idx, 2>(xt.data(), mpad, mc, mcount, crow, col, val, bias, out, ldo, n0, n1); break;
-        case 3: csr_outer_rows<Idx, 3>(xt.data(), mpad, mc, mcount, crow, col, val, bias, out, ldo, n0, n1); break;
-        default: csr_outer_rows<Idx, 4>(xt.data(), mpad, mc, mcount, crow, col, val, bias, out, ldo, n0, n1); break;
+  // x^T in panels of P activation rows, each contiguous (K, width): a panel of the (K, Mpad) transpose
+  // would put its rows Mpad floats apart, which for M = 128 alias in the L2's sets (A/B, one thread, 4096x4096
+  // at 90%, cold, with the two accumulator sets of csr_outer_rows: M=128 25.2 -> 18.8 ms, M=16 2.8 -> 2.5 ms).
+  constexpr int64_t P = 4 * V::W;
+  auto width = [&](int64_t mc) { return std::min(P, (M - mc + V::W - 1) / V::W * V::W); };
+  std::vector<float> xt(static_cast<size_t>(((M - 1) / P * P + width((M - 1) / P * P)) * K), 0.0f);
+  parallel_for(K, 64, [&](int64_t k0, int64_t k1) {
+    for (int64_t m = 0; m < M; ++m) {
+      const int64_t mc = m / P * P, w = width(mc);
+      float* dst = xt.data() + mc * K + m - mc;
+      for (int64_t k = k0; k < k1; ++k) dst[k * w] = x[m * ldx + k];
+    }
+  });
+  csr_parallel_rows(crow, N, [&](int64_t n0, int64_t n1) {
+    for (int64_t mc = 0; mc < M; mc += P) {
+      const int64_t mcount = std::min(P, M - mc), w = width(mc);
+      const float* panel = xt.data() + mc * K;
+      switch (w / V::W) {
+        case 1: csr_outer_rows<Idx, 1>(panel, w, mc, mcount, crow, col, val, bias, out, ldo, n0, n1); break;
+        case 2: csr_outer_rows<Idx, 2>(panel, w, mc, mcount, crow, col, val, bias, out, ldo, n0, n1); break;
+        case 3: csr_outer_rows<Idx, 3>(panel, w, mc, mcount, crow, col, val, bias, out, ldo, n0, n1); break;
+        default: csr_outer_rows<Idx, 4>(panel, w, mc, mcount, crow, col, val, bias, out, ldo, n0, n1); break;
       }
     }
   });

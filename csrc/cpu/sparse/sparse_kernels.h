@@ -41,8 +41,8 @@ struct MetaRow {
   int64_t offset(int64_t c, int64_t Np) const { return (c >> 1) * 2 * Np + slot[c & 1]; }
 };
 
-// From this M on, the CSR (and 2:4) kernels transpose x once and run an outer-product loop (broadcast one
-// weight, FMA a vector of M); below it they gather x along K per row.
-constexpr int64_t kCsrTransposeMinM = 8;
+// From this M on, the 2:4 kernels pack x^T into panels and run the blocked outer-product loop (broadcast one
+// weight, FMA a vector of activation rows); below it they read x along K per row. (CSR: kCsrOuterMinM.)
+constexpr int64_t kS24BlockedMinM = 8;
 
 }  // namespace pycomp::cpu::sparse

@@ -14,16 +14,14 @@ namespace {
 struct V {
   static constexpr int W = 1;
   using F = float;
-  using I = int64_t;
   static F zero() { return 0.0f; }
   static F set1(float a) { return a; }
   static F loadu(const float* p) { return *p; }
   static void storeu(float* p, F a) { *p = a; }
   static F fma(F a, F b, F c) { return a * b + c; }
   static float hsum(F a) { return a; }
-  static I idx(const int16_t* p) { return *p; }
-  static I idx(const int32_t* p) { return *p; }
-  static F gather(const float* base, I i) { return base[i]; }
+  template <class Idx>
+  static F gather(const float* base, const Idx* c) { return base[*c]; }
 };
 
 #include "cpu/sparse/sparse_generic.h"
@@ -45,7 +43,7 @@ namespace {
 template <class T>
 void s24_scalar(const float* x, int64_t ldx, const T* val, const float* scale, const int16_t* meta, int64_t Np,
                 const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t Kp) {
-  if (M >= kCsrTransposeMinM) return s24_blocked_driver(x, ldx, val, scale, meta, Np, bias, out, ldo, M, N, Kp);
+  if (M >= kS24BlockedMinM) return s24_blocked_driver(x, ldx, val, scale, meta, Np, bias, out, ldo, M, N, Kp);
   parallel_for(N, kRowGrain, [&](int64_t n0, int64_t n1) {
     for (int64_t n = n0; n < n1; ++n) {
       const MetaRow row(n);
