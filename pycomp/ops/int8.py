@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from pycomp import _ext
-from pycomp.ops._library import LIB, check, cpu_dense_route, cpu_entry
+from pycomp.ops._library import LIB, check, cpu_entry
 
 # Largest M the CUDA W8A16 GEMV serves; above it the Triton GEMM wins (tuned on the GPU run).
 CUDA_GEMV_MAX_M = 16
@@ -31,10 +31,10 @@ CUDA_K_MULTIPLE = 16
 CUDA_W8A8_MIN_M = 17
 # W8A8 accumulates in int32: 127 * 127 * K must stay below 2**31.
 MAX_K_DYNAMIC = (2**31 - 1) // (127 * 127)
-# Weight-only layers on many rows of few features (the convolutions of a CNN, through im2col) run "cpu-dense",
-# the entries' dense route (pycomp.ops._library.cpu_dense_route): MKL's fp32 GEMM on the weight decoded once per
-# call beat the W8A32 kernel by 2-13x at M=8192, K <= 64 and 1.2-3.3x at K=288 (benchmarks/RESULTS.md). W8A8
-# always runs its kernel: the dense form of the same integer arithmetic was not reliably faster.
+# Every CPU route runs the kernels: the weight-only entries' dense route (pycomp.ops._library.cpu_dense_route)
+# is not taken by int8, whose small-N tiles beat MKL on the decoded weight at every large-batch shape measured
+# (W8A32 0.52-0.90x dense's time, benchmarks/dense_route_crossover.py); before those tiles, the dense form had
+# won 2-13x at M=8192, K <= 64 (session 2). The dense form of W8A8's integer arithmetic was never reliably faster.
 
 LIB.define("quantize_per_token_int8(Tensor x) -> (Tensor, Tensor)")
 LIB.define("int8_linear_dynamic(Tensor x, Tensor qweight, Tensor wscale, Tensor? bias=None) -> Tensor")
@@ -185,8 +185,6 @@ def plan(op: str, device: torch.device | str, M: int | None = None, K: int | Non
             return "reference"
         return "cpu-portable" if _ext._C.cpu_isa() == "portable" else "cpu-avx2"
     if device.type == "cpu":
-        if op == "weight_only" and cpu_dense_route(M, K):
-            return "cpu-dense"
         return f"cpu-{_ext._C.cpu_isa()}" if _ext.has_c("int8_linear_dynamic_cpu") else "reference"
     if device.type != "cuda":
         return "reference"
@@ -208,8 +206,8 @@ def _rows(x: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- CPU
-# The CPU kernels run through their C++ entries (csrc/cpu/int8/int8_ops.h: these checks, the "cpu-dense"
-# route and the conversions, in C++); without the extension the CPU runs the references.
+# The CPU kernels run through their C++ entries (csrc/cpu/int8/int8_ops.h: these checks and the conversions,
+# in C++); without the extension the CPU runs the references.
 
 
 def _check_reduce_range(x, qweight, wscale, wsum, bias):

@@ -50,13 +50,12 @@ inline at::Tensor linear_dynamic(const at::Tensor& x, const at::Tensor& qweight,
 inline at::Tensor linear_weight_only(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& wscale,
                                      const c10::optional<at::Tensor>& bias) {
   check_linear("pycomp.int8_linear_weight_only", x, qweight, wscale, bias);
+  // No dense route: since the small-N tiles (int8_driver.h), W8A32 beat MKL on the decoded weight at every
+  // large-batch shape measured (benchmarks/dense_route_crossover.py, benchmarks/RESULTS.md).
   const at::Tensor x2 = rows_f32(x);
   if (x2.size(0) == 0) return empty_out(x, qweight.size(0));
-  const at::Tensor q = qweight.contiguous(), s = wscale.contiguous();
-  return finish(weight_only_rows(x2, bias_f32(bias),
-                                 [&](const at::Tensor& rows, const c10::optional<at::Tensor>& b) {
-                                   return int8_bindings::int8_linear_weight_only_cpu(rows, q, s, b, "");
-                                 }),
+  return finish(int8_bindings::int8_linear_weight_only_cpu(x2, qweight.contiguous(), wscale.contiguous(),
+                                                           bias_f32(bias), ""),
                 x);
 }
 
