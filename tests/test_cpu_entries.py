@@ -199,3 +199,25 @@ def test_dense_route_gives_the_kernels_answer(dense_route_off):
     assert int4.plan("cpu", m - 1, k) != "cpu-dense" and int4.plan("cpu", m, m // 8 + 1) != "cpu-dense"
     with pytest.raises(RuntimeError, match="rows_per_k must be >= 0"):
         _ext._C.set_cpu_dense_route(-1)
+
+
+def test_no_grad_calls_skip_the_autograd_wrapper_and_agree():
+    """Under torch.no_grad() the public wrappers dispatch below the Autograd key (pycomp.ops._library.run);
+    results equal the grad-mode ones, also under torch.compile, and gradients still flow with grad mode on."""
+    from pycomp.nn import Int8Linear
+
+    torch.manual_seed(0)
+    x = torch.randn(5, 100, requires_grad=True)
+    for name, op in _weight_only_cases(100, 24).items():
+        with_grad = op(x)
+        assert with_grad.requires_grad, name
+        with torch.no_grad():
+            without = op(x)
+        assert not without.requires_grad, name
+        torch.testing.assert_close(without, with_grad.detach(), rtol=0, atol=0, msg=name)
+    layer = Int8Linear.from_float(torch.nn.Linear(100, 24))
+    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), layer(x), rtol=0, atol=0)
+    layer(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from pycomp import _ext
 from pycomp.formats.binary import WORD_BITS, dequantize_binary, num_groups, pack_signs, unpack_signs, words
-from pycomp.ops._library import LIB, check, cpu_dense_route, cpu_entry
+from pycomp.ops._library import LIB, check, cpu_dense_route, cpu_entry, run
 
 # Largest M the CUDA W1A16 GEMV serves; above it the Triton kernel (tensor cores on ±1 tiles).
 CUDA_GEMV_MAX_M = 16
@@ -221,9 +221,9 @@ for _name in ("w1a16_linear", "xnor_linear"):
 
 def w1a16_linear(x: Tensor, packed: Tensor, alpha: Tensor, group_size: int = 0, bias: Tensor | None = None) -> Tensor:
     """1-bit weights, float activations: x (..., K) float -> (..., N) in x's dtype."""
-    return torch.ops.pycomp.w1a16_linear(x, packed, alpha, group_size, bias)
+    return run(torch.ops.pycomp.w1a16_linear, x, packed, alpha, group_size, bias)
 
 
 def xnor_linear(x: Tensor, packed: Tensor, alpha: Tensor, group_size: int = 0, bias: Tensor | None = None) -> Tensor:
     """1-bit weights and activations (β = mean|x| per token): x (..., K) float -> (..., N) in x's dtype."""
-    return torch.ops.pycomp.xnor_linear(x, packed, alpha, group_size, bias)
+    return run(torch.ops.pycomp.xnor_linear, x, packed, alpha, group_size, bias)

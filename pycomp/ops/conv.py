@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pycomp import _ext
-from pycomp.ops._library import LIB, check
+from pycomp.ops._library import LIB, check, run
 
 LIB.define("im2col(Tensor x, int[] kernel, int[] stride, int[] dilation) -> Tensor")
 
@@ -75,4 +75,4 @@ torch.library.register_autograd("pycomp::im2col", _backward, setup_context=_setu
 
 def im2col(x: Tensor, kernel, stride, dilation) -> Tensor:
     """x (B, C, H, W) float, padded -> (B * Ho * Wo, C * kh * kw) in x's dtype."""
-    return torch.ops.pycomp.im2col(x, list(kernel), list(stride), list(dilation))
+    return run(torch.ops.pycomp.im2col, x, list(kernel), list(stride), list(dilation))

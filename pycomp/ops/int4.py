@@ -20,7 +20,7 @@ from torch import Tensor
 
 from pycomp import _ext
 from pycomp.formats.int4 import GROUP_SIZES, dequantize_int4, n_groups
-from pycomp.ops._library import LIB, check, cpu_dense_route
+from pycomp.ops._library import LIB, check, cpu_dense_route, run
 
 LIB.define("w4a16_linear(Tensor x, Tensor packed, Tensor scales, Tensor? zeros, Tensor? bias, "
            "int group_size, int in_features) -> Tensor")
@@ -141,4 +141,4 @@ torch.library.register_autograd("pycomp::w4a16_linear", _backward, setup_context
 def w4a16_linear(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor | None, bias: Tensor | None,
                  group_size: int, in_features: int) -> Tensor:
     """W4A16: x (..., K) float -> (..., N) in x's dtype; group-wise int4 weights dequantized on the fly."""
-    return torch.ops.pycomp.w4a16_linear(x, packed, scales, zeros, bias, group_size, in_features)
+    return run(torch.ops.pycomp.w4a16_linear, x, packed, scales, zeros, bias, group_size, in_features)

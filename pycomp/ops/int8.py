@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from pycomp import _ext
-from pycomp.ops._library import LIB, check, cpu_entry
+from pycomp.ops._library import LIB, check, cpu_entry, run
 
 # Largest M the CUDA W8A16 GEMV serves; above it the Triton GEMM wins (tuned on the GPU run).
 CUDA_GEMV_MAX_M = 16
@@ -363,17 +363,17 @@ torch.library.register_autograd("pycomp::int8_linear_dynamic_reduce_range", _bac
 
 def quantize_per_token_int8(x: Tensor) -> tuple[Tensor, Tensor]:
     """x (..., K) float -> (q (..., K) int8, scale (...) float32)."""
-    return torch.ops.pycomp.quantize_per_token_int8(x)
+    return run(torch.ops.pycomp.quantize_per_token_int8, x)
 
 
 def int8_linear_dynamic(x: Tensor, qweight: Tensor, wscale: Tensor, bias: Tensor | None = None) -> Tensor:
     """W8A8: x (..., K) float -> (..., N) in x's dtype; activations quantized per token."""
-    return torch.ops.pycomp.int8_linear_dynamic(x, qweight, wscale, bias)
+    return run(torch.ops.pycomp.int8_linear_dynamic, x, qweight, wscale, bias)
 
 
 def quantize_per_token_uint7(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """x (..., K) float -> (q (..., K) uint8 in [0, 127], scale (...) float32, zero_point (...) int32)."""
-    return torch.ops.pycomp.quantize_per_token_uint7(x)
+    return run(torch.ops.pycomp.quantize_per_token_uint7, x)
 
 
 def int8_linear_dynamic_reduce_range(x: Tensor, qweight: Tensor, wscale: Tensor, wsum: Tensor,
@@ -381,7 +381,7 @@ def int8_linear_dynamic_reduce_range(x: Tensor, qweight: Tensor, wscale: Tensor,
     """W8A8 with 7-bit activations (fbgemm's numerics, per token): x (..., K) float -> (..., N) in x's dtype.
 
     wsum: (N,) int32, qweight.sum(1) (see weight_row_sums)."""
-    return torch.ops.pycomp.int8_linear_dynamic_reduce_range(x, qweight, wscale, wsum, bias)
+    return run(torch.ops.pycomp.int8_linear_dynamic_reduce_range, x, qweight, wscale, wsum, bias)
 
 
 def weight_row_sums(qweight: Tensor) -> Tensor:
@@ -391,4 +391,4 @@ def weight_row_sums(qweight: Tensor) -> Tensor:
 
 def int8_linear_weight_only(x: Tensor, qweight: Tensor, wscale: Tensor, bias: Tensor | None = None) -> Tensor:
     """W8A16 / W8A32: x (..., K) float -> (..., N) in x's dtype; weights dequantized in registers."""
-    return torch.ops.pycomp.int8_linear_weight_only(x, qweight, wscale, bias)
+    return run(torch.ops.pycomp.int8_linear_weight_only, x, qweight, wscale, bias)

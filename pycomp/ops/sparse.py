@@ -22,7 +22,7 @@ from torch import Tensor
 
 from pycomp import _ext
 from pycomp.formats import sparse as fmt
-from pycomp.ops._library import LIB, check
+from pycomp.ops._library import LIB, check, run
 
 PATTERNS = ("2:4", "unstructured", "block")
 # Largest M the CUDA 2:4 GEMV serves (it streams the kept values once for up to 16 rows); above, the mma.sp GEMM.
@@ -341,7 +341,7 @@ def sparse24_linear(x: Tensor, values: Tensor, meta: Tensor, in_features: int, b
                     scale: Tensor | None = None) -> Tensor:
     """2:4: x (..., K) float -> (..., N) in x's dtype; values (N, Kp/2) float, or int8 with scale (N,) float32;
     meta (Np, Kp/16) int16."""
-    return torch.ops.pycomp.sparse24_linear(x, values, meta, in_features, bias, scale)
+    return run(torch.ops.pycomp.sparse24_linear, x, values, meta, in_features, bias, scale)
 
 
 def sparse24_linear_dynamic(x: Tensor, values: Tensor, meta: Tensor, in_features: int, scale: Tensor,
@@ -353,17 +353,17 @@ def sparse24_linear_dynamic(x: Tensor, values: Tensor, meta: Tensor, in_features
     from pycomp.ops.int8 import quantize_per_token_int8
 
     q, sx = quantize_per_token_int8(x)
-    out = torch.ops.pycomp.sparse24_linear(q.float(), values, meta, in_features, None, scale) * sx.unsqueeze(-1)
+    out = run(torch.ops.pycomp.sparse24_linear, q.float(), values, meta, in_features, None, scale) * sx.unsqueeze(-1)
     return (out if bias is None else out + bias.float()).to(x.dtype)
 
 
 def csr_linear(x: Tensor, crow: Tensor, col: Tensor, values: Tensor, in_features: int,
                bias: Tensor | None = None) -> Tensor:
     """CSR: x (..., K) float -> (..., N) in x's dtype, N = crow.numel() - 1."""
-    return torch.ops.pycomp.csr_linear(x, crow, col, values, in_features, bias)
+    return run(torch.ops.pycomp.csr_linear, x, crow, col, values, in_features, bias)
 
 
 def bsr_linear(x: Tensor, crow: Tensor, col: Tensor, values: Tensor, out_features: int, in_features: int,
                bias: Tensor | None = None) -> Tensor:
     """Block-CSR: x (..., K) float -> (..., out_features) in x's dtype; values (nblocks, bn, bk)."""
-    return torch.ops.pycomp.bsr_linear(x, crow, col, values, out_features, in_features, bias)
+    return run(torch.ops.pycomp.bsr_linear, x, crow, col, values, out_features, in_features, bias)
