@@ -666,6 +666,33 @@ PYCOMP_AVX2_INLINE void store_row16(float* o, __m256 v0, __m256 v1, int cols) {
   _mm256_maskstore_ps(o + 8, _mm256_cmpgt_epi32(_mm256_set1_epi32(cols - 8), lane), v1);
 }
 
+// The 6 rows a small-N tile reads; rows past t.rows repeat the last one (their results are not stored).
+template <class Act, class WAct>
+PYCOMP_AVX2_INLINE void tile_rows(const SmallNTile<Act, WAct>& t, const Act* (&a)[6]) {
+  unroll<6>([&](auto i) PYCOMP_AVX2_LAMBDA { a[i] = t.a + std::min<int>(i, t.rows - 1) * t.lda; });
+}
+
+// The columns' side of the drivers' epilogue, out = d * wscale (+ bias), for the 16 columns of a panel.
+struct PanelEpilogue {
+  __m256 ws0, ws1, bs0, bs1;
+  const float* bias;
+
+  template <class Tile>
+  PYCOMP_AVX2_INLINE explicit PanelEpilogue(const Tile& t)
+      : ws0(_mm256_loadu_ps(t.wscale)), ws1(_mm256_loadu_ps(t.wscale + 8)),
+        bs0(t.bias ? _mm256_loadu_ps(t.bias) : _mm256_setzero_ps()),
+        bs1(t.bias ? _mm256_loadu_ps(t.bias + 8) : _mm256_setzero_ps()), bias(t.bias) {}
+
+  // Row i's 16 values d0, d1 (already scaled per row) to out.
+  template <class Tile>
+  PYCOMP_AVX2_INLINE void store(const Tile& t, int i, __m256 d0, __m256 d1) const {
+    if (bias)
+      store_row16(t.out + i * t.ldo, mul_add_unfused(d0, ws0, bs0), mul_add_unfused(d1, ws1, bs1), t.cols);
+    else
+      store_row16(t.out + i * t.ldo, _mm256_mul_ps(d0, ws0), _mm256_mul_ps(d1, ws1), t.cols);
+  }
+};
+
 // W8A8, 6 rows x 16 columns: per K pair, the two panel vectors of 8 columns x
 // (w[k], w[k + 1]) int16 pairs, and each row's (q[k], q[k + 1]) broadcast to
 // every lane; vpmaddwd gives exact int32 pair sums, vpaddd accumulates. 12
@@ -685,7 +712,7 @@ struct SmallNDynamic {
 
   PYCOMP_AVX2 static void tile(const SmallNTile<int16_t, int16_t>& t) {
     const int16_t* a[6];
-    unroll<6>([&](auto i) PYCOMP_AVX2_LAMBDA { a[i] = t.a + std::min<int>(i, t.rows - 1) * t.lda; });
+    tile_rows(t, a);
     __m256i c[6][2];
     for_tile<6, 2>([&](auto i, auto j) PYCOMP_AVX2_LAMBDA { c[i][j] = _mm256_setzero_si256(); });
     const int16_t* w = t.w;
@@ -704,18 +731,11 @@ struct SmallNDynamic {
       });
     }
     // The drivers' epilogue in vector form, the same fp32 operations in the same order.
-    const __m256 ws0 = _mm256_loadu_ps(t.wscale), ws1 = _mm256_loadu_ps(t.wscale + 8);
-    const __m256 bs0 = t.bias ? _mm256_loadu_ps(t.bias) : _mm256_setzero_ps();
-    const __m256 bs1 = t.bias ? _mm256_loadu_ps(t.bias + 8) : _mm256_setzero_ps();
+    const PanelEpilogue epi(t);
     unroll<6>([&](auto i) PYCOMP_AVX2_LAMBDA {
       if (i >= t.rows) return;
       const __m256 s = _mm256_set1_ps(t.row_scale[i]);
-      const __m256 d0 = _mm256_mul_ps(_mm256_cvtepi32_ps(c[i][0]), s);
-      const __m256 d1 = _mm256_mul_ps(_mm256_cvtepi32_ps(c[i][1]), s);
-      if (t.bias)
-        store_row16(t.out + i * t.ldo, mul_add_unfused(d0, ws0, bs0), mul_add_unfused(d1, ws1, bs1), t.cols);
-      else
-        store_row16(t.out + i * t.ldo, _mm256_mul_ps(d0, ws0), _mm256_mul_ps(d1, ws1), t.cols);
+      epi.store(t, i, _mm256_mul_ps(_mm256_cvtepi32_ps(c[i][0]), s), _mm256_mul_ps(_mm256_cvtepi32_ps(c[i][1]), s));
     });
   }
 };
@@ -742,7 +762,7 @@ struct SmallNReduceRange {
 
   PYCOMP_AVX2 static void tile(const SmallNTile<uint8_t, int8_t>& t) {
     const uint8_t* a[6];
-    unroll<6>([&](auto i) PYCOMP_AVX2_LAMBDA { a[i] = t.a + std::min<int>(i, t.rows - 1) * t.lda; });
+    tile_rows(t, a);
     __m256i c[6][2];
     for_tile<6, 2>([&](auto i, auto j) PYCOMP_AVX2_LAMBDA { c[i][j] = _mm256_setzero_si256(); });
     const int8_t* w = t.w;
@@ -760,9 +780,7 @@ struct SmallNReduceRange {
             : [a] "r"(a[i]), [k] "r"(k), [w0] "x"(w0), [w1] "x"(w1), [ones] "r"(kOnes16));
       });
     }
-    const __m256 ws0 = _mm256_loadu_ps(t.wscale), ws1 = _mm256_loadu_ps(t.wscale + 8);
-    const __m256 bs0 = t.bias ? _mm256_loadu_ps(t.bias) : _mm256_setzero_ps();
-    const __m256 bs1 = t.bias ? _mm256_loadu_ps(t.bias + 8) : _mm256_setzero_ps();
+    const PanelEpilogue epi(t);
     const __m256i sum0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.wsum));
     const __m256i sum1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.wsum + 8));
     unroll<6>([&](auto i) PYCOMP_AVX2_LAMBDA {
@@ -771,12 +789,7 @@ struct SmallNReduceRange {
       const __m256i z = _mm256_set1_epi32(t.row_zp[i]);
       const __m256i dot0 = _mm256_sub_epi32(c[i][0], _mm256_mullo_epi32(z, sum0));
       const __m256i dot1 = _mm256_sub_epi32(c[i][1], _mm256_mullo_epi32(z, sum1));
-      const __m256 d0 = _mm256_mul_ps(_mm256_cvtepi32_ps(dot0), s);
-      const __m256 d1 = _mm256_mul_ps(_mm256_cvtepi32_ps(dot1), s);
-      if (t.bias)
-        store_row16(t.out + i * t.ldo, mul_add_unfused(d0, ws0, bs0), mul_add_unfused(d1, ws1, bs1), t.cols);
-      else
-        store_row16(t.out + i * t.ldo, _mm256_mul_ps(d0, ws0), _mm256_mul_ps(d1, ws1), t.cols);
+      epi.store(t, i, _mm256_mul_ps(_mm256_cvtepi32_ps(dot0), s), _mm256_mul_ps(_mm256_cvtepi32_ps(dot1), s));
     });
   }
 };
@@ -793,7 +806,7 @@ struct SmallNWeightOnly {
 
   PYCOMP_AVX2 static void tile(const SmallNTile<float, float>& t) {
     const float* a[6];
-    unroll<6>([&](auto i) PYCOMP_AVX2_LAMBDA { a[i] = t.a + std::min<int>(i, t.rows - 1) * t.lda; });
+    tile_rows(t, a);
     __m256 c[6][2];
     for_tile<6, 2>([&](auto i, auto j) PYCOMP_AVX2_LAMBDA { c[i][j] = _mm256_setzero_ps(); });
     const float* w = t.w;
@@ -809,16 +822,9 @@ struct SmallNWeightOnly {
             : [a] "r"(a[i]), [k] "r"(k), [w0] "x"(w0), [w1] "x"(w1));
       });
     }
-    const __m256 ws0 = _mm256_loadu_ps(t.wscale), ws1 = _mm256_loadu_ps(t.wscale + 8);
-    const __m256 bs0 = t.bias ? _mm256_loadu_ps(t.bias) : _mm256_setzero_ps();
-    const __m256 bs1 = t.bias ? _mm256_loadu_ps(t.bias + 8) : _mm256_setzero_ps();
+    const PanelEpilogue epi(t);
     unroll<6>([&](auto i) PYCOMP_AVX2_LAMBDA {
-      if (i >= t.rows) return;
-      if (t.bias)
-        store_row16(t.out + i * t.ldo, mul_add_unfused(c[i][0], ws0, bs0), mul_add_unfused(c[i][1], ws1, bs1),
-                    t.cols);
-      else
-        store_row16(t.out + i * t.ldo, _mm256_mul_ps(c[i][0], ws0), _mm256_mul_ps(c[i][1], ws1), t.cols);
+      if (i < t.rows) epi.store(t, i, c[i][0], c[i][1]);
     });
   }
 };
