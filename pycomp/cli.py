@@ -54,13 +54,15 @@ def cmd_info(args) -> int:
               ("Int4Linear/Int4Conv2d", lambda d, m, k: int4_ops.plan(d, m, k)),
               ("BinaryLinear/BinaryConv2d activations=float", lambda d, m, k: binary_ops.plan("w1a16", d, m, K=k)),
               ("BinaryLinear/BinaryConv2d activations=binary", lambda d, m, k: binary_ops.plan("xnor", d, m, K=k)),
-              ("SparseLinear/SparseConv2d pattern=2:4", lambda d, m, k: sparse_ops.plan("2:4", d, m)),
+              ("SparseLinear/SparseConv2d pattern=2:4", lambda d, m, k: sparse_ops.plan("2:4", d, m, K=k)),
               ("SparseLinear/SparseConv2d pattern=unstructured",
-               lambda d, m, k: sparse_ops.plan("unstructured", d, m)),
-              ("SparseLinear/SparseConv2d pattern=block", lambda d, m, k: sparse_ops.plan("block", d, m))]
-    rows = [[name, dev, plan(dev, 1, 4096), plan(dev, 1024, 4096), plan(dev, 1024, 4095)]
+               lambda d, m, k: sparse_ops.plan("unstructured", d, m, K=k)),
+              ("SparseLinear/SparseConv2d pattern=block",
+               lambda d, m, k: sparse_ops.plan("block", d, m, block=(16, 16), K=k))]
+    rows = [[name, dev, plan(dev, 1, 4096), plan(dev, 1024, 4096), plan(dev, 1024, 4095), plan(dev, 8192, 288)]
             for name, plan in layers for dev in devices]
-    con.print(_table("what each layer runs on", ["layer", "device", "M=1", "M=1024", "M=1024, K=4095"], rows))
+    con.print(_table("what each layer runs on", ["layer", "device", "M=1", "M=1024", "M=1024, K=4095",
+                                                 "M=8192, K=288 (a conv)"], rows))
     return 0
 
 

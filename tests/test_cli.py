@@ -10,6 +10,7 @@ def test_info(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "pycomp._C" in out and "Int8Linear" in out
+    assert "cpu-dense" in out  # the M=8192, K=288 column: weight-only layers on a conv's im2col rows
 
 
 def test_demo_json(capsys):

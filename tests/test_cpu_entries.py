@@ -194,6 +194,9 @@ def test_dense_route_gives_the_kernels_answer(dense_route_off):
     assert int4.plan("cpu", m, k) != "cpu-dense"
     _ext._C.set_cpu_dense_route(8)
     assert int4.plan("cpu", m, k) == binary.plan("w1a16", "cpu", m, K=k) == "cpu-dense"
+    assert sparse.plan("2:4", "cpu", m, K=k) == sparse.plan("unstructured", "cpu", m, K=k) == "cpu-dense"
+    assert sparse.plan("2:4", "cpu", m, K=m // 8 - 1) == "cpu-dense"  # 2:4 pads K to a multiple of 32: 127 -> 128
+    assert sparse.plan("2:4", "cpu", m, K=m // 8 + 1) != "cpu-dense"
     assert int8.plan("weight_only", "cpu", m, k) != "cpu-dense"  # int8's small-N tiles beat the dense route
     assert binary.plan("xnor", "cpu", m, K=k) != "cpu-dense"  # XNOR binarizes x: no dense form
     assert int4.plan("cpu", m - 1, k) != "cpu-dense" and int4.plan("cpu", m, m // 8 + 1) != "cpu-dense"

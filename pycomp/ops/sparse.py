@@ -22,7 +22,7 @@ from torch import Tensor
 
 from pycomp import _ext
 from pycomp.formats import sparse as fmt
-from pycomp.ops._library import LIB, check, run
+from pycomp.ops._library import LIB, check, cpu_dense_route, run
 
 PATTERNS = ("2:4", "unstructured", "block")
 # Largest M the CUDA 2:4 GEMV serves (it streams the kept values once for up to 16 rows); above, the mma.sp GEMM.
@@ -161,14 +161,16 @@ def triton_sparse():
 
 
 def plan(pattern: str, device: torch.device | str, M: int | None = None, dtype: torch.dtype | None = None,
-         block: tuple[int, int] | None = None) -> str:
+         block: tuple[int, int] | None = None, K: int | None = None) -> str:
     """Name of the backend that runs a `pattern` layer whose values are `dtype`, for a batch of M rows.
 
     CPU: the C++ kernels read float32 values, and int8 values for 2:4 (x of another float dtype is
     converted); other value dtypes run the reference. CUDA: 2:4 on the CUDA kernels (GEMV for M <= 16,
     mma.sp GEMM above) for float16 and bfloat16 values, and for int8 values widened to x's dtype per call
     (right, not fast: the CUDA kernels read 16-bit values); block-CSR on the Triton kernel when its blocks
-    suit it (powers of two >= 16); CSR on the reference. With M left out: large M.
+    suit it (powers of two >= 16); CSR on the reference. With M left out: large M. With K given, the CPU says
+    "cpu-dense" where the entry takes the dense route (pycomp.ops._library.cpu_dense_route, on K padded as the
+    format pads it).
     """
     if pattern not in PATTERNS:
         raise ValueError(f"sparse: pattern must be one of {PATTERNS}, got {pattern!r}")
@@ -176,7 +178,9 @@ def plan(pattern: str, device: torch.device | str, M: int | None = None, dtype: 
     int8_24 = pattern == "2:4" and dtype == torch.int8
     if device.type == "cpu":
         if (dtype is None or dtype == torch.float32 or int8_24) and _ext.has_c(_CPU_KERNELS[pattern]):
-            return f"cpu-{_ext._C.cpu_isa()}"
+            align = fmt.K_ALIGN_24 if pattern == "2:4" else block[1] if pattern == "block" and block else 1
+            kp = None if K is None else -(-K // align) * align
+            return "cpu-dense" if cpu_dense_route(M, kp) else f"cpu-{_ext._C.cpu_isa()}"
         return "reference"
     if device.type != "cuda" or (dtype is not None and dtype not in (*_CUDA_DTYPES, torch.float32) and not int8_24):
         return "reference"
