@@ -206,6 +206,17 @@ struct DynamicAux {
   int32_t* qsum;
 };
 
+// The W8A8 epilogue of one output row, in fp32 and in the reference's order, so every kernel agrees bit for
+// bit: out[j] = float(dot(j)) * s * wscale[j] (+ bias[j]); dot(j) is the row's exact int32 dot product.
+template <class Dot>
+inline void dequant_row(float* o, float s, const float* wscale, const float* bias, int64_t n, Dot&& dot) {
+  for (int64_t j = 0; j < n; ++j) {
+    float v = float(dot(j)) * s;
+    v = v * wscale[j];
+    o[j] = bias ? v + bias[j] : v;
+  }
+}
+
 template <class T>
 void linear_dynamic(const float* x, int64_t ldx, const int8_t* w, const float* wscale, const float* bias,
                     float* out, int64_t ldo, int64_t M, int64_t N, int64_t K) {
@@ -223,15 +234,9 @@ void linear_dynamic(const float* x, int64_t ldx, const int8_t* w, const float* w
             const int64_t m = mb + i;
             // (w + 128) . q - 128 * sum q, in wrapping int32: exact whenever the true dot fits.
             const uint32_t corr = T::kCorrection ? uint32_t(qsum[m]) << 7 : 0u;
-            const float s = scale[m];
-            float* o = out + m * ldo + nb;
             const int32_t* a = acc + i * ldc;
-            for (int64_t j = 0; j < nlen; ++j) {
-              const float dot = float(int32_t(uint32_t(a[j]) - corr));
-              float v = dot * s;
-              v = v * wscale[nb + j];
-              o[j] = bias ? v + bias[nb + j] : v;
-            }
+            dequant_row(out + m * ldo + nb, scale[m], wscale + nb, bias ? bias + nb : nullptr, nlen,
+                        [&](int64_t j) { return int32_t(uint32_t(a[j]) - corr); });
           }
         });
   });
@@ -262,15 +267,9 @@ void linear_reduce_range(const float* x, int64_t ldx, const int8_t* w, const flo
           for (int64_t i = 0; i < mlen; ++i) {
             const int64_t m = mb + i;
             const uint32_t z = uint32_t(zp[m]);
-            const float s = scale[m];
-            float* o = out + m * ldo + nb;
             const int32_t* a = acc + i * ldc;
-            for (int64_t j = 0; j < nlen; ++j) {
-              const float dot = float(int32_t(uint32_t(a[j]) - z * uint32_t(wsum[nb + j])));
-              float v = dot * s;
-              v = v * wscale[nb + j];
-              o[j] = bias ? v + bias[nb + j] : v;
-            }
+            dequant_row(out + m * ldo + nb, scale[m], wscale + nb, bias ? bias + nb : nullptr, nlen,
+                        [&](int64_t j) { return int32_t(uint32_t(a[j]) - z * uint32_t(wsum[nb + j])); });
           }
         });
   });
