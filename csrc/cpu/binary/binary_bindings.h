@@ -8,6 +8,7 @@
 #include <string>
 
 #include "cpu/binary/binary_linear.h"
+#include "cpu/binding_args.h"
 
 namespace pycomp {
 namespace binary_bindings {
@@ -20,10 +21,6 @@ inline BinaryIsa isa_arg(const std::string& name) {
   } catch (const std::invalid_argument& e) {
     TORCH_CHECK(false, e.what());
   }
-}
-
-inline at::Tensor unit_col_stride(const at::Tensor& x) {
-  return x.stride(1) == 1 && x.stride(0) >= x.size(1) ? x : x.contiguous();
 }
 
 // x (M, K) fp32, packed (N, ceil(K/32)) uint32, alpha (N, G) fp32, bias (N) fp32 or None.
@@ -61,7 +58,7 @@ inline at::Tensor run(const char* op, Kernel kernel, const at::Tensor& x_in, con
                       const at::Tensor& alpha, int64_t group_size, const c10::optional<at::Tensor>& bias,
                       const std::string& isa) {
   const cpu::binary::BinaryWeights wt = weights_arg(op, x_in, packed, alpha, group_size, bias);
-  const at::Tensor x = unit_col_stride(x_in);
+  const at::Tensor x = cpu::unit_col_stride(x_in);
   const int64_t M = x.size(0);
   at::Tensor out = at::empty({M, wt.N}, x.options());
   if (M > 0) kernel(isa_arg(isa), x.data_ptr<float>(), x.stride(0), wt, out.data_ptr<float>(), wt.N, M);
@@ -71,7 +68,7 @@ inline at::Tensor run(const char* op, Kernel kernel, const at::Tensor& x_in, con
 inline std::tuple<at::Tensor, at::Tensor> binarize_per_token_cpu(const at::Tensor& x_in, const std::string& isa) {
   TORCH_CHECK(x_in.device().is_cpu() && x_in.dim() == 2 && x_in.scalar_type() == at::kFloat && x_in.size(1) > 0,
               "binarize_per_token: x must be a 2-D float32 CPU tensor with K > 0");
-  const at::Tensor x = unit_col_stride(x_in);
+  const at::Tensor x = cpu::unit_col_stride(x_in);
   const int64_t M = x.size(0), K = x.size(1);
   at::Tensor bits = at::empty({M, (K + 31) / 32}, x.options().dtype(at::kUInt32));
   at::Tensor beta = at::empty({M}, x.options());

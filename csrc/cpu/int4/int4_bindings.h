@@ -11,7 +11,7 @@
 #include <string>
 
 #include "cpu/cpu_features.h"
-#include "cpu/isa_arg.h"
+#include "cpu/binding_args.h"
 #include "cpu/int4/int4_linear.h"
 
 namespace pycomp {
@@ -46,7 +46,7 @@ inline at::Tensor w4a16_linear_cpu(const at::Tensor& x_in, const at::Tensor& pac
                     bias->is_contiguous() && bias->size(0) == N,
                 op, ": bias must be a contiguous float32 CPU vector of N=", N, " values");
   }
-  const at::Tensor x = x_in.stride(1) == 1 && x_in.stride(0) >= K ? x_in : x_in.contiguous();
+  const at::Tensor x = cpu::unit_col_stride(x_in);
   const int64_t M = x.size(0);
   at::Tensor out = at::empty({M, N}, x.options());
   if (M == 0) return out;

@@ -11,7 +11,7 @@
 #include <string>
 
 #include "cpu/cpu_features.h"
-#include "cpu/isa_arg.h"
+#include "cpu/binding_args.h"
 #include "cpu/int8/int8_linear.h"
 
 namespace pycomp {
@@ -42,15 +42,11 @@ inline void check_int8_linear_args(const char* op, const at::Tensor& x, const at
   }
 }
 
-inline at::Tensor unit_col_stride(const at::Tensor& x) {
-  return x.stride(1) == 1 && x.stride(0) >= x.size(1) ? x : x.contiguous();
-}
-
 inline std::tuple<at::Tensor, at::Tensor> quantize_per_token_int8_cpu(const at::Tensor& x_in,
                                                                       const std::string& isa) {
   TORCH_CHECK(x_in.device().is_cpu() && x_in.dim() == 2 && x_in.scalar_type() == at::kFloat,
               "quantize_per_token_int8: x must be a 2-D float32 CPU tensor");
-  const at::Tensor x = unit_col_stride(x_in);
+  const at::Tensor x = cpu::unit_col_stride(x_in);
   const int64_t M = x.size(0), K = x.size(1);
   at::Tensor q = at::empty({M, K}, x.options().dtype(at::kChar));
   at::Tensor scale = at::empty({M}, x.options());
@@ -67,7 +63,7 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_per_token_uint7_c
                                                                                    const std::string& isa) {
   TORCH_CHECK(x_in.device().is_cpu() && x_in.dim() == 2 && x_in.scalar_type() == at::kFloat,
               "quantize_per_token_uint7: x must be a 2-D float32 CPU tensor");
-  const at::Tensor x = unit_col_stride(x_in);
+  const at::Tensor x = cpu::unit_col_stride(x_in);
   const int64_t M = x.size(0), K = x.size(1);
   at::Tensor q = at::empty({M, K}, x.options().dtype(at::kByte));
   at::Tensor scale = at::zeros({M}, x.options());
@@ -86,7 +82,7 @@ inline at::Tensor run_int8_linear(const char* op, LinearKernel kernel, const at:
                                   const at::Tensor& qweight, const at::Tensor& wscale,
                                   const c10::optional<at::Tensor>& bias, const std::string& isa) {
   check_int8_linear_args(op, x_in, qweight, wscale, bias);
-  const at::Tensor x = unit_col_stride(x_in);
+  const at::Tensor x = cpu::unit_col_stride(x_in);
   const int64_t M = x.size(0), K = x.size(1), N = qweight.size(0);
   at::Tensor out = at::empty({M, N}, x.options());
   if (M == 0) return out;
@@ -117,7 +113,7 @@ inline at::Tensor int8_linear_dynamic_reduce_range_cpu(const at::Tensor& x_in, c
   TORCH_CHECK(wsum.device().is_cpu() && wsum.dim() == 1 && wsum.scalar_type() == at::kInt && wsum.is_contiguous() &&
                   wsum.size(0) == qweight.size(0),
               op, ": wsum must be a contiguous int32 CPU vector of N=", qweight.size(0), " row sums of qweight");
-  const at::Tensor x = unit_col_stride(x_in);
+  const at::Tensor x = cpu::unit_col_stride(x_in);
   const int64_t M = x.size(0), K = x.size(1), N = qweight.size(0);
   at::Tensor out = at::empty({M, N}, x.options());
   if (M == 0) return out;

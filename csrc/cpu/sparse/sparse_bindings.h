@@ -10,7 +10,7 @@
 #include <string>
 
 #include "cpu/cpu_features.h"
-#include "cpu/isa_arg.h"
+#include "cpu/binding_args.h"
 #include "cpu/sparse/sparse_linear.h"
 
 namespace pycomp {
@@ -39,7 +39,7 @@ inline at::Tensor x_rows(const char* op, const at::Tensor& x, int64_t K) {
   TORCH_CHECK(x.device().is_cpu() && x.dim() == 2 && x.scalar_type() == at::kFloat, op,
               ": x must be a 2-D float32 CPU tensor (M, K)");
   TORCH_CHECK(x.size(1) == K, op, ": x has ", x.size(1), " columns, the weight expects ", K);
-  return x.stride(1) == 1 && x.stride(0) >= K ? x : x.contiguous();
+  return cpu::unit_col_stride(x);
 }
 
 // x (M, K) f32; crow (N+1) int32; col (nnz) int16 (K <= 32768) or int32; values (nnz) f32 -> (M, N) f32.
