@@ -129,6 +129,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Weight-only CPU entries take the dense route (MKL on the weight decoded once) when M >= 1024 and "
         "M >= rows_per_k * K; 0 turns it off. Returns the previous setting.");
   m.def("cpu_dense_route", [] { return op_entry::dense_rows_per_k(); }, "The current rows_per_k (see set_cpu_dense_route)");
+  m.def("cpu_dense_route_takes", &op_entry::dense_route, py::arg("M"), py::arg("K"),
+        "Whether the weight-only CPU entries take the dense route for M rows of K features (the one rule)");
   register_int8_cpu(m);
   register_int4_cpu(m);
   register_sparse_cpu(m);

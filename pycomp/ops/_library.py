@@ -20,6 +20,13 @@ def check(cond, message: Callable[[], str]) -> None:
     torch._check(cond, message)
 
 
+def rows(x: torch.Tensor) -> torch.Tensor:
+    """(..., K) -> (M, K) with unit column stride (a view when possible): what the non-CPU paths hand their
+    kernels (the CPU entries do this in C++, csrc/cpu/op_entry.h rows_f32)."""
+    x2 = x.reshape(-1, x.shape[-1])
+    return x2 if x2.stride(-1) == 1 else x2.contiguous()
+
+
 def run(op: Callable, *args):
     """op(*args) as the public wrappers call it: with grad mode off (inference under torch.no_grad()), below
     the Autograd key, where torch.inference_mode() would also put it.
@@ -45,15 +52,12 @@ def cpu_entry(name: str) -> Callable | None:
     return getattr(_ext._C, name, None) if _ext._C is not None else None
 
 
-# The dense route of the weight-only CPU entries (csrc/cpu/op_entry.h): on a large batch of a small layer they
-# decode the weight once, by their own kernel on the identity, and run MKL's fp32 GEMM, when M >= CPU_DENSE_MIN_M
-# and M >= rows_per_k * K (pycomp._C.set_cpu_dense_route sets rows_per_k; 0 turns the route off).
-CPU_DENSE_MIN_M = 1024
-
-
 def cpu_dense_route(M: int | None, K: int | None) -> bool:
-    """Whether a weight-only CPU entry takes the dense route for M rows of K features (plan() reports it)."""
+    """Whether a weight-only CPU entry takes the dense route for M rows of K features (plan() reports it).
+
+    The dense route (csrc/cpu/op_entry.h): on a large batch of a small layer the entries decode the weight once,
+    by their own kernel on the identity, and run MKL's fp32 GEMM. The rule lives there, asked here.
+    """
     if M is None or K is None or _ext._C is None:
         return False
-    rows_per_k = _ext._C.cpu_dense_route()
-    return rows_per_k > 0 and M >= CPU_DENSE_MIN_M and M >= rows_per_k * K
+    return _ext._C.cpu_dense_route_takes(M, K)

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from pycomp import _ext
 from pycomp.formats.binary import WORD_BITS, dequantize_binary, num_groups, pack_signs, unpack_signs, words
-from pycomp.ops._library import LIB, check, cpu_dense_route, cpu_entry, run
+from pycomp.ops._library import LIB, check, cpu_dense_route, cpu_entry, rows, run
 
 # Largest M the CUDA W1A16 GEMV serves; above it the Triton kernel (tensor cores on ±1 tiles).
 CUDA_GEMV_MAX_M = 16
@@ -151,17 +151,12 @@ def triton_binary():
     return _ext.triton_kernels("binary")
 
 
-def _rows(x: Tensor) -> Tensor:
-    x2 = x.reshape(-1, x.shape[-1])
-    return x2 if x2.stride(-1) == 1 else x2.contiguous()
-
-
 def _impl(op: str, ref, paths):
     name = f"{op}_linear"
 
     def impl(x, packed, alpha, group_size, bias=None):
         _check(name, x, packed, alpha, group_size, bias)
-        x2 = _rows(x)
+        x2 = rows(x)
         M, N = x2.shape[0], packed.shape[0]
         if M == 0:
             return x.new_empty((*x.shape[:-1], N))

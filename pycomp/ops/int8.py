@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from pycomp import _ext
-from pycomp.ops._library import LIB, check, cpu_entry, run
+from pycomp.ops._library import LIB, check, cpu_entry, rows, run
 
 # Largest M the CUDA W8A16 GEMV serves; above it the Triton GEMM wins (tuned on the GPU run).
 CUDA_GEMV_MAX_M = 16
@@ -199,12 +199,6 @@ def plan(op: str, device: torch.device | str, M: int | None = None, K: int | Non
     return "triton" if _ext.triton_int8() is not None else "reference"
 
 
-def _rows(x: Tensor) -> Tensor:
-    """(..., K) -> (M, K) with unit column stride (a view when possible)."""
-    x2 = x.reshape(-1, x.shape[-1])
-    return x2 if x2.stride(-1) == 1 else x2.contiguous()
-
-
 # ----------------------------------------------------------------------------- CPU
 # The CPU kernels run through their C++ entries (csrc/cpu/int8/int8_ops.h: these checks and the conversions,
 # in C++); without the extension the CPU runs the references.
@@ -245,7 +239,7 @@ def _checked(check_args, ref):
 
 
 def _quantize_cuda(x):
-    x2 = _rows(x)
+    x2 = rows(x)
     if _ext.has_c("quantize_per_token_int8_cuda"):
         q, s = _ext._C.quantize_per_token_int8_cuda(x2)
     elif (tk := _ext.triton_int8()) is not None:
@@ -293,7 +287,7 @@ def _linear_cuda(mode: str):
 
     def impl(x, qweight, wscale, bias=None):
         check(x, qweight, wscale, bias)
-        x2 = _rows(x)
+        x2 = rows(x)
         M, K, N = x2.shape[0], x2.shape[1], qweight.shape[0]
         if M == 0:
             return x.new_empty((*x.shape[:-1], N))

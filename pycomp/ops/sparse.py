@@ -22,7 +22,7 @@ from torch import Tensor
 
 from pycomp import _ext
 from pycomp.formats import sparse as fmt
-from pycomp.ops._library import LIB, check, cpu_dense_route, run
+from pycomp.ops._library import LIB, check, cpu_dense_route, rows, run
 
 PATTERNS = ("2:4", "unstructured", "block")
 # Largest M the CUDA 2:4 GEMV serves (it streams the kept values once for up to 16 rows); above, the mma.sp GEMM.
@@ -193,12 +193,6 @@ def plan(pattern: str, device: torch.device | str, M: int | None = None, dtype: 
     return "reference"
 
 
-def _rows(x: Tensor) -> Tensor:
-    """(..., K) -> (M, K) with unit column stride (a view when possible)."""
-    x2 = x.reshape(-1, x.shape[-1])
-    return x2 if x2.stride(-1) == 1 else x2.contiguous()
-
-
 def _pad_k(x2: Tensor, kp: int) -> Tensor:
     return x2 if x2.shape[1] == kp else F.pad(x2, (0, kp - x2.shape[1]))
 
@@ -219,7 +213,7 @@ def _sparse24_cuda(xp: Tensor, values: Tensor, meta: Tensor, bias: Tensor | None
 def _sparse24_impl(x, values, meta, in_features, bias=None, scale=None):
     _check_24(x, values, meta, in_features, bias, scale)
     N = values.shape[0]
-    x2 = _rows(x)
+    x2 = rows(x)
     if x2.shape[0] == 0:
         return _out_like(x, N)
     backend = plan("2:4", x.device, x2.shape[0], values.dtype)
@@ -239,7 +233,7 @@ def _csr_impl(x, crow, col, values, in_features, bias=None):
 
 def _bsr_impl(x, crow, col, values, out_features, in_features, bias=None):
     _check_bsr(x, crow, col, values, out_features, in_features, bias)
-    x2 = _rows(x)
+    x2 = rows(x)
     if x2.shape[0] == 0:
         return _out_like(x, out_features)
     backend = plan("block", x.device, x2.shape[0], values.dtype, tuple(values.shape[1:]))
