@@ -121,7 +121,7 @@ def test_weight_only_on_many_rows_of_few_features(m, k, n):
 
 
 def test_cuda_routing_by_m_and_k(monkeypatch):
-    """Dispatch on CUDA: GEMV for small M, tensor-core GEMM for large M, Triton for unaligned K."""
+    """Dispatch on CUDA: W8A16 GEMV for small M, else Triton; W8A8 on Triton, the CUDA GEMM only without Triton."""
     from pycomp import _ext
 
     class FakeC:
@@ -132,11 +132,15 @@ def test_cuda_routing_by_m_and_k(monkeypatch):
     assert ops.plan("weight_only", "cuda", 1, 4096) == "cuda"
     assert ops.plan("weight_only", "cuda", ops.CUDA_GEMV_MAX_M + 1, 4096) == "triton"
     assert ops.plan("weight_only", "cuda", 1, 4095) == "triton"
-    assert ops.plan("dynamic", "cuda", 1024, 4096) == "cuda"
+    assert ops.plan("dynamic", "cuda", 1024, 4096) == "triton"
     assert ops.plan("dynamic", "cuda", 1, 4096) == "triton"
     assert ops.plan("dynamic", "cuda", 1024, 100) == "triton"
     monkeypatch.setattr(_ext, "triton_int8", lambda: None)
+    assert ops.plan("dynamic", "cuda", 1024, 4096) == "cuda"
+    assert ops.plan("dynamic", "cuda", 1024, 100) == "reference"
     assert ops.plan("dynamic", "cuda", 1, 4096) == "reference"
+    assert ops.plan("weight_only", "cuda", 1, 4096) == "cuda"
+    assert ops.plan("weight_only", "cuda", 64, 4096) == "reference"
 
 
 @pytest.mark.parametrize("backend", ["triton", "reference"])

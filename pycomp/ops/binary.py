@@ -24,8 +24,10 @@ from pycomp import _ext
 from pycomp.formats.binary import WORD_BITS, dequantize_binary, num_groups, pack_signs, unpack_signs, words
 from pycomp.ops._library import LIB, check, cpu_dense_route, cpu_entry, rows, run
 
-# Largest M the CUDA W1A16 GEMV serves; above it the Triton kernel (tensor cores on ±1 tiles).
-CUDA_GEMV_MAX_M = 16
+# Largest M the CUDA W1A16 GEMV serves; above it the Triton kernel (tensor cores on ±1 tiles). On the H200 run of
+# 2026-11-28 (14336x4096) the GEMV took 20.2 us at M=1 (Triton 43.7) but 320 us at M=16 (Triton 45.4): its cost
+# grows by about 20 us per token, so it keeps M=1 only.
+CUDA_GEMV_MAX_M = 1
 # The CUDA XNOR GEMM copies weight rows 16 bytes (4 words) at a time.
 CUDA_XNOR_WORD_MULTIPLE = 4
 
