@@ -6,7 +6,9 @@ import os
 import pytest
 
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
-FAMILIES = sorted(p for p in glob.glob(os.path.join(BENCH, "gpu_*.py")) if not p.endswith("gpu_check.py"))
+FAMILIES = sorted(p for p in glob.glob(os.path.join(BENCH, "gpu_*.py"))
+                  if not p.endswith("gpu_check.py") and not os.path.basename(p).startswith("gpu_sweep_"))
+SWEEPS = sorted(glob.glob(os.path.join(BENCH, "gpu_sweep_*.py")))
 
 
 def _load(path):
@@ -24,6 +26,11 @@ def test_families_exist():
 def test_family_module_imports_and_has_bench(path):
     mod = _load(path)
     assert callable(getattr(mod, "bench", None)), f"{path} must define bench(h) -> (rows, table)"
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=os.path.basename)
+def test_sweep_module_imports_and_has_sweep(path):
+    assert callable(getattr(_load(path), "sweep", None)), f"{path} must define sweep(h) -> table"
 
 
 def test_gpu_check_imports():
