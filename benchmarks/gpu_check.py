@@ -191,6 +191,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--no-build", action="store_true")
     p.add_argument("--no-tests", action="store_true")
+    p.add_argument("--tests-s", type=float, default=TESTS_TIMEOUT_S, help="time limit of the GPU tests (seconds)")
     args = p.parse_args()
     t0 = T0
     result: dict = {}
@@ -240,7 +241,7 @@ def main() -> int:
         result["tables"] = tables
         save(result)
     if not args.no_tests:
-        result["tests_rc"] = run_tests(max(30.0, min(TESTS_TIMEOUT_S, DEADLINE_S + TESTS_TIMEOUT_S - (time.time() - t0))))
+        result["tests_rc"] = run_tests(max(30.0, min(args.tests_s, DEADLINE_S + args.tests_s - (time.time() - t0))))
         log(f"GPU tests: {'passed' if result['tests_rc'] == 0 else 'FAILED rc=%d' % result['tests_rc']}")
     result["total_s"] = time.time() - t0
     save(result)
