@@ -5,6 +5,12 @@ is 1 when W[n, 32w + j] < 0) and alpha (N, G) float32, one scale per output chan
 group of inputs. ±1 is exact in every float type, so each tile's dot product is exact up to fp32
 accumulation; α is applied once per K tile (groups) or once per output (per channel).
 
+A bit becomes ±1 with integer operations only: (bit << 15) | 0x3F80 is the bf16 encoding of
++1 or -1 (fp16 0x3C00, fp32 bit << 31 | 0x3F800000); Hopper issues int -> float conversions
+at a quarter of the FP32 rate, and the former 1 - 2 * bit in fp32 cost one and a half per
+weight. SWAP_AB configurations compute out^T = W x^T, so the ±1 tile is the wgmma's A
+operand, read from registers, instead of a B operand stored to shared memory first.
+
 Used by the CUDA dispatch for mid and large M (above the CUDA GEMV's M <= 16). On a GPU the kernel is
 autotuned (key: M bucket, N, K, group size); under TRITON_INTERPRET=1 it runs one small fixed configuration.
 Importing this module raises ImportError when triton is missing.
@@ -21,10 +27,16 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
+# (sign bit position, encoding of +1) per float type: (bit << pos) | one is +1 or -1.
+BF16_ONE = tl.constexpr((15, 0x3F80))
+FP16_ONE = tl.constexpr((15, 0x3C00))
+FP32_ONE = tl.constexpr((31, 0x3F800000))
+
+
 @triton.jit
 def _w1a16_kernel(x_ptr, w_ptr, alpha_ptr, bias_ptr, out_ptr,
                   M, N, K, KW, G, TILES_PER_GROUP, stride_xm, stride_om, M_BUCKET,
-                  GROUPED: tl.constexpr, HAS_BIAS: tl.constexpr, INTERPRET: tl.constexpr,
+                  GROUPED: tl.constexpr, HAS_BIAS: tl.constexpr, INTERPRET: tl.constexpr, SWAP_AB: tl.constexpr,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     WORDS: tl.constexpr = BLOCK_K // 32
     pid_m = tl.program_id(0)
@@ -37,27 +49,53 @@ def _w1a16_kernel(x_ptr, w_ptr, alpha_ptr, bias_ptr, out_ptr,
     x_ptrs = x_ptr + (rm % M).to(tl.int64)[:, None] * stride_xm + rk[None, :]
     w_ptrs = w_ptr + (rn % N).to(tl.int64)[:, None] * KW + rw[None, :]
     mask_n = rn < N
+    # The ±1 dtype: x's on a GPU; the interpreter cannot do bf16 arithmetic or dots (it keeps raw
+    # bits), so bf16 builds fp32 signs there.
+    if INTERPRET and x_ptr.dtype.element_ty == tl.bfloat16:
+        DQ: tl.constexpr = tl.float32
+    else:
+        DQ: tl.constexpr = x_ptr.dtype.element_ty
+    if DQ == tl.float32:
+        BITS: tl.constexpr = tl.uint32
+        POS: tl.constexpr = FP32_ONE[0]
+        ONE: tl.constexpr = FP32_ONE[1]
+    elif DQ == tl.float16:
+        BITS: tl.constexpr = tl.uint16
+        POS: tl.constexpr = FP16_ONE[0]
+        ONE: tl.constexpr = FP16_ONE[1]
+    else:
+        BITS: tl.constexpr = tl.uint16
+        POS: tl.constexpr = BF16_ONE[0]
+        ONE: tl.constexpr = BF16_ONE[1]
 
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    if SWAP_AB:
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for kb in range(0, tl.cdiv(K, BLOCK_K)):
         # Past K, x reads 0 and the (zero) padding bits are +1: their products vanish.
         a = tl.load(x_ptrs, mask=rk[None, :] < K - kb * BLOCK_K, other=0.0)
-        words = tl.load(w_ptrs, mask=rw[None, :] < KW - kb * WORDS, other=0)
-        bits = (words[:, :, None] >> shifts[None, None, :]) & 1
-        sign = 1.0 - 2.0 * tl.reshape(bits, (BLOCK_N, BLOCK_K)).to(tl.float32)
+        words = tl.load(w_ptrs, mask=rw[None, :] < KW - kb * WORDS, other=0).to(tl.uint32)
+        bits = (((words[:, :, None] >> shifts[None, None, :]) & 1) << POS) | ONE
+        sign = tl.reshape(bits, (BLOCK_N, BLOCK_K)).to(BITS).to(DQ, bitcast=True)
         if INTERPRET:
-            # The interpreter's tl.dot cannot multiply bf16 (it keeps raw bits); fp32 is exact here too.
             a = a.to(tl.float32)
-        else:
-            sign = sign.to(x_ptr.dtype.element_ty)
+            sign = sign.to(tl.float32)
         if GROUPED:
             # BLOCK_K divides group_size, so this tile lies in one group.
             al = tl.load(alpha_ptr + rn * G + kb // TILES_PER_GROUP, mask=mask_n, other=0.0)
-            acc += tl.dot(a, tl.trans(sign)) * al[None, :]
+            if SWAP_AB:
+                acc += tl.dot(sign, tl.trans(a)) * al[:, None]
+            else:
+                acc += tl.dot(a, tl.trans(sign)) * al[None, :]
+        elif SWAP_AB:
+            acc = tl.dot(sign, tl.trans(a), acc)
         else:
             acc = tl.dot(a, tl.trans(sign), acc)
         x_ptrs += BLOCK_K
         w_ptrs += WORDS
+    if SWAP_AB:
+        acc = tl.trans(acc)
 
     out = acc
     if not GROUPED:
@@ -68,26 +106,42 @@ def _w1a16_kernel(x_ptr, w_ptr, alpha_ptr, bias_ptr, out_ptr,
     tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=(rm < M)[:, None] & mask_n[None, :])
 
 
-def _cfg(bm, bn, bk, stages, warps):
-    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_stages=stages, num_warps=warps)
+def _cfg(bm, bn, bk, stages, warps, swap=False):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SWAP_AB": swap},
+                         num_stages=stages, num_warps=warps)
 
 
-_CONFIGS = [
-    _cfg(32, 128, 128, 4, 4),
-    _cfg(64, 128, 128, 4, 4),
-    _cfg(128, 128, 64, 4, 8),
-    _cfg(128, 256, 64, 3, 8),
-    _cfg(64, 64, 256, 4, 4),
-    _cfg(128, 128, 128, 3, 8),
-]
+# A short list per M bucket (each config compiles on a key's first call; the autotuner keeps
+# the fastest on the card). The unswapped tiles are the previous version's (M <= 16 ran its
+# first, 32x128x128); swapped ones keep BLOCK_N = 16 * num_warps, the shape whose A operand
+# Triton 3.9 built in registers in the int4 kernel. Compiled for sm_90a without a GPU, the
+# swapped W1A16 tiles spill nothing but ptxas warns that their wgmmas are serialized (the
+# (N, words, 32) -> (N, K) reshape of the bits is not free), so they may lose to the
+# unswapped ones, whose ±1 tile goes through shared memory: the autotuner decides.
+_OLD = [_cfg(32, 128, 128, 4, 4), _cfg(64, 128, 128, 4, 4), _cfg(128, 128, 64, 4, 8), _cfg(128, 256, 64, 3, 8),
+        _cfg(64, 64, 256, 4, 4), _cfg(128, 128, 128, 3, 8)]
+_CONFIGS_BY_BUCKET = {
+    16: [_OLD[0], _cfg(16, 64, 128, 4, 4, True), _cfg(16, 128, 128, 4, 8, True), _cfg(16, 64, 256, 4, 4, True)],
+    32: [_OLD[0], _cfg(32, 64, 128, 4, 4, True), _cfg(32, 128, 128, 4, 8, True)],
+    64: [_OLD[0], _OLD[1], _OLD[4], _cfg(64, 64, 128, 4, 4, True), _cfg(64, 128, 128, 4, 8, True)],
+    128: [_OLD[1], _OLD[2], _OLD[3], _OLD[5], _cfg(64, 128, 128, 4, 8, True), _cfg(128, 64, 128, 4, 4, True),
+          _cfg(128, 128, 64, 4, 8, True)],
+    256: [_OLD[2], _OLD[3], _OLD[5], _cfg(128, 64, 128, 4, 4, True), _cfg(128, 128, 64, 4, 8, True),
+          _cfg(256, 128, 64, 4, 8, True)],
+}
+_CONFIGS_BY_BUCKET[512] = _CONFIGS_BY_BUCKET[256]
+
+
+def _config_id(c):
+    return tuple(sorted(c.kwargs.items())), c.num_warps, c.num_stages
 
 
 def _prune(configs, named_args, **kwargs):
-    bucket = named_args["M_BUCKET"]
-    kept = [c for c in configs if c.kwargs["BLOCK_M"] <= bucket]
-    return kept or configs[:1]
+    wanted = {_config_id(c) for c in _CONFIGS_BY_BUCKET[named_args["M_BUCKET"]]}
+    return [c for c in configs if _config_id(c) in wanted] or configs[:1]
 
 
+_CONFIGS = list({_config_id(c): c for cs in _CONFIGS_BY_BUCKET.values() for c in cs}.values())
 _w1a16 = _w1a16_kernel if _INTERPRET else triton.autotune(
     configs=_CONFIGS, key=["M_BUCKET", "N", "K", "G"], prune_configs_by={"early_config_prune": _prune})(_w1a16_kernel)
 
@@ -125,14 +179,15 @@ def w1a16_linear(x: torch.Tensor, packed: torch.Tensor, alpha: torch.Tensor, gro
     m_bucket = min(max(16, triton.next_power_of_2(M)), 512)
     grouped = group_size != 0
     meta = {}
-    if _INTERPRET:
-        meta = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32 if grouped else 64}
+    if _INTERPRET:  # swapped for M <= 16, so the tests' shapes take both orientations
+        meta = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32 if grouped else 64, "SWAP_AB": M <= 16}
     if grouped:
         bk = next(b for b in (128, 64, 32) if group_size % b == 0)
         meta = {**meta, "BLOCK_K": min(bk, meta.get("BLOCK_K", bk))}
         if not _INTERPRET:
             # Autotuned configs choose BLOCK_K; grouped calls pin it, so run the kernel untuned.
-            meta.update({"BLOCK_M": 16 if M <= 16 else 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 4})
+            meta.update({"BLOCK_M": 16 if M <= 16 else 64, "BLOCK_N": 128, "SWAP_AB": False, "num_warps": 4,
+                         "num_stages": 4})
     grid = lambda meta_: (triton.cdiv(M, meta_["BLOCK_M"]), triton.cdiv(N, meta_["BLOCK_N"]))  # noqa: E731
     kernel = _w1a16_kernel if grouped else _w1a16
     tiles_per_group = group_size // meta["BLOCK_K"] if grouped else 1
