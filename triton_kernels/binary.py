@@ -147,12 +147,14 @@ _w1a16 = _w1a16_kernel if _INTERPRET else triton.autotune(
 
 
 def w1a16_linear(x: torch.Tensor, packed: torch.Tensor, alpha: torch.Tensor, group_size: int = 0,
-                 bias: torch.Tensor = None) -> torch.Tensor:
+                 bias: torch.Tensor = None, config: dict | None = None) -> torch.Tensor:
     """x (M, K) bfloat16/float16/float32, packed (N, ceil(K/32)) uint32, alpha (N, G) float32 -> (M, N) x.dtype.
 
     group_size must be 0 (per-channel α) or a multiple of 32; grouped α needs group_size to be a multiple
     of the tile's BLOCK_K, so grouped calls run BLOCK_K = the largest of 128, 64, 32 dividing group_size.
     float32 inputs run the dot in TF32 on a GPU (±1 is exact in TF32; x is rounded to 10 bits).
+    config: on a GPU and with group_size 0, a fixed tile (BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB,
+    num_warps, num_stages) instead of the autotuned choice; ignored otherwise.
     """
     if x.dim() != 2 or x.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"w1a16_linear: x must be 2-D {_FLOAT_DTYPES}, got {x.dtype} {tuple(x.shape)}")
@@ -190,6 +192,8 @@ def w1a16_linear(x: torch.Tensor, packed: torch.Tensor, alpha: torch.Tensor, gro
                          "num_stages": 4})
     grid = lambda meta_: (triton.cdiv(M, meta_["BLOCK_M"]), triton.cdiv(N, meta_["BLOCK_N"]))  # noqa: E731
     kernel = _w1a16_kernel if grouped else _w1a16
+    if config is not None and not grouped and not _INTERPRET:
+        kernel, meta = _w1a16_kernel, {"SWAP_AB": False, **config}
     tiles_per_group = group_size // meta["BLOCK_K"] if grouped else 1
     kernel[grid](x, packed, alpha, bias if bias is not None else alpha, out, M, N, K, KW, G, tiles_per_group, x.stride(0),
                  out.stride(0), m_bucket, GROUPED=grouped, HAS_BIAS=bias is not None, INTERPRET=_INTERPRET, **meta)

@@ -293,6 +293,17 @@ def _build(kernel, by_bucket):
 
 _int8_gemm = _build(_int8_gemm_kernel, _INT8_GEMM_BY_BUCKET)
 _w8a16 = _build(_w8a16_kernel, _W8A16_BY_BUCKET)
+# Untuned, for a caller's fixed `config` (benchmarks time each config with cold weights; the
+# autotuner times them with the weights hot in L2).
+_int8_gemm_fixed = _even_k(_int8_gemm_kernel)
+_w8a16_fixed = _even_k(_w8a16_kernel)
+
+
+def _launch(tuned, fixed, config, interp_meta):
+    """(kernel, meta): the interpreter's fixed tile, the autotuner, or the caller's config."""
+    if _INTERPRET:
+        return fixed, interp_meta
+    return (tuned, {}) if config is None else (fixed, dict(config))
 
 
 def _grid(M, N):
@@ -364,12 +375,14 @@ def quantize_per_token_int8(x: torch.Tensor):
 
 def int8_gemm_dequant(xq: torch.Tensor, xscale: torch.Tensor, qweight: torch.Tensor,
                       wscale: torch.Tensor, bias: torch.Tensor = None,
-                      out_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+                      out_dtype: torch.dtype = torch.bfloat16, config: dict | None = None) -> torch.Tensor:
     """W8A8 GEMM with the dequantization fused into the epilogue.
 
     xq: (M, K) int8, xscale: (M,) float32, qweight: (N, K) int8, wscale: (N,) float32,
     bias: (N,) float or None -> (M, N) out_dtype,
     out = (xq @ qweight.T as int32) * xscale[:, None] * wscale[None, :] + bias.
+    config: on a GPU, a fixed tile (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages)
+    instead of the autotuned choice; ignored by the interpreter.
     """
     xq = _activation(xq, "xq", (torch.int8,))
     M, K = xq.shape
@@ -383,8 +396,8 @@ def int8_gemm_dequant(xq: torch.Tensor, xscale: torch.Tensor, qweight: torch.Ten
     out = torch.empty((M, N), dtype=out_dtype, device=xq.device)
     if M == 0 or N == 0:
         return out
-    meta = _INTERP_META if _INTERPRET else {}
-    _int8_gemm[_grid(M, N)](xq, xscale.contiguous(), qweight, wscale,
+    kernel, meta = _launch(_int8_gemm, _int8_gemm_fixed, config, _INTERP_META)
+    kernel[_grid(M, N)](xq, xscale.contiguous(), qweight, wscale,
                             bias if bias is not None else wscale, out,
                             M, N, K, xq.stride(0), qweight.stride(0), out.stride(0), _m_bucket(M),
                             HAS_BIAS=bias is not None, **meta)
@@ -403,12 +416,14 @@ def int8_linear_dynamic(x: torch.Tensor, qweight: torch.Tensor, wscale: torch.Te
 
 
 def w8a16_linear(x: torch.Tensor, qweight: torch.Tensor, wscale: torch.Tensor,
-                 bias: torch.Tensor = None) -> torch.Tensor:
+                 bias: torch.Tensor = None, config: dict | None = None) -> torch.Tensor:
     """Weight-only int8 linear: weights widened to x.dtype in registers, fp32 accumulation.
 
     x: (M, K) bfloat16/float16/float32, qweight: (N, K) int8, wscale: (N,) float32,
     bias: (N,) or None -> (M, N) x.dtype, out = (x @ qweight.T) * wscale + bias.
     bf16/fp16 run the 16-bit MMA; float32 (W8A32) runs 3xTF32, close to fp32 accuracy.
+    config: on a GPU, a fixed tile (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, SWAP_AB, num_warps,
+    num_stages) instead of the autotuned choice; ignored by the interpreter.
     """
     x = _activation(x, "x", _FLOAT_DTYPES)
     M, K = x.shape
@@ -419,8 +434,8 @@ def w8a16_linear(x: torch.Tensor, qweight: torch.Tensor, wscale: torch.Tensor,
     if M == 0 or N == 0:
         return out
     # Under the interpreter, both tile orientations get exercised: swapped for M <= 16.
-    meta = {**_INTERP_META, "SWAP_AB": M <= 16} if _INTERPRET else {}
-    _w8a16[_grid(M, N)](x, qweight, wscale, bias if bias is not None else wscale, out,
+    kernel, meta = _launch(_w8a16, _w8a16_fixed, config, {**_INTERP_META, "SWAP_AB": M <= 16})
+    kernel[_grid(M, N)](x, qweight, wscale, bias if bias is not None else wscale, out,
                         M, N, K, x.stride(0), qweight.stride(0), out.stride(0), _m_bucket(M),
                         HAS_BIAS=bias is not None, INTERPRET=_INTERPRET,
                         PRECISION="tf32x3" if x.dtype == torch.float32 else "tf32", **meta)
