@@ -273,7 +273,7 @@ def w4a16_linear(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, ze
     if M == 0 or N == 0:
         return out
     if _INTERPRET:
-        kernel, meta = _w4a16_fixed, {**SMALL_CONFIG, "SWAP_AB": M <= 16, **(config or {})}
+        kernel, meta = _w4a16_fixed, {**SMALL_CONFIG, "SWAP_AB": (config or {}).get("SWAP_AB", M <= 16)}
     elif config is None:
         kernel, meta = _w4a16, {}
     else:
