@@ -62,8 +62,8 @@ def test_w1a16_half_dtypes(m, group_size, dtype):
 
 def test_sign_constants():
     # The kernel reads (bit << pos) | one as +1 (bit 0) or -1 (bit 1) in each float type.
-    for (pos, one), dtype, view in ((tk.BF16_ONE, torch.bfloat16, torch.int16),
-                                    (tk.FP16_ONE, torch.float16, torch.int16),
-                                    (tk.FP32_ONE, torch.float32, torch.int32)):
-        bits = (torch.tensor([0, 1], dtype=torch.int64) << pos) | one
+    for pos, one, dtype, view in ((tk.BF16_POS, tk.BF16_ONE, torch.bfloat16, torch.int16),
+                                  (tk.FP16_POS, tk.FP16_ONE, torch.float16, torch.int16),
+                                  (tk.FP32_POS, tk.FP32_ONE, torch.float32, torch.int32)):
+        bits = (torch.tensor([0, 1], dtype=torch.int64) << pos.value) | one.value
         assert bits.to(view).view(dtype).tolist() == [1.0, -1.0], dtype  # int64 -> int16/int32 wraps

@@ -95,9 +95,10 @@ def test_both_orientations(M, N, K, group_size, dtype, swap_ab):
 def test_magic_constants():
     # The dequantizer reads `bits | code` as value + code: exact for every nibble in each dtype.
     codes = torch.arange(16, dtype=torch.int32)
-    for (bits, value), dtype, view in ((tk.BF16_MAGIC, torch.bfloat16, torch.int16),
-                                       (tk.FP16_MAGIC, torch.float16, torch.int16),
-                                       (tk.FP32_MAGIC, torch.float32, torch.int32)):
+    for bits, value, dtype, view in ((tk.BF16_MAGIC, tk.BF16_OFF, torch.bfloat16, torch.int16),
+                                     (tk.FP16_MAGIC, tk.FP16_OFF, torch.float16, torch.int16),
+                                     (tk.FP32_MAGIC, tk.FP32_OFF, torch.float32, torch.int32)):
+        bits, value = bits.value, value.value
         got = (codes | bits).to(view).view(dtype).double()
         assert torch.equal(got, value + codes.double()), dtype
 

@@ -27,10 +27,11 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-# (sign bit position, encoding of +1) per float type: (bit << pos) | one is +1 or -1.
-BF16_ONE = tl.constexpr((15, 0x3F80))
-FP16_ONE = tl.constexpr((15, 0x3C00))
-FP32_ONE = tl.constexpr((31, 0x3F800000))
+# Sign bit position and encoding of +1 per float type: (bit << POS) | ONE is +1 or -1. Scalar
+# constexprs: Triton 3.6 (on the card) and 3.9 (here) both take those as globals in a kernel.
+BF16_POS, BF16_ONE = tl.constexpr(15), tl.constexpr(0x3F80)
+FP16_POS, FP16_ONE = tl.constexpr(15), tl.constexpr(0x3C00)
+FP32_POS, FP32_ONE = tl.constexpr(31), tl.constexpr(0x3F800000)
 
 
 @triton.jit
@@ -51,22 +52,22 @@ def _w1a16_kernel(x_ptr, w_ptr, alpha_ptr, bias_ptr, out_ptr,
     mask_n = rn < N
     # The ±1 dtype: x's on a GPU; the interpreter cannot do bf16 arithmetic or dots (it keeps raw
     # bits), so bf16 builds fp32 signs there.
-    if INTERPRET and x_ptr.dtype.element_ty == tl.bfloat16:
-        DQ: tl.constexpr = tl.float32
-    else:
-        DQ: tl.constexpr = x_ptr.dtype.element_ty
+    DQ: tl.constexpr = x_ptr.dtype.element_ty
+    if INTERPRET:
+        if DQ == tl.bfloat16:
+            DQ: tl.constexpr = tl.float32
     if DQ == tl.float32:
         BITS: tl.constexpr = tl.uint32
-        POS: tl.constexpr = FP32_ONE[0]
-        ONE: tl.constexpr = FP32_ONE[1]
+        POS: tl.constexpr = FP32_POS
+        ONE: tl.constexpr = FP32_ONE
     elif DQ == tl.float16:
         BITS: tl.constexpr = tl.uint16
-        POS: tl.constexpr = FP16_ONE[0]
-        ONE: tl.constexpr = FP16_ONE[1]
+        POS: tl.constexpr = FP16_POS
+        ONE: tl.constexpr = FP16_ONE
     else:
         BITS: tl.constexpr = tl.uint16
-        POS: tl.constexpr = BF16_ONE[0]
-        ONE: tl.constexpr = BF16_ONE[1]
+        POS: tl.constexpr = BF16_POS
+        ONE: tl.constexpr = BF16_ONE
 
     if SWAP_AB:
         acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)

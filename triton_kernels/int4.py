@@ -37,10 +37,11 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 GROUP_SIZES = (32, 64, 128)
 
-# (bits, value): `bits | code` read as the float type is value + code for 0 <= code < 16.
-BF16_MAGIC = tl.constexpr((0x4300, 128.0))
-FP16_MAGIC = tl.constexpr((0x6400, 1024.0))
-FP32_MAGIC = tl.constexpr((0x4B000000, 8388608.0))
+# `MAGIC | code` read as the float type is OFF + code for 0 <= code < 16. Scalar constexprs:
+# Triton 3.6 (on the card) and 3.9 (here) both take those as globals in a kernel.
+BF16_MAGIC, BF16_OFF = tl.constexpr(0x4300), tl.constexpr(128.0)
+FP16_MAGIC, FP16_OFF = tl.constexpr(0x6400), tl.constexpr(1024.0)
+FP32_MAGIC, FP32_OFF = tl.constexpr(0x4B000000), tl.constexpr(8388608.0)
 
 
 def is_available() -> bool:
@@ -91,22 +92,22 @@ def _w4a16_kernel(x_ptr, w_ptr, s_ptr, z_ptr, bias_ptr, out_ptr,
     # rounds once more than the reference's). The interpreter stores bf16 as raw uint16 bits and
     # cannot do bf16 arithmetic or tl.dot, so bf16 dequantizes in fp32 there; fp16 keeps its GPU
     # arithmetic and is widened to fp32 only for the interpreter's dot.
-    if INTERPRET and x_ptr.dtype.element_ty != tl.float16:
-        DQ: tl.constexpr = tl.float32
-    else:
-        DQ: tl.constexpr = x_ptr.dtype.element_ty
+    DQ: tl.constexpr = x_ptr.dtype.element_ty
+    if INTERPRET:
+        if DQ == tl.bfloat16:
+            DQ: tl.constexpr = tl.float32
     if DQ == tl.float32:
         BITS: tl.constexpr = tl.uint32
-        MAGIC: tl.constexpr = FP32_MAGIC[0]
-        OFF: tl.constexpr = FP32_MAGIC[1]
+        MAGIC: tl.constexpr = FP32_MAGIC
+        OFF: tl.constexpr = FP32_OFF
     elif DQ == tl.float16:
         BITS: tl.constexpr = tl.uint16
-        MAGIC: tl.constexpr = FP16_MAGIC[0]
-        OFF: tl.constexpr = FP16_MAGIC[1]
+        MAGIC: tl.constexpr = FP16_MAGIC
+        OFF: tl.constexpr = FP16_OFF
     else:
         BITS: tl.constexpr = tl.uint16
-        MAGIC: tl.constexpr = BF16_MAGIC[0]
-        OFF: tl.constexpr = BF16_MAGIC[1]
+        MAGIC: tl.constexpr = BF16_MAGIC
+        OFF: tl.constexpr = BF16_OFF
 
     if SWAP_AB:
         acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
