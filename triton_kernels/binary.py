@@ -34,6 +34,42 @@ FP16_POS, FP16_ONE = tl.constexpr(15), tl.constexpr(0x3C00)
 FP32_POS, FP32_ONE = tl.constexpr(31), tl.constexpr(0x3F800000)
 
 
+# ±1 tiles from (N, W) words, (N, 32 W) in k order: bit j of word w lands at column 32 w + j.
+# Built by interleaving halves (the way the int4 kernel joins its nibbles) rather than by reshaping
+# an (N, W, 32) tensor: compiled for sm_90a (Triton 3.9), that reshape sent the tile through shared
+# memory and made ptxas serialize the swapped tiles' wgmmas; the interleaves did not, and the
+# unswapped 32x128x128 tile needs 155 registers instead of 255. _signs_S takes bits s, s + S,
+# s + 2S, ... of each word; the levels are written out (no recursive @jit calls).
+@triton.jit
+def _signs_32(words, s: tl.constexpr, POS: tl.constexpr, ONE: tl.constexpr, BITS: tl.constexpr):
+    return ((((words >> s) & 1) << POS) | ONE).to(BITS)
+
+
+@triton.jit
+def _signs_16(words, s: tl.constexpr, POS: tl.constexpr, ONE: tl.constexpr, BITS: tl.constexpr):
+    return tl.interleave(_signs_32(words, s, POS, ONE, BITS), _signs_32(words, s + 16, POS, ONE, BITS))
+
+
+@triton.jit
+def _signs_8(words, s: tl.constexpr, POS: tl.constexpr, ONE: tl.constexpr, BITS: tl.constexpr):
+    return tl.interleave(_signs_16(words, s, POS, ONE, BITS), _signs_16(words, s + 8, POS, ONE, BITS))
+
+
+@triton.jit
+def _signs_4(words, s: tl.constexpr, POS: tl.constexpr, ONE: tl.constexpr, BITS: tl.constexpr):
+    return tl.interleave(_signs_8(words, s, POS, ONE, BITS), _signs_8(words, s + 4, POS, ONE, BITS))
+
+
+@triton.jit
+def _signs_2(words, s: tl.constexpr, POS: tl.constexpr, ONE: tl.constexpr, BITS: tl.constexpr):
+    return tl.interleave(_signs_4(words, s, POS, ONE, BITS), _signs_4(words, s + 2, POS, ONE, BITS))
+
+
+@triton.jit
+def _signs(words, POS: tl.constexpr, ONE: tl.constexpr, BITS: tl.constexpr):
+    return tl.interleave(_signs_2(words, 0, POS, ONE, BITS), _signs_2(words, 1, POS, ONE, BITS))
+
+
 @triton.jit
 def _w1a16_kernel(x_ptr, w_ptr, alpha_ptr, bias_ptr, out_ptr,
                   M, N, K, KW, G, TILES_PER_GROUP, stride_xm, stride_om, M_BUCKET,
@@ -46,7 +82,6 @@ def _w1a16_kernel(x_ptr, w_ptr, alpha_ptr, bias_ptr, out_ptr,
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
     rw = tl.arange(0, WORDS)
-    shifts = tl.arange(0, 32)
     x_ptrs = x_ptr + (rm % M).to(tl.int64)[:, None] * stride_xm + rk[None, :]
     w_ptrs = w_ptr + (rn % N).to(tl.int64)[:, None] * KW + rw[None, :]
     mask_n = rn < N
@@ -77,8 +112,7 @@ def _w1a16_kernel(x_ptr, w_ptr, alpha_ptr, bias_ptr, out_ptr,
         # Past K, x reads 0 and the (zero) padding bits are +1: their products vanish.
         a = tl.load(x_ptrs, mask=rk[None, :] < K - kb * BLOCK_K, other=0.0)
         words = tl.load(w_ptrs, mask=rw[None, :] < KW - kb * WORDS, other=0).to(tl.uint32)
-        bits = (((words[:, :, None] >> shifts[None, None, :]) & 1) << POS) | ONE
-        sign = tl.reshape(bits, (BLOCK_N, BLOCK_K)).to(BITS).to(DQ, bitcast=True)
+        sign = _signs(words, POS, ONE, BITS).to(DQ, bitcast=True)
         if INTERPRET:
             a = a.to(tl.float32)
             sign = sign.to(tl.float32)
@@ -112,23 +146,21 @@ def _cfg(bm, bn, bk, stages, warps, swap=False):
                          num_stages=stages, num_warps=warps)
 
 
-# A short list per M bucket (each config compiles on a key's first call; the autotuner keeps
-# the fastest on the card). The unswapped tiles are the previous version's (M <= 16 ran its
-# first, 32x128x128); swapped ones keep BLOCK_N = 16 * num_warps, the shape whose A operand
-# Triton 3.9 built in registers in the int4 kernel. Compiled for sm_90a without a GPU, the
-# swapped W1A16 tiles spill nothing but ptxas warns that their wgmmas are serialized (the
-# (N, words, 32) -> (N, K) reshape of the bits is not free), so they may lose to the
-# unswapped ones, whose ±1 tile goes through shared memory: the autotuner decides.
+# A short list per M bucket (each config compiles on a key's first call; the autotuner keeps the
+# fastest on the card). The unswapped tiles are the previous version's (M <= 16 ran its first,
+# 32x128x128). The swapped ones keep BLOCK_N = 16 * num_warps and BLOCK_K = 128: compiled for
+# sm_90a without a GPU (Triton 3.9, ptxas 13.0), those build the ±1 A operand in registers with
+# no spills and no serialization warning, while swapped BLOCK_K = 64 tiles with 8 warps got one.
 _OLD = [_cfg(32, 128, 128, 4, 4), _cfg(64, 128, 128, 4, 4), _cfg(128, 128, 64, 4, 8), _cfg(128, 256, 64, 3, 8),
         _cfg(64, 64, 256, 4, 4), _cfg(128, 128, 128, 3, 8)]
 _CONFIGS_BY_BUCKET = {
-    16: [_OLD[0], _cfg(16, 64, 128, 4, 4, True), _cfg(16, 128, 128, 4, 8, True), _cfg(16, 64, 256, 4, 4, True)],
+    16: [_OLD[0], _cfg(16, 64, 128, 4, 4, True), _cfg(16, 128, 128, 4, 8, True)],
     32: [_OLD[0], _cfg(32, 64, 128, 4, 4, True), _cfg(32, 128, 128, 4, 8, True)],
     64: [_OLD[0], _OLD[1], _OLD[4], _cfg(64, 64, 128, 4, 4, True), _cfg(64, 128, 128, 4, 8, True)],
     128: [_OLD[1], _OLD[2], _OLD[3], _OLD[5], _cfg(64, 128, 128, 4, 8, True), _cfg(128, 64, 128, 4, 4, True),
-          _cfg(128, 128, 64, 4, 8, True)],
-    256: [_OLD[2], _OLD[3], _OLD[5], _cfg(128, 64, 128, 4, 4, True), _cfg(128, 128, 64, 4, 8, True),
-          _cfg(256, 128, 64, 4, 8, True)],
+          _cfg(128, 128, 128, 4, 8, True)],
+    256: [_OLD[2], _OLD[3], _OLD[5], _cfg(128, 64, 128, 4, 4, True), _cfg(128, 128, 128, 4, 8, True),
+          _cfg(256, 128, 128, 3, 8, True)],
 }
 _CONFIGS_BY_BUCKET[512] = _CONFIGS_BY_BUCKET[256]
 
