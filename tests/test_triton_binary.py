@@ -42,3 +42,28 @@ def test_w1a16_bf16_and_errors():
         tk.w1a16_linear(x.to(DEVICE), packed.view(torch.int32).to(DEVICE), alpha.to(DEVICE))
     with pytest.raises(TypeError, match="alpha"):
         tk.w1a16_linear(x.to(DEVICE), packed.to(DEVICE), alpha.to(DEVICE), 32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("m,group_size", [(3, 0), (20, 0), (5, 64), (18, 32)])
+def test_w1a16_half_dtypes(m, group_size, dtype):
+    # fp16 and bf16 signs in both tile orientations (swapped for M <= 16 in the interpreter), K tail 100
+    n, k = 24, 100
+    g = torch.Generator().manual_seed(m + group_size)
+    packed, alpha = binarize_weight(torch.randn(n, k, generator=g), group_size)
+    x, b = torch.randn(m, k, generator=g).to(dtype), torch.randn(n, generator=g).to(dtype)
+    got = tk.w1a16_linear(x.to(DEVICE), packed.to(DEVICE), alpha.to(DEVICE), group_size, b.to(DEVICE)).cpu()
+    assert got.dtype == dtype
+    want = w1a16_linear_ref(x.double(), packed, alpha, group_size, b.double())
+    mag = x.abs().double() @ dequantize_binary(packed, alpha, k, group_size, torch.float64).abs().t() + b.abs().double()
+    one_rounding = 2.0**-10 if dtype == torch.float16 else 2.0**-7  # of the output (bf16: truncated in the interpreter)
+    assert ((got.double() - want).abs() <= one_rounding * want.abs() + 1e-5 * mag + 1e-30).all()
+
+
+def test_sign_constants():
+    # The kernel reads (bit << pos) | one as +1 (bit 0) or -1 (bit 1) in each float type.
+    for pos, one, dtype, view in ((tk.BF16_POS, tk.BF16_ONE, torch.bfloat16, torch.int16),
+                                  (tk.FP16_POS, tk.FP16_ONE, torch.float16, torch.int16),
+                                  (tk.FP32_POS, tk.FP32_ONE, torch.float32, torch.int32)):
+        bits = (torch.tensor([0, 1], dtype=torch.int64) << pos.value) | one.value
+        assert bits.to(view).view(dtype).tolist() == [1.0, -1.0], dtype  # int64 -> int16/int32 wraps

@@ -3,9 +3,9 @@
 Without a GPU the kernel runs on CPU tensors under TRITON_INTERPRET=1 (set by conftest),
 on tiny shapes. The reference is x @ dequantize_int4(...).T + bias in float64.
 Tolerance per output: one rounding of the output dtype (bf16: the interpreter truncates)
-times |ref|, plus, over the sum of the terms' magnitudes, 1e-5 (fp32 accumulation) and,
-on a GPU, the weights' rounding to x's 16-bit dtype (ROUNDING bounds two roundings: bf16
-rounds the float16 scale, then the product).
+times |ref|, plus, over the sum of the terms' magnitudes, 1e-5 (fp32 accumulation) and
+the weights' rounding to x's 16-bit dtype (ROUNDING bounds two roundings: bf16 rounds the
+float16 scale, then the product; the interpreter dequantizes bf16 in fp32, fp16 in fp16).
 """
 import os
 
@@ -51,20 +51,22 @@ def reference(x, packed, scales, zeros, bias, group_size, K):
 def assert_close(out, x, packed, scales, zeros, bias, group_size, K):
     ref, mag = reference(x, packed, scales, zeros, bias, group_size, K)
     assert out.dtype == x.dtype and out.shape == ref.shape
-    w_round = 0.0 if (tk._INTERPRET or x.dtype == torch.float32) else ROUNDING[x.dtype]
+    # The weights round to x's dtype, except fp32 and, in the interpreter, bf16 (dequantized in fp32 there).
+    w_round = 0.0 if x.dtype == torch.float32 or (tk._INTERPRET and x.dtype == torch.bfloat16) else ROUNDING[x.dtype]
     tol = ROUNDING[x.dtype] * ref.abs() + (1e-5 + w_round) * mag + 1e-30
     err = (out.cpu().double() - ref).abs()
     worst = (err / tol).max().item()
     assert worst <= 1.0, f"max error {err.max().item():.3g} is {worst:.3g}x the tolerance"
 
 
-def run(M, N, K, group_size, symmetric, dtype, with_bias, seed):
+def run(M, N, K, group_size, symmetric, dtype, with_bias, seed, swap_ab=None):
     gen = torch.Generator().manual_seed(seed)
     packed, scales, zeros = random_int4(N, K, group_size, symmetric, gen)
     x = torch.randn(M, K, generator=gen).to(dtype)
     bias = torch.randn(N, generator=gen).to(dtype) if with_bias else None
     dev = [t.to(DEVICE) if t is not None else None for t in (x, packed, scales, zeros, bias)]
-    out = tk.w4a16_linear(*dev, group_size, K, **CFG)
+    cfg = CFG if swap_ab is None else {"config": {**CFG["config"], "SWAP_AB": swap_ab}}
+    out = tk.w4a16_linear(*dev, group_size, K, **cfg)
     assert_close(out, x, packed, scales, zeros, bias, group_size, K)
 
 
@@ -79,6 +81,26 @@ CASES = [(gs, sym, dt) for gs in (32, 64, 128) for sym in (False, True) for dt i
 @pytest.mark.parametrize("M,N,K", [(1, 5, 33), (17, 9, 200)])  # tails in M, N and K; K past 3 tiles
 def test_matches_reference(M, N, K, group_size, symmetric, dtype):
     run(M, N, K, group_size, symmetric, dtype, with_bias=(M + N) % 2 == 0, seed=M * 1000 + N * 10 + K)
+
+
+@pytest.mark.parametrize("swap_ab", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("M,N,K,group_size", [(3, 20, 130, 64), (33, 17, 97, 32), (18, 5, 256, 128)])
+def test_both_orientations(M, N, K, group_size, dtype, swap_ab):
+    # out = x W^T and out^T = W x^T (SWAP_AB) on tails in M, N and K, with and without zero points
+    run(M, N, K, group_size, symmetric=M % 2 == 0, dtype=dtype, with_bias=N % 2 == 1, seed=M + N + K,
+        swap_ab=swap_ab)
+
+
+def test_magic_constants():
+    # The dequantizer reads `bits | code` as value + code: exact for every nibble in each dtype.
+    codes = torch.arange(16, dtype=torch.int32)
+    for bits, value, dtype, view in ((tk.BF16_MAGIC, tk.BF16_OFF, torch.bfloat16, torch.int16),
+                                     (tk.FP16_MAGIC, tk.FP16_OFF, torch.float16, torch.int16),
+                                     (tk.FP32_MAGIC, tk.FP32_OFF, torch.float32, torch.int32)):
+        bits, value = bits.value, value.value
+        got = (codes | bits).to(view).view(dtype).double()
+        assert torch.equal(got, value + codes.double()), dtype
 
 
 @pytest.mark.parametrize("K", [1, 2, 31, 64, 65, 192])

@@ -57,7 +57,7 @@ def assert_close_scaled(out, ref, mag, out_dtype, fp32_rtol=1e-5):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("M", [1, 3, 17, 64])
-@pytest.mark.parametrize("K", [1, 7, 32, 33, 100])
+@pytest.mark.parametrize("K", [1, 7, 32, 33, 64, 100])  # 64: one tile exactly in the interpreter
 def test_quantize_matches_reference(M, K, dtype):
     gen = torch.Generator().manual_seed(M * 1000 + K)
     x = (torch.randn(M, K, generator=gen) * 3).to(dtype).to(DEVICE)
@@ -115,7 +115,7 @@ def ref_gemm(xq, xscale, qweight, wscale, bias):
 
 @pytest.mark.parametrize("M", [1, 3, 17, 64])
 @pytest.mark.parametrize("N", [1, 5, 33])
-@pytest.mark.parametrize("K", [1, 7, 32, 33, 100])
+@pytest.mark.parametrize("K", [1, 7, 32, 33, 64, 100])  # 64: one tile exactly in the interpreter
 def test_int8_gemm_fp32_out(M, N, K):
     gen = torch.Generator().manual_seed(M * 10000 + N * 100 + K)
     xq = torch.randint(-127, 128, (M, K), dtype=torch.int8, generator=gen).to(DEVICE)

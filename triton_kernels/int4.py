@@ -8,6 +8,17 @@ dequantized in x's dtype ((code - zero) exact, the product rounded once; in bf16
 float16 scale is rounded first) and multiplied on the tensor cores with fp32
 accumulation; fp32 x runs 3xTF32.
 
+Dequantization uses no int -> float conversion instructions (on Hopper they issue at a
+quarter of the FP32 rate, and one per weight made the kernel conversion-bound, twice
+slower than cuBLAS bf16 at M >= 128): a nibble OR-ed into the mantissa of a float whose
+exponent makes one mantissa step worth 1 reads as OFF + code (bf16 0x4300 | c = 128 + c,
+fp16 0x6400 | c = 1024 + c, fp32 0x4B000000 | c = 2**23 + c); subtracting OFF + zero
+is exact, so the weights are bit for bit those of a plain conversion.
+
+SWAP_AB configurations compute out^T = W x^T: the dequantized weight tile is the MMA's
+A operand, which Hopper's wgmma reads from registers, while a dequantized B operand
+must first be stored to shared memory (and the MMA waits on that store).
+
 Meant for M above the CUDA decode kernel's range (M > 16), and for K that kernel does
 not take (odd K, K % 32 != 0). On a GPU it is autotuned (key: M bucket, N, K, group
 size); the first call of each key times the configs, so warm up before capturing a
@@ -25,6 +36,12 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 GROUP_SIZES = (32, 64, 128)
+
+# `MAGIC | code` read as the float type is OFF + code for 0 <= code < 16. Scalar constexprs:
+# Triton 3.6 (on the card) and 3.9 (here) both take those as globals in a kernel.
+BF16_MAGIC, BF16_OFF = tl.constexpr(0x4300), tl.constexpr(128.0)
+FP16_MAGIC, FP16_OFF = tl.constexpr(0x6400), tl.constexpr(1024.0)
+FP32_MAGIC, FP32_OFF = tl.constexpr(0x4B000000), tl.constexpr(8388608.0)
 
 
 def is_available() -> bool:
@@ -52,7 +69,7 @@ def _tile_ids(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.co
 def _w4a16_kernel(x_ptr, w_ptr, s_ptr, z_ptr, bias_ptr, out_ptr,
                   M, N, K, G, stride_xm, stride_wn, stride_om, M_BUCKET,
                   GS: tl.constexpr, HAS_ZEROS: tl.constexpr, HAS_BIAS: tl.constexpr, EVEN_K: tl.constexpr,
-                  INTERPRET: tl.constexpr, PRECISION: tl.constexpr,
+                  INTERPRET: tl.constexpr, PRECISION: tl.constexpr, SWAP_AB: tl.constexpr,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
     # M_BUCKET is only an autotune key. BLOCK_K and GS are powers of two, so a K tile
     # lies inside one group (BLOCK_K <= GS) or covers BLOCK_K // GS whole groups.
@@ -71,7 +88,31 @@ def _w4a16_kernel(x_ptr, w_ptr, s_ptr, z_ptr, bias_ptr, out_ptr,
     k_bytes = (K + 1) // 2
     TILE_GROUPS: tl.constexpr = BLOCK_K // GS if BLOCK_K > GS else 1
 
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    # DQ: the dequantization dtype. On a GPU, x's dtype ((code - zero) is exact there, the product
+    # rounds once more than the reference's). The interpreter stores bf16 as raw uint16 bits and
+    # cannot do bf16 arithmetic or tl.dot, so bf16 dequantizes in fp32 there; fp16 keeps its GPU
+    # arithmetic and is widened to fp32 only for the interpreter's dot.
+    DQ: tl.constexpr = x_ptr.dtype.element_ty
+    if INTERPRET:
+        if DQ == tl.bfloat16:
+            DQ: tl.constexpr = tl.float32
+    if DQ == tl.float32:
+        BITS: tl.constexpr = tl.uint32
+        MAGIC: tl.constexpr = FP32_MAGIC
+        OFF: tl.constexpr = FP32_OFF
+    elif DQ == tl.float16:
+        BITS: tl.constexpr = tl.uint16
+        MAGIC: tl.constexpr = FP16_MAGIC
+        OFF: tl.constexpr = FP16_OFF
+    else:
+        BITS: tl.constexpr = tl.uint16
+        MAGIC: tl.constexpr = BF16_MAGIC
+        OFF: tl.constexpr = BF16_OFF
+
+    if SWAP_AB:
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for kb in range(0, tl.cdiv(K, BLOCK_K)):
         k0 = kb * BLOCK_K
         if EVEN_K:
@@ -81,31 +122,34 @@ def _w4a16_kernel(x_ptr, w_ptr, s_ptr, z_ptr, bias_ptr, out_ptr,
             # x is zero past K, so the padding nibble of odd K and the masked bytes add nothing.
             a = tl.load(x_ptrs, mask=rk[None, :] < K - k0, other=0.0)
             b = tl.load(w_ptrs, mask=rb[None, :] < k_bytes - k0 // 2, other=0)
-        # Dequantize in x's dtype on a GPU ((code - zero) is exact there, the product rounds once
-        # more than the reference's); the interpreter stores bf16 as raw uint16 bits, and its
-        # tl.dot treats them as integers, so it computes in fp32.
-        if INTERPRET:
-            DQ: tl.constexpr = tl.float32
-            a = a.to(tl.float32)
-        else:
-            DQ: tl.constexpr = x_ptr.dtype.element_ty
-        codes = tl.interleave(b & 0xF, b >> 4).to(DQ)  # (BLOCK_N, BLOCK_K): low nibble first
+        # (BLOCK_N, BLOCK_K) of OFF + code, low nibble first; integer ops only (see the module doc).
+        lo = (b & 0xF).to(BITS) | MAGIC
+        hi = (b >> 4).to(BITS) | MAGIC
+        codes = tl.interleave(lo, hi).to(DQ, bitcast=True)
         # (BLOCK_N, TILE_GROUPS) scales and zeros: the groups this K tile touches.
         rg = k0 // GS + tl.arange(0, TILE_GROUPS)
         g_ok = rg[None, :] < G  # groups past K get scale 0: their codes weigh nothing
         s = tl.load(s_row[:, None] + rg[None, :], mask=g_ok, other=0.0).to(DQ)
         if HAS_ZEROS:
-            z = tl.load(z_row[:, None] + rg[None, :], mask=g_ok, other=0).to(DQ)
+            z = tl.load(z_row[:, None] + rg[None, :], mask=g_ok, other=0).to(DQ) + OFF
         else:
-            z = tl.full((BLOCK_N, TILE_GROUPS), 8.0, DQ)
+            z = tl.full((BLOCK_N, TILE_GROUPS), 8.0 + OFF, DQ)
         if TILE_GROUPS == 1:
             w = (codes - z) * s
         else:
             w = (tl.reshape(codes, (BLOCK_N, TILE_GROUPS, GS)) - z[:, :, None]) * s[:, :, None]
             w = tl.reshape(w, (BLOCK_N, BLOCK_K))
-        acc = tl.dot(a, tl.trans(w), acc, input_precision=PRECISION)
+        if INTERPRET:
+            a = a.to(tl.float32)
+            w = w.to(tl.float32)
+        if SWAP_AB:
+            acc = tl.dot(w, tl.trans(a), acc, input_precision=PRECISION)
+        else:
+            acc = tl.dot(a, tl.trans(w), acc, input_precision=PRECISION)
         x_ptrs += BLOCK_K
         w_ptrs += BLOCK_K // 2
+    if SWAP_AB:
+        acc = tl.trans(acc)
 
     mask_m = rm < M
     mask_n = rn < N
@@ -119,36 +163,58 @@ def _w4a16_kernel(x_ptr, w_ptr, s_ptr, z_ptr, bias_ptr, out_ptr,
 # ----------------------------------------------------------------------------- configurations
 
 
-def _cfg(bm, bn, bk, stages, warps):
-    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8},
+def _cfg(bm, bn, bk, stages, warps, swap=False):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "SWAP_AB": swap},
                          num_stages=stages, num_warps=warps)
 
 
-# Hopper/Ampere. Few per M bucket: the first call of each key compiles and times them all.
-# Compiled for sm_90a without a GPU (Triton 3.9): the first four spill nothing, 128x128 a
-# little (96 bytes), 128x256 more (312 bytes) but keeps the widest tile for large M.
-_CONFIGS = [
-    _cfg(16, 128, 128, 4, 4),
-    _cfg(64, 128, 64, 4, 4),
-    _cfg(64, 256, 64, 3, 8),
-    _cfg(128, 128, 64, 3, 8),
-    _cfg(128, 256, 64, 3, 8),
-]
+# Hopper/Ampere; the autotuner times each key's list on the card and keeps the fastest, so a
+# list keeps the previous version's tiles for its M and adds a few; lists stay short since
+# each config compiles on the first call (1-3 s). BLOCK_M is the token tile, BLOCK_N the
+# weight rows. SWAP_AB tiles put the weight rows on the wgmma's M side and the tokens on its
+# N side (up to 256), with BLOCK_K = 128 (one group of the default group size per tile).
+# They keep BLOCK_N = 16 * num_warps: compiled for sm_90a without a GPU (Triton 3.9), those
+# build the A operand in registers straight from the unpacked nibbles, while 32 rows per warp
+# went through shared memory and ptxas serialized the wgmmas; BLOCK_K = 64 swapped tiles were
+# serialized too. None spills (ptxas 13.0). M = 1024 gets its own key with 256-token tiles:
+# each token tile dequantizes the whole weight once more.
+_OLD = {16: _cfg(16, 128, 128, 4, 4), 64: _cfg(64, 128, 64, 4, 4), "64w": _cfg(64, 256, 64, 3, 8),
+        128: _cfg(128, 128, 64, 3, 8), "128w": _cfg(128, 256, 64, 3, 8)}
+_CONFIGS_BY_BUCKET = {
+    16: [_OLD[16], _cfg(16, 64, 128, 4, 4, True), _cfg(16, 128, 128, 4, 8, True)],
+    32: [_OLD[16], _cfg(32, 64, 128, 4, 4, True), _cfg(32, 128, 128, 4, 8, True)],
+    64: [_OLD[16], _OLD[64], _cfg(64, 64, 128, 4, 4, True), _cfg(64, 128, 128, 4, 8, True)],
+    128: [_OLD[64], _OLD["64w"], _OLD[128], _cfg(64, 128, 128, 4, 8, True), _cfg(128, 128, 128, 3, 8, True),
+          _cfg(128, 64, 128, 4, 4, True)],
+    256: [_OLD[64], _OLD["64w"], _OLD[128], _OLD["128w"], _cfg(128, 128, 128, 3, 8, True),
+          _cfg(256, 128, 128, 3, 8, True)],
+    512: [_OLD[128], _OLD["128w"], _cfg(128, 128, 128, 3, 8, True), _cfg(256, 128, 128, 3, 8, True)],
+    1024: [_OLD["128w"], _cfg(256, 128, 64, 3, 8), _cfg(128, 128, 128, 3, 8, True), _cfg(256, 128, 128, 3, 8, True),
+           _cfg(128, 64, 128, 4, 4, True)],
+}
+
+
+def _config_id(c):
+    return tuple(sorted(c.kwargs.items())), c.num_warps, c.num_stages
+
+
+_CONFIGS = list({_config_id(c): c for cs in _CONFIGS_BY_BUCKET.values() for c in cs}.values())
 
 # Small tiles so the tests' odd shapes cross tile and K-tail edges; BLOCK_K 64 takes both
 # scale paths (two groups of 32 per tile, or part of one group). The interpreter always
-# runs it; tests on a GPU pass it as `config` to skip autotuning every small shape.
+# runs it (with SWAP_AB chosen by the caller or the M rule of w4a16_linear); tests on a GPU
+# pass it as `config` to skip autotuning every small shape.
 SMALL_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 64, "GROUP_M": 2}
 
 
 def _m_bucket(M):
-    return min(max(16, triton.next_power_of_2(M)), 512)
+    return min(max(16, triton.next_power_of_2(M)), 1024)
 
 
 def _prune_by_m(configs, named_args, **kwargs):
-    # Keep tiles whose BLOCK_M is within 4x below the M bucket: tuning stays short.
-    bucket = named_args["M_BUCKET"]
-    kept = [c for c in configs if bucket // 4 <= c.kwargs["BLOCK_M"] <= bucket]
+    # The configs listed for this M bucket: tuning stays short.
+    wanted = {_config_id(c) for c in _CONFIGS_BY_BUCKET[named_args["M_BUCKET"]]}
+    kept = [c for c in configs if _config_id(c) in wanted]
     return kept or configs[:1]
 
 
@@ -168,8 +234,9 @@ def w4a16_linear(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, ze
 
     packed (N, ceil(K/2)) uint8 (unit column stride), scales (N, G) float16, zeros (N, G)
     uint8 or None (zero point 8), bias (N,) float or None, G = ceil(K / group_size).
-    config: a fixed tile (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M; num_warps, num_stages
-    optional) instead of the autotuned choice.
+    config: a fixed tile (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M; SWAP_AB, num_warps, num_stages
+    optional) instead of the autotuned choice; under the interpreter it may only set SWAP_AB
+    (default: swapped for M <= 16, so the tests' shapes take both orientations).
     """
     op = "triton w4a16_linear"
     if x.dim() != 2:
@@ -207,9 +274,11 @@ def w4a16_linear(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, ze
     if M == 0 or N == 0:
         return out
     if _INTERPRET:
-        kernel, meta = _w4a16_fixed, SMALL_CONFIG
+        kernel, meta = _w4a16_fixed, {**SMALL_CONFIG, "SWAP_AB": (config or {}).get("SWAP_AB", M <= 16)}
+    elif config is None:
+        kernel, meta = _w4a16, {}
     else:
-        kernel, meta = (_w4a16, {}) if config is None else (_w4a16_fixed, config)
+        kernel, meta = _w4a16_fixed, {"SWAP_AB": False, **config}
     grid = lambda m: (triton.cdiv(M, m["BLOCK_M"]) * triton.cdiv(N, m["BLOCK_N"]),)  # noqa: E731
     kernel[grid](x, packed, scales, zeros if zeros is not None else packed, bias if bias is not None else scales, out,
                  M, N, K, G, x.stride(0), packed.stride(0), out.stride(0), _m_bucket(M),

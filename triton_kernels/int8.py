@@ -77,27 +77,40 @@ def _tile_ids(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.co
 
 
 @triton.jit
+def _quantize_row(x, inv, INTERPRET: tl.constexpr):
+    q = _rint(x * inv, INTERPRET)
+    return tl.minimum(tl.maximum(q, -127.0), 127.0).to(tl.int8)
+
+
+@triton.jit
 def _quantize_per_token_kernel(x_ptr, q_ptr, scale_ptr, K, stride_xm, stride_qm,
-                               BLOCK_K: tl.constexpr, INTERPRET: tl.constexpr):
+                               BLOCK_K: tl.constexpr, ONE_TILE: tl.constexpr, INTERPRET: tl.constexpr):
+    # ONE_TILE (K <= BLOCK_K): the row stays in registers between its amax and its rounding,
+    # so x is read from memory once; longer rows are read twice.
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * stride_xm
     q_row = q_ptr + row * stride_qm
     cols = tl.arange(0, BLOCK_K)
 
-    amax = tl.zeros([BLOCK_K], dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        x = tl.load(x_row + k0 + cols, mask=k0 + cols < K, other=0.0).to(tl.float32)
-        amax = tl.maximum(amax, tl.abs(x))
-    amax_row = tl.max(amax, axis=0)
+    if ONE_TILE:
+        x = tl.load(x_row + cols, mask=cols < K, other=0.0).to(tl.float32)
+        amax_row = tl.max(tl.abs(x), axis=0)
+    else:
+        amax = tl.zeros([BLOCK_K], dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            x = tl.load(x_row + k0 + cols, mask=k0 + cols < K, other=0.0).to(tl.float32)
+            amax = tl.maximum(amax, tl.abs(x))
+        amax_row = tl.max(amax, axis=0)
     inv = tl.where(amax_row > 0, _div_rn(127.0, tl.where(amax_row > 0, amax_row, 1.0)), 0.0)
     tl.store(scale_ptr + row, _div_rn(amax_row, 127.0))
 
-    for k0 in range(0, K, BLOCK_K):
-        mask = k0 + cols < K
-        x = tl.load(x_row + k0 + cols, mask=mask, other=0.0).to(tl.float32)
-        q = _rint(x * inv, INTERPRET)
-        q = tl.minimum(tl.maximum(q, -127.0), 127.0)
-        tl.store(q_row + k0 + cols, q.to(tl.int8), mask=mask)
+    if ONE_TILE:
+        tl.store(q_row + cols, _quantize_row(x, inv, INTERPRET), mask=cols < K)
+    else:
+        for k0 in range(0, K, BLOCK_K):
+            mask = k0 + cols < K
+            x = tl.load(x_row + k0 + cols, mask=mask, other=0.0).to(tl.float32)
+            tl.store(q_row + k0 + cols, _quantize_row(x, inv, INTERPRET), mask=mask)
 
 
 @triton.jit
@@ -204,58 +217,93 @@ def _cfg(bm, bn, bk, stages, warps, **extra):
                          num_stages=stages, num_warps=warps)
 
 
-# Hopper/Ampere; int8 MMA wants BLOCK_K >= 64 and 128-wide tiles at large M.
-_INT8_GEMM_CONFIGS = [
-    _cfg(128, 256, 128, 3, 8),
-    _cfg(256, 128, 128, 3, 8),
-    _cfg(128, 128, 128, 4, 8),
-    _cfg(128, 128, 64, 4, 4),
-    _cfg(64, 128, 128, 4, 4),
-    _cfg(32, 128, 128, 4, 4),
-    _cfg(16, 128, 128, 4, 4),
-    _cfg(16, 64, 256, 4, 4),
-]
+# Hopper/Ampere. Each M bucket gets a short explicit list (every config compiles on the
+# first call of a key, 1-3 s, and the autotuner keeps the fastest on the card); a list keeps
+# the tiles the previous BLOCK_M-window rule gave that M (W8A16 drops a few where the list
+# grew long) and adds a few. M = 1024 gets its own key.
+# int8 MMA wants BLOCK_K >= 64 and 128-wide tiles at large M; at M >= 512 4-stage variants
+# of the two large tiles (48 KB a stage) are added.
+_G = {"128x256": _cfg(128, 256, 128, 3, 8), "256x128": _cfg(256, 128, 128, 3, 8), "128x128": _cfg(128, 128, 128, 4, 8),
+      "128x128k64": _cfg(128, 128, 64, 4, 4), "64": _cfg(64, 128, 128, 4, 4), "32": _cfg(32, 128, 128, 4, 4),
+      "16": _cfg(16, 128, 128, 4, 4), "16k256": _cfg(16, 64, 256, 4, 4)}
+_INT8_GEMM_BY_BUCKET = {
+    16: [_G["16"], _G["16k256"]],
+    32: [_G["16"], _G["16k256"], _G["32"]],
+    64: [_G["16"], _G["16k256"], _G["32"], _G["64"]],
+    128: [_G["32"], _G["64"], _G["128x256"], _G["128x128"], _G["128x128k64"]],
+    256: [_G["64"], _G["128x256"], _G["256x128"], _G["128x128"], _G["128x128k64"]],
+    512: [_G["128x256"], _G["256x128"], _G["128x128"], _G["128x128k64"], _cfg(128, 256, 128, 4, 8)],
+    1024: [_G["128x256"], _G["256x128"], _G["128x128"], _cfg(128, 256, 128, 4, 8), _cfg(256, 128, 128, 4, 8)],
+}
 
 # Small M is weight-bandwidth-bound: deep K pipelines, narrow N tiles for enough CTAs.
-_W8A16_CONFIGS = [
-    _cfg(16, 64, 128, 4, 4, SWAP_AB=True),
-    _cfg(16, 64, 256, 4, 4, SWAP_AB=True),
-    _cfg(16, 128, 128, 4, 4, SWAP_AB=True),
-    _cfg(32, 128, 128, 4, 4, SWAP_AB=True),
-    _cfg(64, 128, 64, 4, 4, SWAP_AB=True),
-    _cfg(16, 64, 256, 3, 4, SWAP_AB=False),
-    _cfg(64, 128, 64, 4, 4, SWAP_AB=False),
-    _cfg(128, 128, 64, 4, 8, SWAP_AB=False),
-    _cfg(128, 256, 64, 3, 8, SWAP_AB=False),
-]
+# SWAP_AB (out^T = W x^T) makes the widened weight tile the wgmma's A operand, read from
+# registers; unswapped, the widened tile is a B operand that must be stored to shared
+# memory first. Swapped tiles for M >= 128 were added for that reason; compiled for sm_90a
+# without a GPU (Triton 3.9), swapped BLOCK_K = 64 tiles with 8 warps and BLOCK_K = 128
+# tiles with 4 warps keep the A operand in registers with no serialization warning from
+# ptxas (BLOCK_K = 128 with 8 warps, or 32 weight rows per warp, got one), and none spills.
+_S = {"16": _cfg(16, 64, 128, 4, 4, SWAP_AB=True), "16k256": _cfg(16, 64, 256, 4, 4, SWAP_AB=True),
+      "16x128": _cfg(16, 128, 128, 4, 4, SWAP_AB=True), "32": _cfg(32, 128, 128, 4, 4, SWAP_AB=True),
+      "64": _cfg(64, 128, 64, 4, 4, SWAP_AB=True), "n16": _cfg(16, 64, 256, 3, 4, SWAP_AB=False),
+      "n64": _cfg(64, 128, 64, 4, 4, SWAP_AB=False), "n128": _cfg(128, 128, 64, 4, 8, SWAP_AB=False),
+      "n128w": _cfg(128, 256, 64, 3, 8, SWAP_AB=False)}
+_W8A16_BY_BUCKET = {
+    16: [_S["16"], _S["16k256"], _S["16x128"], _S["n16"]],
+    32: [_S["16"], _S["16x128"], _S["32"], _S["n16"]],
+    64: [_S["16x128"], _S["32"], _S["64"], _S["n64"]],
+    128: [_S["32"], _S["64"], _S["n64"], _S["n128"], _S["n128w"], _cfg(128, 128, 64, 4, 8, SWAP_AB=True),
+          _cfg(128, 64, 128, 4, 4, SWAP_AB=True)],
+    256: [_S["64"], _S["n128"], _S["n128w"], _cfg(128, 128, 64, 4, 8, SWAP_AB=True),
+          _cfg(256, 128, 64, 4, 8, SWAP_AB=True)],
+    512: [_S["n128"], _S["n128w"], _cfg(128, 128, 64, 4, 8, SWAP_AB=True), _cfg(256, 128, 64, 4, 8, SWAP_AB=True),
+          _cfg(128, 64, 128, 4, 4, SWAP_AB=True)],
+    1024: [_S["n128"], _S["n128w"], _cfg(128, 128, 64, 4, 8, SWAP_AB=True), _cfg(256, 128, 64, 4, 8, SWAP_AB=True),
+           _cfg(128, 64, 128, 4, 4, SWAP_AB=True)],
+}
 
 # Under the interpreter: small tiles so the tests' odd shapes cross tile and K-tail edges.
 _INTERP_META = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "GROUP_M": 2}
 
 
 def _m_bucket(M):
-    return min(max(16, triton.next_power_of_2(M)), 512)
+    return min(max(16, triton.next_power_of_2(M)), 1024)
 
 
-def _prune_by_m(configs, named_args, **kwargs):
-    # Keep tiles whose BLOCK_M is within 4x below the M bucket: tuning stays short.
-    bucket = named_args["M_BUCKET"]
-    kept = [c for c in configs if bucket // 4 <= c.kwargs["BLOCK_M"] <= bucket]
-    return kept or configs[:1]
+def _config_id(c):
+    return tuple(sorted(c.kwargs.items())), c.num_warps, c.num_stages
 
 
 _even_k = triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})
 
 
-def _build(kernel, configs):
+def _build(kernel, by_bucket):
     if _INTERPRET:
         return _even_k(kernel)
+    configs = list({_config_id(c): c for cs in by_bucket.values() for c in cs}.values())
+
+    def prune(configs, named_args, **kwargs):
+        # The configs listed for this M bucket: tuning stays short.
+        wanted = {_config_id(c) for c in by_bucket[named_args["M_BUCKET"]]}
+        return [c for c in configs if _config_id(c) in wanted] or configs[:1]
+
     return triton.autotune(configs=configs, key=["M_BUCKET", "N", "K"],
-                           prune_configs_by={"early_config_prune": _prune_by_m})(_even_k(kernel))
+                           prune_configs_by={"early_config_prune": prune})(_even_k(kernel))
 
 
-_int8_gemm = _build(_int8_gemm_kernel, _INT8_GEMM_CONFIGS)
-_w8a16 = _build(_w8a16_kernel, _W8A16_CONFIGS)
+_int8_gemm = _build(_int8_gemm_kernel, _INT8_GEMM_BY_BUCKET)
+_w8a16 = _build(_w8a16_kernel, _W8A16_BY_BUCKET)
+# Untuned, for a caller's fixed `config` (benchmarks time each config with cold weights; the
+# autotuner times them with the weights hot in L2).
+_int8_gemm_fixed = _even_k(_int8_gemm_kernel)
+_w8a16_fixed = _even_k(_w8a16_kernel)
+
+
+def _launch(tuned, fixed, config, interp_meta):
+    """(kernel, meta): the interpreter's fixed tile, the autotuner, or the caller's config."""
+    if _INTERPRET:
+        return fixed, interp_meta
+    return (tuned, {}) if config is None else (fixed, dict(config))
 
 
 def _grid(M, N):
@@ -315,24 +363,26 @@ def quantize_per_token_int8(x: torch.Tensor):
     scale = torch.empty((M,), dtype=torch.float32, device=x.device)
     if M == 0:
         return q, scale
-    if _INTERPRET:
+    if _INTERPRET:  # 64: the tests' K take both the one-tile and the two-pass paths
         block_k, warps = min(triton.next_power_of_2(max(K, 1)), 64), 4
-    else:
-        block_k = min(triton.next_power_of_2(max(K, 1)), 4096)
+    else:  # rows up to 16384 in one tile: at most 64 fp32 values a thread
+        block_k = min(triton.next_power_of_2(max(K, 1)), 16384)
         warps = 4 if block_k <= 1024 else 8
-    _quantize_per_token_kernel[(M,)](x, q, scale, K, x.stride(0), q.stride(0),
-                                     BLOCK_K=block_k, INTERPRET=_INTERPRET, num_warps=warps)
+    _quantize_per_token_kernel[(M,)](x, q, scale, K, x.stride(0), q.stride(0), BLOCK_K=block_k,
+                                     ONE_TILE=K <= block_k, INTERPRET=_INTERPRET, num_warps=warps)
     return q, scale
 
 
 def int8_gemm_dequant(xq: torch.Tensor, xscale: torch.Tensor, qweight: torch.Tensor,
                       wscale: torch.Tensor, bias: torch.Tensor = None,
-                      out_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+                      out_dtype: torch.dtype = torch.bfloat16, config: dict | None = None) -> torch.Tensor:
     """W8A8 GEMM with the dequantization fused into the epilogue.
 
     xq: (M, K) int8, xscale: (M,) float32, qweight: (N, K) int8, wscale: (N,) float32,
     bias: (N,) float or None -> (M, N) out_dtype,
     out = (xq @ qweight.T as int32) * xscale[:, None] * wscale[None, :] + bias.
+    config: on a GPU, a fixed tile (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages)
+    instead of the autotuned choice; ignored by the interpreter.
     """
     xq = _activation(xq, "xq", (torch.int8,))
     M, K = xq.shape
@@ -346,8 +396,8 @@ def int8_gemm_dequant(xq: torch.Tensor, xscale: torch.Tensor, qweight: torch.Ten
     out = torch.empty((M, N), dtype=out_dtype, device=xq.device)
     if M == 0 or N == 0:
         return out
-    meta = _INTERP_META if _INTERPRET else {}
-    _int8_gemm[_grid(M, N)](xq, xscale.contiguous(), qweight, wscale,
+    kernel, meta = _launch(_int8_gemm, _int8_gemm_fixed, config, _INTERP_META)
+    kernel[_grid(M, N)](xq, xscale.contiguous(), qweight, wscale,
                             bias if bias is not None else wscale, out,
                             M, N, K, xq.stride(0), qweight.stride(0), out.stride(0), _m_bucket(M),
                             HAS_BIAS=bias is not None, **meta)
@@ -366,12 +416,14 @@ def int8_linear_dynamic(x: torch.Tensor, qweight: torch.Tensor, wscale: torch.Te
 
 
 def w8a16_linear(x: torch.Tensor, qweight: torch.Tensor, wscale: torch.Tensor,
-                 bias: torch.Tensor = None) -> torch.Tensor:
+                 bias: torch.Tensor = None, config: dict | None = None) -> torch.Tensor:
     """Weight-only int8 linear: weights widened to x.dtype in registers, fp32 accumulation.
 
     x: (M, K) bfloat16/float16/float32, qweight: (N, K) int8, wscale: (N,) float32,
     bias: (N,) or None -> (M, N) x.dtype, out = (x @ qweight.T) * wscale + bias.
     bf16/fp16 run the 16-bit MMA; float32 (W8A32) runs 3xTF32, close to fp32 accuracy.
+    config: on a GPU, a fixed tile (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, SWAP_AB, num_warps,
+    num_stages) instead of the autotuned choice; ignored by the interpreter.
     """
     x = _activation(x, "x", _FLOAT_DTYPES)
     M, K = x.shape
@@ -382,8 +434,8 @@ def w8a16_linear(x: torch.Tensor, qweight: torch.Tensor, wscale: torch.Tensor,
     if M == 0 or N == 0:
         return out
     # Under the interpreter, both tile orientations get exercised: swapped for M <= 16.
-    meta = {**_INTERP_META, "SWAP_AB": M <= 16} if _INTERPRET else {}
-    _w8a16[_grid(M, N)](x, qweight, wscale, bias if bias is not None else wscale, out,
+    kernel, meta = _launch(_w8a16, _w8a16_fixed, config, {**_INTERP_META, "SWAP_AB": M <= 16})
+    kernel[_grid(M, N)](x, qweight, wscale, bias if bias is not None else wscale, out,
                         M, N, K, x.stride(0), qweight.stride(0), out.stride(0), _m_bucket(M),
                         HAS_BIAS=bias is not None, INTERPRET=_INTERPRET,
                         PRECISION="tf32x3" if x.dtype == torch.float32 else "tf32", **meta)

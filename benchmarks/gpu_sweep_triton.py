@@ -1,0 +1,268 @@
+"""Triton GEMM sweep for benchmarks/gpu_check.py: every autotuned Triton GEMM beside cuBLAS bf16, and
+each of its configs timed alone with cold weights.
+
+    sweep(h) -> str                 the table (never raises; a failing row says why)
+    bench(h) -> (rows, table)       the same, in the form gpu_check's family discovery calls
+
+`h` is gpu_check's helper namespace (h.torch, h.time_graph(torch, fn, calls), h.rel_err, h.log).
+Rows: W4A16 (14336x4096, M = 16, 128, 1024; asymmetric, group 128), W8A16 (4096x4096 and
+14336x4096, M = 128, 1024), W8A8 at M = 1024 (per-token quantization + int8 GEMM, the GEMM alone
+and the quantization alone) and W1A16 (14336x4096, M = 16, 128; per-channel alpha); bf16
+activations. Each output is checked against a float32 reference (relative error < 2e-2, else
+WRONG and not timed) before CUDA-graph timing with cold weights (copies rotated beyond 4x the
+L2). "best" is the autotuner's choice for the row's key, read from kernel.best_config after the
+first call; the autotuner times with the weights hot in L2, so the cold per-config times that
+follow each row may rank the configs differently. Per-config times come second, while the time
+budget lasts (BUDGET_S: gpu_check gives the sweep 25 s; configs already compiled by an earlier
+family in the same process cost no compile).
+"""
+from __future__ import annotations
+
+import math
+import time
+
+NAME = "triton sweep"
+BUDGET_S = 22.0
+DEVICE = "cuda"  # the tests run the sweep on tiny shapes on CPU tensors under TRITON_INTERPRET=1
+GROUP_SIZE = 128
+W4A16 = ((14336, 4096), (16, 128, 1024))
+W8A16 = (((4096, 4096), (14336, 4096)), (128, 1024))
+W8A8 = (((4096, 4096), (14336, 4096)), (1024,))
+W1A16 = ((14336, 4096), (16, 128))
+# Speed-up over bf16 each row should reach, where an issue sets one (W8A8 includes the quantization).
+TARGETS = {("W4A16", 16): 2.5, ("W4A16", 128): 1.3, ("W4A16", 1024): 0.95, ("W8A8", 1024): 1.4}
+
+
+def cfg_str(c) -> str:
+    """A triton.Config (or its kwargs dict plus warps/stages) as 'MxNxK sS wW [swap]', M the token tile."""
+    kw = dict(c.kwargs) if hasattr(c, "kwargs") else dict(c)
+    warps = getattr(c, "num_warps", kw.pop("num_warps", "?"))
+    stages = getattr(c, "num_stages", kw.pop("num_stages", "?"))
+    swap = " swap" if kw.get("SWAP_AB") else ""
+    return f"{kw.get('BLOCK_M')}x{kw.get('BLOCK_N')}x{kw.get('BLOCK_K')} s{stages} w{warps}{swap}"
+
+
+def _fixed(c) -> dict:
+    return {**c.kwargs, "num_warps": c.num_warps, "num_stages": c.num_stages}
+
+
+def _copies(nbytes: int, l2: int) -> int:
+    return max(2, math.ceil(4 * l2 / nbytes) + 1)
+
+
+class _Sweep:
+    def __init__(self, h):
+        self.h, self.torch = h, h.torch
+        self.t0 = time.time()
+        self.rows: list[dict] = []
+        self.later: list = []  # (row, [(label, fn)], want, calls): per-config timings, after every main row
+        self.l2 = self.torch.cuda.get_device_properties(0).L2_cache_size if DEVICE == "cuda" else 0
+
+    def left(self) -> float:
+        return BUDGET_S - (time.time() - self.t0)
+
+    def time_checked(self, fn, want, calls):
+        """(ms, err, note): fn(0) checked against want, then timed; None ms when wrong, failed or out of time."""
+        if self.left() <= 0:
+            return None, None, "no time"
+        try:
+            err = self.h.rel_err(fn(0), want) if want is not None else None
+            if err is not None and not err < 2e-2:
+                return None, err, f"WRONG (rel err {err:.1e})"
+            return self.h.time_graph(self.torch, fn, calls), err, ""
+        except Exception as exc:  # one broken kernel must not hide the other rows
+            return None, None, f"FAILED {type(exc).__name__}: {str(exc)[:120]}"
+
+    def row(self, kernel, shape, m, bf16, ours, want, calls, tuner=None, extra=(), configs=()):
+        """bf16 and ours (label, fn) timed now; extra (label, fn) too; configs (label, fn) later."""
+        row = {"kernel": kernel, "shape": f"{shape[0]}x{shape[1]}", "m": m, "notes": [], "configs": []}
+        row["bf16_ms"], _, note = self.time_checked(bf16, want, calls)
+        row["ours_ms"], row["err"], note2 = self.time_checked(ours, want, calls)
+        row["notes"] += [n for n in (note and f"bf16 {note}", note2) if n]
+        if tuner is not None and getattr(tuner, "best_config", None) is not None and row["err"] is not None:
+            row["best"] = cfg_str(tuner.best_config)
+        for label, fn in extra:
+            row[f"{label}_ms"], _, note = self.time_checked(fn, want if label != "quant" else None, calls)
+            if note:
+                row["notes"].append(f"{label} {note}")
+        self.rows.append(row)
+        self.h.log(f"  triton sweep {kernel} {row['shape']} M={m}: bf16 {_us(row['bf16_ms'])} "
+                   f"ours {_us(row['ours_ms'])} best {row.get('best', '-')} {' '.join(row['notes'])}")
+        if configs:
+            self.later.append((row, list(configs), want, calls))
+
+    def per_config(self):
+        for row, configs, want, calls in self.later:
+            for label, fn in configs:
+                if self.left() <= 0:
+                    row["configs"].append((label, None, "no time"))
+                    continue
+                ms, _, note = self.time_checked(fn, want, calls)
+                row["configs"].append((label, ms, note))
+
+
+def _us(ms) -> str:
+    return f"{ms * 1e3:.1f}" if ms else "-"
+
+
+def _w4a16_rows(s: _Sweep):
+    torch = s.torch
+    import torch.nn.functional as F
+
+    from pycomp.formats.int4 import dequantize_int4
+    from pycomp.triton_kernels import int4 as tk
+
+    (n, k), ms = W4A16
+    gen = torch.Generator(device=DEVICE).manual_seed(0)
+    g = k // GROUP_SIZE
+    codes = torch.randint(0, 16, (n, k), generator=gen, device=DEVICE, dtype=torch.uint8)
+    zeros = torch.randint(4, 12, (n, g), generator=gen, device=DEVICE, dtype=torch.uint8)
+    scales = ((torch.rand(n, g, generator=gen, device=DEVICE) + 0.5) * 0.35 / math.sqrt(k)).half()
+    packed = (codes[:, 0::2] | (codes[:, 1::2] << 4)).contiguous()
+    del codes
+    w = dequantize_int4(packed, scales, zeros, GROUP_SIZE, k)
+    cb, cq = _copies(n * k * 2, s.l2), _copies(packed.numel() + scales.numel() * 3, s.l2)
+    wbs = [w.bfloat16() for _ in range(cb)]
+    qs = [(packed.clone(), scales.clone(), zeros.clone()) for _ in range(cq)]
+    calls = 2 * max(cb, cq)
+    for m in ms:
+        x = torch.randn(m, k, device=DEVICE, dtype=torch.bfloat16)
+        want = x.float() @ w.t()
+        configs = [(cfg_str(c), lambda i, c=c, x=x, qs=qs, cq=cq: tk.w4a16_linear(x, *qs[i % cq], None, GROUP_SIZE,
+                                                                                  k, config=_fixed(c)))
+                   for c in tk._CONFIGS_BY_BUCKET[tk._m_bucket(m)]]
+        s.row("W4A16", (n, k), m, lambda i, x=x, wbs=wbs, cb=cb: F.linear(x, wbs[i % cb]),
+              lambda i, x=x, qs=qs, cq=cq: tk.w4a16_linear(x, *qs[i % cq], None, GROUP_SIZE, k), want, calls,
+              tk._w4a16, configs=configs)
+
+
+def _int8_rows(s: _Sweep):
+    torch = s.torch
+    import torch.nn.functional as F
+
+    from pycomp.ops.int8 import quantize_per_token_int8_ref
+    from pycomp.triton_kernels import int8 as tk
+
+    shapes = sorted(set(W8A16[0]) | set(W8A8[0]))
+    for n, k in shapes:
+        gen = torch.Generator(device=DEVICE).manual_seed(1)
+        q = torch.randint(-127, 128, (n, k), generator=gen, device=DEVICE, dtype=torch.int8)
+        ws = (torch.rand(n, generator=gen, device=DEVICE) + 0.5) / (127 * math.sqrt(k))
+        w = q.float() * ws[:, None]
+        cb, cq = _copies(n * k * 2, s.l2), _copies(n * k, s.l2)
+        wbs = [w.bfloat16() for _ in range(cb)]
+        qs = [(q.clone(), ws.clone()) for _ in range(cq)]
+        calls = 2 * max(cb, cq)
+        bucket = tk._m_bucket
+        for m in sorted(set(W8A16[1]) | set(W8A8[1])):
+            x = torch.randn(m, k, device=DEVICE, dtype=torch.bfloat16)
+            bf16 = lambda i, x=x, wbs=wbs, cb=cb: F.linear(x, wbs[i % cb])  # noqa: E731
+            if (n, k) in W8A16[0] and m in W8A16[1]:
+                want = (x.float() @ q.float().t()) * ws[None, :]
+                configs = [(cfg_str(c), lambda i, c=c, x=x, qs=qs, cq=cq: tk.w8a16_linear(x, *qs[i % cq],
+                                                                                          config=_fixed(c)))
+                           for c in tk._W8A16_BY_BUCKET[bucket(m)]]
+                s.row("W8A16", (n, k), m, bf16, lambda i, x=x, qs=qs, cq=cq: tk.w8a16_linear(x, *qs[i % cq]), want,
+                      calls, tk._w8a16, configs=configs)
+            if (n, k) in W8A8[0] and m in W8A8[1]:
+                xq, xs = quantize_per_token_int8_ref(x)
+                want = (xq.float() @ q.float().t()) * xs[:, None] * ws[None, :]
+                configs = [(cfg_str(c), lambda i, c=c, xq=xq, xs=xs, qs=qs, cq=cq: tk.int8_gemm_dequant(
+                    xq, xs, *qs[i % cq], out_dtype=torch.bfloat16, config=_fixed(c)))
+                    for c in tk._INT8_GEMM_BY_BUCKET[bucket(m)]]
+                extra = [("gemm", lambda i, xq=xq, xs=xs, qs=qs, cq=cq: tk.int8_gemm_dequant(xq, xs, *qs[i % cq],
+                                                                              out_dtype=torch.bfloat16)),
+                         ("quant", lambda i, x=x: tk.quantize_per_token_int8(x))]
+                s.row("W8A8", (n, k), m, bf16, lambda i, x=x, qs=qs, cq=cq: tk.int8_linear_dynamic(x, *qs[i % cq]),
+                      want, calls, tk._int8_gemm, extra=extra, configs=configs)
+                # The quantization kernel must match the reference exactly (the GEMM check above uses its own).
+                got_q, got_s = tk.quantize_per_token_int8(x)
+                if not (torch.equal(got_q, xq) and torch.equal(got_s, xs)):
+                    s.rows[-1]["notes"].append("quant WRONG (not bit-exact)")
+
+
+def _w1a16_rows(s: _Sweep):
+    torch = s.torch
+    import torch.nn.functional as F
+
+    from pycomp.triton_kernels import binary as tk
+
+    (n, k), ms = W1A16
+    gen = torch.Generator(device=DEVICE).manual_seed(2)
+    words = torch.randint(-2**31, 2**31, (n, k // 32), generator=gen, device=DEVICE, dtype=torch.int64).to(torch.int32)
+    bits = (words.to(torch.int64)[:, :, None] >> torch.arange(32, device=DEVICE)) & 1
+    alpha = (torch.rand(n, 1, generator=gen, device=DEVICE) + 0.5) / math.sqrt(k)
+    w = (1.0 - 2.0 * bits.reshape(n, k).float()) * alpha
+    del bits
+    packed = words.view(torch.uint32)
+    cb, cq = _copies(n * k * 2, s.l2), _copies(packed.numel() * 4, s.l2)
+    wbs = [w.bfloat16() for _ in range(cb)]
+    qs = [(packed.clone(), alpha.clone()) for _ in range(cq)]
+    calls = 2 * max(cb, cq)
+    for m in ms:
+        x = torch.randn(m, k, device=DEVICE, dtype=torch.bfloat16)
+        want = x.float() @ w.t()
+        configs = [(cfg_str(c), lambda i, c=c, x=x, qs=qs, cq=cq: tk.w1a16_linear(x, *qs[i % cq], 0, None,
+                                                                                  config=_fixed(c)))
+                   for c in tk._CONFIGS_BY_BUCKET[min(max(16, 1 << (m - 1).bit_length()), 512)]]
+        s.row("W1A16", (n, k), m, lambda i, x=x, wbs=wbs, cb=cb: F.linear(x, wbs[i % cb]),
+              lambda i, x=x, qs=qs, cq=cq: tk.w1a16_linear(x, *qs[i % cq], 0, None), want, calls, tk._w1a16,
+              configs=configs)
+
+
+def _rows(h) -> list[dict]:
+    torch = h.torch
+    if DEVICE == "cuda" and not torch.cuda.is_available():
+        return []
+    s = _Sweep(h)
+    for part in (_w4a16_rows, _int8_rows, _w1a16_rows):
+        if s.left() <= 0:
+            s.rows.append({"kernel": part.__name__[1:-5], "shape": "-", "m": 0, "notes": ["skipped: time budget"],
+                           "configs": []})
+            continue
+        try:
+            part(s)
+        except Exception as exc:  # a setup failure (an import, an API) must not hide the other parts
+            s.rows.append({"kernel": part.__name__[1:-5], "shape": "-", "m": 0, "configs": [],
+                           "notes": [f"FAILED {type(exc).__name__}: {str(exc)[:160]}"]})
+        if DEVICE == "cuda":
+            torch.cuda.empty_cache()
+    s.per_config()
+    s.later.clear()
+    return s.rows
+
+
+def _ratio(base, ms) -> str:
+    return f"{base / ms:.2f}x" if base and ms else "-"
+
+
+def _table(rows: list[dict], h=None) -> str:
+    lines = ["Triton GEMMs, bf16 activations, cold weights, us; ratio = bf16 / ours; best = the autotuner's choice "
+             "(token tile x weight rows x K, stages, warps)",
+             f"{'kernel':7s} {'shape':11s} {'M':>5s} {'bf16':>7s} {'ours':>7s} {'ratio':>6s} {'target':>6s} "
+             f"{'gemm':>7s} {'quant':>6s}  best"]
+    for r in rows:
+        target = TARGETS.get((r["kernel"], r["m"]))
+        lines.append(f"{r['kernel']:7s} {r['shape']:11s} {r['m']:5d} {_us(r.get('bf16_ms')):>7s} "
+                     f"{_us(r.get('ours_ms')):>7s} {_ratio(r.get('bf16_ms'), r.get('ours_ms')):>6s} "
+                     f"{(f'{target:.2f}x' if target else '-'):>6s} {_us(r.get('gemm_ms')):>7s} "
+                     f"{_us(r.get('quant_ms')):>6s}  {r.get('best', '-')}" + "".join(f"; {n}" for n in r["notes"]))
+        if r["configs"]:
+            lines.append("    configs: " + " | ".join(f"{label} {_us(ms) if ms else note}"
+                                                    for label, ms, note in r["configs"]))
+    return "\n".join(lines)
+
+
+def sweep(h) -> str:
+    try:
+        return _table(_rows(h), h)
+    except Exception as exc:  # never raise into gpu_check
+        return f"triton sweep FAILED: {type(exc).__name__}: {exc}"
+
+
+def bench(h) -> tuple[list[dict], str]:
+    try:
+        rows = _rows(h)
+        return rows, _table(rows, h)
+    except Exception as exc:
+        return [], f"triton sweep FAILED: {type(exc).__name__}: {exc}"
