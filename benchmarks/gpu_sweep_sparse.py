@@ -4,8 +4,8 @@ Each `variant` of pycomp._C.sparse24_gemv_cuda (M = 1, 16) and sparse24_gemm_cud
 checked against x.float() @ W.float().T (relative error < 2e-2, else WRONG and not timed) and timed
 beside cuBLAS bf16 F.linear on the dense weight, both with cold weights (copies rotated beyond 4x the
 L2). Variants (csrc/cuda/sparse/sparse_cuda.h): GEMV 0 = the default, 1 and 2 = 16-byte loads with 2 or 4
-64-column windows in flight per warp; GEMM 0 = the default, 1 and 2 = 128x128 tiles with 3 or 4 cp.async
-stages. Rates: the GEMV's read bandwidth (values + metadata + x), the GEMM's dense-equivalent TFLOP/s
+64-column windows in flight per warp; GEMM 0 = the default, 1 = 128x128 tiles (64x32 warps, 3 cp.async
+stages), 2 = 256x128 tiles (64x64 warps, 4 stages). Rates: the GEMV's read bandwidth (values + metadata + x), the GEMM's dense-equivalent TFLOP/s
 (2 M N K / t). Issue 5's targets: M=1 >= 1.5x bf16, M=1024 >= 1.4x. Budget: about 20 s on an H200; a
 variant that fails or is wrong is reported in its cell and never raises.
 

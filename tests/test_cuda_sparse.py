@@ -61,7 +61,7 @@ def test_gemv_variants(m, n, k, dtype, variant):
 @pytest.mark.parametrize("m,n,k", [(1, 64, 64), (17, 37, 21), (100, 100, 96), (257, 130, 200), (130, 200, 544),
                                    (1024, 512, 1024)])
 def test_gemm_variants(m, n, k, dtype, variant):
-    """The tiled GEMMs: partial 128-row and 128-token tiles, rows past Np (metadata read from a valid row),
+    """The tiled GEMMs: partial 128/256-row and 128-token tiles, rows past Np (metadata read from a valid row),
     a half last k-tile (Kp % 64 == 32), N % 8 != 0 (scalar stores)."""
     (x, values, meta, b), want, kp = _case(m, n, k, dtype, seed=m + k)
     xp = torch.nn.functional.pad(x, (0, kp - k))

@@ -101,70 +101,75 @@ def test_gemv_index_model(kernel, n, k, m):
         np.testing.assert_allclose(got[:rows, :m].T, want[:, n0:n0 + rows], rtol=0, atol=1e-12)
 
 
-# The tiled GEMM (variants 1, 2 of sparse24_gemm_cuda): byte offsets as in the kernel.
-BN = BM = 128
+# The tiled GEMM (variants 1, 2 of sparse24_gemm_cuda): byte offsets as in the kernel; tile = (warps along
+# weight rows, warps along tokens, m16 tiles per warp, n8 tiles per warp), TileA and TileB.
 VAL_ROW, X_ROW = 80, 144
-VAL_BYTES, META_BYTES = BN * VAL_ROW, 2 * BN * 4
 
 
-def gemm_block(values, words, x, Np, N, Kp, M, m0, n0):
+def gemm_block(values, words, x, Np, N, Kp, M, m0, n0, tile):
+    wn_count, wm_count, mi, nj = tile
+    bn, bm = wn_count * mi * 16, wm_count * nj * 8
+    val_bytes, meta_bytes = bn * VAL_ROW, 2 * bn * 4
     half, steps = Kp // 2, Kp // 32
-    acc = np.zeros((8, 4, 4, 16, 8))
+    acc = np.zeros((8, mi, nj, 16, 8))
     for kt in range((Kp + 63) // 64):
         sm, mw = {}, {}  # shared memory: 16-bit slots and metadata words by byte offset
         for tid in range(256):
             vc, vr, xc, xr = tid & 3, tid >> 2, tid & 7, tid >> 3
-            for j in range(2):
+            for j in range(bn * 4 // 256):
                 n, dst = n0 + vr + 64 * j, (vr + 64 * j) * VAL_ROW + vc * 16
                 ok = n < N and kt * 32 + vc * 8 < half
                 for e in range(8):
                     sm[dst + 2 * e] = values[n, kt * 32 + vc * 8 + e] if ok else 0.0
-            for j in range(4):
-                m, dst = m0 + xr + 32 * j, VAL_BYTES + META_BYTES + (xr + 32 * j) * X_ROW + xc * 16
+            for j in range(bm * 8 // 256):
+                m, dst = m0 + xr + 32 * j, val_bytes + meta_bytes + (xr + 32 * j) * X_ROW + xc * 16
                 ok = m < M and kt * 64 + xc * 8 < Kp
                 for e in range(8):
                     sm[dst + 2 * e] = x[m, kt * 64 + xc * 8 + e] if ok else 0.0
-            if tid < 64:
-                ms, mc = (tid >> 5) & 1, tid & 31
+            if tid < bn // 2:
+                ms, mc = tid // (bn // 4), tid % (bn // 4)
                 src = (n0 + 4 * mc if n0 + 4 * mc < Np else n0) + min(2 * kt + ms, steps - 1) * Np
                 for e in range(4):
-                    mw[VAL_BYTES + ms * BN * 4 + mc * 16 + 4 * e] = int(words[src + e])
+                    mw[val_bytes + ms * bn * 4 + mc * 16 + 4 * e] = int(words[src + e])
 
         def ldmatrix_x4(addr):  # addr[lane]: row lane % 8 of matrix lane / 8
             return [[(sm[addr[8 * q + (l >> 2)] + 4 * (l & 3)], sm[addr[8 * q + (l >> 2)] + 4 * (l & 3) + 2])
                      for q in range(4)] for l in range(32)]
 
         for warp in range(8):
-            wn, wm = warp >> 2, warp & 3
-            a_off = [(wn * 64 + ((l >> 3) & 1) * 8 + (l & 7)) * VAL_ROW + (l >> 4) * 16 for l in range(32)]
-            b_off = [VAL_BYTES + META_BYTES + (wm * 32 + (l & 7)) * X_ROW + (l >> 3) * 16 for l in range(32)]
-            e_off = [VAL_BYTES + (((l & 3) >> 1) * BN + wn * 64 + 4 * (l >> 2) + (l & 1)) * 4 for l in range(32)]
-            E = [[mw[e_off[l] + ((i >> 1) * 32 + (i & 1) * 2) * 4] for l in range(32)] for i in range(4)]
+            wn, wm = warp // wm_count, warp % wm_count
+            a_off = [(wn * mi * 16 + ((l >> 3) & 1) * 8 + (l & 7)) * VAL_ROW + (l >> 4) * 16 for l in range(32)]
+            b_off = [val_bytes + meta_bytes + (wm * nj * 8 + (l & 7)) * X_ROW + (l >> 3) * 16 for l in range(32)]
+            e_off = [val_bytes + (((l & 3) >> 1) * bn + wn * mi * 16 + 4 * (l >> 2) + (l & 1)) * 4 for l in range(32)]
+            E = [[mw[e_off[l] + ((i >> 1) * 32 + (i & 1) * 2) * 4] for l in range(32)] for i in range(mi)]
             for s in range(2):
-                A = [ldmatrix_x4([a + i * 16 * VAL_ROW + s * 32 for a in a_off]) for i in range(4)]
-                B = [ldmatrix_x4([b + j * 8 * X_ROW + s * 64 for b in b_off]) for j in range(4)]
-                for i in range(4):
-                    for j in range(4):
+                A = [ldmatrix_x4([a + i * 16 * VAL_ROW + s * 32 for a in a_off]) for i in range(mi)]
+                B = [ldmatrix_x4([b + j * 8 * X_ROW + s * 64 for b in b_off]) for j in range(nj)]
+                for i in range(mi):
+                    for j in range(nj):
                         acc[warp, i, j] += mma_sp(A[i], B[j], E[i], s)
     out = {}
     for warp in range(8):
-        wn, wm = warp >> 2, warp & 3
-        for i in range(4):
-            for j in range(4):
+        wn, wm = warp // wm_count, warp % wm_count
+        for i in range(mi):
+            for j in range(nj):
                 for row in range(16):
                     for col in range(8):
-                        out[(m0 + wm * 32 + 8 * j + col, n0 + wn * 64 + 16 * i + row)] = acc[warp, i, j, row, col]
-    return out
+                        out[(m0 + wm * nj * 8 + 8 * j + col, n0 + wn * mi * 16 + 16 * i + row)] = acc[warp, i, j, row, col]
+    return out, bn, bm
 
 
-def test_tiled_gemm_index_model():
-    """One case covers a partial token tile, a partial weight tile whose rows pass Np (130 -> Np 160, the block
-    spans 128..255), and a half last k-tile (K 200 -> Kp 224)."""
-    n, k, m = 130, 200, 9
+@pytest.mark.parametrize("tile", [(2, 4, 4, 4), (4, 2, 4, 8)], ids=["TileA", "TileB"])
+def test_tiled_gemm_index_model(tile):
+    """One case covers a partial token tile, a partial weight tile whose rows pass Np (130 -> Np 160), and a
+    half last k-tile (K 90 -> Kp 96)."""
+    n, k, m = 130, 90, 9
     values, words, x, Np, Kp, want = _case(n, k, m, seed=5)
     got = np.full((m, n), np.nan)
-    for n0 in range(0, n, BN):
-        for (mm, nn), v in gemm_block(values, words, x, Np, n, Kp, m, 0, n0).items():
+    bn = tile[0] * tile[2] * 16
+    for n0 in range(0, n, bn):
+        block, _, _ = gemm_block(values, words, x, Np, n, Kp, m, 0, n0, tile)
+        for (mm, nn), v in block.items():
             if mm < m and nn < n:
                 got[mm, nn] = v
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)

@@ -278,70 +278,87 @@ cudaError_t launch_gemv_wide(const void* x, int64_t ldx, const void* values, con
 }
 
 // ============================================================================ variants 1, 2 of the GEMM
-// A tiled GEMM, CUTLASS's sm80 multistage design written out for mma.sp: out^T tile (128 weight rows x
-// 128 tokens) per block of 8 warps, each warp 64 rows x 32 tokens (4 x 4 m16n8k32 mma.sp per k32 step,
-// fp32 accumulators); K in tiles of 64 (two k32 steps), kStages tiles in flight through cp.async:
-// - values: 128 rows x 64 bytes (32 compressed values) per stage, rows padded to 80 bytes so the 8 rows
-//   an ldmatrix phase reads fall in 8 different 16-byte bank groups; one ldmatrix.x4 per m16 tile and
-//   step gives a0..a3 (matrices: rows 0-7 / 8-15 x compressed columns 0-7 / 8-15 of the step);
-// - metadata: the stored int32 words of the two steps for the block's 128 rows (two contiguous 512-byte
-//   runs: the row permutation stays inside 32-row tiles); thread (g, t) reads word (step t/2, row
-//   r + t%2) of its m16 tile once per stage and uses it with selector 0 for step 0, 1 for step 1;
-// - x: 128 tokens x 128 bytes per stage, rows padded to 144 bytes; one ldmatrix.x4 per n8 tile and step
+// A tiled GEMM, CUTLASS's sm80 multistage design written out for mma.sp: an out^T tile of kBN weight rows x
+// kBM tokens per block of 8 warps, each warp kMI m16 tiles x kNJ n8 tiles (kMI x kNJ m16n8k32 mma.sp per k32
+// step, fp32 accumulators); K in tiles of 64 (two k32 steps), kStages tiles in flight through cp.async:
+// - values: kBN rows x 64 bytes (32 compressed values) per stage, rows padded to 80 bytes so the 8 rows an
+//   ldmatrix phase reads fall in 8 different 16-byte bank groups; one ldmatrix.x4 per m16 tile and step
+//   gives a0..a3 (matrices: rows 0-7 / 8-15 x compressed columns 0-7 / 8-15 of the step);
+// - metadata: the stored int32 words of the two steps for the block's kBN rows (two contiguous runs: the
+//   row permutation stays inside 32-row tiles); thread (g, t) reads word (step t/2, row r + t%2) of each
+//   m16 tile once per stage and uses it with selector 0 for step 0, 1 for step 1;
+// - x: kBM tokens x 128 bytes per stage, rows padded to 144 bytes; one ldmatrix.x4 per n8 tile and step
 //   gives b0..b3 (matrices: 8 tokens x k 0-7, 8-15, 16-23, 24-31 of the step);
 // - blockIdx.x runs over token tiles, so the blocks resident at once share weight tiles through L2 and
 //   W is read from DRAM about once;
 // - epilogue: accumulators plus bias, rounded to T, transposed through shared memory, 16-byte stores.
 // Outside N, M, Kp the copies are zero-filled (metadata instead reads a valid word: zeros would be
 // equal indices), and rows outside N or M are not stored.
-namespace tiled {
-constexpr int kBN = 128, kBM = 128, kThreads = 256;
-constexpr int kValRow = 80, kXRow = 144;  // padded shared row bytes (64 and 128 of data)
-constexpr int kValBytes = kBN * kValRow;
-constexpr int kMetaBytes = 2 * kBN * 4;
-constexpr int kXBytes = kBM * kXRow;
-constexpr int kStageBytes = kValBytes + kMetaBytes + kXBytes;
-constexpr int kOutLd = kBN + 8;  // elements per token row of the epilogue tile
-static_assert(kBM * kOutLd * 2 <= 2 * kStageBytes, "the epilogue tile fits in the pipeline's shared memory");
-}  // namespace tiled
+// Shared-memory reads per mma: a 64x32 warp tile reads 256 bytes by ldmatrix per mma.sp, a 64x64 one 192:
+// at 128 bytes per clock per SM the former caps the mma rate lower, hence the second tile.
+template <int kWarpsN_, int kWarpsM_, int kMI_, int kNJ_, int kStages_, int kMinBlocks_>
+struct SpTile {
+  static constexpr int kWarpsN = kWarpsN_, kWarpsM = kWarpsM_, kMI = kMI_, kNJ = kNJ_;
+  static constexpr int kStages = kStages_, kMinBlocks = kMinBlocks_;
+  static constexpr int kThreads = 32 * kWarpsN * kWarpsM;
+  static constexpr int kBN = kWarpsN * kMI * 16, kBM = kWarpsM * kNJ * 8;
+  static constexpr int kValRow = 80, kXRow = 144;  // padded shared row bytes (64 and 128 of data)
+  static constexpr int kValBytes = kBN * kValRow;
+  static constexpr int kMetaBytes = 2 * kBN * 4;
+  static constexpr int kXBytes = kBM * kXRow;
+  static constexpr int kStageBytes = kValBytes + kMetaBytes + kXBytes;
+  static constexpr int kSmem = kStages * kStageBytes;
+  static constexpr int kOutLd = kBN + 8;  // elements per token row of the epilogue tile
+  static constexpr int kVCopies = kBN * 4 / kThreads, kXCopies = kBM * 8 / kThreads;
+  static_assert(kThreads == 256 && kVCopies * kThreads == kBN * 4 && kXCopies * kThreads == kBM * 8,
+                "whole 16-byte copies per thread");
+  static_assert(kBN / 2 <= kThreads, "one thread per 16-byte metadata chunk");
+  static_assert(kBM * kOutLd * 2 <= kSmem, "the epilogue tile fits in the pipeline's shared memory");
+};
 
-template <DType kT, int kStages>
-__global__ void __launch_bounds__(tiled::kThreads, kStages == 3 ? 2 : 1)
+using TileA = SpTile<2, 4, 4, 4, 3, 2>;  // 128 rows x 128 tokens, warps 64 x 32, 87 KiB, 2 blocks per SM
+using TileB = SpTile<4, 2, 4, 8, 4, 1>;  // 256 rows x 128 tokens, warps 64 x 64, 160 KiB
+
+template <DType kT, class C>
+__global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
     sparse24_tiled_kernel(const typename Elem<kT>::T* __restrict__ x, int64_t ldx,
                           const typename Elem<kT>::T* __restrict__ values, const uint32_t* __restrict__ meta32,
                           int64_t Np, const typename Elem<kT>::T* __restrict__ bias,
                           typename Elem<kT>::T* __restrict__ out, int64_t ldo, int M, int N, int Kp, bool vec_store) {
-  using namespace tiled;
   using E = Elem<kT>;
   using T = typename E::T;
+  constexpr int kBN = C::kBN, kBM = C::kBM, kMI = C::kMI, kNJ = C::kNJ, kStages = C::kStages;
+  constexpr int kValRow = C::kValRow, kXRow = C::kXRow, kValBytes = C::kValBytes, kMetaBytes = C::kMetaBytes;
+  constexpr int kStageBytes = C::kStageBytes, kOutLd = C::kOutLd;
+  constexpr int kVRowStep = C::kThreads / 4, kXRowStep = C::kThreads / 8;  // rows between a thread's copies
   extern __shared__ __align__(128) uint8_t smem[];
   const uint32_t sbase = smem_addr(smem);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
-  const int wn = warp >> 2, wm = warp & 3;  // 2 warps along weight rows, 4 along tokens
+  const int wn = warp / C::kWarpsM, wm = warp % C::kWarpsM;
   const int m0 = blockIdx.x * kBM, n0 = blockIdx.y * kBN;
   const int64_t half = Kp / 2;
   const int steps = Kp / 32, ktiles = (Kp + 63) / 64;
 
   // ---- copies: values chunk tid%4 of rows tid/4 + 64j; x chunk tid%8 of tokens tid/8 + 32j;
-  // metadata 16-byte chunk tid%32 of step (tid/32) for tid < 64.
+  // metadata 16-byte chunk tid % (kBN/4) of step tid / (kBN/4) for tid < kBN/2.
   const int vc = tid & 3, vr = tid >> 2, xc = tid & 7, xr = tid >> 3;
-  const T* v_src[2];
-  bool v_ok[2];
+  const T* v_src[C::kVCopies];
+  bool v_ok[C::kVCopies];
 #pragma unroll
-  for (int j = 0; j < 2; ++j) {
-    const int n = n0 + vr + 64 * j;
+  for (int j = 0; j < C::kVCopies; ++j) {
+    const int n = n0 + vr + kVRowStep * j;
     v_ok[j] = n < N;
     v_src[j] = values + (v_ok[j] ? static_cast<int64_t>(n) * half + vc * 8 : 0);
   }
-  const T* x_src[4];
-  bool x_ok[4];
+  const T* x_src[C::kXCopies];
+  bool x_ok[C::kXCopies];
 #pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const int m = m0 + xr + 32 * j;
+  for (int j = 0; j < C::kXCopies; ++j) {
+    const int m = m0 + xr + kXRowStep * j;
     x_ok[j] = m < M;
     x_src[j] = x + (x_ok[j] ? static_cast<int64_t>(m) * ldx + xc * 8 : 0);
   }
-  const int ms = (tid >> 5) & 1, mc = tid & 31;
+  const int ms = tid / (kBN / 4), mc = tid % (kBN / 4);
   // Np % 32 == 0 and n0 < N <= Np: a 4-word chunk is all inside Np or all outside; outside, row n0's.
   const uint32_t* m_src = meta32 + (n0 + 4 * mc < Np ? n0 + 4 * mc : n0);
 
@@ -349,18 +366,18 @@ __global__ void __launch_bounds__(tiled::kThreads, kStages == 3 ? 2 : 1)
     const uint32_t st = sbase + stage * kStageBytes;
     const bool vk = kt * 32 + vc * 8 < half;  // half % 16 == 0: a chunk is all in or all out
 #pragma unroll
-    for (int j = 0; j < 2; ++j) {
+    for (int j = 0; j < C::kVCopies; ++j) {
       const bool ok = v_ok[j] && vk;
-      cp_async_16_zfill(st + (vr + 64 * j) * kValRow + vc * 16, ok ? v_src[j] + kt * 32 : values, ok);
+      cp_async_16_zfill(st + (vr + kVRowStep * j) * kValRow + vc * 16, ok ? v_src[j] + kt * 32 : values, ok);
     }
     const bool xk = kt * 64 + xc * 8 < Kp;
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
+    for (int j = 0; j < C::kXCopies; ++j) {
       const bool ok = x_ok[j] && xk;
-      cp_async_16_zfill(st + kValBytes + kMetaBytes + (xr + 32 * j) * kXRow + xc * 16, ok ? x_src[j] + kt * 64 : x,
-                        ok);
+      cp_async_16_zfill(st + kValBytes + kMetaBytes + (xr + kXRowStep * j) * kXRow + xc * 16,
+                        ok ? x_src[j] + kt * 64 : x, ok);
     }
-    if (tid < 64) {
+    if (tid < kBN / 2) {
       const int s = min(2 * kt + ms, steps - 1);  // a half tile's second step: zero values, any valid word
       cp_async_16_zfill(st + kValBytes + ms * kBN * 4 + mc * 16, m_src + static_cast<int64_t>(s) * Np, true);
     }
@@ -368,16 +385,17 @@ __global__ void __launch_bounds__(tiled::kThreads, kStages == 3 ? 2 : 1)
 
   // ---- fragment addresses (bytes within a stage); lane l gives row l%8 of matrix l/8.
   const int lq = lane >> 3, lr = lane & 7;
-  const uint32_t a_off = (wn * 64 + (lq & 1) * 8 + lr) * kValRow + (lq >> 1) * 16;  // + 16 kValRow i + 32 s
-  const uint32_t b_off = kValBytes + kMetaBytes + (wm * 32 + lr) * kXRow + lq * 16;  // + 8 kXRow j + 64 s
-  // m16 tile i at row wn*64 + 16i: word (wn*64 + 32(i/2)) + 2(i%2) + 4g + t%2 of step t/2.
-  const uint32_t e_off = kValBytes + ((t >> 1) * kBN + wn * 64 + 4 * g + (t & 1)) * 4;
+  const uint32_t a_off = (wn * kMI * 16 + (lq & 1) * 8 + lr) * kValRow + (lq >> 1) * 16;  // + 16 kValRow i + 32 s
+  const uint32_t b_off = kValBytes + kMetaBytes + (wm * kNJ * 8 + lr) * kXRow + lq * 16;  // + 8 kXRow j + 64 s
+  // m16 tile i at row wn*kMI*16 + 16i (kMI even): word (wn*kMI*16 + 32(i/2)) + 2(i%2) + 4g + t%2 of step t/2.
+  static_assert(kMI % 2 == 0, "m16 tiles in pairs: one 32-row metadata tile");
+  const uint32_t e_off = kValBytes + ((t >> 1) * kBN + wn * kMI * 16 + 4 * g + (t & 1)) * 4;
 
-  float acc[4][4][4];
+  float acc[kMI][kNJ][4];
 #pragma unroll
-  for (int i = 0; i < 4; ++i)
+  for (int i = 0; i < kMI; ++i)
 #pragma unroll
-    for (int j = 0; j < 4; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.0f;
+    for (int j = 0; j < kNJ; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.0f;
 
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
@@ -393,21 +411,21 @@ __global__ void __launch_bounds__(tiled::kThreads, kStages == 3 ? 2 : 1)
     const int stage = kt % kStages;
     const uint32_t st = sbase + stage * kStageBytes;
     const uint8_t* sp = smem + stage * kStageBytes;
-    uint32_t e[4];
+    uint32_t e[kMI];
 #pragma unroll
-    for (int i = 0; i < 4; ++i)
+    for (int i = 0; i < kMI; ++i)
       e[i] = *reinterpret_cast<const uint32_t*>(sp + e_off + ((i >> 1) * 32 + (i & 1) * 2) * 4);
 #pragma unroll
     for (int s = 0; s < 2; ++s) {
-      uint32_t a[4][4], b[4][4];
+      uint32_t a[kMI][4], b[kNJ][4];
 #pragma unroll
-      for (int i = 0; i < 4; ++i) ldmatrix_x4(a[i], st + a_off + i * 16 * kValRow + s * 32);
+      for (int i = 0; i < kMI; ++i) ldmatrix_x4(a[i], st + a_off + i * 16 * kValRow + s * 32);
 #pragma unroll
-      for (int j = 0; j < 4; ++j) ldmatrix_x4(b[j], st + b_off + j * 8 * kXRow + s * 64);
+      for (int j = 0; j < kNJ; ++j) ldmatrix_x4(b[j], st + b_off + j * 8 * kXRow + s * 64);
 #pragma unroll
-      for (int i = 0; i < 4; ++i)
+      for (int i = 0; i < kMI; ++i)
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
+        for (int j = 0; j < kNJ; ++j) {
           if (s == 0)
             mma_sp_16832<kT, 0>(acc[i][j], a[i], b[j], e[i]);
           else
@@ -421,13 +439,13 @@ __global__ void __launch_bounds__(tiled::kThreads, kStages == 3 ? 2 : 1)
   // ---- epilogue: (token, weight row) tile of T in shared memory, then 16-byte rows out.
   T* os = reinterpret_cast<T*>(smem);
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int nl = wn * 64 + 16 * i + g;
+  for (int i = 0; i < kMI; ++i) {
+    const int nl = wn * kMI * 16 + 16 * i + g;
     const float b0 = bias && n0 + nl < N ? E::to_float(bias[n0 + nl]) : 0.0f;
     const float b1 = bias && n0 + nl + 8 < N ? E::to_float(bias[n0 + nl + 8]) : 0.0f;
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int ml = wm * 32 + 8 * j + 2 * t;
+    for (int j = 0; j < kNJ; ++j) {
+      const int ml = wm * kNJ * 8 + 8 * j + 2 * t;
       os[ml * kOutLd + nl] = E::from_float(acc[i][j][0] + b0);
       os[(ml + 1) * kOutLd + nl] = E::from_float(acc[i][j][1] + b0);
       os[ml * kOutLd + nl + 8] = E::from_float(acc[i][j][2] + b1);
@@ -435,28 +453,26 @@ __global__ void __launch_bounds__(tiled::kThreads, kStages == 3 ? 2 : 1)
     }
   }
   __syncthreads();
-  const int oc = tid & 15, orow = tid >> 4;
-#pragma unroll
-  for (int p = 0; p < kBM / 16; ++p) {
-    const int ml = orow + 16 * p, m = m0 + ml, n = n0 + oc * 8;
+  constexpr int kChunks = kBN / 8;  // 16-byte chunks per token row
+  for (int c = tid; c < kBM * kChunks; c += C::kThreads) {
+    const int ml = c / kChunks, oc = c % kChunks, m = m0 + ml, n = n0 + oc * 8;
     if (m >= M || n >= N) continue;
     T* dst = out + static_cast<int64_t>(m) * ldo + n;
     const T* src = os + ml * kOutLd + oc * 8;
     if (vec_store && n + 8 <= N) {
       *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
     } else {
-      for (int c = 0; c < 8 && n + c < N; ++c) dst[c] = src[c];
+      for (int e2 = 0; e2 < 8 && n + e2 < N; ++e2) dst[e2] = src[e2];
     }
   }
 }
 
-template <DType kT, int kStages>
+template <DType kT, class C>
 cudaError_t launch_tiled(const void* x, int64_t ldx, const void* values, const int16_t* meta, int64_t Np,
                          const void* bias, void* out, int64_t ldo, int64_t M, int64_t N, int64_t Kp,
                          cudaStream_t stream) {
   using T = typename Elem<kT>::T;
-  constexpr int kSmem = kStages * tiled::kStageBytes;
-  auto* kernel = &sparse24_tiled_kernel<kT, kStages>;
+  auto* kernel = &sparse24_tiled_kernel<kT, C>;
   // More than 48 KiB of dynamic shared memory is opted into once per device.
   static std::atomic<bool> opted_in[64] = {};
   int device = 0;
@@ -464,14 +480,14 @@ cudaError_t launch_tiled(const void* x, int64_t ldx, const void* values, const i
   if (err != cudaSuccess) return err;
   const bool cached = device >= 0 && device < 64;
   if (!cached || !opted_in[device].load(std::memory_order_acquire)) {
-    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
     if (err != cudaSuccess) return err;
     if (cached) opted_in[device].store(true, std::memory_order_release);
   }
-  const dim3 grid(static_cast<unsigned>(ceil_div(M, tiled::kBM)), static_cast<unsigned>(ceil_div(N, tiled::kBN)));
+  const dim3 grid(static_cast<unsigned>(ceil_div(M, C::kBM)), static_cast<unsigned>(ceil_div(N, C::kBN)));
   if (grid.y > 65535) return cudaErrorInvalidValue;
   const bool vec_store = aligned16(out) && ldo % 8 == 0;
-  kernel<<<grid, tiled::kThreads, kSmem, stream>>>(
+  kernel<<<grid, C::kThreads, C::kSmem, stream>>>(
       static_cast<const T*>(x), ldx, static_cast<const T*>(values), reinterpret_cast<const uint32_t*>(meta), Np,
       static_cast<const T*>(bias), static_cast<T*>(out), ldo, static_cast<int>(M), static_cast<int>(N),
       static_cast<int>(Kp), vec_store);
@@ -487,8 +503,8 @@ cudaError_t dispatch(const void* x, int64_t ldx, const void* values, const int16
     if (variant == 2) return launch_gemv_wide<kT, 4, 4>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
     return launch<kT, 2, 1, 4>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
   }
-  if (variant == 1) return launch_tiled<kT, 3>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
-  if (variant == 2) return launch_tiled<kT, 4>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
+  if (variant == 1) return launch_tiled<kT, TileA>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
+  if (variant == 2) return launch_tiled<kT, TileB>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
   return launch<kT, 8, 4, 1>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
 }
 

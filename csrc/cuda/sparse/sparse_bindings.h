@@ -79,7 +79,7 @@ inline void register_sparse_cuda(pybind11::module_& m) {
         py::arg("x"), py::arg("values"), py::arg("meta"), py::arg("bias") = py::none(), py::arg("variant") = 0,
         "2:4 GEMM on sparse tensor cores (mma.sp m16n8k32): x (M, Kp), values (N, Kp/2) float16|bfloat16, "
         "meta (Np, Kp/16) int16, bias (N) or None -> (M, N); variant 0 (default; operands from global memory), "
-        "1 or 2 (128x128 tiles, 3 or 4 cp.async stages)");
+        "1 or 2 (cp.async tiles of 128x128 or 256x128)");
 }
 
 }  // namespace pycomp

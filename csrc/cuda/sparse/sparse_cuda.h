@@ -28,8 +28,9 @@ namespace pycomp::cuda {
 //   GEMV 1, 2: as 0, but 16-byte value loads in 64-column windows, 2 (1) or 4 (2) windows in flight per
 //     warp, and one n8 token tile when M <= 8; needs values and meta 16-byte aligned;
 //   GEMM 0: 64 rows of W by 64 rows of x per block, operands straight from global memory (the default);
-//   GEMM 1, 2: 128 x 128 block tiles, 3 (1) or 4 (2) cp.async stages, ldmatrix, shared-memory epilogue;
-//     needs x, values and meta 16-byte aligned and ldx % 8 == 0.
+//   GEMM 1, 2: cp.async multistage tiles, ldmatrix, shared-memory epilogue: 1 = 128 weight rows x 128
+//     tokens per block, warps 64 x 32, 3 stages, 2 blocks per SM; 2 = 256 x 128, warps 64 x 64, 4 stages,
+//     1 block per SM; need x, values and meta 16-byte aligned and ldx % 8 == 0.
 constexpr int kSparse24Variants = 3;
 
 cudaError_t sparse24_linear(DType t, const void* x, int64_t ldx, const void* values, const int16_t* meta, int64_t Np,
