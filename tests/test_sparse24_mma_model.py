@@ -3,7 +3,7 @@
 There is no GPU here, so the per-thread loads of each kernel are written out again in numpy, on the real packed
 layout of pycomp.formats.sparse, and fed to a model of mma.sp m16n8k32 (PTX ISA: fragments of A, B and the
 metadata register, the sparsity selector). The model reproduces variant 0, the kernel proven on an H200, which
-ties it to the format; variants 1 (GEMV: 16-byte loads, relabelled k32 steps) and the tiled GEMM (cp.async into
+ties it to the format; variant 1 of the GEMV (16-byte loads, relabelled k32 steps) and the tiled GEMMs (cp.async into
 padded shared rows, ldmatrix.x4, metadata words per stage) must then give the dense product too. A change to a
 kernel's indexing must be made here as well: this test checks the design, the GPU tests check the code.
 """
@@ -101,8 +101,8 @@ def test_gemv_index_model(kernel, n, k, m):
         np.testing.assert_allclose(got[:rows, :m].T, want[:, n0:n0 + rows], rtol=0, atol=1e-12)
 
 
-# The tiled GEMM (variants 1, 2 of sparse24_gemm_cuda): byte offsets as in the kernel; tile = (warps along
-# weight rows, warps along tokens, m16 tiles per warp, n8 tiles per warp), TileA and TileB.
+# The tiled GEMM (variants 1-3 of sparse24_gemm_cuda): byte offsets as in the kernel; tile = (warps along
+# weight rows, warps along tokens, m16 tiles per warp, n8 tiles per warp): TileA, TileB, TileC.
 VAL_ROW, X_ROW = 80, 144
 
 
@@ -159,7 +159,7 @@ def gemm_block(values, words, x, Np, N, Kp, M, m0, n0, tile):
     return out, bn, bm
 
 
-@pytest.mark.parametrize("tile", [(2, 4, 4, 4), (4, 2, 4, 8)], ids=["TileA", "TileB"])
+@pytest.mark.parametrize("tile", [(2, 4, 4, 4), (4, 2, 4, 8), (2, 4, 2, 4)], ids=["TileA", "TileB", "TileC"])
 def test_tiled_gemm_index_model(tile):
     """One case covers a partial token tile, a partial weight tile whose rows pass Np (130 -> Np 160), and a
     half last k-tile (K 90 -> Kp 96)."""

@@ -277,7 +277,7 @@ cudaError_t launch_gemv_wide(const void* x, int64_t ldx, const void* values, con
   return cudaGetLastError();
 }
 
-// ============================================================================ variants 1, 2 of the GEMM
+// ============================================================================ variants 1-3 of the GEMM
 // A tiled GEMM, CUTLASS's sm80 multistage design written out for mma.sp: an out^T tile of kBN weight rows x
 // kBM tokens per block of 8 warps, each warp kMI m16 tiles x kNJ n8 tiles (kMI x kNJ m16n8k32 mma.sp per k32
 // step, fp32 accumulators); K in tiles of 64 (two k32 steps), kStages tiles in flight through cp.async:
@@ -318,6 +318,7 @@ struct SpTile {
 
 using TileA = SpTile<2, 4, 4, 4, 3, 2>;  // 128 rows x 128 tokens, warps 64 x 32, 87 KiB, 2 blocks per SM
 using TileB = SpTile<4, 2, 4, 8, 4, 1>;  // 256 rows x 128 tokens, warps 64 x 64, 160 KiB
+using TileC = SpTile<2, 4, 2, 4, 4, 2>;  // 64 rows x 128 tokens, warps 32 x 32, 94 KiB, 2 blocks per SM
 
 template <DType kT, class C>
 __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
@@ -505,6 +506,7 @@ cudaError_t dispatch(const void* x, int64_t ldx, const void* values, const int16
   }
   if (variant == 1) return launch_tiled<kT, TileA>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
   if (variant == 2) return launch_tiled<kT, TileB>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
+  if (variant == 3) return launch_tiled<kT, TileC>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
   return launch<kT, 8, 4, 1>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
 }
 
@@ -516,7 +518,8 @@ cudaError_t sparse24_linear(DType t, const void* x, int64_t ldx, const void* val
   if (M < 1 || N < 1 || Kp < 32 || Kp % 32 || Np % 32 || Np < N || ldx % 2 || ldx < Kp || ldo < N ||
       N > INT32_MAX - 256 || M > INT32_MAX - 256 || Kp > INT32_MAX / 2 || (gemv && M > 16) ||
       reinterpret_cast<uintptr_t>(x) % 4 || reinterpret_cast<uintptr_t>(values) % 4 ||
-      reinterpret_cast<uintptr_t>(meta) % 4 || variant < 0 || variant >= kSparse24Variants)
+      reinterpret_cast<uintptr_t>(meta) % 4 || variant < 0 ||
+      variant >= (gemv ? kSparse24GemvVariants : kSparse24GemmVariants))
     return cudaErrorInvalidValue;
   // The new variants read values (and, in the GEMM, x and meta) 16 bytes at a time.
   if (variant > 0 && (!aligned16(values) || !aligned16(meta) || (!gemv && (!aligned16(x) || ldx % 8))))

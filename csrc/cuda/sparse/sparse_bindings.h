@@ -22,8 +22,8 @@ namespace sparse_cuda_binding {
 inline at::Tensor sparse24_linear_cuda(const char* op, const at::Tensor& x_in, const at::Tensor& values,
                                        const at::Tensor& meta, const c10::optional<at::Tensor>& bias, bool gemv,
                                        int64_t variant) {
-  TORCH_CHECK(variant >= 0 && variant < cuda::kSparse24Variants, op, ": variant must be in [0, ",
-              cuda::kSparse24Variants, "), got ", variant);
+  const int variants = gemv ? cuda::kSparse24GemvVariants : cuda::kSparse24GemmVariants;
+  TORCH_CHECK(variant >= 0 && variant < variants, op, ": variant must be in [0, ", variants, "), got ", variant);
   TORCH_CHECK(x_in.is_cuda() && values.is_cuda() && meta.is_cuda(), op, ": x, values and meta must be CUDA tensors");
   TORCH_CHECK(values.device() == x_in.device() && meta.device() == x_in.device(), op,
               ": values and meta must be on x's device ", x_in.device());
@@ -79,7 +79,7 @@ inline void register_sparse_cuda(pybind11::module_& m) {
         py::arg("x"), py::arg("values"), py::arg("meta"), py::arg("bias") = py::none(), py::arg("variant") = 0,
         "2:4 GEMM on sparse tensor cores (mma.sp m16n8k32): x (M, Kp), values (N, Kp/2) float16|bfloat16, "
         "meta (Np, Kp/16) int16, bias (N) or None -> (M, N); variant 0 (default; operands from global memory), "
-        "1 or 2 (cp.async tiles of 128x128 or 256x128)");
+        "1, 2 or 3 (cp.async tiles of 128x128, 256x128 or 64x128 weight rows x tokens)");
 }
 
 }  // namespace pycomp
