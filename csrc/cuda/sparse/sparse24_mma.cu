@@ -19,6 +19,8 @@
 // - C: (row g, cols 2t, 2t+1) and (row g+8, same) of each n8 tile: output rows n, columns m.
 // The decode configuration (GEMV, M <= 16) splits K over the block's 4 warps and sums through shared
 // memory, so 16 weight rows per block give N/16 blocks to cover the SMs.
+// That is variant 0, the default of both; the other variants (sparse_cuda.h) follow it in this file and
+// read the same value and metadata layout.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -363,24 +365,31 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
   // Np % 32 == 0 and n0 < N <= Np: a 4-word chunk is all inside Np or all outside; outside, row n0's.
   const uint32_t* m_src = meta32 + (n0 + 4 * mc < Np ? n0 + 4 * mc : n0);
 
+  // Called for kt = 0, 1, 2, ... in order: the sources advance one k-tile per call.
+  const uint32_t v_dst = (vr * kValRow + vc * 16), x_dst = kValBytes + kMetaBytes + xr * kXRow + xc * 16;
+  const uint32_t m_dst = kValBytes + ms * kBN * 4 + mc * 16;
+  int v_col = vc * 8, x_col = xc * 8;  // the thread's column in values and in x at the current k-tile
   auto load_tile = [&](int stage, int kt) {
     const uint32_t st = sbase + stage * kStageBytes;
-    const bool vk = kt * 32 + vc * 8 < half;  // half % 16 == 0: a chunk is all in or all out
+    const bool vk = v_col < half;  // half % 16 == 0: a chunk is all in or all out
 #pragma unroll
     for (int j = 0; j < C::kVCopies; ++j) {
       const bool ok = v_ok[j] && vk;
-      cp_async_16_zfill(st + (vr + kVRowStep * j) * kValRow + vc * 16, ok ? v_src[j] + kt * 32 : values, ok);
+      cp_async_16_zfill(st + v_dst + j * kVRowStep * kValRow, ok ? v_src[j] : values, ok);
+      v_src[j] += 32;
     }
-    const bool xk = kt * 64 + xc * 8 < Kp;
+    const bool xk = x_col < Kp;
 #pragma unroll
     for (int j = 0; j < C::kXCopies; ++j) {
       const bool ok = x_ok[j] && xk;
-      cp_async_16_zfill(st + kValBytes + kMetaBytes + (xr + kXRowStep * j) * kXRow + xc * 16,
-                        ok ? x_src[j] + kt * 64 : x, ok);
+      cp_async_16_zfill(st + x_dst + j * kXRowStep * kXRow, ok ? x_src[j] : x, ok);
+      x_src[j] += 64;
     }
+    v_col += 32;
+    x_col += 64;
     if (tid < kBN / 2) {
       const int s = min(2 * kt + ms, steps - 1);  // a half tile's second step: zero values, any valid word
-      cp_async_16_zfill(st + kValBytes + ms * kBN * 4 + mc * 16, m_src + static_cast<int64_t>(s) * Np, true);
+      cp_async_16_zfill(st + m_dst, m_src + static_cast<int64_t>(s) * Np, true);
     }
   };
 
