@@ -44,6 +44,44 @@ def test_gemm(m, n, k, dtype):
     _check(_ext._C.sparse24_gemm_cuda(xp, values, meta, b), want)
 
 
+@pytest.mark.parametrize("variant", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("m,n,k", [(1, 64, 64), (1, 37, 21), (3, 100, 96), (9, 48, 160), (16, 33, 200),
+                                   (16, 4096, 4096)])
+def test_gemv_variants(m, n, k, dtype, variant):
+    """The 16-byte-load GEMVs (relabelled k32 steps): odd N, half 64-column windows (Kp % 64 == 32), M <= 8
+    (one token tile) and M > 8 (two)."""
+    (x, values, meta, b), want, kp = _case(m, n, k, dtype, seed=m + n + k)
+    xp = torch.nn.functional.pad(x, (0, kp - k))
+    _check(_ext._C.sparse24_gemv_cuda(xp, values, meta, b, variant), want)
+
+
+@pytest.mark.parametrize("variant", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("m,n,k", [(1, 64, 64), (17, 37, 21), (100, 100, 96), (257, 130, 200), (130, 200, 544),
+                                   (1024, 512, 1024)])
+def test_gemm_variants(m, n, k, dtype, variant):
+    """The tiled GEMMs: partial 64/128/256-row and 128-token tiles, rows past Np (metadata read from a valid row),
+    a half last k-tile (Kp % 64 == 32), N % 8 != 0 (scalar stores)."""
+    (x, values, meta, b), want, kp = _case(m, n, k, dtype, seed=m + k)
+    xp = torch.nn.functional.pad(x, (0, kp - k))
+    _check(_ext._C.sparse24_gemm_cuda(xp, values, meta, b, variant), want)
+
+
+def test_variants_take_misaligned_views():
+    """Views whose data is not 16-byte aligned are copied by the wrapper, not refused by the launcher."""
+    (x, values, meta, b), want, kp = _case(20, 64, 64, torch.bfloat16, seed=3)
+    xp = torch.nn.functional.pad(x, (0, kp - 64))
+    xs = torch.empty(20 * kp + 1, device="cuda", dtype=x.dtype)[1:].view(20, kp)
+    xs.copy_(xp)
+    vs = torch.empty(values.numel() + 1, device="cuda", dtype=values.dtype)[1:].view_as(values)
+    vs.copy_(values)
+    for variant in (1, 2, 3):
+        _check(_ext._C.sparse24_gemm_cuda(xs, vs, meta, b, variant), want)
+    for variant in (1, 2):
+        _check(_ext._C.sparse24_gemv_cuda(xs[:5], vs, meta, b, variant), want[:5])
+
+
 @pytest.mark.parametrize("m", [1, 16, 17, 300])
 def test_op_dispatch_on_cuda(m):
     (x, values, meta, b), want, _ = _case(m, 70, 45, torch.bfloat16, seed=m)
@@ -57,6 +95,12 @@ def test_wrapper_refuses_bad_input():
         _ext._C.sparse24_gemv_cuda(torch.randn(20, kp, device="cuda", dtype=torch.bfloat16), values, meta, b)
     with pytest.raises(RuntimeError, match="sparse24_gemm_cuda: values must be float16 or bfloat16"):
         _ext._C.sparse24_gemm_cuda(x.float(), values.float(), meta, None)
+    for bad in (-1, 4):
+        with pytest.raises(RuntimeError, match=r"sparse24_gemm_cuda: variant must be in \[0, 4\), got " + str(bad)):
+            _ext._C.sparse24_gemm_cuda(x, values, meta, b, bad)
+    for bad in (-1, 3):
+        with pytest.raises(RuntimeError, match=r"sparse24_gemv_cuda: variant must be in \[0, 3\), got " + str(bad)):
+            _ext._C.sparse24_gemv_cuda(x, values, meta, b, bad)
 
 
 @pytest.mark.parametrize("m", [1, 16, 17, 300])

@@ -18,8 +18,12 @@ namespace sparse_cuda_binding {
 
 // x (M, Kp) and values (N, Kp/2) of one dtype (float16 or bfloat16), meta (Np, Kp/16) int16 in the
 // reordered layout, bias (N) of that dtype or None -> (M, N). gemv: the M <= 16 configuration.
+// variant: the kernel (csrc/cuda/sparse/sparse_cuda.h; 0, the default, is the established one).
 inline at::Tensor sparse24_linear_cuda(const char* op, const at::Tensor& x_in, const at::Tensor& values,
-                                       const at::Tensor& meta, const c10::optional<at::Tensor>& bias, bool gemv) {
+                                       const at::Tensor& meta, const c10::optional<at::Tensor>& bias, bool gemv,
+                                       int64_t variant) {
+  const int variants = gemv ? cuda::kSparse24GemvVariants : cuda::kSparse24GemmVariants;
+  TORCH_CHECK(variant >= 0 && variant < variants, op, ": variant must be in [0, ", variants, "), got ", variant);
   TORCH_CHECK(x_in.is_cuda() && values.is_cuda() && meta.is_cuda(), op, ": x, values and meta must be CUDA tensors");
   TORCH_CHECK(values.device() == x_in.device() && meta.device() == x_in.device(), op,
               ": values and meta must be on x's device ", x_in.device());
@@ -41,12 +45,19 @@ inline at::Tensor sparse24_linear_cuda(const char* op, const at::Tensor& x_in, c
   }
   at::Tensor out = at::empty({M, N}, x_in.options());
   if (M == 0 || N == 0) return out;
-  const at::Tensor x = x_in.is_contiguous() ? x_in : x_in.contiguous();
+  at::Tensor x = x_in.is_contiguous() ? x_in : x_in.contiguous();
+  // The kernels read x in pairs (4 bytes): a view starting at an odd element is copied.
+  if (reinterpret_cast<uintptr_t>(x.data_ptr()) % 4) x = x.clone();
+  // Variants 1 and 2 read values and meta (and the GEMM x) 16 bytes at a time: copy misaligned views.
+  const bool wide = variant > 0;
+  const at::Tensor v = wide && !cuda_binding::aligned16(values) ? values.clone() : values;
+  const at::Tensor e = wide && !cuda_binding::aligned16(meta) ? meta.clone() : meta;
+  if (wide && !gemv) x = cuda_binding::rows_aligned16(x);
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaError_t err = cuda::sparse24_linear(
-      t == at::kHalf ? cuda::DType::kF16 : cuda::DType::kBF16, x.data_ptr(), x.stride(0), values.data_ptr(),
-      meta.data_ptr<int16_t>(), meta.size(0), bias ? bias->data_ptr() : nullptr, out.data_ptr(), N, M, N, Kp, gemv,
-      c10::cuda::getCurrentCUDAStream().stream());
+      t == at::kHalf ? cuda::DType::kF16 : cuda::DType::kBF16, x.data_ptr(), cuda_binding::row_stride(x),
+      v.data_ptr(), e.data_ptr<int16_t>(), e.size(0), bias ? bias->data_ptr() : nullptr, out.data_ptr(), N, M, N, Kp,
+      gemv, c10::cuda::getCurrentCUDAStream().stream(), static_cast<int>(variant));
   cuda_binding::check_launch(op, err);
   return out;
 }
@@ -57,19 +68,18 @@ inline void register_sparse_cuda(pybind11::module_& m) {
   namespace py = pybind11;
   using sparse_cuda_binding::sparse24_linear_cuda;
   m.def("sparse24_gemv_cuda",
-        [](const at::Tensor& x, const at::Tensor& v, const at::Tensor& e, const c10::optional<at::Tensor>& b) {
-          return sparse24_linear_cuda("sparse24_gemv_cuda", x, v, e, b, true);
-        },
-        py::arg("x"), py::arg("values"), py::arg("meta"), py::arg("bias") = py::none(),
+        [](const at::Tensor& x, const at::Tensor& v, const at::Tensor& e, const c10::optional<at::Tensor>& b,
+           int64_t variant) { return sparse24_linear_cuda("sparse24_gemv_cuda", x, v, e, b, true, variant); },
+        py::arg("x"), py::arg("values"), py::arg("meta"), py::arg("bias") = py::none(), py::arg("variant") = 0,
         "2:4 linear for M <= 16 on sparse tensor cores: x (M, Kp), values (N, Kp/2) float16|bfloat16, "
-        "meta (Np, Kp/16) int16, bias (N) or None -> (M, N)");
+        "meta (Np, Kp/16) int16, bias (N) or None -> (M, N); variant 0 (default), 1 or 2: see sparse_cuda.h");
   m.def("sparse24_gemm_cuda",
-        [](const at::Tensor& x, const at::Tensor& v, const at::Tensor& e, const c10::optional<at::Tensor>& b) {
-          return sparse24_linear_cuda("sparse24_gemm_cuda", x, v, e, b, false);
-        },
-        py::arg("x"), py::arg("values"), py::arg("meta"), py::arg("bias") = py::none(),
+        [](const at::Tensor& x, const at::Tensor& v, const at::Tensor& e, const c10::optional<at::Tensor>& b,
+           int64_t variant) { return sparse24_linear_cuda("sparse24_gemm_cuda", x, v, e, b, false, variant); },
+        py::arg("x"), py::arg("values"), py::arg("meta"), py::arg("bias") = py::none(), py::arg("variant") = 0,
         "2:4 GEMM on sparse tensor cores (mma.sp m16n8k32): x (M, Kp), values (N, Kp/2) float16|bfloat16, "
-        "meta (Np, Kp/16) int16, bias (N) or None -> (M, N)");
+        "meta (Np, Kp/16) int16, bias (N) or None -> (M, N); variant 0 (default; operands from global memory), "
+        "1, 2 or 3 (cp.async tiles of 128x128, 256x128 or 64x128 weight rows x tokens)");
 }
 
 }  // namespace pycomp

@@ -21,9 +21,23 @@ namespace pycomp::cuda {
 // accumulation). t: kF16 or kBF16 (x, values, bias and out share it). x: (M, Kp) row stride ldx
 // (even), 4-byte aligned; out: (M, N) row stride ldo; bias (N) or nullptr.
 // gemv=true: the decode configuration (M <= 16; warps split K, each weight value read once);
-// gemv=false: 64 rows of W by 64 rows of x per block.
+// gemv=false: the GEMM.
+// variant (0 <= variant < kSparse24GemvVariants or kSparse24GemmVariants) picks the kernel, so that untried ones can be timed beside
+// the default:
+//   GEMV 0: 16 rows per block, 4 warps split K, 4-byte value loads (the default);
+//   GEMV 1, 2: as 0, but 16-byte value loads in 64-column windows, 2 (1) or 4 (2) windows in flight per
+//     warp, and one n8 token tile when M <= 8; needs values and meta 16-byte aligned;
+//   GEMM 0: 64 rows of W by 64 rows of x per block, operands straight from global memory (the default);
+//   GEMM 1, 2: cp.async multistage tiles, ldmatrix, shared-memory epilogue: 1 = 128 weight rows x 128
+//     tokens per block, warps 64 x 32, 3 stages, 2 blocks per SM; 2 = 256 x 128, warps 64 x 64, 4 stages,
+//     1 block per SM; 3 = 64 x 128, warps 32 x 32, 4 stages, 2 blocks per SM (twice the blocks of 1 for
+//     M <= 128, where the weight stream, not the mma rate, bounds it); need x, values and meta 16-byte
+//     aligned and ldx % 8 == 0.
+constexpr int kSparse24GemvVariants = 3;
+constexpr int kSparse24GemmVariants = 4;
+
 cudaError_t sparse24_linear(DType t, const void* x, int64_t ldx, const void* values, const int16_t* meta, int64_t Np,
                             const void* bias, void* out, int64_t ldo, int64_t M, int64_t N, int64_t Kp, bool gemv,
-                            cudaStream_t stream);
+                            cudaStream_t stream, int variant = 0);
 
 }  // namespace pycomp::cuda
