@@ -57,7 +57,7 @@ def test_w1a16_gemv_variant1(dtype, m, n, k):
 @pytest.mark.parametrize("variant", [0, 1])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("m,n,k", [(1, 8, 128), (17, 9, 384), (130, 140, 1024), (300, 257, 4096), (64, 64, 640),
-                                   (129, 300, 8192)])
+                                   (129, 300, 8192), (5, 33, 1020)])
 def test_xnor_gemm(dtype, m, n, k, variant):
     x, packed, alpha, b = _case(m, n, k, 0, dtype)
     got = _ext._C.xnor_gemm_cuda(x, packed, alpha, 0, b, variant)

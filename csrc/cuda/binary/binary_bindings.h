@@ -98,7 +98,8 @@ inline at::Tensor xnor_gemm_cuda(const at::Tensor& x_in, const at::Tensor& packe
   auto* bits_p = static_cast<uint32_t*>(bits.data_ptr());
   const auto* w = static_cast<const uint32_t*>(packed.data_ptr());
   check_launch(op, cuda::binarize_per_token(t, x.data_ptr(), M > 1 ? x.stride(0) : K, bits_p, ld_a,
-                                            beta.data_ptr<float>(), popc_a.data_ptr<int32_t>(), M, K, stream));
+                                            beta.data_ptr<float>(), popc_a.data_ptr<int32_t>(), M, K, stream,
+                                            static_cast<int>(variant)));
   check_launch(op, cuda::popc_rows(w, N, KW, popc_w.data_ptr<int32_t>(), stream));
   check_launch(op, cuda::xnor_gemm(bits_p, ld_a, beta.data_ptr<float>(), popc_a.data_ptr<int32_t>(), w,
                                    alpha.data_ptr<float>(), popc_w.data_ptr<int32_t>(),

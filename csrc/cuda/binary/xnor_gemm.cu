@@ -65,6 +65,56 @@ __global__ void __launch_bounds__(256) binarize_kernel(const typename Elem<kT>::
   }
 }
 
+// Variant 1 of the binarization: one warp per row, 16-byte loads (8 inputs per lane), the 4 lanes of a
+// word OR their sign bytes together by two shuffles. Needs K % 8 == 0 and 16-byte aligned rows.
+template <DType kT>
+__global__ void __launch_bounds__(256) binarize_vec_kernel(const typename Elem<kT>::T* __restrict__ x, int64_t ldx,
+                                                           uint32_t* __restrict__ bits, int64_t ld_bits,
+                                                           float* __restrict__ beta, int32_t* __restrict__ popc,
+                                                           int64_t M, int64_t K) {
+  using T = typename Elem<kT>::T;
+  constexpr int kPer = 16 / sizeof(T);  // inputs per 16-byte load
+  const int lane = threadIdx.x % 32;
+  const int64_t m = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  if (m >= M) return;
+  const T* xr = x + m * ldx;
+  uint32_t* br = bits + m * ld_bits;
+  float s = 0.f;
+  int count = 0;
+  for (int64_t base = 0; base < ld_bits * 32; base += 32 * kPer) {  // the same trip count in every lane
+    const int64_t k0 = base + lane * kPer;
+    uint32_t mask = 0;  // bit j: input k0 + j < 0 (bytes of 8 inputs for 2-byte types, nibbles for fp32)
+    if (k0 < K) {  // K % 8 == 0: the 8 inputs are all in K or all past it
+      const uint4 raw = ldg_stream_128(xr + k0);
+      const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+      for (int j = 0; j < kPer; ++j) {
+        const float v = Elem<kT>::to_float(e[j]);
+        s += fabsf(v);
+        mask |= static_cast<uint32_t>(v < 0.f) << j;
+      }
+    }
+    // A 32-bit word is 32 / kPer lanes: shift each lane's bits to its place and OR within the group.
+    constexpr int kLanes = 32 / kPer;
+    uint32_t word = mask << (kPer * (lane % kLanes));
+#pragma unroll
+    for (int off = 1; off < kLanes; off *= 2) word |= __shfl_xor_sync(0xffffffffu, word, off);
+    const int64_t wi = k0 / 32;
+    if (lane % kLanes == 0 && wi < ld_bits) {
+      br[wi] = word;
+      count += __popc(word);
+    }
+  }
+  for (int off = 16; off > 0; off /= 2) {
+    s += __shfl_xor_sync(0xffffffffu, s, off);
+    count += __shfl_xor_sync(0xffffffffu, count, off);
+  }
+  if (lane == 0) {
+    beta[m] = s / static_cast<float>(K);
+    popc[m] = count;
+  }
+}
+
 __global__ void __launch_bounds__(256) popc_rows_kernel(const uint32_t* __restrict__ w, int64_t N, int64_t KW,
                                                         int32_t* __restrict__ popc) {
   const int64_t n = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
@@ -311,7 +361,12 @@ cudaError_t by_dtype(DType t, Args&&... args) {
 template <DType kT>
 struct Binarize {
   static cudaError_t run(const void* x, int64_t ldx, uint32_t* bits, int64_t ld_bits, float* beta, int32_t* popc,
-                         int64_t M, int64_t K, cudaStream_t stream) {
+                         int64_t M, int64_t K, cudaStream_t stream, int variant) {
+    if (variant == 1 && K % 8 == 0 && aligned16(x) && (M == 1 || (ldx * sizeof(typename Elem<kT>::T)) % 16 == 0)) {
+      binarize_vec_kernel<kT><<<static_cast<unsigned>(ceil_div(M, 8)), 256, 0, stream>>>(
+          static_cast<const typename Elem<kT>::T*>(x), ldx, bits, ld_bits, beta, popc, M, K);
+      return cudaGetLastError();
+    }
     binarize_kernel<kT><<<static_cast<unsigned>(M), 256, 0, stream>>>(
         static_cast<const typename Elem<kT>::T*>(x), ldx, bits, ld_bits, beta, popc, K);
     return cudaGetLastError();
@@ -348,9 +403,10 @@ struct Gemm {
 int64_t xnor_padded_words(int64_t K) { return ceil_div(ceil_div(K, 32), kBKW) * kBKW; }
 
 cudaError_t binarize_per_token(DType xt, const void* x, int64_t ldx, uint32_t* bits, int64_t ld_bits, float* beta,
-                               int32_t* popc, int64_t M, int64_t K, cudaStream_t stream) {
-  if (M < 1 || K < 1 || M > INT32_MAX || ld_bits < ceil_div(K, 32) || ldx < K) return cudaErrorInvalidValue;
-  return by_dtype<Binarize>(xt, x, ldx, bits, ld_bits, beta, popc, M, K, stream);
+                               int32_t* popc, int64_t M, int64_t K, cudaStream_t stream, int variant) {
+  if (M < 1 || K < 1 || M > INT32_MAX || ld_bits < ceil_div(K, 32) || ldx < K || (variant != 0 && variant != 1))
+    return cudaErrorInvalidValue;
+  return by_dtype<Binarize>(xt, x, ldx, bits, ld_bits, beta, popc, M, K, stream, variant);
 }
 
 cudaError_t popc_rows(const uint32_t* w, int64_t N, int64_t KW, int32_t* popc, cudaStream_t stream) {
