@@ -5,7 +5,8 @@ weights (copies rotated beyond 4x the L2), as CUDA-graph replays.
 
 Targets (issue 4): W1A16 at M=1 >= 8x bf16; XNOR at M=4096 >= 5x the bf16 GEMM. Variants
 (csrc/cuda/binary/binary_cuda.h): W1A16 0 = fp32 sign-flip FMAs, 1 = bits expanded to +-1 pairs for
-mma.sync m16n8k16; XNOR 0 = 64x32 warp tiles, 2 stages, 1 = 64x64 warp tiles, 4-stage ldmatrix ring.
+mma.sync m16n8k16, 2 = as 1 with mantissa-class pairs (one lop3 each); XNOR 0 = 64x32 warp tiles,
+2 stages, 1 = 64x64 warp tiles, 4-stage ldmatrix ring, vectorized binarization.
 The XNOR rows time the whole binding call (per-token binarization, weight popcounts, GEMM).
 
 `sweep(h) -> str` (h: gpu_check's helper namespace: torch, time_graph, rel_err, log) never raises; as
@@ -20,7 +21,8 @@ NAME = "sweep_binary"
 SHAPE = (14336, 4096)
 W1A16_MS = (1, 4, 16)
 XNOR_MS = (1024, 4096)
-VARIANTS = (0, 1)
+W1A16_VARIANTS = (0, 1, 2)
+XNOR_VARIANTS = (0, 1)
 
 
 def _time(h, fn, want, calls) -> dict:
@@ -68,7 +70,7 @@ def _rows(h) -> list[dict]:
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
         ref = x.float() @ w_deq.t()
         add("w1a16", m, "bf16", lambda i, x=x: F.linear(x, wbs[i % copies_b]), None)
-        for v in VARIANTS:
+        for v in W1A16_VARIANTS:
             add("w1a16", m, f"v{v}", lambda i, x=x, v=v: C.w1a16_gemv_cuda(x, *ps[i % copies_p], 0, None, v), ref)
     for m in XNOR_MS:
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
@@ -77,7 +79,7 @@ def _rows(h) -> list[dict]:
         ref = dots * xf.abs().mean(1, keepdim=True) * alpha.t()
         del xf, dots
         add("xnor", m, "bf16", lambda i, x=x: F.linear(x, wbs[i % copies_b]), None)
-        for v in VARIANTS:
+        for v in XNOR_VARIANTS:
             add("xnor", m, f"v{v}", lambda i, x=x, v=v: C.xnor_gemm_cuda(x, *ps[i % copies_p], 0, None, v), ref)
         del ref
     del wbs, ps

@@ -49,7 +49,8 @@ cudaError_t xnor_gemm(const uint32_t* a, int64_t ld_a, const float* beta, const 
 // w: (N, KW); alpha: (N, G) with group_words words per group (KW for G = 1); bias of type t or
 // nullptr; out: (M, N) of type t, row stride ldo. Any M >= 1 (built for M <= 16), K >= 1.
 // variant 0: fp32 FMAs with the activations' sign flipped per bit (any dtype, any G); variant 1:
-// bits expanded to +-1 pairs in registers for mma.sync m16n8k16 (bf16/f16 only, G == 1 only).
+// bits expanded to +-1 pairs in registers for mma.sync m16n8k16 (bf16/f16 only, G == 1 only);
+// variant 2: as 1, with the bits in 4 mantissa classes (one lop3 per pair, class sums corrected).
 cudaError_t w1a16_gemv(DType t, const void* x, int64_t ldx, const uint32_t* w, const float* alpha, int64_t G,
                        int64_t group_words, const void* bias, void* out, int64_t ldo, int64_t M, int64_t N, int64_t K,
                        cudaStream_t stream, int variant = 0);
