@@ -10,8 +10,8 @@ mma.sync m16n8k16, 2 = as 1 with mantissa-class pairs (one lop3 each); XNOR 0 = 
 The XNOR rows time the whole binding call (per-token binarization, weight popcounts, GEMM).
 
 `sweep(h) -> str` (h: gpu_check's helper namespace: torch, time_graph, rel_err, log) never raises; as
-a file named gpu_*.py it is also a gpu_check family: `bench(h) -> (rows, table)`. Well under 25 s on
-an H200.
+a file named gpu_*.py it is also a gpu_check family: `bench(h) -> (rows, table)`. Expected to take a few seconds on an H200 (not yet
+run on a card).
 """
 from __future__ import annotations
 
