@@ -41,11 +41,28 @@ def test_w1a16_gemv(dtype, m, n, k, group_size):
     assert ((got.double() - want).abs() <= _bound(x, packed, alpha, k, group_size, want, dtype)).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("m,n,k", [(1, 7, 33), (1, 256, 4096), (1, 100, 4000), (2, 33, 1000), (5, 64, 2080),
+                                   (8, 48, 512), (9, 130, 3000), (16, 130, 3000), (3, 40, 9000), (20, 70, 4096)])
+@pytest.mark.parametrize("variant", [1, 2])
+def test_w1a16_gemv_tensor_core_variants(dtype, m, n, k, variant):
+    # Variant 1: bits become exact +-1 values, products of x by them are exact, the sums are fp32. Variant 2:
+    # weights 1 + bit * 2^(c-4), exact too; the class correction multiplies fp32 rounding by at most 32.
+    x, packed, alpha, b = _case(m, n, k, 0, dtype, seed=m + k)
+    for bias in (b, None):
+        got = _ext._C.w1a16_gemv_cuda(x, packed, alpha, 0, bias, variant)
+        want = ops.w1a16_linear_ref(x.double(), packed, alpha, 0, bias)
+        assert got.dtype == dtype and got.shape == (m, n)
+        assert ((got.double() - want).abs() <= _bound(x, packed, alpha, k, 0, want, dtype)).all()
+
+
+@pytest.mark.parametrize("variant", [0, 1])
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("m,n,k", [(1, 8, 128), (17, 9, 384), (130, 140, 1024), (300, 257, 4096), (64, 64, 640)])
-def test_xnor_gemm(dtype, m, n, k):
+@pytest.mark.parametrize("m,n,k", [(1, 8, 128), (17, 9, 384), (130, 140, 1024), (300, 257, 4096), (64, 64, 640),
+                                   (129, 300, 8192), (5, 33, 1020)])
+def test_xnor_gemm(dtype, m, n, k, variant):
     x, packed, alpha, b = _case(m, n, k, 0, dtype)
-    got = _ext._C.xnor_gemm_cuda(x, packed, alpha, 0, b)
+    got = _ext._C.xnor_gemm_cuda(x, packed, alpha, 0, b, variant)
     want = ops.xnor_linear_ref(x.double(), packed, alpha, 0, b)
     scale = x.double().abs().mean(1, keepdim=True) * alpha.double().t() * k
     assert got.dtype == dtype and got.shape == (m, n)
@@ -70,3 +87,15 @@ def test_bad_arguments_raise():
         _ext._C.w1a16_gemv_cuda(x, packed.view(torch.int32), alpha, 0, b)
     with pytest.raises(RuntimeError, match="bias"):
         _ext._C.w1a16_gemv_cuda(x, packed, alpha, 0, b.float())
+    with pytest.raises(RuntimeError, match="variant must be 0"):
+        _ext._C.w1a16_gemv_cuda(x, packed, alpha, 0, b, 3)
+    with pytest.raises(RuntimeError, match="variant must be 0"):
+        _ext._C.xnor_gemm_cuda(x, packed, alpha, 0, b, -1)
+    xa, pa, aa, ba = _case(4, 32, 1024)
+    with pytest.raises(RuntimeError, match="variant must be 0"):
+        _ext._C.xnor_gemm_cuda(xa, pa, aa, 0, ba, 2)
+    with pytest.raises(RuntimeError, match="variants 1 and 2"):
+        _ext._C.w1a16_gemv_cuda(x.float(), packed, alpha, 0, b.float(), 1)
+    xg, pg, ag, bg = _case(4, 32, 1024, group_size=64)
+    with pytest.raises(RuntimeError, match="group_size=0"):
+        _ext._C.w1a16_gemv_cuda(xg, pg, ag, 64, bg, 1)

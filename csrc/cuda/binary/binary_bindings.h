@@ -49,11 +49,20 @@ inline at::Tensor aligned_rows(const at::Tensor& x) {
   return ok ? x : x.clone(at::MemoryFormat::Contiguous);
 }
 
+// variant picks the kernel (binary_cuda.h): 0 the default, the others candidates the GPU run times beside it.
+inline void check_variant(const char* op, int64_t variant, int64_t last) {
+  TORCH_CHECK(variant >= 0 && variant <= last, op, ": variant must be 0 (the default kernel) .. ", last, ", got ",
+              variant);
+}
+
 inline at::Tensor w1a16_gemv_cuda(const at::Tensor& x_in, const at::Tensor& packed, const at::Tensor& alpha,
-                                  int64_t group_size, const c10::optional<at::Tensor>& bias) {
+                                  int64_t group_size, const c10::optional<at::Tensor>& bias, int64_t variant) {
   const char* op = "w1a16_gemv_cuda";
+  check_variant(op, variant, 2);
   const int64_t N = check_args(op, x_in, packed, alpha, group_size, bias);
   const cuda::DType t = float_dtype(op, x_in.scalar_type());
+  TORCH_CHECK(variant == 0 || (group_size == 0 && t != cuda::DType::kF32), op,
+              ": variants 1 and 2 (tensor cores) take bf16 or fp16 x and one alpha per row (group_size=0)");
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = aligned_rows(x_in);
   const int64_t M = x.size(0), K = x.size(1), KW = (K + 31) / 32;
@@ -63,13 +72,14 @@ inline at::Tensor w1a16_gemv_cuda(const at::Tensor& x_in, const at::Tensor& pack
   check_launch(op, cuda::w1a16_gemv(t, x.data_ptr(), ldx, static_cast<const uint32_t*>(packed.data_ptr()),
                                     alpha.data_ptr<float>(), alpha.size(1), group_size ? group_size / 32 : KW,
                                     bias ? bias->data_ptr() : nullptr, out.data_ptr(), N, M, N, K,
-                                    c10::cuda::getCurrentCUDAStream()));
+                                    c10::cuda::getCurrentCUDAStream(), static_cast<int>(variant)));
   return out;
 }
 
 inline at::Tensor xnor_gemm_cuda(const at::Tensor& x_in, const at::Tensor& packed, const at::Tensor& alpha,
-                                 int64_t group_size, const c10::optional<at::Tensor>& bias) {
+                                 int64_t group_size, const c10::optional<at::Tensor>& bias, int64_t variant) {
   const char* op = "xnor_gemm_cuda";
+  check_variant(op, variant, 1);
   const int64_t N = check_args(op, x_in, packed, alpha, group_size, bias);
   TORCH_CHECK(group_size == 0, op, ": only one alpha per output channel (group_size=0) runs on the GPU kernel");
   const int64_t K = x_in.size(1), KW = (K + 31) / 32;
@@ -89,11 +99,13 @@ inline at::Tensor xnor_gemm_cuda(const at::Tensor& x_in, const at::Tensor& packe
   auto* bits_p = static_cast<uint32_t*>(bits.data_ptr());
   const auto* w = static_cast<const uint32_t*>(packed.data_ptr());
   check_launch(op, cuda::binarize_per_token(t, x.data_ptr(), M > 1 ? x.stride(0) : K, bits_p, ld_a,
-                                            beta.data_ptr<float>(), popc_a.data_ptr<int32_t>(), M, K, stream));
+                                            beta.data_ptr<float>(), popc_a.data_ptr<int32_t>(), M, K, stream,
+                                            static_cast<int>(variant)));
   check_launch(op, cuda::popc_rows(w, N, KW, popc_w.data_ptr<int32_t>(), stream));
   check_launch(op, cuda::xnor_gemm(bits_p, ld_a, beta.data_ptr<float>(), popc_a.data_ptr<int32_t>(), w,
                                    alpha.data_ptr<float>(), popc_w.data_ptr<int32_t>(),
-                                   bias ? bias->data_ptr() : nullptr, t, out.data_ptr(), M, N, K, stream));
+                                   bias ? bias->data_ptr() : nullptr, t, out.data_ptr(), M, N, K, stream,
+                                   static_cast<int>(variant)));
   return out;
 }
 
@@ -103,13 +115,14 @@ inline void register_binary_cuda(pybind11::module_& m) {
   namespace py = pybind11;
   using namespace binary_cuda_bindings;
   m.def("w1a16_gemv_cuda", &w1a16_gemv_cuda, py::arg("x"), py::arg("packed"), py::arg("alpha"),
-        py::arg("group_size"), py::arg("bias") = py::none(),
+        py::arg("group_size"), py::arg("bias") = py::none(), py::arg("variant") = 0,
         "W1A16 for small M: x (M, K) bf16/fp16/fp32, packed (N, ceil(K/32)) uint32, alpha (N, G) float32 -> "
-        "(M, N) x.dtype");
+        "(M, N) x.dtype; variants 1 and 2: tensor-core kernels (bf16/fp16, group_size=0)");
   m.def("xnor_gemm_cuda", &xnor_gemm_cuda, py::arg("x"), py::arg("packed"), py::arg("alpha"), py::arg("group_size"),
-        py::arg("bias") = py::none(),
+        py::arg("bias") = py::none(), py::arg("variant") = 0,
         "XNOR GEMM on b1 tensor cores: x (M, K) float binarized per token (beta = mean|x|), packed (N, ceil(K/32)) "
-        "uint32 with ceil(K/32) % 4 == 0, alpha (N, 1) float32 -> (M, N) x.dtype");
+        "uint32 with ceil(K/32) % 4 == 0, alpha (N, 1) float32 -> (M, N) x.dtype; variant 1: 64x64 warp tiles, "
+        "4-stage ldmatrix pipeline");
 }
 
 }  // namespace pycomp

@@ -22,14 +22,18 @@ int64_t xnor_padded_words(int64_t K);
 
 // Per-token binarization: bits (M, ld_bits) uint32 (ld_bits >= xnor_padded_words(K), zero past K),
 // beta[m] = mean_k |x[m, k]| (fp32), popc[m] = number of negative entries. x: (M, K) of type xt,
-// row stride ldx. Any M, K >= 1.
+// row stride ldx. Any M, K >= 1. variant 0: a block per row, element loads and ballots; variant 1:
+// a warp per row, 16-byte loads (runs variant 0 unless K % 8 == 0 and rows are 16-byte aligned).
 cudaError_t binarize_per_token(DType xt, const void* x, int64_t ldx, uint32_t* bits, int64_t ld_bits, float* beta,
-                               int32_t* popc, int64_t M, int64_t K, cudaStream_t stream);
+                               int32_t* popc, int64_t M, int64_t K, cudaStream_t stream, int variant = 0);
 
 // popc[n] = number of set bits of row n of w (N, KW).
 cudaError_t popc_rows(const uint32_t* w, int64_t N, int64_t KW, int32_t* popc, cudaStream_t stream);
 
 // XNOR GEMM on b1 tensor cores (mma.sync m16n8k256 .and.popc), one alpha per output channel:
+// variant 0: 128x128 tiles of 8 warps (64x32 each), 2-stage cp.async of 512-bit k-steps, 32-bit
+// shared fragment loads; variant 1: 128x128 tiles of 4 warps (64x64 each: half the shared-memory
+// bytes per mma), 4-stage cp.async ring, swizzled rows read by ldmatrix.x4.
 //   and[m, n] = popc(a[m] & w[n]);  xor = popc_a[m] + popc_w[n] - 2 * and
 //   out[m, n] = beta[m] * alpha[n] * (K - 2 * xor) + bias[n]
 // a: (M, ld_a) bits from binarize_per_token (ld_a = xnor_padded_words(K)); w: (N, KW) with
@@ -37,15 +41,18 @@ cudaError_t popc_rows(const uint32_t* w, int64_t N, int64_t KW, int32_t* popc, c
 // nullptr; out: (M, N) of type out_t, row stride N. Any M, N >= 1.
 cudaError_t xnor_gemm(const uint32_t* a, int64_t ld_a, const float* beta, const int32_t* popc_a, const uint32_t* w,
                       const float* alpha, const int32_t* popc_w, const void* bias, DType out_t, void* out, int64_t M,
-                      int64_t N, int64_t K, cudaStream_t stream);
+                      int64_t N, int64_t K, cudaStream_t stream, int variant = 0);
 
 // W1A16 for small M (decode), streaming the packed bits once:
 //   out[m, n] = sum_k x[m, k] * alpha[n, g(k)] * (bit ? -1 : +1) + bias[n]
 // x: (M, K) of type t with row stride ldx, rows 16-byte aligned (ldx * sizeof(t) % 16 == 0);
 // w: (N, KW); alpha: (N, G) with group_words words per group (KW for G = 1); bias of type t or
 // nullptr; out: (M, N) of type t, row stride ldo. Any M >= 1 (built for M <= 16), K >= 1.
+// variant 0: fp32 FMAs with the activations' sign flipped per bit (any dtype, any G); variant 1:
+// bits expanded to +-1 pairs in registers for mma.sync m16n8k16 (bf16/f16 only, G == 1 only);
+// variant 2: as 1, with the bits in 4 mantissa classes (one lop3 per pair, class sums corrected).
 cudaError_t w1a16_gemv(DType t, const void* x, int64_t ldx, const uint32_t* w, const float* alpha, int64_t G,
                        int64_t group_words, const void* bias, void* out, int64_t ldo, int64_t M, int64_t N, int64_t K,
-                       cudaStream_t stream);
+                       cudaStream_t stream, int variant = 0);
 
 }  // namespace pycomp::cuda

@@ -102,16 +102,259 @@ cudaError_t by_m(const void* x, int64_t ldx, const uint32_t* w, const float* alp
   return launch<kT, 4>(x, ldx, w, alpha, G, group_words, bias, out, ldo, M, N, K, stream);
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Variant 1: tensor cores. The bits become +-1 bf16/f16 pairs in registers (one shift and one
+// lop3 per pair) and feed mma.sync m16n8k16 as out^T = W x^T: 16 weight rows are the A operand,
+// up to 8 tokens the B operand (two n8 tiles for M <= 16), fp32 accumulation, the row's alpha
+// after the sum (one alpha per row only).
+// The k order inside a word is free as long as A and B agree: register i of a word holds bits i
+// and i + 16 (sign bits 15 and 31 after a shift by 15 - i), and the B register holds
+// x[32 w + i] | x[32 w + i + 16] << 16 (one prmt of two 16-byte activation loads).
+// Lane (g, t) streams words 4t..4t+3 of a 16-word unit of rows g and g + 8 (16-byte loads); a warp
+// owns 32 rows (two m16 tiles share each B fragment), the block's 4 warps split K by units, with
+// the next unit's weights loaded before the current one is multiplied, and sum through shared memory.
+constexpr int kV1Rows = 32, kV1Warps = 4, kV1Unit = 16;  // rows per block; words per unit
+
+template <DType kT>
+__device__ __forceinline__ uint32_t pm1_pair(uint32_t word, int i) {
+  constexpr uint32_t kOne = kT == DType::kBF16 ? 0x3F803F80u : 0x3C003C00u;  // +1.0 in both halves
+  // One lop3 for (s & mask) | one: written as C, the compiler splits it into an and plus an or.
+  uint32_t r;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(r) : "r"(word << (15 - i)), "r"(0x80008000u), "r"(kOne));
+  return r;
+}
+
+// Variant 2's encoding: a weight bit goes to the top 4 mantissa bits of +1.0 instead of the sign,
+// w = 1 + bit * 2^(c - 4) for class c = 0..3 (mantissa bit p0 + c: bf16 p0 = 3, f16 p0 = 6). Bits
+// 4q + c (and 4q + c + 16) of a word reach their place by one shift per q, shared by the 4 classes,
+// so a pair costs one lop3 (plus a quarter of a shift) instead of two instructions. Each class keeps
+// its own accumulator A_c and the class sums S_c of x (an mma with all-ones A), and
+//   sum_k x (1 - 2 bit) = sum_c S_c - 2^(5 - c) (A_c - S_c).
+template <DType kT>
+__device__ __forceinline__ uint32_t mant_shift(uint32_t word, int q) {
+  constexpr int p0 = kT == DType::kBF16 ? 3 : 6;
+  const int d = 4 * q - p0;
+  return d < 0 ? word << -d : word >> d;
+}
+
+template <DType kT>
+__device__ __forceinline__ uint32_t mant_pair(uint32_t shifted, int c) {
+  constexpr uint32_t kOne = kT == DType::kBF16 ? 0x3F803F80u : 0x3C003C00u;
+  constexpr int p0 = kT == DType::kBF16 ? 3 : 6;
+  uint32_t r;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(r) : "r"(shifted), "r"((1u << (p0 + c)) | (1u << (p0 + c + 16))),
+      "r"(kOne));
+  return r;
+}
+
+template <DType kT, int NT, bool kVecW, bool kSplit>
+__global__ void __launch_bounds__(kV1Warps * 32) w1a16_mma_kernel(
+    const typename Elem<kT>::T* __restrict__ x, int64_t ldx, const uint32_t* __restrict__ w, int64_t KW,
+    const float* __restrict__ alpha, const typename Elem<kT>::T* __restrict__ bias, typename Elem<kT>::T* __restrict__ out,
+    int64_t ldo, int M, int N, int64_t K) {
+  using T = typename Elem<kT>::T;
+  __shared__ float part[kV1Warps][kV1Rows][8 * NT];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+  const int n0 = blockIdx.x * kV1Rows, m0 = blockIdx.y * 8 * NT;
+  const int64_t units = (KW + kV1Unit - 1) / kV1Unit;
+
+  // Rows of this lane: tile r, half h -> n0 + 16 r + 8 h + g (clamped: rows past N are computed, not stored).
+  const uint32_t* wrow[2][2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int n = n0 + 16 * r + 8 * h + g;
+      wrow[r][h] = w + static_cast<int64_t>(n < N ? n : N - 1) * KW;
+    }
+  auto load_unit = [&](int64_t u, uint4 (&dst)[2][2]) {
+    const int64_t w0 = u * kV1Unit + 4 * t;
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        if constexpr (kVecW) {  // KW % 4 == 0: the 4 words are all in K or all past it
+          dst[r][h] = w0 < KW ? ldg_stream_128(wrow[r][h] + w0) : make_uint4(0, 0, 0, 0);
+        } else {
+          dst[r][h].x = w0 < KW ? __ldg(wrow[r][h] + w0) : 0u;
+          dst[r][h].y = w0 + 1 < KW ? __ldg(wrow[r][h] + w0 + 1) : 0u;
+          dst[r][h].z = w0 + 2 < KW ? __ldg(wrow[r][h] + w0 + 2) : 0u;
+          dst[r][h].w = w0 + 3 < KW ? __ldg(wrow[r][h] + w0 + 3) : 0u;
+        }
+      }
+  };
+
+  constexpr int kC = kSplit ? 4 : 1;  // accumulator classes
+  float acc[kC][2][NT][4] = {}, sums[kC][NT][4] = {};
+  uint4 cur[2][2], nxt[2][2] = {};
+  int64_t u = warp;
+  if (u < units) load_unit(u, cur);
+  for (; u < units; u += kV1Warps) {
+    if (u + kV1Warps < units) load_unit(u + kV1Warps, nxt);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int64_t wd = u * kV1Unit + 4 * t + j, k0 = wd * 32;
+      uint32_t xp[NT][16];
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        const int m = m0 + 8 * nt + g;
+        const T* xr = x + static_cast<int64_t>(m < M ? m : 0) * ldx + k0;
+        if (m < M && k0 + 32 <= K) {
+          uint4 q[4];
+#pragma unroll
+          for (int v = 0; v < 4; ++v) q[v] = ldg_128(xr + 8 * v);
+          const uint32_t* lo = reinterpret_cast<const uint32_t*>(&q[0]);  // x[0..15] as 8 pairs
+          const uint32_t* hi = reinterpret_cast<const uint32_t*>(&q[2]);  // x[16..31]
+#pragma unroll
+          for (int p = 0; p < 8; ++p) {
+            xp[nt][2 * p] = __byte_perm(lo[p], hi[p], 0x5410);
+            xp[nt][2 * p + 1] = __byte_perm(lo[p], hi[p], 0x7632);
+          }
+        } else {
+#pragma unroll
+          for (int i = 0; i < 16; ++i) {
+            const bool in_lo = m < M && k0 + i < K, in_hi = m < M && k0 + i + 16 < K;
+            const uint32_t a = in_lo ? reinterpret_cast<const uint16_t*>(xr)[i] : 0u;
+            const uint32_t b = in_hi ? reinterpret_cast<const uint16_t*>(xr)[i + 16] : 0u;
+            xp[nt][i] = a | (b << 16);
+          }
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const uint32_t w_lo = reinterpret_cast<const uint32_t*>(&cur[r][0])[j];  // row g
+        const uint32_t w_hi = reinterpret_cast<const uint32_t*>(&cur[r][1])[j];  // row g + 8
+        if constexpr (!kSplit) {
+#pragma unroll
+          for (int s = 0; s < 8; ++s) {
+            const uint32_t a[4] = {pm1_pair<kT>(w_lo, 2 * s), pm1_pair<kT>(w_hi, 2 * s),
+                                   pm1_pair<kT>(w_lo, 2 * s + 1), pm1_pair<kT>(w_hi, 2 * s + 1)};
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) {
+              const uint32_t b[2] = {xp[nt][2 * s], xp[nt][2 * s + 1]};
+              mma_16816<kT == DType::kF16>(acc[0][r][nt], a, b);
+            }
+          }
+        } else {
+          uint32_t sh_lo[4], sh_hi[4];
+#pragma unroll
+          for (int q = 0; q < 4; ++q) {
+            sh_lo[q] = mant_shift<kT>(w_lo, q);
+            sh_hi[q] = mant_shift<kT>(w_hi, q);
+          }
+#pragma unroll
+          for (int s = 0; s < 8; ++s) {  // mma s: class s % 4, pairs 4 qa + c (a0, a1) and 4 (qa + 1) + c (a2, a3)
+            const int c = s % 4, qa = 2 * (s / 4);
+            const uint32_t a[4] = {mant_pair<kT>(sh_lo[qa], c), mant_pair<kT>(sh_hi[qa], c),
+                                   mant_pair<kT>(sh_lo[qa + 1], c), mant_pair<kT>(sh_hi[qa + 1], c)};
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) {
+              const uint32_t b[2] = {xp[nt][4 * qa + c], xp[nt][4 * qa + 4 + c]};
+              mma_16816<kT == DType::kF16>(acc[c][r][nt], a, b);
+            }
+          }
+        }
+      }
+      if constexpr (kSplit) {  // the class sums of x: one all-ones mma per pair of x registers, shared by the rows
+        constexpr uint32_t kOne = kT == DType::kBF16 ? 0x3F803F80u : 0x3C003C00u;
+        const uint32_t ones[4] = {kOne, kOne, kOne, kOne};
+#pragma unroll
+        for (int s = 0; s < 8; ++s) {
+          const int c = s % 4, qa = 2 * (s / 4);
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) {
+            const uint32_t b[2] = {xp[nt][4 * qa + c], xp[nt][4 * qa + 4 + c]};
+            mma_16816<kT == DType::kF16>(sums[c][nt], ones, b);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) cur[r][h] = nxt[r][h];
+  }
+
+  // c0..c3 = (row g, token 2t), (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1) of each 16 x 8 tile.
+#pragma unroll
+  for (int r = 0; r < 2; ++r)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        float v = acc[0][r][nt][c] + sums[0][nt][c];  // sums stay 0 without classes
+        if constexpr (kSplit) {
+          v = 0.f;
+#pragma unroll
+          for (int cl = 0; cl < kC; ++cl) {
+            const float f = static_cast<float>(32 >> cl);  // 2^(5 - class)
+            v += sums[cl][nt][c] - f * (acc[cl][r][nt][c] - sums[cl][nt][c]);
+          }
+        }
+        part[warp][16 * r + g + 8 * (c / 2)][8 * nt + 2 * t + c % 2] = v;
+      }
+  __syncthreads();
+  for (int i = threadIdx.x; i < kV1Rows * 8 * NT; i += blockDim.x) {
+    const int row = i % kV1Rows, tok = i / kV1Rows, n = n0 + row, m = m0 + tok;
+    if (n < N && m < M) {
+      float s = 0.f;
+#pragma unroll
+      for (int v = 0; v < kV1Warps; ++v) s += part[v][row][tok];
+      s *= __ldg(alpha + n);
+      if (bias != nullptr) s += Elem<kT>::to_float(bias[n]);
+      out[static_cast<int64_t>(m) * ldo + n] = Elem<kT>::from_float(s);
+    }
+  }
+}
+
+template <DType kT, int NT, bool kSplit>
+cudaError_t launch_mma(const void* x, int64_t ldx, const uint32_t* w, const float* alpha, const void* bias, void* out,
+                       int64_t ldo, int64_t M, int64_t N, int64_t K, cudaStream_t stream) {
+  using T = typename Elem<kT>::T;
+  const int64_t KW = ceil_div(K, 32);
+  const dim3 grid(static_cast<unsigned>(ceil_div(N, kV1Rows)), static_cast<unsigned>(ceil_div(M, 8 * NT)));
+  const auto* xt = static_cast<const T*>(x);
+  const auto* bt = static_cast<const T*>(bias);
+  auto* ot = static_cast<T*>(out);
+  if (KW % 4 == 0)
+    w1a16_mma_kernel<kT, NT, true, kSplit><<<grid, kV1Warps * 32, 0, stream>>>(
+        xt, ldx, w, KW, alpha, bt, ot, ldo, static_cast<int>(M), static_cast<int>(N), K);
+  else
+    w1a16_mma_kernel<kT, NT, false, kSplit><<<grid, kV1Warps * 32, 0, stream>>>(
+        xt, ldx, w, KW, alpha, bt, ot, ldo, static_cast<int>(M), static_cast<int>(N), K);
+  return cudaGetLastError();
+}
+
+template <DType kT, bool kSplit>
+cudaError_t by_m_mma(const void* x, int64_t ldx, const uint32_t* w, const float* alpha, const void* bias, void* out,
+                     int64_t ldo, int64_t M, int64_t N, int64_t K, cudaStream_t stream) {
+  if (M <= 8) return launch_mma<kT, 1, kSplit>(x, ldx, w, alpha, bias, out, ldo, M, N, K, stream);
+  return launch_mma<kT, 2, kSplit>(x, ldx, w, alpha, bias, out, ldo, M, N, K, stream);
+}
+
 }  // namespace
 
 cudaError_t w1a16_gemv(DType t, const void* x, int64_t ldx, const uint32_t* w, const float* alpha, int64_t G,
                        int64_t group_words, const void* bias, void* out, int64_t ldo, int64_t M, int64_t N, int64_t K,
-                       cudaStream_t stream) {
+                       cudaStream_t stream, int variant) {
   const int64_t KW = ceil_div(K, 32);
   const int64_t elem = t == DType::kF32 ? 4 : 2;
   if (M < 1 || N < 1 || K < 1 || M > INT32_MAX || N > INT32_MAX - kRows || G < 1 || group_words < 1 ||
       ceil_div(KW, group_words) != G || !aligned16(x) || (M > 1 && (ldx * elem) % 16 != 0) || ldx < K || ldo < N)
     return cudaErrorInvalidValue;
+  if (variant == 1 || variant == 2) {
+    if (G != 1 || N > INT32_MAX - kV1Rows) return cudaErrorInvalidValue;
+    const bool split = variant == 2;
+    if (t == DType::kBF16)
+      return split ? by_m_mma<DType::kBF16, true>(x, ldx, w, alpha, bias, out, ldo, M, N, K, stream)
+                   : by_m_mma<DType::kBF16, false>(x, ldx, w, alpha, bias, out, ldo, M, N, K, stream);
+    if (t == DType::kF16)
+      return split ? by_m_mma<DType::kF16, true>(x, ldx, w, alpha, bias, out, ldo, M, N, K, stream)
+                   : by_m_mma<DType::kF16, false>(x, ldx, w, alpha, bias, out, ldo, M, N, K, stream);
+    return cudaErrorInvalidValue;
+  }
+  if (variant != 0) return cudaErrorInvalidValue;
   switch (t) {
     case DType::kF32: return by_m<DType::kF32>(x, ldx, w, alpha, G, group_words, bias, out, ldo, M, N, K, stream);
     case DType::kF16: return by_m<DType::kF16>(x, ldx, w, alpha, G, group_words, bias, out, ldo, M, N, K, stream);

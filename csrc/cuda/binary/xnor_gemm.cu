@@ -65,6 +65,56 @@ __global__ void __launch_bounds__(256) binarize_kernel(const typename Elem<kT>::
   }
 }
 
+// Variant 1 of the binarization: one warp per row, 16-byte loads (8 inputs per lane), the 4 lanes of a
+// word OR their sign bytes together by two shuffles. Needs K % 8 == 0 and 16-byte aligned rows.
+template <DType kT>
+__global__ void __launch_bounds__(256) binarize_vec_kernel(const typename Elem<kT>::T* __restrict__ x, int64_t ldx,
+                                                           uint32_t* __restrict__ bits, int64_t ld_bits,
+                                                           float* __restrict__ beta, int32_t* __restrict__ popc,
+                                                           int64_t M, int64_t K) {
+  using T = typename Elem<kT>::T;
+  constexpr int kPer = 16 / sizeof(T);  // inputs per 16-byte load
+  const int lane = threadIdx.x % 32;
+  const int64_t m = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  if (m >= M) return;
+  const T* xr = x + m * ldx;
+  uint32_t* br = bits + m * ld_bits;
+  float s = 0.f;
+  int count = 0;
+  for (int64_t base = 0; base < ld_bits * 32; base += 32 * kPer) {  // the same trip count in every lane
+    const int64_t k0 = base + lane * kPer;
+    uint32_t mask = 0;  // bit j: input k0 + j < 0 (bytes of 8 inputs for 2-byte types, nibbles for fp32)
+    if (k0 < K) {  // K % 8 == 0: the 8 inputs are all in K or all past it
+      const uint4 raw = ldg_stream_128(xr + k0);
+      const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+      for (int j = 0; j < kPer; ++j) {
+        const float v = Elem<kT>::to_float(e[j]);
+        s += fabsf(v);
+        mask |= static_cast<uint32_t>(v < 0.f) << j;
+      }
+    }
+    // A 32-bit word is 32 / kPer lanes: shift each lane's bits to its place and OR within the group.
+    constexpr int kLanes = 32 / kPer;
+    uint32_t word = mask << (kPer * (lane % kLanes));
+#pragma unroll
+    for (int off = 1; off < kLanes; off *= 2) word |= __shfl_xor_sync(0xffffffffu, word, off);
+    const int64_t wi = k0 / 32;
+    if (lane % kLanes == 0 && wi < ld_bits) {
+      br[wi] = word;
+      count += __popc(word);
+    }
+  }
+  for (int off = 16; off > 0; off /= 2) {
+    s += __shfl_xor_sync(0xffffffffu, s, off);
+    count += __shfl_xor_sync(0xffffffffu, count, off);
+  }
+  if (lane == 0) {
+    beta[m] = s / static_cast<float>(K);
+    popc[m] = count;
+  }
+}
+
 __global__ void __launch_bounds__(256) popc_rows_kernel(const uint32_t* __restrict__ w, int64_t N, int64_t KW,
                                                         int32_t* __restrict__ popc) {
   const int64_t n = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
@@ -176,6 +226,128 @@ __global__ void __launch_bounds__(kThreads) xnor_gemm_kernel(const uint32_t* __r
   }
 }
 
+
+// Variant 1: 128 x 128 block tile of 4 warps as 2 x 2, 64 x 64 per warp (4 x 8 mma tiles: each
+// fragment byte read from shared memory feeds twice the mmas of variant 0), 512-bit k-steps in a
+// 4-stage cp.async ring (dynamic shared memory, 64 KB), fragments by ldmatrix.x4. Rows are 64 bytes
+// (4 chunks of 16); chunk c of row r sits at c ^ ((r / 2) % 4), so the 8 rows an ldmatrix phase reads
+// hit 8 distinct 16-byte bank groups. For the b1 layout an 8x8 b16 matrix is 8 rows x 4 words:
+// lane l receives word l % 4 of row l / 4, exactly the a0..a3 / b0, b1 fragments above.
+constexpr int kV1BM = 128, kV1BN = 128, kV1Threads = 128, kV1Stages = 4, kV1MI = 4, kV1NI = 8;
+constexpr int kV1RowBytes = kBKW * 4;  // 64
+constexpr int kV1StageBytes = (kV1BM + kV1BN) * kV1RowBytes;
+constexpr int kV1Smem = kV1Stages * kV1StageBytes;
+
+__device__ __forceinline__ int v1_swizzle(int row, int chunk) { return row * 4 + (chunk ^ ((row >> 1) & 3)); }
+
+template <DType kOut>
+__global__ void __launch_bounds__(kV1Threads, 2) xnor_gemm_v1_kernel(
+    const uint32_t* __restrict__ a, int64_t ld_a, const float* __restrict__ beta, const int32_t* __restrict__ popc_a,
+    const uint32_t* __restrict__ w, int64_t KW, const float* __restrict__ alpha, const int32_t* __restrict__ popc_w,
+    const typename Elem<kOut>::T* __restrict__ bias, typename Elem<kOut>::T* __restrict__ out, int M, int N, int K) {
+  extern __shared__ __align__(128) uint4 smem[];  // per stage: A rows then B rows, 4 chunks each
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int warp_m = warp / 2, warp_n = warp % 2;
+  const int g = lane / 4, t = lane % 4;
+  const int m0 = blockIdx.y * kV1BM, n0 = blockIdx.x * kV1BN;
+  const int steps = static_cast<int>((KW + kBKW - 1) / kBKW);
+  const uint32_t base = smem_addr(smem);
+
+  auto load_stage = [&](int stage, int step) {
+    if (step < steps) {
+      const int64_t kw0 = static_cast<int64_t>(step) * kBKW;
+      const uint32_t sa = base + stage * kV1StageBytes, sb = sa + kV1BM * kV1RowBytes;
+#pragma unroll
+      for (int i = 0; i < kV1BM * 4 / kV1Threads; ++i) {
+        const int c = tid + kV1Threads * i, row = c / 4, chunk = c % 4;
+        const int m = m0 + row, n = n0 + row;
+        const bool a_ok = m < M;  // a rows are padded to whole k-steps
+        const uint32_t* a_src = a + (a_ok ? static_cast<int64_t>(m) * ld_a + kw0 + 4 * chunk : 0);
+        cp_async_16_zfill(sa + 16 * v1_swizzle(row, chunk), a_src, a_ok);
+        const bool w_ok = n < N && kw0 + 4 * chunk < KW;  // KW % 4 == 0: a chunk is all in or all out
+        const uint32_t* w_src = w + (w_ok ? static_cast<int64_t>(n) * KW + kw0 + 4 * chunk : 0);
+        cp_async_16_zfill(sb + 16 * v1_swizzle(row, chunk), w_src, w_ok);
+      }
+    }
+    cp_async_commit();  // an empty group past the last step keeps the wait counts uniform
+  };
+
+  int acc[kV1MI][kV1NI][4] = {};
+#pragma unroll
+  for (int s = 0; s < kV1Stages - 1; ++s) load_stage(s, s);
+  // ldmatrix lane roles: matrix q = lane / 8, row lane % 8 of it.
+  const int q = lane / 8, r8 = lane % 8;
+  for (int step = 0; step < steps; ++step) {
+    cp_async_wait<kV1Stages - 2>();
+    __syncthreads();  // stage `step` landed for every thread; stage step - 1 is no longer read
+    load_stage((step + kV1Stages - 1) % kV1Stages, step + kV1Stages - 1);
+    const uint32_t sa = base + (step % kV1Stages) * kV1StageBytes, sb = sa + kV1BM * kV1RowBytes;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {  // two 256-bit mma k-slices (chunks 2h, 2h + 1) per step
+      uint32_t af[kV1MI][4], bf[kV1NI][2];
+#pragma unroll
+      for (int i = 0; i < kV1MI; ++i) {  // matrices: rows 0-7 / 8-15 (q % 2) x chunk 2h / 2h + 1 (q / 2)
+        const int row = warp_m * 64 + i * 16 + r8 + 8 * (q & 1);
+        ldmatrix_x4(af[i], sa + 16 * v1_swizzle(row, 2 * h + (q >> 1)));
+      }
+#pragma unroll
+      for (int p = 0; p < kV1NI / 2; ++p) {  // matrices: chunk 2h / 2h + 1 (q % 2) x n-tile 2p / 2p + 1 (q / 2)
+        const int row = warp_n * 64 + p * 16 + r8 + 8 * (q >> 1);
+        uint32_t r[4];
+        ldmatrix_x4(r, sb + 16 * v1_swizzle(row, 2 * h + (q & 1)));
+        bf[2 * p][0] = r[0];
+        bf[2 * p][1] = r[1];
+        bf[2 * p + 1][0] = r[2];
+        bf[2 * p + 1][1] = r[3];
+      }
+#pragma unroll
+      for (int i = 0; i < kV1MI; ++i)
+#pragma unroll
+        for (int j = 0; j < kV1NI; ++j) mma_b1_and_popc(acc[i][j], af[i], bf[j]);
+    }
+  }
+  cp_async_wait<0>();
+
+  // dot = K - 2 (popc_a + popc_w - 2 and) = (K - 2 popc_w) - 2 popc_a + 4 and: the column terms are
+  // read once per thread, not once per output.
+  int col_k[kV1NI][2];
+  float col_alpha[kV1NI][2], col_bias[kV1NI][2];
+#pragma unroll
+  for (int j = 0; j < kV1NI; ++j)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int n = n0 + warp_n * 64 + j * 8 + 2 * t + e, nn = n < N ? n : N - 1;
+      col_k[j][e] = K - 2 * popc_w[nn];
+      col_alpha[j][e] = alpha[nn];
+      col_bias[j][e] = bias != nullptr ? Elem<kOut>::to_float(bias[nn]) : 0.f;
+    }
+#pragma unroll
+  for (int i = 0; i < kV1MI; ++i) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int m = m0 + warp_m * 64 + i * 16 + g + 8 * half;
+      if (m >= M) continue;
+      const float bm = beta[m];
+      const int row_k = -2 * popc_a[m];
+      typename Elem<kOut>::T* orow = out + static_cast<int64_t>(m) * N;
+#pragma unroll
+      for (int j = 0; j < kV1NI; ++j) {
+        const int n = n0 + warp_n * 64 + j * 8 + 2 * t;
+        float v[2];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int dot = col_k[j][e] + row_k + 4 * acc[i][j][2 * half + e];
+          v[e] = fmaf(bm * col_alpha[j][e], static_cast<float>(dot), col_bias[j][e]);
+        }
+        if (n < N) {
+          const bool pair = n + 1 < N;
+          store_pair<kOut>(orow + n, v[0], v[1], pair, pair && (N % 2 == 0));
+        }
+      }
+    }
+  }
+}
+
 template <template <DType> class F, class... Args>
 cudaError_t by_dtype(DType t, Args&&... args) {
   switch (t) {
@@ -189,7 +361,12 @@ cudaError_t by_dtype(DType t, Args&&... args) {
 template <DType kT>
 struct Binarize {
   static cudaError_t run(const void* x, int64_t ldx, uint32_t* bits, int64_t ld_bits, float* beta, int32_t* popc,
-                         int64_t M, int64_t K, cudaStream_t stream) {
+                         int64_t M, int64_t K, cudaStream_t stream, int variant) {
+    if (variant == 1 && K % 8 == 0 && aligned16(x) && (M == 1 || (ldx * sizeof(typename Elem<kT>::T)) % 16 == 0)) {
+      binarize_vec_kernel<kT><<<static_cast<unsigned>(ceil_div(M, 8)), 256, 0, stream>>>(
+          static_cast<const typename Elem<kT>::T*>(x), ldx, bits, ld_bits, beta, popc, M, K);
+      return cudaGetLastError();
+    }
     binarize_kernel<kT><<<static_cast<unsigned>(M), 256, 0, stream>>>(
         static_cast<const typename Elem<kT>::T*>(x), ldx, bits, ld_bits, beta, popc, K);
     return cudaGetLastError();
@@ -200,8 +377,18 @@ template <DType kT>
 struct Gemm {
   static cudaError_t run(const uint32_t* a, int64_t ld_a, const float* beta, const int32_t* popc_a,
                          const uint32_t* w, int64_t KW, const float* alpha, const int32_t* popc_w, const void* bias,
-                         void* out, int64_t M, int64_t N, int64_t K, cudaStream_t stream) {
+                         void* out, int64_t M, int64_t N, int64_t K, cudaStream_t stream, int variant) {
     using T = typename Elem<kT>::T;
+    if (variant == 1) {
+      const dim3 grid(static_cast<unsigned>(ceil_div(N, kV1BN)), static_cast<unsigned>(ceil_div(M, kV1BM)));
+      const cudaError_t e =
+          cudaFuncSetAttribute(xnor_gemm_v1_kernel<kT>, cudaFuncAttributeMaxDynamicSharedMemorySize, kV1Smem);
+      if (e != cudaSuccess) return e;
+      xnor_gemm_v1_kernel<kT><<<grid, kV1Threads, kV1Smem, stream>>>(
+          a, ld_a, beta, popc_a, w, KW, alpha, popc_w, static_cast<const T*>(bias), static_cast<T*>(out),
+          static_cast<int>(M), static_cast<int>(N), static_cast<int>(K));
+      return cudaGetLastError();
+    }
     const dim3 grid(static_cast<unsigned>(ceil_div(N, kBN)), static_cast<unsigned>(ceil_div(M, kBM)));
     xnor_gemm_kernel<kT><<<grid, kThreads, 0, stream>>>(a, ld_a, beta, popc_a, w, KW, alpha, popc_w,
                                                         static_cast<const T*>(bias), static_cast<T*>(out),
@@ -216,9 +403,10 @@ struct Gemm {
 int64_t xnor_padded_words(int64_t K) { return ceil_div(ceil_div(K, 32), kBKW) * kBKW; }
 
 cudaError_t binarize_per_token(DType xt, const void* x, int64_t ldx, uint32_t* bits, int64_t ld_bits, float* beta,
-                               int32_t* popc, int64_t M, int64_t K, cudaStream_t stream) {
-  if (M < 1 || K < 1 || M > INT32_MAX || ld_bits < ceil_div(K, 32) || ldx < K) return cudaErrorInvalidValue;
-  return by_dtype<Binarize>(xt, x, ldx, bits, ld_bits, beta, popc, M, K, stream);
+                               int32_t* popc, int64_t M, int64_t K, cudaStream_t stream, int variant) {
+  if (M < 1 || K < 1 || M > INT32_MAX || ld_bits < ceil_div(K, 32) || ldx < K || (variant != 0 && variant != 1))
+    return cudaErrorInvalidValue;
+  return by_dtype<Binarize>(xt, x, ldx, bits, ld_bits, beta, popc, M, K, stream, variant);
 }
 
 cudaError_t popc_rows(const uint32_t* w, int64_t N, int64_t KW, int32_t* popc, cudaStream_t stream) {
@@ -229,13 +417,14 @@ cudaError_t popc_rows(const uint32_t* w, int64_t N, int64_t KW, int32_t* popc, c
 
 cudaError_t xnor_gemm(const uint32_t* a, int64_t ld_a, const float* beta, const int32_t* popc_a, const uint32_t* w,
                       const float* alpha, const int32_t* popc_w, const void* bias, DType out_t, void* out, int64_t M,
-                      int64_t N, int64_t K, cudaStream_t stream) {
+                      int64_t N, int64_t K, cudaStream_t stream, int variant) {
   const int64_t KW = ceil_div(K, 32);
+  if (variant != 0 && variant != 1) return cudaErrorInvalidValue;
   // int indices inside the kernel run a tile past M and N; 2 K fits int for any K below 2^30.
   if (M < 1 || N < 1 || K < 1 || M > INT32_MAX - kBM || N > INT32_MAX - kBN || K > (1 << 30) || KW % 4 != 0 ||
       ld_a != xnor_padded_words(K) || !aligned16(a) || !aligned16(w))
     return cudaErrorInvalidValue;
-  return by_dtype<Gemm>(out_t, a, ld_a, beta, popc_a, w, KW, alpha, popc_w, bias, out, M, N, K, stream);
+  return by_dtype<Gemm>(out_t, a, ld_a, beta, popc_a, w, KW, alpha, popc_w, bias, out, M, N, K, stream, variant);
 }
 
 }  // namespace pycomp::cuda
