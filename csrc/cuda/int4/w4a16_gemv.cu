@@ -319,6 +319,10 @@ __global__ void __launch_bounds__(256)
 // - kXRing: x's segment of each chunk travels through the ring with the weights (each
 //   lane copies what it reads), so no x budget bounds the slice and no preamble waits for it;
 //   else x's slice is staged once as in the default kernel (cheap at M <= 8).
+// - kFold: not even the add: the mma takes magic + code (exact in the mma's type) and the
+//   chunk's sum is corrected in fp32, sum x (code - zero) = sum x (magic + code) - (magic + zero)
+//   sum x, with sum x from one more mma per k step against a matrix of ones (the cancellation
+//   costs about 8 of fp32's 24 bits: far below the output's rounding);
 // - rows per block (kRT), warps (kW) and ring depth (kS) come from the variant table.
 // They need group_size 128, K % 512 == 0 and 4-byte aligned scales and zeros; other
 // shapes run the default kernel.
@@ -351,7 +355,7 @@ struct GemvV2 {
 __host__ __device__ constexpr int v2_sstride(int groups) { return groups / 2 | 1; }
 __host__ __device__ constexpr int v2_zstride(int groups) { return groups / 4 | 1; }
 
-template <DType kT, int kMT, int kRT, int kW, int kS, bool kXRing>
+template <DType kT, int kMT, int kRT, int kW, int kS, bool kXRing, bool kFold>
 __global__ void __launch_bounds__(kW * 32, 1)
     w4a16_gemv_v2_kernel(const typename Elem<kT>::T* __restrict__ x, int64_t ldx, const uint8_t* __restrict__ packed,
                          const __half* __restrict__ scales, const uint8_t* __restrict__ zeros,
@@ -446,7 +450,9 @@ __global__ void __launch_bounds__(kW * 32, 1)
   for (int mt = 0; mt < kMT; ++mt) xrow[mt] = xs + min(gid + 8 * mt, M - 1) * xunits;
   const __half* tsh = reinterpret_cast<const __half*>(tscale);
   const uint8_t* tzb = reinterpret_cast<const uint8_t*>(tzero);
-  constexpr uint32_t kMagic2 = kMagic<kHalf> * 0x10001u;
+  // The magic in a register the compiler cannot fold (M > 0, so the or adds nothing): with both
+  // the mask and the magic as immediates, (q & mask) | magic takes two LOP3s (one immediate each).
+  const uint32_t magic2 = kMagic<kHalf> * 0x10001u | static_cast<uint32_t>(M) >> 31;
 
   float acc[kRT][kMT][4] = {};
   for (int j = 0; j < my_chunks; ++j) {
@@ -474,6 +480,22 @@ __global__ void __launch_bounds__(kW * 32, 1)
       }
     }
 
+    // kFold: sum x over the chunk for the lane's accumulator columns (x rows 2 tig, 2 tig + 1).
+    float sx[kMT][4] = {};
+    if constexpr (kFold) {
+      constexpr uint32_t kOne2 = kHalf ? 0x3C003C00u : 0x3F803F80u;  // 1.0 in both halves
+      const uint32_t ones[4] = {kOne2, kOne2, kOne2, kOne2};
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+        for (int w = 0; w < 4; ++w) {
+          const uint32_t b0[2] = {xb[mt][w][0], xb[mt][w][1]}, b1[2] = {xb[mt][w][2], xb[mt][w][3]};
+          mma_16816<kHalf>(sx[mt], ones, b0);
+          mma_16816<kHalf>(sx[mt], ones, b1);
+        }
+      }
+    }
+
 #pragma unroll
     for (int rt = 0; rt < kRT; ++rt) {
       const int ra = 16 * rt + gid, rb = ra + 8;
@@ -483,28 +505,48 @@ __global__ void __launch_bounds__(kW * 32, 1)
       const uint32_t zb = zeros != nullptr ? tzb[4 * rb * zstride + c] : 8u;
       const uint32_t na = (0x8000u | kMagic<kHalf> | za) * 0x10001u;  // -(magic + zero), both halves
       const uint32_t nb = (0x8000u | kMagic<kHalf> | zb) * 0x10001u;
+      // (q & mask) | magic is magic + code: kFold takes it as is, else one add makes it code - zero, exactly.
+      const auto dq = [&](uint32_t q, uint32_t neg) {
+        const uint32_t t = (q & 0x000F000Fu) | magic2;
+        if constexpr (kFold) {
+          return t;
+        } else {
+          return add2<kHalf>(t, neg);
+        }
+      };
       float part[kMT][4] = {};
 #pragma unroll
       for (int w = 0; w < 4; ++w) {
         const uint32_t qa = word(wa, w), qb = word(wb, w);
         uint32_t a[4];
-        a[0] = add2<kHalf>((qa & 0x000F000Fu) | kMagic2, na);  // code - zero, exact
-        a[1] = add2<kHalf>((qb & 0x000F000Fu) | kMagic2, nb);
-        a[2] = add2<kHalf>((qa >> 4 & 0x000F000Fu) | kMagic2, na);
-        a[3] = add2<kHalf>((qb >> 4 & 0x000F000Fu) | kMagic2, nb);
+        a[0] = dq(qa, na);
+        a[1] = dq(qb, nb);
+        a[2] = dq(qa >> 4, na);
+        a[3] = dq(qb >> 4, nb);
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {
           const uint32_t b[2] = {xb[mt][w][0], xb[mt][w][1]};
           mma_16816<kHalf>(part[mt], a, b);
         }
-        a[0] = add2<kHalf>((qa >> 8 & 0x000F000Fu) | kMagic2, na);
-        a[1] = add2<kHalf>((qb >> 8 & 0x000F000Fu) | kMagic2, nb);
-        a[2] = add2<kHalf>((qa >> 12 & 0x000F000Fu) | kMagic2, na);
-        a[3] = add2<kHalf>((qb >> 12 & 0x000F000Fu) | kMagic2, nb);
+        a[0] = dq(qa >> 8, na);
+        a[1] = dq(qb >> 8, nb);
+        a[2] = dq(qa >> 12, na);
+        a[3] = dq(qb >> 12, nb);
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {
           const uint32_t b[2] = {xb[mt][w][2], xb[mt][w][3]};
           mma_16816<kHalf>(part[mt], a, b);
+        }
+      }
+      if constexpr (kFold) {  // part -= (magic + zero) * sum x
+        const float fa = static_cast<float>((kHalf ? 1024u : 128u) + za);
+        const float fb = static_cast<float>((kHalf ? 1024u : 128u) + zb);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          part[mt][0] = fmaf(-fa, sx[mt][0], part[mt][0]);
+          part[mt][1] = fmaf(-fa, sx[mt][1], part[mt][1]);
+          part[mt][2] = fmaf(-fb, sx[mt][2], part[mt][2]);
+          part[mt][3] = fmaf(-fb, sx[mt][3], part[mt][3]);
         }
       }
 #pragma unroll
@@ -634,11 +676,17 @@ cudaError_t dispatch(const Plan& p, const void* x, int64_t ldx, const uint8_t* p
 // ---- variants: (kRT, kW, kS) per variant, for M <= 8 (x staged) and M <= 16 (x through the ring).
 struct V2Shape {
   int rt, warps, stages;
+  bool fold;
 };
-constexpr int kV2Count = 5;
-// Each chosen so that a 14336-row layer's blocks fit the SMs at once (smem per block: ring + x + table).
-constexpr V2Shape kV2M8[kV2Count] = {{2, 4, 4}, {2, 4, 5}, {1, 4, 8}, {2, 8, 2}, {4, 4, 3}};
-constexpr V2Shape kV2M16[kV2Count] = {{4, 4, 3}, {4, 4, 2}, {2, 4, 2}, {2, 4, 3}, {3, 4, 2}};
+// Each chosen so that a 14336-row layer's blocks fit the SMs at once (smem per block: ring + x + table);
+// variants 6 - 9 are 1 - 4 with kFold.
+constexpr int kV2Count = 9;
+constexpr V2Shape kV2M8[kV2Count] = {{2, 4, 4, false}, {2, 4, 5, false}, {1, 4, 8, false}, {2, 8, 2, false},
+                                     {4, 4, 3, false}, {2, 4, 4, true},  {2, 4, 5, true},  {1, 4, 8, true},
+                                     {2, 8, 2, true}};
+constexpr V2Shape kV2M16[kV2Count] = {{4, 4, 3, false}, {4, 4, 2, false}, {2, 4, 2, false}, {2, 4, 3, false},
+                                      {3, 4, 2, false}, {4, 4, 3, true},  {4, 4, 2, true},  {2, 4, 2, true},
+                                      {2, 4, 3, true}};
 
 struct V2Plan {
   int mt;
@@ -666,14 +714,14 @@ bool v2_supported(int64_t K, int group_size, const void* scales, const void* zer
   return group_size == kV2Chunk && K % kV2MinSlice == 0 && a4(scales) && (zeros == nullptr || a4(zeros));
 }
 
-template <DType kT, int kMT, int kRT, int kW, int kS>
+template <DType kT, int kMT, int kRT, int kW, int kS, bool kFold>
 cudaError_t launch_v2(const V2Plan& p, const void* x, int64_t ldx, const uint8_t* packed, const void* scales,
                       const uint8_t* zeros, const void* bias, void* out, int64_t ldo, float* ws, int64_t M, int64_t N,
                       int64_t K, cudaStream_t stream) {
   using T = typename Elem<kT>::T;
   constexpr bool kXRing = kMT == 2;
   using C = GemvV2<kRT, kMT, kW, kS, kXRing>;
-  auto* kernel = &w4a16_gemv_v2_kernel<kT, kMT, kRT, kW, kS, kXRing>;
+  auto* kernel = &w4a16_gemv_v2_kernel<kT, kMT, kRT, kW, kS, kXRing, kFold>;
   static std::atomic<bool> opted_in[64] = {};
   int device = 0;
   cudaError_t err = cudaGetDevice(&device);
@@ -709,8 +757,8 @@ cudaError_t launch_v2_of(const V2Plan& p, const void* x, int64_t ldx, const uint
                          const uint8_t* zeros, const void* bias, void* out, int64_t ldo, float* ws, int64_t M,
                          int64_t N, int64_t K, cudaStream_t stream) {
   constexpr V2Shape s = (kMT == 1 ? kV2M8 : kV2M16)[kV - 1];
-  return launch_v2<kT, kMT, s.rt, s.warps, s.stages>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K,
-                                                     stream);
+  return launch_v2<kT, kMT, s.rt, s.warps, s.stages, s.fold>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M,
+                                                             N, K, stream);
 }
 
 template <DType kT, int kMT>
@@ -723,6 +771,10 @@ cudaError_t dispatch_v2_mt(int variant, const V2Plan& p, const void* x, int64_t 
     case 3: return launch_v2_of<kT, kMT, 3>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
     case 4: return launch_v2_of<kT, kMT, 4>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
     case 5: return launch_v2_of<kT, kMT, 5>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
+    case 6: return launch_v2_of<kT, kMT, 6>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
+    case 7: return launch_v2_of<kT, kMT, 7>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
+    case 8: return launch_v2_of<kT, kMT, 8>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
+    case 9: return launch_v2_of<kT, kMT, 9>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
     default: return cudaErrorInvalidValue;
   }
 }
@@ -731,7 +783,7 @@ template <DType kT>
 cudaError_t dispatch_v2(int variant, const V2Plan& p, const void* x, int64_t ldx, const uint8_t* packed,
                         const void* scales, const uint8_t* zeros, const void* bias, void* out, int64_t ldo, float* ws,
                         int64_t M, int64_t N, int64_t K, cudaStream_t stream) {
-  static_assert(kV2Count == 5, "dispatch_v2_mt names every variant");
+  static_assert(kV2Count == 9, "dispatch_v2_mt names every variant");
   if (p.mt == 1)
     return dispatch_v2_mt<kT, 1>(variant, p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
   return dispatch_v2_mt<kT, 2>(variant, p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
