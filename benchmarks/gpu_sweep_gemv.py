@@ -118,6 +118,7 @@ class _Sweep:
             del wb
             calls = 2 * max(copies_b, copies_q)
             for m in INT4_MS:
+                self.notes.append(f"int4 launches {n}x{k} M={m}: " + _int4_launches(C, m, n, k, variants))
                 x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16, generator=gen)
                 ref = x.float() @ w.t()
                 row = {"family": "int4", "shape": f"{n}x{k}", "m": m, "bytes": q_bytes, "variants": variants}
@@ -162,6 +163,8 @@ class _Sweep:
         import torch.nn.functional as F
 
         variants = list(range(C.w8a16_gemv_cuda_variants()))
+        for m in INT8_MS:
+            self.notes.append(f"int8 launches M={m}: " + _int8_launches(C, m, variants))
         self.int8_odd(C, variants)
         l2 = torch.cuda.get_device_properties(0).L2_cache_size
         rows = []
@@ -192,6 +195,35 @@ class _Sweep:
     def log_row(self, row: dict) -> None:
         cells = [f"{k} {row[k] * 1e3:.1f}us" for k in ["bf16"] + [f"v{v}" for v in row["variants"]] if row.get(k)]
         self.log(f"  gemv {row['family']} {row['shape']} M={row['m']}: " + ", ".join(cells))
+
+
+def _int4_launches(C, m, n, k, variants) -> str:
+    """Per variant: rows/warps/stages per block, F(old) X(-ring), grid (row blocks x K slices), smem."""
+    cells = []
+    for v in variants:
+        try:
+            d = C.w4a16_gemv_cuda_launch(m, n, k, GROUP, v)
+            if v and not d["variant_runs"]:
+                cells.append(f"v{v}=v0")
+                continue
+            flags = ("F" if d["fold"] else "") + ("X" if d["x_ring"] else "")
+            cells.append(f"v{v} {d['rows']}r{d['warps']}w{d['stages']}s{flags} {d['blocks']}x{d['splits']} "
+                         f"{d['smem'] // 1024}K")
+        except Exception as exc:
+            cells.append(f"v{v} ? {type(exc).__name__}")
+    return " | ".join(cells)
+
+
+def _int8_launches(C, m, variants) -> str:
+    """Per variant: chunks in flight per warp (u), warps per block (w), blocks per SM at least (b)."""
+    cells = []
+    for v in variants:
+        try:
+            d = C.w8a16_gemv_cuda_shape(m, v)
+            cells.append(f"v{v} u{d['unroll']}w{d['warps']}b{d['min_blocks']}")
+        except Exception as exc:
+            cells.append(f"v{v} ? {type(exc).__name__}")
+    return " | ".join(cells)
 
 
 def _cell(row: dict, name: str) -> str:

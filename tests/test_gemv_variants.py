@@ -157,3 +157,32 @@ def test_sweep_never_raises():
         assert "FAILED" in text and "WRONG" in text
     else:
         assert text.startswith("gemv sweep: skipped")
+
+
+def test_sweep_launch_legends_from_a_fake_extension():
+    mod = _load_sweep()
+
+    def launch(m, n, k, gs, v):
+        if v == 2:
+            raise RuntimeError("boom")
+        return {"variant_runs": v != 3, "rows": 32, "warps": 4, "stages": 4, "fold": v == 1, "x_ring": m > 8,
+                "blocks": 448, "splits": 1, "smem": 45 * 1024}
+
+    C = types.SimpleNamespace(w4a16_gemv_cuda_launch=launch,
+                              w8a16_gemv_cuda_shape=lambda m, v: {"unroll": 4, "warps": 8, "min_blocks": 2 + v})
+    text = mod._int4_launches(C, 16, 14336, 4096, [0, 1, 2, 3])
+    assert text == "v0 32r4w4sX 448x1 45K | v1 32r4w4sFX 448x1 45K | v2 ? RuntimeError | v3=v0"
+    assert mod._int8_launches(C, 1, [0, 1]) == "v0 u4w8b2 | v1 u4w8b3"
+
+
+@needs_build
+def test_int4_launch_info():
+    K = 4096
+    for v in range(1, C.w4a16_gemv_cuda_variants()):
+        d = C.w4a16_gemv_cuda_launch(1, 14336, K, 128, v)
+        assert d["variant_runs"] and d["rows"] % 16 == 0 and d["blocks"] == -(-14336 // d["rows"])
+        assert d["x_ring"] is False and C.w4a16_gemv_cuda_launch(16, 14336, K, 128, v)["x_ring"] is True
+        assert not C.w4a16_gemv_cuda_launch(1, 14336, 1056, 128, v)["variant_runs"]  # K % 512 != 0
+        assert not C.w4a16_gemv_cuda_launch(1, 14336, K, 64, v)["variant_runs"]  # group 64
+    assert C.w4a16_gemv_cuda_launch(1, 14336, K, 128, 0)["variant_runs"]
+    assert C.w8a16_gemv_cuda_shape(1, 0) == {"unroll": 4, "warps": 8, "min_blocks": 2}

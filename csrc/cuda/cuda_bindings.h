@@ -175,6 +175,14 @@ inline void register_cuda_bindings(pybind11::module_& m) {
         "or a candidate launch shape 1 .. w8a16_gemv_cuda_variants() - 1 (16-bit x; float32 x runs variant 0).");
   m.def("w8a16_gemv_cuda_variants", &cuda::w8a16_gemv_variants,
         "Number of w8a16_linear_cuda kernel variants (0 is the default)");
+  m.def(
+      "w8a16_gemv_cuda_shape",
+      [](int64_t M, int64_t variant) {
+        const cuda::W8A16GemvShape s = cuda::w8a16_gemv_shape(M, static_cast<int>(variant));
+        return py::dict(py::arg("unroll") = s.unroll, py::arg("warps") = s.warps,
+                        py::arg("min_blocks") = s.min_blocks);
+      },
+      py::arg("M"), py::arg("variant"), "Launch shape of w8a16_linear_cuda for M rows of 16-bit x and a variant");
   m.def("w8a8_gemm_cuda", &w8a8_gemm_cuda, py::arg("xq"), py::arg("xscale"), py::arg("qweight"), py::arg("wscale"),
         py::arg("bias"), py::arg("out_dtype"), py::arg("tile") = "auto",
         "W8A8 GEMM on int8 tensor cores: xq (M, K) int8, xscale (M) float32, qweight (N, K) int8, wscale (N) "

@@ -111,6 +111,26 @@ inline void register_int4_cuda(pybind11::module_& m) {
         "(0: the shape runs unsplit)");
   m.def("w4a16_gemv_cuda_variants", &cuda::w4a16_gemv_variants,
         "Number of w4a16_linear_cuda kernel variants (0 is the default)");
+  m.def(
+      "w4a16_gemv_cuda_launch",
+      [](int64_t M, int64_t N, int64_t K, int64_t group_size, int64_t variant) {
+        const cuda::W4A16GemvLaunch l =
+            cuda::w4a16_gemv_launch(M, N, K, static_cast<int>(group_size), static_cast<int>(variant));
+        py::dict d;
+        d["variant_runs"] = l.ok;
+        d["rows"] = l.rows;
+        d["warps"] = l.warps;
+        d["stages"] = l.stages;
+        d["fold"] = l.fold;
+        d["x_ring"] = l.x_ring;
+        d["blocks"] = l.blocks;
+        d["splits"] = l.splits;
+        d["smem"] = l.smem;
+        return d;
+      },
+      py::arg("M"), py::arg("N"), py::arg("K"), py::arg("group_size"), py::arg("variant"),
+      "The launch w4a16_linear_cuda makes for this shape and variant on the current device (variant_runs False: "
+      "the default kernel runs instead)");
 }
 
 }  // namespace pycomp

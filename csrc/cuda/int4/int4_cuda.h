@@ -24,6 +24,21 @@ namespace pycomp::cuda {
 // (group_size 128, K % 512 == 0, 4-byte aligned scales and zeros), else variant 0 runs.
 int w4a16_gemv_variants();
 
+// The launch a variant makes for this shape on the current device (for benchmarks and info).
+// variant 0, or a shape the variant does not take (ok = false): the default kernel's plan.
+struct W4A16GemvLaunch {
+  bool ok;          // the variant's kernel runs (group 128, K % 512 == 0)
+  int rows;         // rows of W per block
+  int warps;        // warps per block
+  int stages;       // cp.async ring depth per warp
+  bool fold;        // zero point folded into an fp32 correction
+  bool x_ring;      // x through the ring with the weights (else staged per slice)
+  int64_t blocks;   // row blocks (grid.x)
+  int64_t splits;   // K slices (grid.y); > 1 adds the split-K sum kernel
+  int64_t smem;     // dynamic shared memory per block, bytes
+};
+W4A16GemvLaunch w4a16_gemv_launch(int64_t M, int64_t N, int64_t K, int group_size, int variant);
+
 // Float32 elements of split-K workspace that w4a16_gemv needs for this shape and variant on
 // the current device (0: no split, no workspace).
 int64_t w4a16_gemv_workspace(int64_t M, int64_t N, int64_t K, int variant = 0);

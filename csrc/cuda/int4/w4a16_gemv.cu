@@ -793,6 +793,24 @@ cudaError_t dispatch_v2(int variant, const V2Plan& p, const void* x, int64_t ldx
 
 int w4a16_gemv_variants() { return 1 + kV2Count; }
 
+W4A16GemvLaunch w4a16_gemv_launch(int64_t M, int64_t N, int64_t K, int group_size, int variant) {
+  W4A16GemvLaunch l{};
+  if (M < 1 || M > 16 || N < 1 || K < 32 || variant < 0 || variant > kV2Count) return l;
+  if (variant > 0 && group_size == kV2Chunk && K % kV2MinSlice == 0) {
+    const V2Plan q = make_plan_v2(M, N, K, variant);
+    const int64_t rows = 16 * q.shape.rt, groups = q.slice / kV2Chunk;
+    const int64_t ring = int64_t{q.shape.warps} * q.shape.stages * (2 * q.shape.rt + (q.mt == 2 ? 4 * q.mt : 0)) * 32;
+    l = {true, static_cast<int>(rows), q.shape.warps, q.shape.stages, q.shape.fold, q.mt == 2, ceil_div(N, rows),
+         q.splits,
+         ring * 16 + (q.mt == 2 ? 0 : M * (q.slice / 8 + 1) * 16) + rows * (v2_sstride(groups) + v2_zstride(groups)) * 4};
+    return l;
+  }
+  const Plan p = make_plan(M, N, K);
+  l = {variant == 0, 16 * p.rt, kWarps, kStages, false, false, ceil_div(N, 16 * p.rt), p.splits,
+       static_cast<int64_t>(smem_bytes(p, M, group_size))};
+  return l;
+}
+
 int64_t w4a16_gemv_workspace(int64_t M, int64_t N, int64_t K, int variant) {
   if (M < 1 || M > 16 || N < 1 || K < 32 || variant < 0 || variant > kV2Count) return 0;
   const Plan p = make_plan(M, N, K);

@@ -43,6 +43,14 @@ cudaError_t w8a16_linear(DType t, const void* x, int64_t ldx, const int8_t* w, c
 // Number of w8a16_linear variants (0 is the default).
 int w8a16_gemv_variants();
 
+// The launch shape w8a16_linear uses for M rows of 16-bit x with this variant (for benchmarks and info).
+struct W8A16GemvShape {
+  int unroll;      // chunks of 64 k in flight per warp
+  int warps;       // warps per block (16 rows of W per block)
+  int min_blocks;  // blocks per SM the register budget allows at least
+};
+W8A16GemvShape w8a16_gemv_shape(int64_t M, int variant);
+
 // Block tile of the W8A8 GEMM. kAuto picks by shape and SM count.
 enum class GemmTile : int { kAuto = 0, k128x256 = 1, k64x128 = 2 };
 

@@ -241,6 +241,12 @@ size_t elem_size(DType t) { return t == DType::kF32 ? 4 : 2; }
 
 int w8a16_gemv_variants() { return 1 + kW8Count; }
 
+W8A16GemvShape w8a16_gemv_shape(int64_t M, int variant) {
+  if (variant < 1 || variant > kW8Count) return {M <= 8 ? 4 : 2, kWarps, 2};
+  const W8Shape s = (M <= 8 ? kW8M8 : kW8M16)[variant - 1];
+  return {s.unroll, s.warps, s.min_blocks};
+}
+
 cudaError_t w8a16_linear(DType t, const void* x, int64_t ldx, const int8_t* w, const float* wscale, const void* bias,
                          void* out, int64_t ldo, int64_t M, int64_t N, int64_t K, cudaStream_t stream, int variant) {
   // N and K stay clear of INT32_MAX: the kernel's int row and k indices run a tile / a few chunks past them.
