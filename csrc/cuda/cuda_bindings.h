@@ -75,10 +75,12 @@ inline std::tuple<at::Tensor, at::Tensor> quantize_per_token_int8_cuda(const at:
 }
 
 // x (M, K) bf16/fp16/fp32, qweight (N, K) int8, wscale (N) fp32, bias (N) x.dtype
-// or None -> (M, N) x.dtype. Built for M <= 16; K % 16 == 0.
+// or None -> (M, N) x.dtype. Built for M <= 16; K % 16 == 0. variant: 0 (default) .. w8a16_gemv_variants() - 1.
 inline at::Tensor w8a16_linear_cuda(const at::Tensor& x_in, const at::Tensor& qweight, const at::Tensor& wscale,
-                                    const c10::optional<at::Tensor>& bias) {
+                                    const c10::optional<at::Tensor>& bias, int64_t variant) {
   constexpr const char* op = "w8a16_linear_cuda";
+  TORCH_CHECK(variant >= 0 && variant < cuda::w8a16_gemv_variants(), op, ": variant must be in [0, ",
+              cuda::w8a16_gemv_variants(), "), got ", variant, " (0 is the default kernel)");
   TORCH_CHECK(x_in.is_cuda(), op, ": x must be a CUDA tensor, got one on ", x_in.device());
   TORCH_CHECK(x_in.dim() == 2, op, ": x must be 2-D (M, K), got ", x_in.dim(), "-D");
   const cuda::DType t = float_dtype(op, "x", x_in.scalar_type());
@@ -93,7 +95,8 @@ inline at::Tensor w8a16_linear_cuda(const at::Tensor& x_in, const at::Tensor& qw
   const c10::cuda::CUDAGuard guard(x.device());
   check_launch(op, cuda::w8a16_linear(t, x.data_ptr(), row_stride(x), qweight.data_ptr<int8_t>(),
                                       wscale.data_ptr<float>(), bias ? bias->data_ptr() : nullptr, out.data_ptr(), N,
-                                      M, N, K, c10::cuda::getCurrentCUDAStream().stream()));
+                                      M, N, K, c10::cuda::getCurrentCUDAStream().stream(),
+                                      static_cast<int>(variant)));
   return out;
 }
 
@@ -166,9 +169,20 @@ inline void register_cuda_bindings(pybind11::module_& m) {
   m.def("quantize_per_token_int8_cuda", &quantize_per_token_int8_cuda, py::arg("x"),
         "Per-token int8 quantization: x (M, K) float32/float16/bfloat16 CUDA -> (q (M, K) int8, scale (M) float32)");
   m.def("w8a16_linear_cuda", &w8a16_linear_cuda, py::arg("x"), py::arg("qweight"), py::arg("wscale"),
-        py::arg("bias") = py::none(),
+        py::arg("bias") = py::none(), py::arg("variant") = 0,
         "Weight-only int8 linear for small M: x (M, K) bfloat16/float16/float32, qweight (N, K) int8, "
-        "wscale (N) float32, bias (N) x.dtype or None -> (M, N) x.dtype. K % 16 == 0.");
+        "wscale (N) float32, bias (N) x.dtype or None -> (M, N) x.dtype. K % 16 == 0. variant: 0 (default kernel) "
+        "or a candidate launch shape 1 .. w8a16_gemv_cuda_variants() - 1 (16-bit x; float32 x runs variant 0).");
+  m.def("w8a16_gemv_cuda_variants", &cuda::w8a16_gemv_variants,
+        "Number of w8a16_linear_cuda kernel variants (0 is the default)");
+  m.def(
+      "w8a16_gemv_cuda_shape",
+      [](int64_t M, int64_t variant) {
+        const cuda::W8A16GemvShape s = cuda::w8a16_gemv_shape(M, static_cast<int>(variant));
+        return py::dict(py::arg("unroll") = s.unroll, py::arg("warps") = s.warps,
+                        py::arg("min_blocks") = s.min_blocks);
+      },
+      py::arg("M"), py::arg("variant"), "Launch shape of w8a16_linear_cuda for M rows of 16-bit x and a variant");
   m.def("w8a8_gemm_cuda", &w8a8_gemm_cuda, py::arg("xq"), py::arg("xscale"), py::arg("qweight"), py::arg("wscale"),
         py::arg("bias"), py::arg("out_dtype"), py::arg("tile") = "auto",
         "W8A8 GEMM on int8 tensor cores: xq (M, K) int8, xscale (M) float32, qweight (N, K) int8, wscale (N) "

@@ -31,8 +31,10 @@ using cuda_binding::check_on_device;
 // -> (M, N) x.dtype. K % 32 == 0; packed contiguous and 16-byte aligned.
 inline at::Tensor w4a16_linear_cuda(const at::Tensor& x_in, const at::Tensor& packed, const at::Tensor& scales,
                                     const c10::optional<at::Tensor>& zeros, const c10::optional<at::Tensor>& bias,
-                                    int64_t group_size) {
+                                    int64_t group_size, int64_t variant) {
   constexpr const char* op = "w4a16_linear_cuda";
+  TORCH_CHECK(variant >= 0 && variant < cuda::w4a16_gemv_variants(), op, ": variant must be in [0, ",
+              cuda::w4a16_gemv_variants(), "), got ", variant, " (0 is the default kernel)");
   TORCH_CHECK(x_in.is_cuda(), op, ": x must be a CUDA tensor, got one on ", x_in.device());
   TORCH_CHECK(x_in.dim() == 2, op, ": x must be 2-D (M, K), got ", x_in.dim(), "-D");
   const at::ScalarType xt = x_in.scalar_type();
@@ -81,14 +83,14 @@ inline at::Tensor w4a16_linear_cuda(const at::Tensor& x_in, const at::Tensor& pa
     ldx = K;
   }
   const c10::cuda::CUDAGuard guard(x.device());
-  const int64_t ws_floats = cuda::w4a16_gemv_workspace(M, N, K);
+  const int64_t ws_floats = cuda::w4a16_gemv_workspace(M, N, K, static_cast<int>(variant));
   at::Tensor ws;
   if (ws_floats > 0) ws = at::empty({ws_floats}, x.options().dtype(at::kFloat));
   const cudaError_t err = cuda::w4a16_gemv(
       xt == at::kHalf ? cuda::DType::kF16 : cuda::DType::kBF16, x.data_ptr(), ldx, packed.data_ptr<uint8_t>(),
       scales.data_ptr(), zeros ? zeros->data_ptr<uint8_t>() : nullptr, bias ? bias->data_ptr() : nullptr,
       out.data_ptr(), N, ws_floats > 0 ? ws.data_ptr<float>() : nullptr, M, N, K, static_cast<int>(group_size),
-      c10::cuda::getCurrentCUDAStream().stream());
+      c10::cuda::getCurrentCUDAStream().stream(), static_cast<int>(variant));
   cuda_binding::check_launch(op, err);
   return out;
 }
@@ -98,13 +100,37 @@ inline at::Tensor w4a16_linear_cuda(const at::Tensor& x_in, const at::Tensor& pa
 inline void register_int4_cuda(pybind11::module_& m) {
   namespace py = pybind11;
   m.def("w4a16_linear_cuda", &int4_cuda_binding::w4a16_linear_cuda, py::arg("x"), py::arg("packed"),
-        py::arg("scales"), py::arg("zeros"), py::arg("bias"), py::arg("group_size"),
+        py::arg("scales"), py::arg("zeros"), py::arg("bias"), py::arg("group_size"), py::arg("variant") = 0,
         "Weight-only int4 linear for decode (k-nibble layout): x (M <= 16, K) float16/bfloat16 CUDA, packed (N, K/2) "
         "uint8, scales (N, G) float16, zeros (N, G) uint8 or None (zero point 8), bias (N) x.dtype or None -> "
-        "(M, N) x.dtype. K % 32 == 0, group_size in (32, 64, 128).");
+        "(M, N) x.dtype. K % 32 == 0, group_size in (32, 64, 128). variant: 0 (default kernel) or a candidate "
+        "1 .. w4a16_gemv_cuda_variants() - 1 (group 128, K % 512 == 0; other shapes run variant 0).");
   m.def("w4a16_gemv_cuda_workspace", &cuda::w4a16_gemv_workspace, py::arg("M"), py::arg("N"), py::arg("K"),
+        py::arg("variant") = 0,
         "Float32 split-K workspace elements w4a16_linear_cuda allocates for this shape on the current device "
         "(0: the shape runs unsplit)");
+  m.def("w4a16_gemv_cuda_variants", &cuda::w4a16_gemv_variants,
+        "Number of w4a16_linear_cuda kernel variants (0 is the default)");
+  m.def(
+      "w4a16_gemv_cuda_launch",
+      [](int64_t M, int64_t N, int64_t K, int64_t group_size, int64_t variant) {
+        const cuda::W4A16GemvLaunch l =
+            cuda::w4a16_gemv_launch(M, N, K, static_cast<int>(group_size), static_cast<int>(variant));
+        py::dict d;
+        d["variant_runs"] = l.ok;
+        d["rows"] = l.rows;
+        d["warps"] = l.warps;
+        d["stages"] = l.stages;
+        d["fold"] = l.fold;
+        d["x_ring"] = l.x_ring;
+        d["blocks"] = l.blocks;
+        d["splits"] = l.splits;
+        d["smem"] = l.smem;
+        return d;
+      },
+      py::arg("M"), py::arg("N"), py::arg("K"), py::arg("group_size"), py::arg("variant"),
+      "The launch w4a16_linear_cuda makes for this shape and variant on the current device (variant_runs False: "
+      "the default kernel runs instead)");
 }
 
 }  // namespace pycomp

@@ -19,9 +19,29 @@
 
 namespace pycomp::cuda {
 
-// Float32 elements of split-K workspace that w4a16_gemv needs for this shape on the
-// current device (0: no split, no workspace).
-int64_t w4a16_gemv_workspace(int64_t M, int64_t N, int64_t K);
+// Kernel variants of w4a16_gemv: 0 is the default; 1 .. w4a16_gemv_variants() - 1 are
+// candidates for the decode path (see w4a16_gemv.cu), each run only where it applies
+// (group_size 128, K % 512 == 0, 4-byte aligned scales and zeros), else variant 0 runs.
+int w4a16_gemv_variants();
+
+// The launch a variant makes for this shape on the current device (for benchmarks and info).
+// variant 0, or a shape the variant does not take (ok = false): the default kernel's plan.
+struct W4A16GemvLaunch {
+  bool ok;          // the variant's kernel runs (group 128, K % 512 == 0)
+  int rows;         // rows of W per block
+  int warps;        // warps per block
+  int stages;       // cp.async ring depth per warp
+  bool fold;        // zero point folded into an fp32 correction
+  bool x_ring;      // x through the ring with the weights (else staged per slice)
+  int64_t blocks;   // row blocks (grid.x)
+  int64_t splits;   // K slices (grid.y); > 1 adds the split-K sum kernel
+  int64_t smem;     // dynamic shared memory per block, bytes
+};
+W4A16GemvLaunch w4a16_gemv_launch(int64_t M, int64_t N, int64_t K, int group_size, int variant);
+
+// Float32 elements of split-K workspace that w4a16_gemv needs for this shape and variant on
+// the current device (0: no split, no workspace).
+int64_t w4a16_gemv_workspace(int64_t M, int64_t N, int64_t K, int variant = 0);
 
 // Weight-only int4 linear for decode (1 <= M <= 16):
 //   out[m, n] = sum_k x[m, k] * W[n, k] + bias[n]
@@ -29,9 +49,9 @@ int64_t w4a16_gemv_workspace(int64_t M, int64_t N, int64_t K);
 // scales, zeros as above (contiguous); bias: (N) or nullptr; out: (M, N) row stride
 // ldo; workspace: w4a16_gemv_workspace(M, N, K) floats (nullptr when that is 0).
 // Requires K % 32 == 0, group_size in {32, 64, 128}, x, packed and each x row
-// 16-byte aligned (ldx * 2 % 16 == 0).
+// 16-byte aligned (ldx * 2 % 16 == 0); 0 <= variant < w4a16_gemv_variants().
 cudaError_t w4a16_gemv(DType t, const void* x, int64_t ldx, const uint8_t* packed, const void* scales,
                        const uint8_t* zeros, const void* bias, void* out, int64_t ldo, float* workspace, int64_t M,
-                       int64_t N, int64_t K, int group_size, cudaStream_t stream);
+                       int64_t N, int64_t K, int group_size, cudaStream_t stream, int variant = 0);
 
 }  // namespace pycomp::cuda

@@ -303,6 +303,292 @@ __global__ void __launch_bounds__(256)
   }
 }
 
+// ============================================================================ variants (v >= 1)
+//
+// The default kernel above spends its time outside the weight stream: a scale-table
+// preamble of dependent scalar loads (queued behind the first weight copies, then an
+// idle round trip before the loop starts), x staged per K slice (at M = 16 as many bytes
+// as the block's weights, and the budget that forces split-K), and three instructions
+// per two weights. The variants below keep its ring and mma layout and change that:
+// - the slice's scales and zero points are copied raw with 4-byte cp.async in chunk 0's
+//   group (no register round trip before the loop) and converted where they are used;
+// - group 128 = one chunk, so a weight dequantizes exactly to (code - zero) with one
+//   lop3 and one add, the chunk's mma sums go to a scratch accumulator, and the scale
+//   (fp32, exact from f16) multiplies it once per chunk: fewer instructions per weight,
+//   and no rounding of the weight at all;
+// - kXRing: x's segment of each chunk travels through the ring with the weights (each
+//   lane copies what it reads), so no x budget bounds the slice and no preamble waits for it;
+//   else x's slice is staged once as in the default kernel (cheap at M <= 8).
+// - kFold: not even the add: the mma takes magic + code (exact in the mma's type) and the
+//   chunk's sum is corrected in fp32, sum x (code - zero) = sum x (magic + code) - (magic + zero)
+//   sum x, with sum x from one more mma per k step against a matrix of ones (the cancellation
+//   costs about 8 of fp32's 24 bits: far below the output's rounding);
+// - rows per block (kRT), warps (kW) and ring depth (kS) come from the variant table.
+// They need group_size 128, K % 512 == 0 and 4-byte aligned scales and zeros; other
+// shapes run the default kernel.
+
+__device__ __forceinline__ void cp_async_4_zfill(uint32_t dst, const void* src, bool valid) {
+  const int src_bytes = valid ? 4 : 0;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+}
+
+constexpr int kV2Chunk = 128;        // = the group size the variants take
+constexpr int kV2MaxSlice = 8192;    // k per block at most (bounds the raw table)
+constexpr int kV2MinSlice = 512;     // slices stay multiples of this: 4 groups, 4-byte table copies
+constexpr int kV2XBudget = 32 * 1024;  // staged x (kXRing false) per block
+
+template <int kRT, int kMT, int kW, int kS, bool kXRing>
+struct GemvV2 {
+  static constexpr int kThreads = kW * 32;
+  static constexpr int kRows = 16 * kRT;
+  static constexpr int kWUnits = 2 * kRT;             // weight units per lane per chunk
+  static constexpr int kXUnits = kXRing ? 4 * kMT : 0;  // x units per lane per chunk
+  static constexpr int kSlot = (kWUnits + kXUnits) * 32;  // uint4 per warp per stage
+  static constexpr int kRingUnits = kW * kS * kSlot;
+  static constexpr int kMaxGroups = kV2MaxSlice / kV2Chunk;
+  static constexpr size_t kMaxSmem = static_cast<size_t>(kRingUnits) * 16 + (kXRing ? 0 : kV2XBudget + 16 * 16) +
+                                     static_cast<size_t>(kRows) * ((kMaxGroups / 2 | 1) + (kMaxGroups / 4 | 1)) * 4;
+  static_assert(kW * kRT * kMT * 128 <= kRingUnits * 4, "the warps' partials reuse the ring");
+};
+
+// Table strides in 32-bit words: odd, so the 8 rows a warp reads at once hit 8 banks.
+__host__ __device__ constexpr int v2_sstride(int groups) { return groups / 2 | 1; }
+__host__ __device__ constexpr int v2_zstride(int groups) { return groups / 4 | 1; }
+
+template <DType kT, int kMT, int kRT, int kW, int kS, bool kXRing, bool kFold>
+__global__ void __launch_bounds__(kW * 32, 1)
+    w4a16_gemv_v2_kernel(const typename Elem<kT>::T* __restrict__ x, int64_t ldx, const uint8_t* __restrict__ packed,
+                         const __half* __restrict__ scales, const uint8_t* __restrict__ zeros,
+                         const typename Elem<kT>::T* __restrict__ bias, typename Elem<kT>::T* __restrict__ out,
+                         int64_t ldo, float* __restrict__ ws, int M, int N, int K, int G, int slice) {
+  using E = Elem<kT>;
+  using C = GemvV2<kRT, kMT, kW, kS, kXRing>;
+  constexpr bool kHalf = kT == DType::kF16;
+  extern __shared__ uint4 smem[];
+
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int gid = lane / 4, tig = lane % 4;
+  const int n0 = blockIdx.x * C::kRows;
+  const int k0 = blockIdx.y * slice;
+  const int chunks = min(slice, K - k0) / kV2Chunk;  // K and slice are multiples of 512
+  const int groups = slice / kV2Chunk;               // table columns
+  const int g0 = k0 / kV2Chunk;
+  const int sstride = v2_sstride(groups), zstride = v2_zstride(groups);
+  const int xunits = slice / 8 + 1;
+
+  uint4* ring = smem;
+  uint4* xs = smem + C::kRingUnits;
+  uint32_t* tscale = reinterpret_cast<uint32_t*>(xs + (kXRing ? 0 : M * xunits));
+  uint32_t* tzero = tscale + C::kRows * sstride;
+
+  const int64_t row_bytes = K / 2;
+  const uint8_t* wrow = packed + static_cast<int64_t>(n0 + gid) * row_bytes + k0 / 2 + 16 * tig;
+  uint32_t rows_ok = 0;
+#pragma unroll
+  for (int i = 0; i < 2 * kRT; ++i) rows_ok |= (n0 + gid + 8 * i < N ? 1u : 0u) << i;
+  const int my_chunks = warp < chunks ? (chunks - warp + kW - 1) / kW : 0;
+  uint4* my_ring = ring + warp * kS * C::kSlot + lane;
+
+  auto issue = [&](int j) {
+    const int c = warp + kW * j;
+    uint4* dst = my_ring + (j % kS) * C::kSlot;
+    if constexpr (kXRing) {  // x first: it is in L2, and the chunk waits for it as well
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+        const int m = gid + 8 * mt;
+        const bool ok = m < M;
+        const auto* src = x + static_cast<int64_t>(ok ? m : 0) * ldx + k0 + c * kV2Chunk + 32 * tig;
+#pragma unroll
+        for (int w = 0; w < 4; ++w)
+          cp_async_16_zfill(smem_addr(dst + (C::kWUnits + 4 * mt + w) * 32), ok ? src + 8 * w : x, ok);
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < 2 * kRT; ++i) {
+      const bool ok = rows_ok >> i & 1u;
+      cp_async_16_zfill(smem_addr(dst + i * 32), ok ? wrow + 8 * i * row_bytes + c * (kV2Chunk / 2) : packed, ok);
+    }
+  };
+
+  // ---- prologue: the raw table and x's slice (small, so first), then kS - 1 chunks; the
+  // table and x join chunk 0's group. Rows past N and groups past G (the last slice's tail) read 0.
+  {
+    const int su = groups / 2;  // 4-byte words of a row's scales
+    for (int i = tid; i < C::kRows * su; i += C::kThreads) {
+      const int r = i / su, u = i - r * su;
+      const bool ok = n0 + r < N && g0 + 2 * u < G;  // G % 4 == 0: a word is all in or all out
+      cp_async_4_zfill(smem_addr(tscale + r * sstride + u),
+                       ok ? scales + static_cast<int64_t>(n0 + r) * G + g0 + 2 * u : scales, ok);
+    }
+    if (zeros != nullptr) {
+      const int zu = groups / 4;
+      for (int i = tid; i < C::kRows * zu; i += C::kThreads) {
+        const int r = i / zu, u = i - r * zu;
+        const bool ok = n0 + r < N && g0 + 4 * u < G;
+        cp_async_4_zfill(smem_addr(tzero + r * zstride + u),
+                         ok ? zeros + static_cast<int64_t>(n0 + r) * G + g0 + 4 * u : zeros, ok);
+      }
+    }
+  }
+  if constexpr (!kXRing) {
+    const int units = chunks * (kV2Chunk / 8);
+    for (int i = tid; i < M * units; i += C::kThreads) {
+      const int m = i / units, u = i - m * units;
+      cp_async_16_zfill(smem_addr(xs + m * xunits + swizzle(u)), x + m * ldx + k0 + 8 * u, true);
+    }
+  }
+#pragma unroll
+  for (int s = 0; s < kS - 1; ++s) {
+    if (s < my_chunks) issue(s);
+    cp_async_commit();
+  }
+  cp_async_wait<kS - 2>();  // the oldest group: the table, x and chunk 0
+  __syncthreads();
+
+  const uint4* xrow[kMT];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt) xrow[mt] = xs + min(gid + 8 * mt, M - 1) * xunits;
+  const __half* tsh = reinterpret_cast<const __half*>(tscale);
+  const uint8_t* tzb = reinterpret_cast<const uint8_t*>(tzero);
+  // The magic in a register the compiler cannot fold (M > 0, so the or adds nothing): with both
+  // the mask and the magic as immediates, (q & mask) | magic takes two LOP3s (one immediate each).
+  const uint32_t magic2 = kMagic<kHalf> * 0x10001u | static_cast<uint32_t>(M) >> 31;
+
+  float acc[kRT][kMT][4] = {};
+  for (int j = 0; j < my_chunks; ++j) {
+    if (j + kS - 1 < my_chunks) issue(j + kS - 1);
+    cp_async_commit();
+    cp_async_wait<kS - 1>();  // chunk j has landed
+    const int c = warp + kW * j;
+    const uint4* slot = my_ring + (j % kS) * C::kSlot;
+
+    uint32_t xb[kMT][4][4];
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+      for (int w = 0; w < 4; ++w) {
+        uint4 v;
+        if constexpr (kXRing) {
+          v = slot[(C::kWUnits + 4 * mt + w) * 32];
+        } else {
+          v = xrow[mt][swizzle(c * (kV2Chunk / 8) + 4 * tig + w)];
+        }
+        xb[mt][w][0] = __byte_perm(v.x, v.z, 0x5410);  // (x0, x4)
+        xb[mt][w][1] = __byte_perm(v.x, v.z, 0x7632);  // (x1, x5)
+        xb[mt][w][2] = __byte_perm(v.y, v.w, 0x5410);  // (x2, x6)
+        xb[mt][w][3] = __byte_perm(v.y, v.w, 0x7632);  // (x3, x7)
+      }
+    }
+
+    // kFold: sum x over the chunk for the lane's accumulator columns (x rows 2 tig, 2 tig + 1).
+    float sx[kMT][4] = {};
+    if constexpr (kFold) {
+      constexpr uint32_t kOne2 = kHalf ? 0x3C003C00u : 0x3F803F80u;  // 1.0 in both halves
+      const uint32_t ones[4] = {kOne2, kOne2, kOne2, kOne2};
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+        for (int w = 0; w < 4; ++w) {
+          const uint32_t b0[2] = {xb[mt][w][0], xb[mt][w][1]}, b1[2] = {xb[mt][w][2], xb[mt][w][3]};
+          mma_16816<kHalf>(sx[mt], ones, b0);
+          mma_16816<kHalf>(sx[mt], ones, b1);
+        }
+      }
+    }
+
+#pragma unroll
+    for (int rt = 0; rt < kRT; ++rt) {
+      const int ra = 16 * rt + gid, rb = ra + 8;
+      const uint4 wa = slot[(2 * rt) * 32], wb = slot[(2 * rt + 1) * 32];
+      const float sa = __half2float(tsh[2 * ra * sstride + c]), sb = __half2float(tsh[2 * rb * sstride + c]);
+      const uint32_t za = zeros != nullptr ? tzb[4 * ra * zstride + c] : 8u;
+      const uint32_t zb = zeros != nullptr ? tzb[4 * rb * zstride + c] : 8u;
+      const uint32_t na = (0x8000u | kMagic<kHalf> | za) * 0x10001u;  // -(magic + zero), both halves
+      const uint32_t nb = (0x8000u | kMagic<kHalf> | zb) * 0x10001u;
+      // (q & mask) | magic is magic + code: kFold takes it as is, else one add makes it code - zero, exactly.
+      const auto dq = [&](uint32_t q, uint32_t neg) {
+        const uint32_t t = (q & 0x000F000Fu) | magic2;
+        if constexpr (kFold) {
+          return t;
+        } else {
+          return add2<kHalf>(t, neg);
+        }
+      };
+      float part[kMT][4] = {};
+#pragma unroll
+      for (int w = 0; w < 4; ++w) {
+        const uint32_t qa = word(wa, w), qb = word(wb, w);
+        uint32_t a[4];
+        a[0] = dq(qa, na);
+        a[1] = dq(qb, nb);
+        a[2] = dq(qa >> 4, na);
+        a[3] = dq(qb >> 4, nb);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          const uint32_t b[2] = {xb[mt][w][0], xb[mt][w][1]};
+          mma_16816<kHalf>(part[mt], a, b);
+        }
+        a[0] = dq(qa >> 8, na);
+        a[1] = dq(qb >> 8, nb);
+        a[2] = dq(qa >> 12, na);
+        a[3] = dq(qb >> 12, nb);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          const uint32_t b[2] = {xb[mt][w][2], xb[mt][w][3]};
+          mma_16816<kHalf>(part[mt], a, b);
+        }
+      }
+      if constexpr (kFold) {  // part -= (magic + zero) * sum x
+        const float fa = static_cast<float>((kHalf ? 1024u : 128u) + za);
+        const float fb = static_cast<float>((kHalf ? 1024u : 128u) + zb);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          part[mt][0] = fmaf(-fa, sx[mt][0], part[mt][0]);
+          part[mt][1] = fmaf(-fa, sx[mt][1], part[mt][1]);
+          part[mt][2] = fmaf(-fb, sx[mt][2], part[mt][2]);
+          part[mt][3] = fmaf(-fb, sx[mt][3], part[mt][3]);
+        }
+      }
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {  // accumulators 0, 1: row ra; 2, 3: row rb
+        acc[rt][mt][0] = fmaf(part[mt][0], sa, acc[rt][mt][0]);
+        acc[rt][mt][1] = fmaf(part[mt][1], sa, acc[rt][mt][1]);
+        acc[rt][mt][2] = fmaf(part[mt][2], sb, acc[rt][mt][2]);
+        acc[rt][mt][3] = fmaf(part[mt][3], sb, acc[rt][mt][3]);
+      }
+    }
+  }
+
+  // ---- the warps' partials meet in the idle ring, as in the default kernel
+  cp_async_wait<0>();
+  __syncthreads();
+  constexpr int kOut = kRT * kMT * 4 * 32;
+  float* red = reinterpret_cast<float*>(smem);
+#pragma unroll
+  for (int rt = 0; rt < kRT; ++rt)
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) red[warp * kOut + ((rt * kMT + mt) * 4 + r) * 32 + lane] = acc[rt][mt][r];
+  __syncthreads();
+  for (int f = tid; f < kOut; f += C::kThreads) {
+    float sum = 0.f;
+#pragma unroll
+    for (int w = 0; w < kW; ++w) sum += red[w * kOut + f];
+    const int l = f % 32, r = (f / 32) % 4, mt = (f / 128) % kMT, rt = f / (128 * kMT);
+    const int n = n0 + 16 * rt + l / 4 + 8 * (r / 2);
+    const int m = 8 * mt + 2 * (l % 4) + r % 2;
+    if (n < N && m < M) {
+      if (ws != nullptr) {
+        ws[(static_cast<int64_t>(blockIdx.y) * M + m) * N + n] = sum;
+      } else {
+        if (bias != nullptr) sum += E::to_float(bias[n]);
+        out[static_cast<int64_t>(m) * ldo + n] = E::from_float(sum);
+      }
+    }
+  }
+}
+
 int sm_count() {
   int device = 0, count = 0;
   if (cudaGetDevice(&device) != cudaSuccess ||
@@ -387,23 +673,174 @@ cudaError_t dispatch(const Plan& p, const void* x, int64_t ldx, const uint8_t* p
   return launch<kT, 2, 4>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, group_size, stream);
 }
 
+// ---- variants: (kRT, kW, kS) per variant, for M <= 8 (x staged) and M <= 16 (x through the ring).
+struct V2Shape {
+  int rt, warps, stages;
+  bool fold;
+};
+// Each chosen so that a 14336-row layer's blocks fit the SMs at once (smem per block: ring + x + table);
+// variants 6 - 9 are 1 - 4 with kFold.
+constexpr int kV2Count = 9;
+constexpr V2Shape kV2M8[kV2Count] = {{2, 4, 4, false}, {2, 4, 5, false}, {1, 4, 8, false}, {2, 8, 2, false},
+                                     {4, 4, 3, false}, {2, 4, 4, true},  {2, 4, 5, true},  {1, 4, 8, true},
+                                     {2, 8, 2, true}};
+constexpr V2Shape kV2M16[kV2Count] = {{4, 4, 3, false}, {4, 4, 2, false}, {2, 4, 2, false}, {2, 4, 3, false},
+                                      {3, 4, 2, false}, {4, 4, 3, true},  {4, 4, 2, true},  {2, 4, 2, true},
+                                      {2, 4, 3, true}};
+
+struct V2Plan {
+  int mt;
+  V2Shape shape;
+  int64_t splits, slice;
+};
+
+V2Plan make_plan_v2(int64_t M, int64_t N, int64_t K, int variant) {
+  V2Plan p;
+  p.mt = M <= 8 ? 1 : 2;
+  p.shape = (p.mt == 1 ? kV2M8 : kV2M16)[variant - 1];
+  const int64_t row_blocks = ceil_div(N, 16 * p.shape.rt);
+  int64_t max_slice = kV2MaxSlice;
+  if (p.mt == 1) max_slice = std::min<int64_t>(max_slice, kV2XBudget / (2 * M) / kV2MinSlice * kV2MinSlice);
+  int64_t splits = ceil_div(K, max_slice);
+  const int64_t sms = sm_count();
+  if (row_blocks * splits < sms) splits = std::max(splits, std::min(ceil_div(sms, row_blocks), K / kV2MinSlice));
+  p.slice = ceil_div(ceil_div(K, splits), kV2MinSlice) * kV2MinSlice;
+  p.splits = ceil_div(K, p.slice);
+  return p;
+}
+
+bool v2_supported(int64_t K, int group_size, const void* scales, const void* zeros) {
+  const auto a4 = [](const void* q) { return (reinterpret_cast<uintptr_t>(q) & 3) == 0; };
+  return group_size == kV2Chunk && K % kV2MinSlice == 0 && a4(scales) && (zeros == nullptr || a4(zeros));
+}
+
+template <DType kT, int kMT, int kRT, int kW, int kS, bool kFold>
+cudaError_t launch_v2(const V2Plan& p, const void* x, int64_t ldx, const uint8_t* packed, const void* scales,
+                      const uint8_t* zeros, const void* bias, void* out, int64_t ldo, float* ws, int64_t M, int64_t N,
+                      int64_t K, cudaStream_t stream) {
+  using T = typename Elem<kT>::T;
+  constexpr bool kXRing = kMT == 2;
+  using C = GemvV2<kRT, kMT, kW, kS, kXRing>;
+  auto* kernel = &w4a16_gemv_v2_kernel<kT, kMT, kRT, kW, kS, kXRing, kFold>;
+  static std::atomic<bool> opted_in[64] = {};
+  int device = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err != cudaSuccess) return err;
+  const bool cached = device >= 0 && device < 64;
+  if (!cached || !opted_in[device].load(std::memory_order_acquire)) {
+    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(C::kMaxSmem));
+    if (err != cudaSuccess) return err;
+    if (cached) opted_in[device].store(true, std::memory_order_release);
+  }
+  const int64_t groups = p.slice / kV2Chunk;
+  const size_t smem = static_cast<size_t>(C::kRingUnits) * 16 + (kXRing ? 0 : M * (p.slice / 8 + 1) * 16) +
+                      static_cast<size_t>(C::kRows) * (v2_sstride(groups) + v2_zstride(groups)) * 4;
+  if (smem > C::kMaxSmem) return cudaErrorInvalidValue;
+  const dim3 grid(static_cast<unsigned>(ceil_div(N, C::kRows)), static_cast<unsigned>(p.splits));
+  kernel<<<grid, C::kThreads, smem, stream>>>(
+      static_cast<const T*>(x), ldx, packed, static_cast<const __half*>(scales), zeros, static_cast<const T*>(bias),
+      static_cast<T*>(out), ldo, p.splits > 1 ? ws : nullptr, static_cast<int>(M), static_cast<int>(N),
+      static_cast<int>(K), static_cast<int>(ceil_div(K, kV2Chunk)), static_cast<int>(p.slice));
+  if (p.splits > 1) {
+    err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+    const int64_t blocks = std::min<int64_t>(ceil_div(M * N, 256), 4 * std::max(sm_count(), 1));
+    splitk_sum_kernel<kT><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(
+        ws, static_cast<int>(p.splits), static_cast<const T*>(bias), static_cast<T*>(out), ldo, static_cast<int>(M),
+        static_cast<int>(N));
+  }
+  return cudaGetLastError();
+}
+
+template <DType kT, int kMT, int kV>
+cudaError_t launch_v2_of(const V2Plan& p, const void* x, int64_t ldx, const uint8_t* packed, const void* scales,
+                         const uint8_t* zeros, const void* bias, void* out, int64_t ldo, float* ws, int64_t M,
+                         int64_t N, int64_t K, cudaStream_t stream) {
+  constexpr V2Shape s = (kMT == 1 ? kV2M8 : kV2M16)[kV - 1];
+  return launch_v2<kT, kMT, s.rt, s.warps, s.stages, s.fold>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M,
+                                                             N, K, stream);
+}
+
+template <DType kT, int kMT>
+cudaError_t dispatch_v2_mt(int variant, const V2Plan& p, const void* x, int64_t ldx, const uint8_t* packed,
+                           const void* scales, const uint8_t* zeros, const void* bias, void* out, int64_t ldo,
+                           float* ws, int64_t M, int64_t N, int64_t K, cudaStream_t stream) {
+  switch (variant) {
+    case 1: return launch_v2_of<kT, kMT, 1>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
+    case 2: return launch_v2_of<kT, kMT, 2>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
+    case 3: return launch_v2_of<kT, kMT, 3>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
+    case 4: return launch_v2_of<kT, kMT, 4>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
+    case 5: return launch_v2_of<kT, kMT, 5>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
+    case 6: return launch_v2_of<kT, kMT, 6>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
+    case 7: return launch_v2_of<kT, kMT, 7>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
+    case 8: return launch_v2_of<kT, kMT, 8>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
+    case 9: return launch_v2_of<kT, kMT, 9>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+template <DType kT>
+cudaError_t dispatch_v2(int variant, const V2Plan& p, const void* x, int64_t ldx, const uint8_t* packed,
+                        const void* scales, const uint8_t* zeros, const void* bias, void* out, int64_t ldo, float* ws,
+                        int64_t M, int64_t N, int64_t K, cudaStream_t stream) {
+  static_assert(kV2Count == 9, "dispatch_v2_mt names every variant");
+  if (p.mt == 1)
+    return dispatch_v2_mt<kT, 1>(variant, p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
+  return dispatch_v2_mt<kT, 2>(variant, p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
+}
+
 }  // namespace
 
-int64_t w4a16_gemv_workspace(int64_t M, int64_t N, int64_t K) {
-  if (M < 1 || M > 16 || N < 1 || K < 32) return 0;
+int w4a16_gemv_variants() { return 1 + kV2Count; }
+
+W4A16GemvLaunch w4a16_gemv_launch(int64_t M, int64_t N, int64_t K, int group_size, int variant) {
+  W4A16GemvLaunch l{};
+  if (M < 1 || M > 16 || N < 1 || K < 32 || variant < 0 || variant > kV2Count) return l;
+  if (variant > 0 && group_size == kV2Chunk && K % kV2MinSlice == 0) {
+    const V2Plan q = make_plan_v2(M, N, K, variant);
+    const int64_t rows = 16 * q.shape.rt, groups = q.slice / kV2Chunk;
+    const int64_t ring = int64_t{q.shape.warps} * q.shape.stages * (2 * q.shape.rt + (q.mt == 2 ? 4 * q.mt : 0)) * 32;
+    l = {true, static_cast<int>(rows), q.shape.warps, q.shape.stages, q.shape.fold, q.mt == 2, ceil_div(N, rows),
+         q.splits,
+         ring * 16 + (q.mt == 2 ? 0 : M * (q.slice / 8 + 1) * 16) + rows * (v2_sstride(groups) + v2_zstride(groups)) * 4};
+    return l;
+  }
   const Plan p = make_plan(M, N, K);
-  return p.splits > 1 ? p.splits * M * N : 0;
+  l = {variant == 0, 16 * p.rt, kWarps, kStages, false, false, ceil_div(N, 16 * p.rt), p.splits,
+       static_cast<int64_t>(smem_bytes(p, M, group_size))};
+  return l;
+}
+
+int64_t w4a16_gemv_workspace(int64_t M, int64_t N, int64_t K, int variant) {
+  if (M < 1 || M > 16 || N < 1 || K < 32 || variant < 0 || variant > kV2Count) return 0;
+  const Plan p = make_plan(M, N, K);
+  int64_t need = p.splits > 1 ? p.splits * M * N : 0;
+  if (variant > 0 && K % kV2MinSlice == 0) {  // either kernel may run: the launcher falls back on the scales' alignment
+    const V2Plan q = make_plan_v2(M, N, K, variant);
+    if (q.splits > 1) need = std::max(need, q.splits * M * N);
+  }
+  return need;
 }
 
 cudaError_t w4a16_gemv(DType t, const void* x, int64_t ldx, const uint8_t* packed, const void* scales,
                        const uint8_t* zeros, const void* bias, void* out, int64_t ldo, float* workspace, int64_t M,
-                       int64_t N, int64_t K, int group_size, cudaStream_t stream) {
+                       int64_t N, int64_t K, int group_size, cudaStream_t stream, int variant) {
   // N and K stay clear of INT32_MAX: the kernel's int row and k indices run a block / a chunk past them.
   const bool shapes_ok = M >= 1 && M <= 16 && N >= 1 && K >= 32 && K % 32 == 0 && N <= INT32_MAX - 1024 &&
                          K <= INT32_MAX - 1024 && ldo >= N && ldx >= 0 &&
                          (group_size == 32 || group_size == 64 || group_size == 128);
   const bool aligned = aligned16(x) && aligned16(packed) && (ldx * 2) % 16 == 0;
-  if (!shapes_ok || !aligned || (t != DType::kF16 && t != DType::kBF16)) return cudaErrorInvalidValue;
+  if (!shapes_ok || !aligned || (t != DType::kF16 && t != DType::kBF16) || variant < 0 || variant > kV2Count)
+    return cudaErrorInvalidValue;
+  if (variant > 0 && v2_supported(K, group_size, scales, zeros)) {
+    const V2Plan q = make_plan_v2(M, N, K, variant);
+    if (q.splits > 65535 || (q.splits > 1 && workspace == nullptr)) return cudaErrorInvalidValue;
+    if (t == DType::kF16)
+      return dispatch_v2<DType::kF16>(variant, q, x, ldx, packed, scales, zeros, bias, out, ldo, workspace, M, N, K,
+                                      stream);
+    return dispatch_v2<DType::kBF16>(variant, q, x, ldx, packed, scales, zeros, bias, out, ldo, workspace, M, N, K,
+                                     stream);
+  }
   const Plan p = make_plan(M, N, K);
   if (p.splits > 65535 || (p.splits > 1 && workspace == nullptr)) return cudaErrorInvalidValue;
   if (t == DType::kF16)

@@ -21,8 +21,7 @@
 namespace pycomp::cuda {
 namespace {
 
-constexpr int kWarps = 8;  // warps per block, each owning a slice of K
-constexpr int kThreads = kWarps * 32;
+constexpr int kWarps = 8;  // warps per block of the default kernel, each owning a slice of K
 constexpr int kRows = 16;   // rows of W per block
 constexpr int kChunk = 64;  // k per chunk: 4 threads x 16 bytes
 
@@ -84,9 +83,10 @@ struct XOperand {
   }
 };
 
-// kMT: n8 tiles of x rows (1: M <= 8, 2: M <= 16); kUnroll: chunks in flight.
-template <DType kT, int kMT, int kUnroll>
-__global__ void __launch_bounds__(kThreads, 2)
+// kMT: n8 tiles of x rows (1: M <= 8, 2: M <= 16); kUnroll: chunks in flight; kW warps split K;
+// kMinBlocks: blocks per SM the registers must allow.
+template <DType kT, int kMT, int kUnroll, int kW, int kMinBlocks>
+__global__ void __launch_bounds__(kW * 32, kMinBlocks)
     w8a16_gemv_kernel(const typename Elem<kT>::T* __restrict__ x, int64_t ldx, const int8_t* __restrict__ w,
                       const float* __restrict__ wscale, const typename Elem<kT>::T* __restrict__ bias,
                       typename Elem<kT>::T* __restrict__ out, int64_t ldo, int M, int N, int K) {
@@ -116,7 +116,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   float acc[kMT][4] = {};
   const int chunks = (K + kChunk - 1) / kChunk;
-  for (int c = warp * kUnroll; c < chunks; c += kWarps * kUnroll) {
+  for (int c = warp * kUnroll; c < chunks; c += kW * kUnroll) {
     uint4 wa[kUnroll], wb[kUnroll], xv[kUnroll][kMT][XO::kVecs];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
@@ -154,18 +154,16 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   // Sum the warps' partials. Accumulator r of lane l in n8 tile mt holds
   // row n0 + l/4 + 8 * (r / 2) of W and row mt * 8 + 2 * (l % 4) + r % 2 of x.
-  __shared__ float4 partial[kWarps][kMT * 32];
+  __shared__ float4 partial[kW][kMT * 32];
 #pragma unroll
   for (int mt = 0; mt < kMT; ++mt)
     partial[warp][mt * 32 + lane] = make_float4(acc[mt][0], acc[mt][1], acc[mt][2], acc[mt][3]);
   __syncthreads();
-  static_assert(kMT * 128 <= kThreads, "one output per thread");
-  const int e = threadIdx.x;
-  if (e < kMT * 128) {
+  const auto output = [&](int e) {
     const float* p = reinterpret_cast<const float*>(partial);
     float sum = 0.f;
 #pragma unroll
-    for (int i = 0; i < kWarps; ++i) sum += p[i * kMT * 128 + e];
+    for (int i = 0; i < kW; ++i) sum += p[i * kMT * 128 + e];
     const int mt = e / 128, l = (e % 128) / 4, r = e % 4;
     const int n = n0 + l / 4 + 8 * (r / 2);
     const int m = mt * 8 + 2 * (l % 4) + r % 2;
@@ -174,45 +172,92 @@ __global__ void __launch_bounds__(kThreads, 2)
       if (bias != nullptr) v += E::to_float(bias[n]);
       out[static_cast<int64_t>(m0 + m) * ldo + n] = E::from_float(v);
     }
+  };
+  if constexpr (kMT * 128 <= kW * 32) {  // one output per thread (the default kernel)
+    if (static_cast<int>(threadIdx.x) < kMT * 128) output(threadIdx.x);
+  } else {
+    for (int e = threadIdx.x; e < kMT * 128; e += kW * 32) output(e);
   }
 }
 
-template <DType kT, int kMT>
-void launch(const void* x, int64_t ldx, const int8_t* w, const float* wscale, const void* bias, void* out,
-            int64_t ldo, int64_t M, int64_t N, int64_t K, cudaStream_t stream) {
+// Variants (v >= 1, 16-bit x only): the default kernel holds 100 registers (M <= 8), so 2 blocks
+// of 8 warps fit an SM and a 14336-row layer runs in 3.4 waves of short blocks. Each variant
+// trades chunks in flight per warp (kUnroll) against resident warps (kMinBlocks bounds the
+// registers), or changes the block's warps: (kUnroll, kW, kMinBlocks) for M <= 8 and M <= 16.
+struct W8Shape {
+  int unroll, warps, min_blocks;
+};
+constexpr int kW8Count = 4;
+constexpr W8Shape kW8M8[kW8Count] = {{4, 8, 3}, {2, 8, 4}, {4, 4, 4}, {2, 16, 2}};
+constexpr W8Shape kW8M16[kW8Count] = {{2, 8, 3}, {1, 8, 4}, {2, 4, 4}, {1, 16, 2}};
+
+template <DType kT, int kMT, int kUnroll, int kW, int kMinBlocks>
+void launch_shape(const void* x, int64_t ldx, const int8_t* w, const float* wscale, const void* bias, void* out,
+                  int64_t ldo, int64_t M, int64_t N, int64_t K, cudaStream_t stream) {
   using T = typename Elem<kT>::T;
-  // Registers bound the chunks in flight: 4 when x takes one 8-row tile of 16-bit values.
-  constexpr int kUnroll = (kMT == 1 && kT != DType::kF32) ? 4 : 2;
   const dim3 grid(static_cast<unsigned>(ceil_div(N, kRows)), static_cast<unsigned>(ceil_div(M, 16)));
-  w8a16_gemv_kernel<kT, kMT, kUnroll><<<grid, kThreads, 0, stream>>>(
+  w8a16_gemv_kernel<kT, kMT, kUnroll, kW, kMinBlocks><<<grid, kW * 32, 0, stream>>>(
       static_cast<const T*>(x), ldx, w, wscale, static_cast<const T*>(bias), static_cast<T*>(out), ldo,
       static_cast<int>(M), static_cast<int>(N), static_cast<int>(K));
 }
 
+template <DType kT, int kMT, int kV>
+void launch_variant(const void* x, int64_t ldx, const int8_t* w, const float* wscale, const void* bias, void* out,
+                    int64_t ldo, int64_t M, int64_t N, int64_t K, cudaStream_t stream) {
+  constexpr W8Shape s = (kMT == 1 ? kW8M8 : kW8M16)[kV - 1];
+  launch_shape<kT, kMT, s.unroll, s.warps, s.min_blocks>(x, ldx, w, wscale, bias, out, ldo, M, N, K, stream);
+}
+
+template <DType kT, int kMT>
+void launch(int variant, const void* x, int64_t ldx, const int8_t* w, const float* wscale, const void* bias,
+            void* out, int64_t ldo, int64_t M, int64_t N, int64_t K, cudaStream_t stream) {
+  static_assert(kW8Count == 4, "the switch names every variant");
+  if constexpr (kT != DType::kF32) {
+    switch (variant) {
+      case 1: return launch_variant<kT, kMT, 1>(x, ldx, w, wscale, bias, out, ldo, M, N, K, stream);
+      case 2: return launch_variant<kT, kMT, 2>(x, ldx, w, wscale, bias, out, ldo, M, N, K, stream);
+      case 3: return launch_variant<kT, kMT, 3>(x, ldx, w, wscale, bias, out, ldo, M, N, K, stream);
+      case 4: return launch_variant<kT, kMT, 4>(x, ldx, w, wscale, bias, out, ldo, M, N, K, stream);
+      default: break;
+    }
+  }
+  // Registers bound the chunks in flight: 4 when x takes one 8-row tile of 16-bit values.
+  constexpr int kUnroll = (kMT == 1 && kT != DType::kF32) ? 4 : 2;
+  launch_shape<kT, kMT, kUnroll, kWarps, 2>(x, ldx, w, wscale, bias, out, ldo, M, N, K, stream);
+}
+
 template <DType kT>
-void dispatch(const void* x, int64_t ldx, const int8_t* w, const float* wscale, const void* bias, void* out,
-              int64_t ldo, int64_t M, int64_t N, int64_t K, cudaStream_t stream) {
+void dispatch(int variant, const void* x, int64_t ldx, const int8_t* w, const float* wscale, const void* bias,
+              void* out, int64_t ldo, int64_t M, int64_t N, int64_t K, cudaStream_t stream) {
   if (M <= 8)
-    launch<kT, 1>(x, ldx, w, wscale, bias, out, ldo, M, N, K, stream);
+    launch<kT, 1>(variant, x, ldx, w, wscale, bias, out, ldo, M, N, K, stream);
   else
-    launch<kT, 2>(x, ldx, w, wscale, bias, out, ldo, M, N, K, stream);
+    launch<kT, 2>(variant, x, ldx, w, wscale, bias, out, ldo, M, N, K, stream);
 }
 
 size_t elem_size(DType t) { return t == DType::kF32 ? 4 : 2; }
 
 }  // namespace
 
+int w8a16_gemv_variants() { return 1 + kW8Count; }
+
+W8A16GemvShape w8a16_gemv_shape(int64_t M, int variant) {
+  if (variant < 1 || variant > kW8Count) return {M <= 8 ? 4 : 2, kWarps, 2};
+  const W8Shape s = (M <= 8 ? kW8M8 : kW8M16)[variant - 1];
+  return {s.unroll, s.warps, s.min_blocks};
+}
+
 cudaError_t w8a16_linear(DType t, const void* x, int64_t ldx, const int8_t* w, const float* wscale, const void* bias,
-                         void* out, int64_t ldo, int64_t M, int64_t N, int64_t K, cudaStream_t stream) {
+                         void* out, int64_t ldo, int64_t M, int64_t N, int64_t K, cudaStream_t stream, int variant) {
   // N and K stay clear of INT32_MAX: the kernel's int row and k indices run a tile / a few chunks past them.
   const bool shapes_ok = M >= 1 && N >= 1 && K >= 16 && K % 16 == 0 && N <= INT32_MAX - 16 &&
                          K <= INT32_MAX - 1024 && ceil_div(M, 16) <= 65535 && ldo >= N && ldx >= 0;
   const bool aligned = aligned16(x) && aligned16(w) && (ldx * static_cast<int64_t>(elem_size(t))) % 16 == 0;
-  if (!shapes_ok || !aligned) return cudaErrorInvalidValue;
+  if (!shapes_ok || !aligned || variant < 0 || variant > kW8Count) return cudaErrorInvalidValue;
   switch (t) {
-    case DType::kF32: dispatch<DType::kF32>(x, ldx, w, wscale, bias, out, ldo, M, N, K, stream); break;
-    case DType::kF16: dispatch<DType::kF16>(x, ldx, w, wscale, bias, out, ldo, M, N, K, stream); break;
-    case DType::kBF16: dispatch<DType::kBF16>(x, ldx, w, wscale, bias, out, ldo, M, N, K, stream); break;
+    case DType::kF32: dispatch<DType::kF32>(variant, x, ldx, w, wscale, bias, out, ldo, M, N, K, stream); break;
+    case DType::kF16: dispatch<DType::kF16>(variant, x, ldx, w, wscale, bias, out, ldo, M, N, K, stream); break;
+    case DType::kBF16: dispatch<DType::kBF16>(variant, x, ldx, w, wscale, bias, out, ldo, M, N, K, stream); break;
     default: return cudaErrorInvalidValue;
   }
   return cudaGetLastError();
