@@ -679,14 +679,16 @@ struct V2Shape {
   bool fold;
 };
 // Each chosen so that a 14336-row layer's blocks fit the SMs at once (smem per block: ring + x + table);
-// variants 6 - 9 are 1 - 4 with kFold.
-constexpr int kV2Count = 9;
+// variants 6 - 9 are 1 - 4 with kFold. 10, 11 at M > 8: 128 rows per block, so each block's x reads
+// (as many bytes as its weights at 64 rows and M = 16, all from L2) halve; a 14336-row layer then
+// needs split-K to fill the SMs.
+constexpr int kV2Count = 11;
 constexpr V2Shape kV2M8[kV2Count] = {{2, 4, 4, false}, {2, 4, 5, false}, {1, 4, 8, false}, {2, 8, 2, false},
                                      {4, 4, 3, false}, {2, 4, 4, true},  {2, 4, 5, true},  {1, 4, 8, true},
-                                     {2, 8, 2, true}};
+                                     {2, 8, 2, true},  {4, 4, 3, true},  {1, 4, 6, true}};
 constexpr V2Shape kV2M16[kV2Count] = {{4, 4, 3, false}, {4, 4, 2, false}, {2, 4, 2, false}, {2, 4, 3, false},
                                       {3, 4, 2, false}, {4, 4, 3, true},  {4, 4, 2, true},  {2, 4, 2, true},
-                                      {2, 4, 3, true}};
+                                      {2, 4, 3, true},  {8, 4, 2, false}, {8, 4, 2, true}};
 
 struct V2Plan {
   int mt;
@@ -775,6 +777,8 @@ cudaError_t dispatch_v2_mt(int variant, const V2Plan& p, const void* x, int64_t 
     case 7: return launch_v2_of<kT, kMT, 7>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
     case 8: return launch_v2_of<kT, kMT, 8>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
     case 9: return launch_v2_of<kT, kMT, 9>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
+    case 10: return launch_v2_of<kT, kMT, 10>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
+    case 11: return launch_v2_of<kT, kMT, 11>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
     default: return cudaErrorInvalidValue;
   }
 }
@@ -783,7 +787,7 @@ template <DType kT>
 cudaError_t dispatch_v2(int variant, const V2Plan& p, const void* x, int64_t ldx, const uint8_t* packed,
                         const void* scales, const uint8_t* zeros, const void* bias, void* out, int64_t ldo, float* ws,
                         int64_t M, int64_t N, int64_t K, cudaStream_t stream) {
-  static_assert(kV2Count == 9, "dispatch_v2_mt names every variant");
+  static_assert(kV2Count == 11, "dispatch_v2_mt names every variant");
   if (p.mt == 1)
     return dispatch_v2_mt<kT, 1>(variant, p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
   return dispatch_v2_mt<kT, 2>(variant, p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
