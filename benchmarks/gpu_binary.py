@@ -48,7 +48,7 @@ def _rows(h) -> list[dict]:
             ref16 = x.float() @ w_deq.t()  # fp32 on the card: rel. error ~1e-6, far below the 2e-2 bar
             impls["w1a16"] = (lambda i: ops.w1a16_linear(x, *ps[i % copies_p]), ref16)
             if C is not None and hasattr(C, "w1a16_gemv_cuda") and m <= 16:
-                impls["w1a16_cuda"] = (lambda i: C.w1a16_gemv_cuda(x, *ps[i % copies_p], 0), ref16)
+                impls["w1a16_cuda"] = (lambda i: C.w1a16_gemv_cuda(x, *ps[i % copies_p], 0, None, 1), ref16)
             if tk is not None:
                 impls["w1a16_triton"] = (lambda i: tk.w1a16_linear(x, *ps[i % copies_p], 0), ref16)
         if m in XNOR_MS:

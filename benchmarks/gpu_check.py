@@ -71,20 +71,20 @@ def import_from_tree():
     return pycomp
 
 
-def run_tests(timeout_s: float) -> int:
+def run_tests(timeout_s: float, only: list[str] | None = None, workers: int = 4) -> int:
     """The GPU tests in two pytest runs, each with its junit XML under $OUT: first the files no card has run
     before, alone and in order (so their verdict survives a crash or a timeout later); then the other files
     with CUDA cases (the rest of the suite is CPU-only and runs in CI), on 4 xdist workers where xdist exists.
-    Returns the worst return code, -1 when a run hit its time limit."""
+    `only` replaces that second list. Returns the worst return code, -1 when a run hit its time limit."""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("TRITON_INTERPRET", None)
     first = ["tests/test_cuda_graphs.py", "tests/test_retention_energy.py"]
     rest = sorted({os.path.relpath(p, ROOT) for pat in ("test_cuda_*.py", "test_triton_*.py", "test_ops_int8.py",
                                                         "test_int4.py", "test_binary.py")
-                   for p in glob.glob(os.path.join(ROOT, "tests", pat))} - set(first))
+                   for p in glob.glob(os.path.join(ROOT, "tests", pat))} - set(first)) if only is None else only
     deadline = time.time() + timeout_s
     rc = 0
-    for name, files, workers in (("first", first, 0), ("rest", rest, 4)):
+    for name, files, workers in (("first", first, 0), ("rest", rest, workers)):
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE", "--tb=short", *files]
         if importlib.util.find_spec("pytest_timeout"):
             cmd += ["--timeout=60"]
@@ -192,6 +192,9 @@ def main() -> int:
     p.add_argument("--no-build", action="store_true")
     p.add_argument("--no-tests", action="store_true")
     p.add_argument("--tests-s", type=float, default=TESTS_TIMEOUT_S, help="time limit of the GPU tests (seconds)")
+    p.add_argument("--tests", help="comma-separated test files to run after the first ones (default: every file "
+                                   "with CUDA cases)")
+    p.add_argument("--workers", type=int, default=4, help="xdist workers for those tests")
     args = p.parse_args()
     t0 = T0
     result: dict = {}
@@ -241,7 +244,8 @@ def main() -> int:
         result["tables"] = tables
         save(result)
     if not args.no_tests:
-        result["tests_rc"] = run_tests(max(30.0, min(args.tests_s, DEADLINE_S + args.tests_s - (time.time() - t0))))
+        result["tests_rc"] = run_tests(max(30.0, min(args.tests_s, DEADLINE_S + args.tests_s - (time.time() - t0))),
+                                       args.tests.split(",") if args.tests else None, args.workers)
         log(f"GPU tests: {'passed' if result['tests_rc'] == 0 else 'FAILED rc=%d' % result['tests_rc']}")
     result["total_s"] = time.time() - t0
     save(result)

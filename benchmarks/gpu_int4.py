@@ -16,7 +16,7 @@ import math
 
 NAME = "int4"
 SHAPES = [(14336, 4096), (28672, 8192)]  # (N, K)
-MS = [1, 16, 128, 1024]
+MS = [1, 4, 8, 16, 128, 1024]
 GROUP_SIZE = 128
 # Speed-up over bf16 the W4A16 path should reach, per M.
 TARGETS = {1: 3.0, 16: 2.5, 128: 1.3, 1024: 0.95}
@@ -80,7 +80,8 @@ def _rows(h) -> list[dict]:
                 "w4a16": (lambda i: int4_cuda.cuda_impl(x, *qs[i % copies_q], None, GROUP_SIZE, k), ref),
             }
             if has_gemv and m <= 16:
-                impls["cuda"] = (lambda i: C.w4a16_linear_cuda(x, *qs[i % copies_q], None, GROUP_SIZE), ref)
+                impls["cuda"] = (lambda i: C.w4a16_linear_cuda(x, *qs[i % copies_q], None, GROUP_SIZE,
+                                                                     int4_cuda.gemv_variant(m)), ref)
             if tk is not None and m >= 16:
                 impls["triton"] = (lambda i: tk.w4a16_linear(x, *qs[i % copies_q], None, GROUP_SIZE, k), ref)
             if tiny is not None:

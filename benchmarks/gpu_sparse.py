@@ -54,9 +54,10 @@ def _rows(h) -> list[dict]:
                 "ours": (lambda i: ops.sparse24_linear(x, *packs[i % sparse_copies], k), ref),
             }
             if C is not None and hasattr(C, "sparse24_gemm_cuda"):
-                impls["ours_gemm"] = (lambda i: C.sparse24_gemm_cuda(x, *packs[i % sparse_copies]), ref)
+                v = ops.CUDA_VARIANT
+                impls["ours_gemm"] = (lambda i: C.sparse24_gemm_cuda(x, *packs[i % sparse_copies], None, v), ref)
                 if m <= 16:
-                    impls["ours_gemv"] = (lambda i: C.sparse24_gemv_cuda(x, *packs[i % sparse_copies]), ref)
+                    impls["ours_gemv"] = (lambda i: C.sparse24_gemv_cuda(x, *packs[i % sparse_copies], None, v), ref)
             if semis is not None:
                 impls["semi"] = (lambda i: F.linear(x, semis[i % sparse_copies]), ref)
             rows.append(h.measure(row, impls, calls, f"{n}x{k} M={m}"))

@@ -160,6 +160,10 @@ def test_plan_names_backends(monkeypatch):
     monkeypatch.setattr(ops, "triton_binary", lambda: object())
     assert ops.plan("w1a16", "cuda", 1) == ops.plan("w1a16", "cuda", ops.CUDA_GEMV_MAX_M) == "cuda"
     assert ops.plan("w1a16", "cuda", ops.CUDA_GEMV_MAX_M + 1) == "triton"
+    # the tensor-core GEMV takes 16-bit x with one α per channel; fp32 x or grouped α keep the GEMV at M=1 only
+    assert ops.plan("w1a16", "cuda", 8, torch.float16) == "cuda"
+    assert ops.plan("w1a16", "cuda", 1, torch.float32) == ops.plan("w1a16", "cuda", 1, group_size=128) == "cuda"
+    assert ops.plan("w1a16", "cuda", 2, torch.float32) == ops.plan("w1a16", "cuda", 2, group_size=128) == "triton"
     assert ops.plan("xnor", "cuda", 4096, K=4096) == "cuda"
     assert ops.plan("xnor", "cuda", 4096, K=4000) == ops.plan("xnor", "cuda", 64, K=4096, group_size=128) == "reference"
     assert ops.plan("w1a16", "cuda", 1, torch.float64) == "reference"

@@ -47,11 +47,11 @@ def rel_err(out, ref):
 
 def test_plan(monkeypatch):
     monkeypatch.setattr(int4_cuda._ext, "has_c", lambda name: name == "w4a16_linear_cuda")
-    for M in (1, 7, 16):
+    for M in (1, 7, int4_cuda.CUDA_GEMV_MAX_M):
         assert int4_cuda.plan_cuda(M, 4096, torch.bfloat16) == "cuda"
         assert int4_cuda.plan_cuda(M, 4096, torch.float16) == "cuda"
     triton = "triton" if int4_cuda.triton_int4() is not None else "reference"
-    assert int4_cuda.plan_cuda(17, 4096, torch.bfloat16) == triton  # past the decode kernel's M
+    assert int4_cuda.plan_cuda(int4_cuda.CUDA_GEMV_MAX_M + 1, 4096, torch.bfloat16) == triton  # past the GEMV's M
     assert int4_cuda.plan_cuda(1, 4100, torch.bfloat16) == triton  # K % 32 != 0
     assert int4_cuda.plan_cuda(1, 4096, torch.float32) == triton  # the GEMV is 16-bit only
     assert int4_cuda.plan_cuda(1, 4096, torch.float64) == "reference"
@@ -193,13 +193,13 @@ def test_gemv_bad_inputs_raise(gen):
 
 
 @needs_gemv
-@pytest.mark.parametrize("M,K", [(1, 4096), (16, 4096), (1, 4097), (100, 4096)])
+@pytest.mark.parametrize("M,K", [(1, 4096), (4, 4096), (8, 4096), (16, 4096), (1, 4097), (100, 4096)])
 def test_dispatcher_on_gpu(M, K, gen):
-    # M <= 16 takes the GEMV, larger M the (autotuned) Triton GEMM; odd K takes Triton at any M
+    # M <= 8 takes the GEMV (in its variant for M), larger M the (autotuned) Triton GEMM; odd K takes Triton
     packed, scales, zeros = random_int4(1000, K, 128, False, gen, "cuda")
     x = torch.randn(M, K, generator=gen).bfloat16().cuda()
     out = int4_cuda.cuda_impl(x, packed, scales, zeros, None, 128, K)
-    assert int4_cuda.plan_cuda(M, K, torch.bfloat16) == ("cuda" if M <= 16 and K % 32 == 0 else "triton")
+    assert int4_cuda.plan_cuda(M, K, torch.bfloat16) == ("cuda" if M <= int4_cuda.CUDA_GEMV_MAX_M and K % 32 == 0 else "triton")
     assert rel_err(out, reference(x, packed, scales, zeros, None, 128, K)) < TOL[torch.bfloat16]
 
 

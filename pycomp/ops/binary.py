@@ -24,10 +24,16 @@ from pycomp import _ext
 from pycomp.formats.binary import WORD_BITS, dequantize_binary, num_groups, pack_signs, unpack_signs, words
 from pycomp.ops._library import LIB, check, cpu_dense_route, cpu_entry, rows, run
 
-# Largest M the CUDA W1A16 GEMV serves; above it the Triton kernel (tensor cores on ±1 tiles). On the H200 run of
-# 2026-11-28 (14336x4096) the GEMV took 20.2 us at M=1 (Triton 43.7) but 320 us at M=16 (Triton 45.4): its cost
-# grows by about 20 us per token, so it keeps M=1 only.
-CUDA_GEMV_MAX_M = 1
+# Largest M the CUDA W1A16 GEMV serves; above it the Triton kernel (tensor cores on ±1 tiles). The GEMV's
+# variant 1 (bits expanded to ±1 bf16/f16 pairs in registers, mma.sync with the weights as A; 16-bit x and one α per
+# channel) takes M <= 16: on the H200 run of 2026-11-28 (session 5, 14336x4096, cold weights) it took 14.7 / 15.0 /
+# 25.2 us at M=1 / 4 / 16, against 20.3 / 103.1 / 320.5 for variant 0 and 24.3 for Triton at M=16. Variant 0
+# (fp32 x, per-group α) keeps M=1 only: its cost grows by about 20 us per token.
+CUDA_GEMV_MAX_M = 16
+CUDA_GEMV_DTYPES = (torch.float16, torch.bfloat16)
+# The XNOR GEMM's variant 1 (64x64 warp tiles, 4-stage cp.async ring, ldmatrix; vectorized binarization): 207.4
+# against variant 0's 264.4 us at M=4096 and 72.9 against 85.4 at M=1024 on the same run.
+CUDA_XNOR_VARIANT = 1
 # The CUDA XNOR GEMM copies weight rows 16 bytes (4 words) at a time.
 CUDA_XNOR_WORD_MULTIPLE = 4
 
@@ -143,7 +149,7 @@ def plan(op: str, device: torch.device | str, M: int | None = None, dtype: torch
     if op == "xnor":
         aligned = K is None or words(K) % CUDA_XNOR_WORD_MULTIPLE == 0
         return "cuda" if aligned and group_size == 0 and _ext.has_c("xnor_gemm_cuda") else "reference"
-    if m <= CUDA_GEMV_MAX_M and _ext.has_c("w1a16_gemv_cuda"):
+    if _ext.has_c("w1a16_gemv_cuda") and (m == 1 or m <= CUDA_GEMV_MAX_M and _tensor_core_gemv(dtype, group_size)):
         return "cuda"
     return "triton" if triton_binary() is not None else "reference"
 
@@ -171,10 +177,19 @@ def _impl(op: str, ref, paths):
     return impl
 
 
+def _tensor_core_gemv(dtype: torch.dtype | None, group_size: int) -> bool:
+    """Whether the W1A16 GEMV's tensor-core variant takes x of this dtype (None: bfloat16) and α grouping."""
+    return (dtype is None or dtype in CUDA_GEMV_DTYPES) and group_size == 0
+
+
 def _cuda(kernel: str):
     def run(x2, packed, alpha, group_size, bias):
         b = None if bias is None else bias.to(x2.dtype).contiguous()
-        return getattr(_ext._C, kernel)(x2, packed.contiguous(), alpha.contiguous(), group_size, b)
+        if kernel == "xnor_gemm_cuda":
+            variant = CUDA_XNOR_VARIANT
+        else:
+            variant = 1 if _tensor_core_gemv(x2.dtype, group_size) else 0
+        return getattr(_ext._C, kernel)(x2, packed.contiguous(), alpha.contiguous(), group_size, b, variant)
 
     return run
 

@@ -3,8 +3,9 @@
 `plan_cuda(M, K, dtype)` names the backend and `cuda_impl` runs it; both read the canonical
 k-nibble layout (pycomp.formats.int4), so a layer keeps one copy of its weight.
 
-- "cuda": csrc/cuda/int4/w4a16_gemv.cu for M <= 16, float16/bfloat16 x and K % 32 == 0
-  (memory-bound decode; split-K fills the SMs on small layers);
+- "cuda": csrc/cuda/int4/w4a16_gemv.cu for M <= 8, float16/bfloat16 x and K % 32 == 0
+  (memory-bound decode; split-K fills the SMs on small layers), in the launch variant that
+  won at that M on the H200 (gemv_variant);
 - "triton": triton_kernels/int4.py for everything else in float16/bfloat16/float32
   (larger M, odd K), and on CPU tensors under TRITON_INTERPRET=1 (the tests);
 - "reference": w4a16_linear_ref, for other dtypes (float64) or when Triton is missing.
@@ -19,7 +20,9 @@ from torch import Tensor
 from pycomp import _ext
 from pycomp.ops.int4 import _check, w4a16_linear_ref
 
-CUDA_GEMV_MAX_M = 16
+# Largest M the CUDA GEMV serves. On the H200 run of 2026-11-28 (session 5) the Triton GEMM took 34.3 / 103.2 us
+# at M=16 against the GEMV's 36.4 / 109.7 on 14336x4096 / 28672x8192, while at M=4 the GEMV took 17.8 / 58.3.
+CUDA_GEMV_MAX_M = 8
 CUDA_K_MULTIPLE = 32
 CUDA_DTYPES = (torch.float16, torch.bfloat16)
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -38,6 +41,15 @@ def plan_cuda(M: int, K: int, dtype: torch.dtype) -> str:
     if dtype in TRITON_DTYPES and triton_int4() is not None:
         return "triton"
     return "reference"
+
+
+def gemv_variant(M: int) -> int:
+    """The GEMV launch variant for M rows (csrc/cuda/int4/w4a16_gemv.cu; shapes a variant does not take run
+    variant 0). Fastest on the H200 run of 2026-11-28 (benchmarks/gpu_sweep_gemv.py, cold weights, us):
+    M=1: variant 1 (raw scale table copied with the first chunk, exact (code - zero), scale per chunk) 14.6 / 40.3
+    against variant 0's 18.1 / 56.5 on 14336x4096 / 28672x8192; M=4: variant 5 (64 rows per block) 17.8 / 58.3
+    against 25.0 / 69.1."""
+    return 1 if M == 1 else 5
 
 
 def _gemv_ok(x2: Tensor, packed: Tensor) -> bool:
@@ -61,7 +73,7 @@ def cuda_impl(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor | None, b
     z = None if zeros is None else zeros.contiguous()
     if path == "cuda":  # the kernel adds a bias of x's dtype
         b = None if bias is None else bias.to(x.dtype).contiguous()
-        out = _ext._C.w4a16_linear_cuda(x2, packed, scales.contiguous(), z, b, group_size)
+        out = _ext._C.w4a16_linear_cuda(x2, packed, scales.contiguous(), z, b, group_size, gemv_variant(M))
     else:
         out = triton_int4().w4a16_linear(x2, packed, scales, z, bias, group_size, in_features)
     return out.reshape(*x.shape[:-1], N)
