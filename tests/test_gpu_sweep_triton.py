@@ -40,6 +40,8 @@ def test_cfg_str():
     assert mod.cfg_str(c) == "16x64x128 s3 w4 swap"
     assert mod.cfg_str({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "num_warps": 8, "num_stages": 4}) == \
         "64x128x64 s4 w8"
+    c = triton.Config({"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 128, "FLATTEN": False}, num_warps=8, num_stages=3)
+    assert mod.cfg_str(c) == "128x256x128 s3 w8 unflat"
 
 
 def test_sweep_without_cuda_returns_a_table():
@@ -73,9 +75,10 @@ def test_sweep_runs_end_to_end_in_the_interpreter(monkeypatch):
                               rel_err=rel_err, log=lambda msg: None)
     rows, table = mod.bench(h)
     kinds = [(r["kernel"], r["m"]) for r in rows]
-    assert kinds == [("W4A16", 3), ("W4A16", 17), ("W8A8", 17), ("W8A16", 3), ("W8A16", 17), ("W8A8", 17),
-                     ("W1A16", 2), ("W1A16", 17)], kinds
+    assert kinds == [("W4A16", 3), ("W4A16", 17), ("W8A8", 17), ("W8A8tma", 17), ("W8A16", 3), ("W8A16", 17),
+                     ("W8A8", 17), ("W8A8tma", 17), ("W1A16", 2), ("W1A16", 17)], kinds
     for r in rows:
         assert r["notes"] == [] and r["bf16_ms"] and r["ours_ms"], (r, table)
         assert r["configs"] and all(ms for _, ms, _ in r["configs"]), (r["configs"], table)
     assert all(r["gemm_ms"] and r["quant_ms"] for r in rows if r["kernel"] == "W8A8")
+    assert all(r["gemm_ms"] for r in rows if r["kernel"] == "W8A8tma")
