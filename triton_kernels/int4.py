@@ -209,25 +209,28 @@ def _cfg(bm, bn, bk, stages, warps, swap=False):
 # list keeps the previous version's tiles for its M and adds a few; lists stay short since
 # each config compiles on the first call (1-3 s). BLOCK_M is the token tile, BLOCK_N the
 # weight rows. SWAP_AB tiles put the weight rows on the wgmma's M side and the tokens on its
-# N side (up to 256), with BLOCK_K = 128 (one group of the default group size per tile).
-# They keep BLOCK_N = 16 * num_warps: compiled for sm_90a without a GPU (Triton 3.9), those
-# build the A operand in registers straight from the unpacked nibbles, while 32 rows per warp
-# went through shared memory and ptxas serialized the wgmmas; BLOCK_K = 64 swapped tiles were
-# serialized too. None spills (ptxas 13.0). M = 1024 gets its own key with 256-token tiles:
-# each token tile dequantizes the whole weight once more.
+# N side (up to 256). They keep BLOCK_N = 16 * num_warps: compiled for sm_90a without a GPU
+# (Triton 3.9), those build the A operand in registers straight from the unpacked nibbles,
+# while 32 rows per warp went through shared memory and ptxas serialized the wgmmas. M = 1024
+# gets its own key with 256-token tiles: each token tile dequantizes the whole weight once more.
+# Checked again with Triton's ptxas (-v): 256x128x128 s3 w8 swap (the M = 1024 winner on the
+# H200) uses 255 registers and spills 32 bytes, while the BLOCK_K = 64 swapped tiles 256x128x64
+# w8 (200 registers) and 128x128x64 w8 (125) spill nothing, store nothing to shared memory for
+# the A operand and draw no serialization warning; they are added from M = 128 up.
 _OLD = {16: _cfg(16, 128, 128, 4, 4), 64: _cfg(64, 128, 64, 4, 4), "64w": _cfg(64, 256, 64, 3, 8),
         128: _cfg(128, 128, 64, 3, 8), "128w": _cfg(128, 256, 64, 3, 8)}
+_K64 = {128: _cfg(128, 128, 64, 4, 8, True), 256: _cfg(256, 128, 64, 4, 8, True)}
 _CONFIGS_BY_BUCKET = {
     16: [_OLD[16], _cfg(16, 64, 128, 4, 4, True), _cfg(16, 128, 128, 4, 8, True)],
     32: [_OLD[16], _cfg(32, 64, 128, 4, 4, True), _cfg(32, 128, 128, 4, 8, True)],
     64: [_OLD[16], _OLD[64], _cfg(64, 64, 128, 4, 4, True), _cfg(64, 128, 128, 4, 8, True)],
     128: [_OLD[64], _OLD["64w"], _OLD[128], _cfg(64, 128, 128, 4, 8, True), _cfg(128, 128, 128, 3, 8, True),
-          _cfg(128, 64, 128, 4, 4, True)],
+          _cfg(128, 64, 128, 4, 4, True), _K64[128]],
     256: [_OLD[64], _OLD["64w"], _OLD[128], _OLD["128w"], _cfg(128, 128, 128, 3, 8, True),
-          _cfg(256, 128, 128, 3, 8, True)],
-    512: [_OLD[128], _OLD["128w"], _cfg(128, 128, 128, 3, 8, True), _cfg(256, 128, 128, 3, 8, True)],
+          _cfg(256, 128, 128, 3, 8, True), _K64[128], _K64[256]],
+    512: [_OLD[128], _OLD["128w"], _cfg(128, 128, 128, 3, 8, True), _cfg(256, 128, 128, 3, 8, True), _K64[256]],
     1024: [_OLD["128w"], _cfg(256, 128, 64, 3, 8), _cfg(128, 128, 128, 3, 8, True), _cfg(256, 128, 128, 3, 8, True),
-           _cfg(128, 64, 128, 4, 4, True)],
+           _cfg(128, 64, 128, 4, 4, True), _K64[256], _cfg(256, 128, 64, 3, 8, True)],
 }
 
 
