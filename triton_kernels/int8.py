@@ -309,11 +309,11 @@ _W8A16_BY_BUCKET = {
            _cfg(128, 64, 128, 4, 4, SWAP_AB=True)],
 }
 
-# TMA persistent int8 GEMM (variant 1 of int8_gemm_dequant). BLOCK_K = 128: one 128-byte
-# swizzled row of int8 per TMA box row. Shared memory a stage: 48 KB for the 128x256 tiles,
-# 32 KB for 128x128, plus the (BLOCK_M, BLOCK_N / 2) output half; 128x256 s4 (224 KB) is
-# the largest that fits Hopper's 227 KB. 64-token tiles (one warpgroup) give small M more
-# programs than the SMs.
+# TMA persistent int8 GEMM (variant 1 of int8_gemm_dequant). BLOCK_K = 128 (one 128-byte
+# swizzled row of int8 per TMA box row) or 256. Compiled for sm_90a (Triton 3.9): TMA loads with
+# mbarriers, async s8 wgmma (m64n128k32 / m64n64k32) with one group in flight, no spills. Shared
+# memory: 128x256x128 s3 176 KB, s4 224 KB; 128x256x256 s2 224 KB; 128x128x256 s3 208 KB
+# (Hopper allows 227 KB). 64-token tiles (one warpgroup) give small M more programs than SMs.
 def _tma_block_shapes(nargs):
     bm, bn, bk = nargs["BLOCK_M"], nargs["BLOCK_N"], nargs["BLOCK_K"]
     nargs["a_desc"].block_shape = [bm, bk]
@@ -321,8 +321,8 @@ def _tma_block_shapes(nargs):
     nargs["out_desc"].block_shape = [bm, bn // 2]
 
 
-def _tma_cfg(bm, bn, stages, warps=8, flatten=True):
-    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": 128, "GROUP_M": 8, "FLATTEN": flatten},
+def _tma_cfg(bm, bn, stages, warps=8, bk=128):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "FLATTEN": True},
                          num_stages=stages, num_warps=warps, pre_hook=_tma_block_shapes)
 
 
@@ -335,7 +335,8 @@ _INT8_TMA_BY_BUCKET = {
     128: [_T["64x64"], _T["64x128"], _T["128x128"]],
     256: [_T["64x128"], _T["128x128"], _T["128x256"]],
     512: [_T["128x128"], _T["128x256"], _T["256x128"]],
-    1024: [_T["128x128"], _T["128x256"], _T["256x128"], _tma_cfg(128, 256, 4), _tma_cfg(128, 256, 3, flatten=False)],
+    1024: [_T["128x256"], _T["256x128"], _tma_cfg(128, 256, 4), _tma_cfg(128, 256, 2, bk=256),
+           _tma_cfg(128, 128, 3, bk=256)],
 }
 
 # Under the interpreter: small tiles so the tests' odd shapes cross tile and K-tail edges.
