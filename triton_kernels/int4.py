@@ -213,10 +213,11 @@ def _cfg(bm, bn, bk, stages, warps, swap=False):
 # (Triton 3.9), those build the A operand in registers straight from the unpacked nibbles,
 # while 32 rows per warp went through shared memory and ptxas serialized the wgmmas. M = 1024
 # gets its own key with 256-token tiles: each token tile dequantizes the whole weight once more.
-# Checked again with Triton's ptxas (-v): 256x128x128 s3 w8 swap (the M = 1024 winner on the
-# H200) uses 255 registers and spills 32 bytes, while the BLOCK_K = 64 swapped tiles 256x128x64
-# w8 (200 registers) and 128x128x64 w8 (125) spill nothing, store nothing to shared memory for
-# the A operand and draw no serialization warning; they are added from M = 128 up.
+# Checked again for sm_90a: 256x128x128 s3 w8 swap (the M = 1024 winner on the H200) uses 254
+# registers with Triton 3.6 (255 and a 32-byte spill with 3.9), while the BLOCK_K = 64 swapped
+# tiles 256x128x64 w8 (about 195 registers) and 128x128x64 w8 (about 120) spill with neither,
+# store nothing to shared memory for the A operand and draw no ptxas serialization warning
+# (3.9); they are added from M = 128 up.
 _OLD = {16: _cfg(16, 128, 128, 4, 4), 64: _cfg(64, 128, 64, 4, 4), "64w": _cfg(64, 256, 64, 3, 8),
         128: _cfg(128, 128, 64, 3, 8), "128w": _cfg(128, 256, 64, 3, 8)}
 _K64 = {128: _cfg(128, 128, 64, 4, 8, True), 256: _cfg(256, 128, 64, 4, 8, True)}
