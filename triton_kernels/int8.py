@@ -211,11 +211,11 @@ def _w8a16_kernel(x_ptr, w_ptr, wscale_ptr, bias_ptr, out_ptr,
 
 @triton.jit
 def _int8_gemm_tma_kernel(a_desc, ascale_ptr, w_desc, wscale_ptr, bias_ptr, out_desc,
-                          M, N, K, M_BUCKET,
+                          M, N, K, M_BUCKET, NUM_SMS,
                           HAS_BIAS: tl.constexpr, FLATTEN: tl.constexpr,
                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                           GROUP_M: tl.constexpr):
-    # Persistent: one program per SM (at most) walks the tiles in grouped order, so the
+    # Persistent: min(NUM_SMS, tiles) programs; each walks the tiles in grouped order, so the
     # next tile's TMA loads overlap this tile's epilogue once the loops are flattened. TMA
     # zero-fills the M, N and K tails (no masks, no wrapped rows), and the output goes out
     # through a descriptor in two (BLOCK_M, BLOCK_N / 2) halves, which halves the epilogue's
@@ -226,7 +226,7 @@ def _int8_gemm_tma_kernel(a_desc, ascale_ptr, w_desc, wscale_ptr, bias_ptr, out_
     k_tiles = tl.cdiv(K, BLOCK_K)
     num_pid_in_group = GROUP_M * num_pid_n
     HALF: tl.constexpr = BLOCK_N // 2
-    for tile in tl.range(tl.program_id(0), num_tiles, tl.num_programs(0), flatten=FLATTEN):
+    for tile in tl.range(tl.program_id(0), num_tiles, NUM_SMS, flatten=FLATTEN):
         group_id = tile // num_pid_in_group
         first_pid_m = group_id * GROUP_M
         group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
@@ -532,7 +532,7 @@ def _int8_gemm_tma_launch(xq, xscale, qweight, wscale, bias, out, config):
     programs = _programs(xq.device)
     grid = lambda m: (min(programs, triton.cdiv(M, m["BLOCK_M"]) * triton.cdiv(N, m["BLOCK_N"])),)  # noqa: E731
     kernel[grid](a_desc, xscale, w_desc, wscale, bias if bias is not None else wscale, out_desc,
-                 M, N, K, _m_bucket(M), HAS_BIAS=bias is not None, **meta)
+                 M, N, K, _m_bucket(M), programs, HAS_BIAS=bias is not None, **meta)
 
 
 def int8_linear_dynamic(x: torch.Tensor, qweight: torch.Tensor, wscale: torch.Tensor,
