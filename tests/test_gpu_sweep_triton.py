@@ -74,8 +74,8 @@ def test_sweep_runs_end_to_end_in_the_interpreter(monkeypatch):
                               rel_err=rel_err, log=lambda msg: None)
     rows, table = mod.bench(h)
     kinds = [(r["kernel"], r["m"]) for r in rows]
-    assert kinds == [("W4A16", 3), ("W4A16", 17), ("W4A16dq", 17), ("W8A8", 17), ("W8A8tma", 17), ("W8A16", 3), ("W8A16", 17),
-                     ("W8A8", 17), ("W8A8tma", 17), ("W1A16", 2), ("W1A16", 17)], kinds
+    assert kinds == [("W4A16", 3), ("W4A16", 17), ("W4A16dq", 17), ("W8A8", 17), ("W8A8tma", 17), ("W8A16", 3),
+                     ("W8A16", 17), ("W8A8", 17), ("W8A8tma", 17), ("W1A16", 2), ("W1A16", 17)], kinds
     for r in rows:
         assert r["notes"] == [] and r["bf16_ms"] and r["ours_ms"], (r, table)
         assert r["kernel"] == "W4A16dq" or r["configs"] and all(ms for _, ms, _ in r["configs"]), (r["configs"], table)

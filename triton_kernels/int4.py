@@ -354,7 +354,7 @@ def dequantize_int4(packed: torch.Tensor, scales: torch.Tensor, zeros, group_siz
     grid = (triton.cdiv(N, block_n), triton.cdiv(K, block_k))
     _dequant_kernel[grid](packed, scales.contiguous(), zeros if zeros is not None else packed, out,
                           N, K, G, packed.stride(0), out.stride(0), GS=group_size, HAS_ZEROS=zeros is not None,
-                          EVEN_K=K % block_k == 0, BLOCK_N=block_n, BLOCK_K=block_k, **({} if _INTERPRET else {"num_warps": 4}))
+                          EVEN_K=K % block_k == 0, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4)
     return out
 
 
