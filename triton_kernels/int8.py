@@ -312,8 +312,9 @@ _W8A16_BY_BUCKET = {
 # TMA persistent int8 GEMM (variant 1 of int8_gemm_dequant). BLOCK_K = 128 (one 128-byte
 # swizzled row of int8 per TMA box row) or 256 (Triton splits the box in two). Compiled for
 # sm_90a with Triton 3.6 and 3.9: TMA loads with mbarriers, async s8 wgmma (m64n128k32 /
-# m64n64k32) with one group in flight, up to 254 registers and no spills. Shared memory: 128x256x128 s3 176 KB, s4 224 KB; 128x256x256 s2 224 KB; 128x128x256 s3 208 KB
-# (Hopper allows 227 KB). 64-token tiles (one warpgroup) give small M more programs than SMs.
+# m64n64k32) with one group in flight, up to 254 registers and no spills. Shared memory:
+# 128x256x128 s3 176 KB, s4 224 KB; 128x256x256 s2 224 KB; 128x128x256 s3 208 KB (Hopper
+# allows 227 KB). 64-token tiles (one warpgroup) give small M more programs than SMs.
 def _tma_block_shapes(nargs):
     bm, bn, bk = nargs["BLOCK_M"], nargs["BLOCK_N"], nargs["BLOCK_K"]
     nargs["a_desc"].block_shape = [bm, bk]
