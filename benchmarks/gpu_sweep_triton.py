@@ -5,9 +5,11 @@ each of its configs timed alone with cold weights.
     bench(h) -> (rows, table)       the same, in the form gpu_check's family discovery calls
 
 `h` is gpu_check's helper namespace (h.torch, h.time_graph(torch, fn, calls), h.rel_err, h.log).
-Rows: W4A16 (14336x4096, M = 16, 128, 1024; asymmetric, group 128), W8A16 (4096x4096 and
-14336x4096, M = 128, 1024), W8A8 at M = 1024 (per-token quantization + int8 GEMM, the GEMM alone
-and the quantization alone) and W1A16 (14336x4096, M = 16, 128; per-channel alpha); bf16
+Rows: W4A16 (14336x4096, M = 16, 128, 1024; asymmetric, group 128; W4A16dq at M = 128, 1024: the
+weight dequantized to bf16 by a Triton kernel, then cuBLAS, with the dequantization alone in the
+"quant" column), W8A16 (4096x4096 and 14336x4096, M = 128, 1024), W8A8 at M = 1024
+(per-token quantization + int8 GEMM, the GEMM alone and the quantization alone; W8A8tma: the same
+with the persistent TMA GEMM, variant 1) and W1A16 (14336x4096, M = 16, 128; per-channel alpha); bf16
 activations. Each output is checked against a float32 reference (relative error < 2e-2, else
 WRONG and not timed) before CUDA-graph timing with cold weights (copies rotated beyond 4x the
 L2). "best" is the autotuner's choice for the row's key, read from kernel.best_config after the
@@ -26,11 +28,13 @@ BUDGET_S = 22.0
 DEVICE = "cuda"  # the tests run the sweep on tiny shapes on CPU tensors under TRITON_INTERPRET=1
 GROUP_SIZE = 128
 W4A16 = ((14336, 4096), (16, 128, 1024))
+W4A16_DEQUANT_M = (128, 1024)
 W8A16 = (((4096, 4096), (14336, 4096)), (128, 1024))
 W8A8 = (((4096, 4096), (14336, 4096)), (1024,))
 W1A16 = ((14336, 4096), (16, 128))
 # Speed-up over bf16 each row should reach, where an issue sets one (W8A8 includes the quantization).
-TARGETS = {("W4A16", 16): 2.5, ("W4A16", 128): 1.3, ("W4A16", 1024): 0.95, ("W8A8", 1024): 1.4}
+TARGETS = {("W4A16", 16): 2.5, ("W4A16", 128): 1.3, ("W4A16", 1024): 0.95, ("W8A8", 1024): 1.4, ("W8A8tma", 1024): 1.4,
+           ("W4A16dq", 128): 1.3, ("W4A16dq", 1024): 0.95}
 
 
 def cfg_str(c) -> str:
@@ -134,6 +138,12 @@ def _w4a16_rows(s: _Sweep):
         s.row("W4A16", (n, k), m, lambda i, x=x, wbs=wbs, cb=cb: F.linear(x, wbs[i % cb]),
               lambda i, x=x, qs=qs, cq=cq: tk.w4a16_linear(x, *qs[i % cq], None, GROUP_SIZE, k), want, calls,
               tk._w4a16, configs=configs)
+        if m in W4A16_DEQUANT_M:
+            # Dequantize to bf16, then cuBLAS: the "quant" column is the dequantization alone.
+            extra = [("quant", lambda i, qs=qs, cq=cq: tk.dequantize_int4(*qs[i % cq], GROUP_SIZE, k))]
+            s.row("W4A16dq", (n, k), m, lambda i, x=x, wbs=wbs, cb=cb: F.linear(x, wbs[i % cb]),
+                  lambda i, x=x, qs=qs, cq=cq: tk.w4a16_linear_dequant(x, *qs[i % cq], None, GROUP_SIZE, k),
+                  want, calls, extra=extra)
 
 
 def _int8_rows(s: _Sweep):
@@ -179,6 +189,15 @@ def _int8_rows(s: _Sweep):
                 got_q, got_s = tk.quantize_per_token_int8(x)
                 if not (torch.equal(got_q, xq) and torch.equal(got_s, xs)):
                     s.rows[-1]["notes"].append("quant WRONG (not bit-exact)")
+                # Variant 1: the persistent TMA GEMM (same quantization).
+                configs = [(cfg_str(c), lambda i, c=c, xq=xq, xs=xs, qs=qs, cq=cq: tk.int8_gemm_dequant(
+                    xq, xs, *qs[i % cq], out_dtype=torch.bfloat16, config=_fixed(c), variant=1))
+                    for c in tk._INT8_TMA_BY_BUCKET[bucket(m)]]
+                extra = [("gemm", lambda i, xq=xq, xs=xs, qs=qs, cq=cq: tk.int8_gemm_dequant(
+                    xq, xs, *qs[i % cq], out_dtype=torch.bfloat16, variant=1))]
+                s.row("W8A8tma", (n, k), m, bf16,
+                      lambda i, x=x, qs=qs, cq=cq: tk.int8_linear_dynamic(x, *qs[i % cq], variant=1),
+                      want, calls, tk._int8_gemm_tma, extra=extra, configs=configs)
 
 
 def _w1a16_rows(s: _Sweep):

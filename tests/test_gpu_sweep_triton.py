@@ -61,6 +61,7 @@ def test_sweep_runs_end_to_end_in_the_interpreter(monkeypatch):
     mod = _load()
     monkeypatch.setattr(mod, "DEVICE", "cpu")
     monkeypatch.setattr(mod, "W4A16", ((24, 256), (3, 17)))
+    monkeypatch.setattr(mod, "W4A16_DEQUANT_M", (17,))
     monkeypatch.setattr(mod, "W8A16", (((24, 64),), (3, 17)))
     monkeypatch.setattr(mod, "W8A8", (((24, 64), (8, 96)), (17,)))
     monkeypatch.setattr(mod, "W1A16", ((20, 96), (2, 17)))
@@ -73,9 +74,11 @@ def test_sweep_runs_end_to_end_in_the_interpreter(monkeypatch):
                               rel_err=rel_err, log=lambda msg: None)
     rows, table = mod.bench(h)
     kinds = [(r["kernel"], r["m"]) for r in rows]
-    assert kinds == [("W4A16", 3), ("W4A16", 17), ("W8A8", 17), ("W8A16", 3), ("W8A16", 17), ("W8A8", 17),
-                     ("W1A16", 2), ("W1A16", 17)], kinds
+    assert kinds == [("W4A16", 3), ("W4A16", 17), ("W4A16dq", 17), ("W8A8", 17), ("W8A8tma", 17), ("W8A16", 3),
+                     ("W8A16", 17), ("W8A8", 17), ("W8A8tma", 17), ("W1A16", 2), ("W1A16", 17)], kinds
     for r in rows:
         assert r["notes"] == [] and r["bf16_ms"] and r["ours_ms"], (r, table)
-        assert r["configs"] and all(ms for _, ms, _ in r["configs"]), (r["configs"], table)
+        assert r["kernel"] == "W4A16dq" or r["configs"] and all(ms for _, ms, _ in r["configs"]), (r["configs"], table)
     assert all(r["gemm_ms"] and r["quant_ms"] for r in rows if r["kernel"] == "W8A8")
+    assert all(r["gemm_ms"] for r in rows if r["kernel"] == "W8A8tma")
+    assert all(r["quant_ms"] for r in rows if r["kernel"] == "W4A16dq")

@@ -165,3 +165,52 @@ def test_bad_inputs_raise():
         tk.w4a16_linear(x, packed, scales, zeros, torch.zeros(3, device=DEVICE), gs, K)
     with pytest.raises(ValueError, match="2-D"):
         tk.w4a16_linear(x[None], packed, scales, zeros, None, gs, K)
+
+
+# ----------------------------------------------------------------------------- dequantize + dense linear
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("N,K,group_size,symmetric", [(5, 64, 32, False), (17, 200, 64, True), (3, 33, 32, False),
+                                                      (40, 256, 128, False)])
+def test_dequantize_matches_reference(N, K, group_size, symmetric, dtype):
+    gen = torch.Generator().manual_seed(N * K + group_size)
+    packed, scales, zeros = random_int4(N, K, group_size, symmetric, gen)
+    exact = dequantize_int4(packed, scales, zeros, group_size, K, torch.float32)
+    out = tk.dequantize_int4(packed.to(DEVICE), scales.to(DEVICE), None if zeros is None else zeros.to(DEVICE),
+                             group_size, K, dtype).cpu()
+    assert out.dtype == dtype and out.shape == (N, K)
+    if tk._INTERPRET and dtype == torch.bfloat16:  # the interpreter truncates fp32 -> bf16
+        assert ((out.float() - exact).abs() <= exact.abs() * 2.0**-7).all()
+    else:
+        assert torch.equal(out, exact.to(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dequant_linear(dtype):
+    gen = torch.Generator().manual_seed(9)
+    M, N, K, gs = 6, 20, 96, 32
+    packed, scales, zeros = (t.to(DEVICE) for t in random_int4(N, K, gs, False, gen))
+    x = torch.randn(M, K, generator=gen).to(dtype).to(DEVICE)
+    bias = torch.randn(N, generator=gen).to(DEVICE)
+    out = tk.w4a16_linear_dequant(x, packed, scales, zeros, bias, gs, K)
+    assert out.dtype == dtype and out.shape == (M, N)
+    if dtype == torch.float32:
+        assert_close(out, x, packed, scales, zeros, bias, gs, K)
+    w = tk.dequantize_int4(packed, scales, zeros, gs, K, dtype)
+    assert torch.equal(out, torch.nn.functional.linear(x, w, bias.to(dtype)))
+
+
+def test_dequant_bad_inputs_raise():
+    gen = torch.Generator().manual_seed(3)
+    packed, scales, zeros = (t.to(DEVICE) for t in random_int4(4, 64, 32, False, gen))
+    with pytest.raises(TypeError, match="dtype must be"):
+        tk.dequantize_int4(packed, scales, zeros, 32, 64, torch.int32)
+    with pytest.raises(ValueError, match="group_size"):
+        tk.dequantize_int4(packed, scales, zeros, 16, 64)
+    with pytest.raises(TypeError, match="packed must be uint8"):
+        tk.dequantize_int4(packed, scales, zeros, 32, 50)
+    with pytest.raises(ValueError, match="in_features"):
+        tk.w4a16_linear_dequant(torch.randn(2, 32, device=DEVICE), packed, scales, zeros, None, 32, 64)
+    with pytest.raises(ValueError, match="2-D"):
+        tk.w4a16_linear_dequant(torch.randn(1, 2, 64, device=DEVICE), packed, scales, zeros, None, 32, 64)

@@ -159,6 +159,41 @@ def test_int8_linear_dynamic(M, N, K, has_bias, dtype):
     assert_close_scaled(out, ref, mag, dtype)
 
 
+
+# Variant 1 (persistent, TMA descriptors). Under the interpreter: 16x16x32 tiles and two
+# programs, so these shapes cross M and N tile edges, leave a zero-filled K tail (K = 48)
+# and make each program walk several tiles.
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("M,N,K", [(1, 16, 32), (17, 40, 48), (33, 24, 96)])
+def test_int8_gemm_tma_variant(M, N, K, out_dtype):
+    gen = torch.Generator().manual_seed(7 * M + N + K)
+    xq = torch.randint(-127, 128, (M, K), dtype=torch.int8, generator=gen).to(DEVICE)
+    xscale = (torch.rand(M, generator=gen) + 0.01).to(DEVICE)
+    qweight, wscale = rand_weight(N, K, gen)
+    bias = torch.randn(N, generator=gen).to(out_dtype).to(DEVICE) if M % 2 else None
+    assert tk.tma_eligible(xq, qweight, torch.empty(M, N, dtype=out_dtype, device=DEVICE))
+    out = tk.int8_gemm_dequant(xq, xscale, qweight, wscale, bias, out_dtype=out_dtype, variant=1)
+    assert out.shape == (M, N) and out.dtype == out_dtype
+    ref, mag = ref_gemm(xq, xscale, qweight, wscale, bias)
+    assert_close_scaled(out, ref, mag, out_dtype)
+
+
+def test_int8_tma_variant_falls_back_when_unaligned():
+    # K = 33: int8 rows of 33 bytes cannot be TMA boxes, so variant 1 runs the pointer kernel.
+    gen = torch.Generator().manual_seed(11)
+    xq = torch.randint(-127, 128, (5, 33), dtype=torch.int8, generator=gen).to(DEVICE)
+    xscale = (torch.rand(5, generator=gen) + 0.01).to(DEVICE)
+    qweight, wscale = rand_weight(9, 33, gen)
+    assert not tk.tma_eligible(xq, qweight, torch.empty(5, 9, device=DEVICE))
+    out = tk.int8_gemm_dequant(xq, xscale, qweight, wscale, out_dtype=torch.float32, variant=1)
+    ref, mag = ref_gemm(xq, xscale, qweight, wscale, None)
+    assert_close_scaled(out, ref, mag, torch.float32)
+    x = torch.randn(3, 32, generator=gen).to(DEVICE)
+    qweight, wscale = rand_weight(16, 32, gen)
+    assert torch.equal(tk.int8_linear_dynamic(x, qweight, wscale, variant=1),
+                       tk.int8_linear_dynamic(x, qweight, wscale, variant=0))
+
+
 # ----------------------------------------------------------------------------- W8A16
 
 
@@ -210,6 +245,8 @@ def test_bad_inputs_raise():
         tk.quantize_per_token_int8(torch.randn(2, 3, 4, device=DEVICE))
     with pytest.raises(TypeError, match="xscale"):
         tk.int8_gemm_dequant(qweight, torch.ones(2, device=DEVICE), qweight, wscale)
+    with pytest.raises(ValueError, match="variant must be 0 or 1"):
+        tk.int8_gemm_dequant(qweight, torch.ones(3, device=DEVICE), qweight, wscale, variant=2)
 
 
 def test_is_available():

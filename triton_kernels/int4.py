@@ -160,6 +160,43 @@ def _w4a16_kernel(x_ptr, w_ptr, s_ptr, z_ptr, bias_ptr, out_ptr,
     tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
 
+
+@triton.jit
+def _dequant_kernel(w_ptr, s_ptr, z_ptr, out_ptr, N, K, G, stride_wn, stride_on,
+                    GS: tl.constexpr, HAS_ZEROS: tl.constexpr, EVEN_K: tl.constexpr,
+                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    # Memory-bound, so plain conversions and fp32 arithmetic: (code - zero) * scale is exact in
+    # fp32 and rounds once to the output dtype, like the reference dequantizer. BLOCK_K is a
+    # multiple of GS, so a tile covers whole groups.
+    TILE_GROUPS: tl.constexpr = BLOCK_K // GS
+    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    k0 = tl.program_id(1) * BLOCK_K
+    rb = k0 // 2 + tl.arange(0, BLOCK_K // 2)
+    rn64 = rn.to(tl.int64)
+    n_ok = rn[:, None] < N
+    # EVEN_K: no column masks, so the byte loads vectorize.
+    if EVEN_K:
+        b = tl.load(w_ptr + rn64[:, None] * stride_wn + rb[None, :], mask=n_ok, other=0)
+    else:
+        b = tl.load(w_ptr + rn64[:, None] * stride_wn + rb[None, :], mask=n_ok & (rb[None, :] < (K + 1) // 2),
+                    other=0)
+    codes = tl.interleave(b & 0xF, b >> 4).to(tl.float32)
+    rg = k0 // GS + tl.arange(0, TILE_GROUPS)
+    g_ok = n_ok & (rg[None, :] < G)
+    s = tl.load(s_ptr + rn64[:, None] * G + rg[None, :], mask=g_ok, other=0.0).to(tl.float32)
+    if HAS_ZEROS:
+        z = tl.load(z_ptr + rn64[:, None] * G + rg[None, :], mask=g_ok, other=0).to(tl.float32)
+    else:
+        z = tl.full((BLOCK_N, TILE_GROUPS), 8.0, tl.float32)
+    w = (tl.reshape(codes, (BLOCK_N, TILE_GROUPS, GS)) - z[:, :, None]) * s[:, :, None]
+    w = tl.reshape(w, (BLOCK_N, BLOCK_K))
+    rk = k0 + tl.arange(0, BLOCK_K)
+    if EVEN_K:
+        tl.store(out_ptr + rn64[:, None] * stride_on + rk[None, :], w.to(out_ptr.dtype.element_ty), mask=n_ok)
+    else:
+        tl.store(out_ptr + rn64[:, None] * stride_on + rk[None, :], w.to(out_ptr.dtype.element_ty),
+                 mask=n_ok & (rk[None, :] < K))
+
 # ----------------------------------------------------------------------------- configurations
 
 
@@ -172,25 +209,29 @@ def _cfg(bm, bn, bk, stages, warps, swap=False):
 # list keeps the previous version's tiles for its M and adds a few; lists stay short since
 # each config compiles on the first call (1-3 s). BLOCK_M is the token tile, BLOCK_N the
 # weight rows. SWAP_AB tiles put the weight rows on the wgmma's M side and the tokens on its
-# N side (up to 256), with BLOCK_K = 128 (one group of the default group size per tile).
-# They keep BLOCK_N = 16 * num_warps: compiled for sm_90a without a GPU (Triton 3.9), those
-# build the A operand in registers straight from the unpacked nibbles, while 32 rows per warp
-# went through shared memory and ptxas serialized the wgmmas; BLOCK_K = 64 swapped tiles were
-# serialized too. None spills (ptxas 13.0). M = 1024 gets its own key with 256-token tiles:
-# each token tile dequantizes the whole weight once more.
+# N side (up to 256). They keep BLOCK_N = 16 * num_warps: compiled for sm_90a without a GPU
+# (Triton 3.9), those build the A operand in registers straight from the unpacked nibbles,
+# while 32 rows per warp went through shared memory and ptxas serialized the wgmmas. M = 1024
+# gets its own key with 256-token tiles: each token tile dequantizes the whole weight once more.
+# Checked again for sm_90a: 256x128x128 s3 w8 swap (the M = 1024 winner on the H200) uses 254
+# registers with Triton 3.6 (255 and a 32-byte spill with 3.9), while the BLOCK_K = 64 swapped
+# tiles 256x128x64 w8 (about 195 registers) and 128x128x64 w8 (about 120) spill with neither,
+# store nothing to shared memory for the A operand and draw no ptxas serialization warning
+# (3.9); they are added from M = 128 up.
 _OLD = {16: _cfg(16, 128, 128, 4, 4), 64: _cfg(64, 128, 64, 4, 4), "64w": _cfg(64, 256, 64, 3, 8),
         128: _cfg(128, 128, 64, 3, 8), "128w": _cfg(128, 256, 64, 3, 8)}
+_K64 = {128: _cfg(128, 128, 64, 4, 8, True), 256: _cfg(256, 128, 64, 4, 8, True)}
 _CONFIGS_BY_BUCKET = {
     16: [_OLD[16], _cfg(16, 64, 128, 4, 4, True), _cfg(16, 128, 128, 4, 8, True)],
     32: [_OLD[16], _cfg(32, 64, 128, 4, 4, True), _cfg(32, 128, 128, 4, 8, True)],
     64: [_OLD[16], _OLD[64], _cfg(64, 64, 128, 4, 4, True), _cfg(64, 128, 128, 4, 8, True)],
     128: [_OLD[64], _OLD["64w"], _OLD[128], _cfg(64, 128, 128, 4, 8, True), _cfg(128, 128, 128, 3, 8, True),
-          _cfg(128, 64, 128, 4, 4, True)],
+          _cfg(128, 64, 128, 4, 4, True), _K64[128]],
     256: [_OLD[64], _OLD["64w"], _OLD[128], _OLD["128w"], _cfg(128, 128, 128, 3, 8, True),
-          _cfg(256, 128, 128, 3, 8, True)],
-    512: [_OLD[128], _OLD["128w"], _cfg(128, 128, 128, 3, 8, True), _cfg(256, 128, 128, 3, 8, True)],
+          _cfg(256, 128, 128, 3, 8, True), _K64[128], _K64[256]],
+    512: [_OLD[128], _OLD["128w"], _cfg(128, 128, 128, 3, 8, True), _cfg(256, 128, 128, 3, 8, True), _K64[256]],
     1024: [_OLD["128w"], _cfg(256, 128, 64, 3, 8), _cfg(128, 128, 128, 3, 8, True), _cfg(256, 128, 128, 3, 8, True),
-           _cfg(128, 64, 128, 4, 4, True)],
+           _cfg(128, 64, 128, 4, 4, True), _K64[256], _cfg(256, 128, 64, 3, 8, True)],
 }
 
 
@@ -228,6 +269,27 @@ _w4a16 = _w4a16_fixed if _INTERPRET else triton.autotune(configs=_CONFIGS, key=[
 # ----------------------------------------------------------------------------- launcher
 
 
+def _check_weight(op, packed, scales, zeros, bias, group_size, K, device, on="x"):
+    if group_size not in GROUP_SIZES:
+        raise ValueError(f"{op}: group_size must be one of {GROUP_SIZES}, got {group_size}")
+    if packed.dim() != 2 or packed.dtype != torch.uint8 or packed.shape[1] != (K + 1) // 2:
+        raise TypeError(f"{op}: packed must be uint8 of shape (N, {(K + 1) // 2}) for K={K}, "
+                        f"got {packed.dtype} {tuple(packed.shape)}")
+    N, G = packed.shape[0], -(-K // group_size)
+    if scales.dtype != torch.float16 or scales.shape != (N, G):
+        raise TypeError(f"{op}: scales must be float16 of shape ({N}, {G}), got {scales.dtype} {tuple(scales.shape)}")
+    if zeros is not None and (zeros.dtype != torch.uint8 or zeros.shape != (N, G)):
+        raise TypeError(f"{op}: zeros must be None or uint8 of shape ({N}, {G}), got {zeros.dtype} "
+                        f"{tuple(zeros.shape)}")
+    if bias is not None and (bias.dtype not in _FLOAT_DTYPES or bias.shape != (N,)):
+        raise TypeError(f"{op}: bias must be a float tensor of shape ({N},), got {bias.dtype} {tuple(bias.shape)}")
+    for name, t in (("packed", packed), ("scales", scales), ("zeros", zeros), ("bias", bias)):
+        if t is not None and t.device != device:
+            raise ValueError(f"{op}: {name} is on {t.device} but {on} is on {device}")
+    if device.type != "cuda" and not _INTERPRET:
+        raise ValueError(f"{op}: needs CUDA tensors (or TRITON_INTERPRET=1), got {device}")
+
+
 def w4a16_linear(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, zeros, bias,
                  group_size: int, in_features: int, config: dict | None = None) -> torch.Tensor:
     """W4A16: x (M, K) bfloat16/float16/float32 -> (M, N) x.dtype, out = x @ W.T + bias.
@@ -243,27 +305,11 @@ def w4a16_linear(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, ze
         raise ValueError(f"{op}: x must be 2-D (M, K), got shape {tuple(x.shape)}")
     if x.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"{op}: x must be one of {_FLOAT_DTYPES}, got {x.dtype}")
-    if group_size not in GROUP_SIZES:
-        raise ValueError(f"{op}: group_size must be one of {GROUP_SIZES}, got {group_size}")
     M, K = x.shape
     if K != in_features:
         raise ValueError(f"{op}: x has K={K} features but the weight has in_features={in_features}")
-    if packed.dim() != 2 or packed.dtype != torch.uint8 or packed.shape[1] != (K + 1) // 2:
-        raise TypeError(f"{op}: packed must be uint8 of shape (N, {(K + 1) // 2}) for K={K}, "
-                        f"got {packed.dtype} {tuple(packed.shape)}")
+    _check_weight(op, packed, scales, zeros, bias, group_size, K, x.device)
     N, G = packed.shape[0], -(-K // group_size)
-    if scales.dtype != torch.float16 or scales.shape != (N, G):
-        raise TypeError(f"{op}: scales must be float16 of shape ({N}, {G}), got {scales.dtype} {tuple(scales.shape)}")
-    if zeros is not None and (zeros.dtype != torch.uint8 or zeros.shape != (N, G)):
-        raise TypeError(f"{op}: zeros must be None or uint8 of shape ({N}, {G}), got {zeros.dtype} "
-                        f"{tuple(zeros.shape)}")
-    if bias is not None and (bias.dtype not in _FLOAT_DTYPES or bias.shape != (N,)):
-        raise TypeError(f"{op}: bias must be a float tensor of shape ({N},), got {bias.dtype} {tuple(bias.shape)}")
-    for name, t in (("packed", packed), ("scales", scales), ("zeros", zeros), ("bias", bias)):
-        if t is not None and t.device != x.device:
-            raise ValueError(f"{op}: {name} is on {t.device} but x is on {x.device}")
-    if x.device.type != "cuda" and not _INTERPRET:
-        raise ValueError(f"{op}: needs CUDA tensors (or TRITON_INTERPRET=1), got {x.device}")
 
     x = x if x.stride(1) == 1 else x.contiguous()
     packed = packed if packed.stride(1) == 1 else packed.contiguous()
@@ -285,3 +331,45 @@ def w4a16_linear(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, ze
                  GS=group_size, HAS_ZEROS=zeros is not None, HAS_BIAS=bias is not None, INTERPRET=_INTERPRET,
                  PRECISION="tf32x3" if x.dtype == torch.float32 else "tf32", **meta)
     return out
+
+
+
+def dequantize_int4(packed: torch.Tensor, scales: torch.Tensor, zeros, group_size: int, in_features: int,
+                    dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """The weight as a dense (N, K) `dtype` tensor, equal to pycomp.formats.int4.dequantize_int4 (fp32
+    arithmetic, one rounding to `dtype`). Tensors as in w4a16_linear."""
+    op = "triton dequantize_int4"
+    if dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{op}: dtype must be one of {_FLOAT_DTYPES}, got {dtype}")
+    _check_weight(op, packed, scales, zeros, None, group_size, in_features, packed.device, on="packed")
+    N, K, G = packed.shape[0], in_features, -(-in_features // group_size)
+    packed = packed if packed.stride(1) == 1 else packed.contiguous()
+    out = torch.empty((N, K), dtype=dtype, device=packed.device)
+    if N == 0 or K == 0:
+        return out
+    # Interpreter: 64-column tiles (two groups of 32, or part of none: BLOCK_K >= GS always).
+    block_k = max(64 if _INTERPRET else 256, group_size)
+    block_n = 16 if _INTERPRET else 32
+    zeros = zeros.contiguous() if zeros is not None else None
+    grid = (triton.cdiv(N, block_n), triton.cdiv(K, block_k))
+    _dequant_kernel[grid](packed, scales.contiguous(), zeros if zeros is not None else packed, out,
+                          N, K, G, packed.stride(0), out.stride(0), GS=group_size, HAS_ZEROS=zeros is not None,
+                          EVEN_K=K % block_k == 0, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4)
+    return out
+
+
+def w4a16_linear_dequant(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, zeros, bias,
+                         group_size: int, in_features: int) -> torch.Tensor:
+    """W4A16 for large M: dequantize the whole weight to x.dtype (dequantize_int4), then the dense
+    F.linear (cuBLAS on a GPU). Costs one (N, K) x.dtype temporary per call; pays off where the GEMM
+    dominates the extra weight write and read (large M). Arguments as in w4a16_linear."""
+    op = "triton w4a16_linear_dequant"
+    if x.dim() != 2:
+        raise ValueError(f"{op}: x must be 2-D (M, K), got shape {tuple(x.shape)}")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{op}: x must be one of {_FLOAT_DTYPES}, got {x.dtype}")
+    if x.shape[1] != in_features:
+        raise ValueError(f"{op}: x has K={x.shape[1]} features but the weight has in_features={in_features}")
+    _check_weight(op, packed, scales, zeros, bias, group_size, in_features, x.device)
+    w = dequantize_int4(packed, scales, zeros, group_size, in_features, x.dtype)
+    return torch.nn.functional.linear(x, w, bias.to(x.dtype) if bias is not None else None)

@@ -209,6 +209,53 @@ def _w8a16_kernel(x_ptr, w_ptr, wscale_ptr, bias_ptr, out_ptr,
     tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
 
+@triton.jit
+def _int8_gemm_tma_kernel(a_desc, ascale_ptr, w_desc, wscale_ptr, bias_ptr, out_desc,
+                          M, N, K, M_BUCKET, NUM_SMS,
+                          HAS_BIAS: tl.constexpr, FLATTEN: tl.constexpr,
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                          GROUP_M: tl.constexpr):
+    # Persistent: min(NUM_SMS, tiles) programs; each walks the tiles in grouped order, so the
+    # next tile's TMA loads overlap this tile's epilogue once the loops are flattened. TMA
+    # zero-fills the M, N and K tails (no masks, no wrapped rows), and the output goes out
+    # through a descriptor in two (BLOCK_M, BLOCK_N / 2) halves, which halves the epilogue's
+    # shared-memory buffer. M_BUCKET is only an autotune key.
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    num_tiles = num_pid_m * num_pid_n
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    num_pid_in_group = GROUP_M * num_pid_n
+    HALF: tl.constexpr = BLOCK_N // 2
+    for tile in tl.range(tl.program_id(0), num_tiles, NUM_SMS, flatten=FLATTEN):
+        group_id = tile // num_pid_in_group
+        first_pid_m = group_id * GROUP_M
+        group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
+        pid_m = first_pid_m + ((tile % num_pid_in_group) % group_size_m)
+        pid_n = (tile % num_pid_in_group) // group_size_m
+        off_m = pid_m * BLOCK_M
+        off_n = pid_n * BLOCK_N
+
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+        for kb in range(k_tiles):
+            a = a_desc.load([off_m, kb * BLOCK_K])
+            b = w_desc.load([off_n, kb * BLOCK_K])
+            acc = tl.dot(a, b.T, acc, out_dtype=tl.int32)
+
+        rm = off_m + tl.arange(0, BLOCK_M)
+        a_scale = tl.load(ascale_ptr + rm, mask=rm < M, other=0.0)
+        out = acc.to(tl.float32) * a_scale[:, None]
+        out0, out1 = tl.split(tl.permute(tl.reshape(out, (BLOCK_M, 2, HALF)), (0, 2, 1)))
+        rn0 = off_n + tl.arange(0, HALF)
+        rn1 = rn0 + HALF
+        out0 = out0 * tl.load(wscale_ptr + rn0, mask=rn0 < N, other=0.0)[None, :]
+        out1 = out1 * tl.load(wscale_ptr + rn1, mask=rn1 < N, other=0.0)[None, :]
+        if HAS_BIAS:
+            out0 += tl.load(bias_ptr + rn0, mask=rn0 < N, other=0.0).to(tl.float32)[None, :]
+            out1 += tl.load(bias_ptr + rn1, mask=rn1 < N, other=0.0).to(tl.float32)[None, :]
+        out_desc.store([off_m, off_n], out0.to(out_desc.dtype))
+        out_desc.store([off_m, off_n + HALF], out1.to(out_desc.dtype))
+
+
 # ----------------------------------------------------------------------------- configurations
 
 
@@ -262,6 +309,37 @@ _W8A16_BY_BUCKET = {
            _cfg(128, 64, 128, 4, 4, SWAP_AB=True)],
 }
 
+# TMA persistent int8 GEMM (variant 1 of int8_gemm_dequant). BLOCK_K = 128 (one 128-byte
+# swizzled row of int8 per TMA box row) or 256 (Triton splits the box in two). Compiled for
+# sm_90a with Triton 3.6 and 3.9: TMA loads with mbarriers, async s8 wgmma (m64n128k32 /
+# m64n64k32) with one group in flight, up to 254 registers and no spills. Shared memory:
+# 128x256x128 s3 176 KB, s4 224 KB; 128x256x256 s2 224 KB; 128x128x256 s3 208 KB (Hopper
+# allows 227 KB). 64-token tiles (one warpgroup) give small M more programs than SMs.
+def _tma_block_shapes(nargs):
+    bm, bn, bk = nargs["BLOCK_M"], nargs["BLOCK_N"], nargs["BLOCK_K"]
+    nargs["a_desc"].block_shape = [bm, bk]
+    nargs["w_desc"].block_shape = [bn, bk]
+    nargs["out_desc"].block_shape = [bm, bn // 2]
+
+
+def _tma_cfg(bm, bn, stages, warps=8, bk=128):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "FLATTEN": True},
+                         num_stages=stages, num_warps=warps, pre_hook=_tma_block_shapes)
+
+
+_T = {"64x64": _tma_cfg(64, 64, 6, 4), "64x128": _tma_cfg(64, 128, 4, 4), "128x128": _tma_cfg(128, 128, 4),
+      "128x256": _tma_cfg(128, 256, 3), "256x128": _tma_cfg(256, 128, 3)}
+_INT8_TMA_BY_BUCKET = {
+    16: [_T["64x64"], _T["64x128"]],
+    32: [_T["64x64"], _T["64x128"]],
+    64: [_T["64x64"], _T["64x128"]],
+    128: [_T["64x64"], _T["64x128"], _T["128x128"]],
+    256: [_T["64x128"], _T["128x128"], _T["128x256"]],
+    512: [_T["128x128"], _T["128x256"], _T["256x128"]],
+    1024: [_T["128x256"], _T["256x128"], _tma_cfg(128, 256, 4), _tma_cfg(128, 256, 2, bk=256),
+           _tma_cfg(128, 128, 3, bk=256)],
+}
+
 # Under the interpreter: small tiles so the tests' odd shapes cross tile and K-tail edges.
 _INTERP_META = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "GROUP_M": 2}
 
@@ -277,9 +355,9 @@ def _config_id(c):
 _even_k = triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})
 
 
-def _build(kernel, by_bucket):
+def _build(kernel, by_bucket, wrap=_even_k):
     if _INTERPRET:
-        return _even_k(kernel)
+        return wrap(kernel)
     configs = list({_config_id(c): c for cs in by_bucket.values() for c in cs}.values())
 
     def prune(configs, named_args, **kwargs):
@@ -288,15 +366,21 @@ def _build(kernel, by_bucket):
         return [c for c in configs if _config_id(c) in wanted] or configs[:1]
 
     return triton.autotune(configs=configs, key=["M_BUCKET", "N", "K"],
-                           prune_configs_by={"early_config_prune": prune})(_even_k(kernel))
+                           prune_configs_by={"early_config_prune": prune})(wrap(kernel))
 
 
 _int8_gemm = _build(_int8_gemm_kernel, _INT8_GEMM_BY_BUCKET)
 _w8a16 = _build(_w8a16_kernel, _W8A16_BY_BUCKET)
+_int8_gemm_tma = _build(_int8_gemm_tma_kernel, _INT8_TMA_BY_BUCKET, wrap=lambda k: k)
 # Untuned, for a caller's fixed `config` (benchmarks time each config with cold weights; the
 # autotuner times them with the weights hot in L2).
 _int8_gemm_fixed = _even_k(_int8_gemm_kernel)
 _w8a16_fixed = _even_k(_w8a16_kernel)
+_int8_gemm_tma_fixed = _int8_gemm_tma_kernel
+# Under the interpreter: K tiles of 32 so the tests' K = 48 has a zero-filled tail, and two
+# persistent programs so each walks several tiles.
+_INTERP_TMA_META = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "GROUP_M": 2, "FLATTEN": True}
+_INTERP_PROGRAMS = 2
 
 
 def _launch(tuned, fixed, config, interp_meta):
@@ -375,15 +459,21 @@ def quantize_per_token_int8(x: torch.Tensor):
 
 def int8_gemm_dequant(xq: torch.Tensor, xscale: torch.Tensor, qweight: torch.Tensor,
                       wscale: torch.Tensor, bias: torch.Tensor = None,
-                      out_dtype: torch.dtype = torch.bfloat16, config: dict | None = None) -> torch.Tensor:
+                      out_dtype: torch.dtype = torch.bfloat16, config: dict | None = None,
+                      variant: int = 0) -> torch.Tensor:
     """W8A8 GEMM with the dequantization fused into the epilogue.
 
     xq: (M, K) int8, xscale: (M,) float32, qweight: (N, K) int8, wscale: (N,) float32,
     bias: (N,) float or None -> (M, N) out_dtype,
     out = (xq @ qweight.T as int32) * xscale[:, None] * wscale[None, :] + bias.
-    config: on a GPU, a fixed tile (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages)
-    instead of the autotuned choice; ignored by the interpreter.
+    variant: 0 the pointer-load kernel (the default); 1 the persistent TMA kernel, which
+    needs 16-byte aligned rows (K % 16 == 0, N * out element size % 16 == 0, aligned base
+    pointers) and runs variant 0 where they are not (tma_eligible says which).
+    config: on a GPU, a fixed tile (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages;
+    FLATTEN for variant 1) instead of the autotuned choice; ignored by the interpreter.
     """
+    if variant not in (0, 1):
+        raise ValueError(f"triton int8_gemm_dequant: variant must be 0 or 1, got {variant}")
     xq = _activation(xq, "xq", (torch.int8,))
     M, K = xq.shape
     if xscale.dtype != torch.float32 or xscale.shape != (M,):
@@ -396,6 +486,9 @@ def int8_gemm_dequant(xq: torch.Tensor, xscale: torch.Tensor, qweight: torch.Ten
     out = torch.empty((M, N), dtype=out_dtype, device=xq.device)
     if M == 0 or N == 0:
         return out
+    if variant == 1 and tma_eligible(xq, qweight, out):
+        _int8_gemm_tma_launch(xq, xscale.contiguous(), qweight, wscale, bias, out, config)
+        return out
     kernel, meta = _launch(_int8_gemm, _int8_gemm_fixed, config, _INTERP_META)
     kernel[_grid(M, N)](xq, xscale.contiguous(), qweight, wscale,
                             bias if bias is not None else wscale, out,
@@ -404,15 +497,54 @@ def int8_gemm_dequant(xq: torch.Tensor, xscale: torch.Tensor, qweight: torch.Ten
     return out
 
 
+def tma_eligible(xq: torch.Tensor, qweight: torch.Tensor, out: torch.Tensor) -> bool:
+    """True when int8_gemm_dequant's variant 1 runs (TMA: 16-byte aligned bases and row strides)."""
+    return all(t.data_ptr() % 16 == 0 and (t.stride(0) * t.element_size()) % 16 == 0 for t in (xq, qweight, out))
+
+
+_SM_COUNT = {}
+
+
+def _programs(device) -> int:
+    if _INTERPRET:
+        return _INTERP_PROGRAMS
+    if device not in _SM_COUNT:
+        _SM_COUNT[device] = torch.cuda.get_device_properties(device).multi_processor_count
+    return _SM_COUNT[device]
+
+
+def _int8_gemm_tma_launch(xq, xscale, qweight, wscale, bias, out, config):
+    # Imported here: the module stays importable on a Triton without host-side descriptors.
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    M, K = xq.shape
+    N = qweight.shape[0]
+    if _INTERPRET:
+        kernel, meta = _int8_gemm_tma_fixed, dict(_INTERP_TMA_META)
+    elif config is None:
+        kernel, meta = _int8_gemm_tma, {}
+    else:
+        kernel, meta = _int8_gemm_tma_fixed, {"FLATTEN": True, **config}
+    # The autotuner's pre_hook sets each config's block shapes; a fixed tile sets them here.
+    bm, bn, bk = (meta.get(k, 1) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
+    a_desc = TensorDescriptor(xq, [M, K], [xq.stride(0), 1], [bm, bk])
+    w_desc = TensorDescriptor(qweight, [N, K], [qweight.stride(0), 1], [bn, bk])
+    out_desc = TensorDescriptor(out, [M, N], [out.stride(0), 1], [bm, max(bn // 2, 1)])
+    programs = _programs(xq.device)
+    grid = lambda m: (min(programs, triton.cdiv(M, m["BLOCK_M"]) * triton.cdiv(N, m["BLOCK_N"])),)  # noqa: E731
+    kernel[grid](a_desc, xscale, w_desc, wscale, bias if bias is not None else wscale, out_desc,
+                 M, N, K, _m_bucket(M), programs, HAS_BIAS=bias is not None, **meta)
+
+
 def int8_linear_dynamic(x: torch.Tensor, qweight: torch.Tensor, wscale: torch.Tensor,
-                        bias: torch.Tensor = None) -> torch.Tensor:
+                        bias: torch.Tensor = None, variant: int = 0) -> torch.Tensor:
     """W8A8 linear with per-token dynamic activation quantization.
 
     x: (M, K) float32/float16/bfloat16, qweight: (N, K) int8, wscale: (N,) float32,
-    bias: (N,) or None -> (M, N) x.dtype.
+    bias: (N,) or None -> (M, N) x.dtype. variant: the GEMM's (see int8_gemm_dequant).
     """
     xq, xscale = quantize_per_token_int8(x)
-    return int8_gemm_dequant(xq, xscale, qweight, wscale, bias, out_dtype=x.dtype)
+    return int8_gemm_dequant(xq, xscale, qweight, wscale, bias, out_dtype=x.dtype, variant=variant)
 
 
 def w8a16_linear(x: torch.Tensor, qweight: torch.Tensor, wscale: torch.Tensor,
