@@ -44,7 +44,7 @@ def test_gemm(m, n, k, dtype):
     _check(_ext._C.sparse24_gemm_cuda(xp, values, meta, b), want)
 
 
-@pytest.mark.parametrize("variant", [1, 2])
+@pytest.mark.parametrize("variant", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("m,n,k", [(1, 64, 64), (1, 37, 21), (3, 100, 96), (9, 48, 160), (16, 33, 200),
                                    (16, 4096, 4096)])
@@ -56,7 +56,7 @@ def test_gemv_variants(m, n, k, dtype, variant):
     _check(_ext._C.sparse24_gemv_cuda(xp, values, meta, b, variant), want)
 
 
-@pytest.mark.parametrize("variant", [1, 2, 3])
+@pytest.mark.parametrize("variant", [1, 2, 3, 4, 5, 6])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("m,n,k", [(1, 64, 64), (17, 37, 21), (100, 100, 96), (257, 130, 200), (130, 200, 544),
                                    (1024, 512, 1024)])
@@ -76,9 +76,9 @@ def test_variants_take_misaligned_views():
     xs.copy_(xp)
     vs = torch.empty(values.numel() + 1, device="cuda", dtype=values.dtype)[1:].view_as(values)
     vs.copy_(values)
-    for variant in (1, 2, 3):
+    for variant in range(1, 7):
         _check(_ext._C.sparse24_gemm_cuda(xs, vs, meta, b, variant), want)
-    for variant in (1, 2):
+    for variant in range(1, 6):
         _check(_ext._C.sparse24_gemv_cuda(xs[:5], vs, meta, b, variant), want[:5])
 
 
@@ -95,11 +95,11 @@ def test_wrapper_refuses_bad_input():
         _ext._C.sparse24_gemv_cuda(torch.randn(20, kp, device="cuda", dtype=torch.bfloat16), values, meta, b)
     with pytest.raises(RuntimeError, match="sparse24_gemm_cuda: values must be float16 or bfloat16"):
         _ext._C.sparse24_gemm_cuda(x.float(), values.float(), meta, None)
-    for bad in (-1, 4):
-        with pytest.raises(RuntimeError, match=r"sparse24_gemm_cuda: variant must be in \[0, 4\), got " + str(bad)):
+    for bad in (-1, 7):
+        with pytest.raises(RuntimeError, match=r"sparse24_gemm_cuda: variant must be in \[0, 7\), got " + str(bad)):
             _ext._C.sparse24_gemm_cuda(x, values, meta, b, bad)
-    for bad in (-1, 3):
-        with pytest.raises(RuntimeError, match=r"sparse24_gemv_cuda: variant must be in \[0, 3\), got " + str(bad)):
+    for bad in (-1, 6):
+        with pytest.raises(RuntimeError, match=r"sparse24_gemv_cuda: variant must be in \[0, 6\), got " + str(bad)):
             _ext._C.sparse24_gemv_cuda(x, values, meta, b, bad)
 
 

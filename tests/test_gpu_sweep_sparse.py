@@ -18,7 +18,7 @@ def _load():
 
 def test_table_renders_with_no_rows():
     text = _load()._table([], None)
-    assert "variant 0" in text and "variant 3" in text and len(text.splitlines()) == 3
+    assert "variant 0" in text and "variant 6" in text and len(text.splitlines()) == 3
 
 
 def test_table_renders_times_ratios_rates_and_failures():
@@ -29,8 +29,9 @@ def test_table_renders_times_ratios_rates_and_failures():
     lines = mod._table(rows, None).splitlines()
     assert "1.06x" in lines[3] and "2.11TB/s" in lines[3] and "WRONG 3.1e-01" in lines[3] and "FAILED" in lines[3]
     assert "skipped" in lines[4] and "1203TF/s" in lines[4] and "(gemm)" in lines[4]  # 2*1024*14336*4096 / 100 us
-    assert lines[4].count(" -") >= 3  # no ratio without a bf16 time; variants 2 and 3 absent
-    assert lines[3].rstrip().endswith("-  (gemv)")  # the GEMV has no variant 3
+    assert lines[4].count(" -") >= 3  # no ratio without a bf16 time; variants 2-6 absent
+    assert lines[3].rstrip().endswith("-  (gemv) best v0")  # the GEMV has no variant 6; v1, v2 were not timed
+    assert lines[4].rstrip().endswith("(gemm) best v1")
 
 
 def test_sweep_never_raises_without_a_gpu():

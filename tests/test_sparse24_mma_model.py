@@ -101,74 +101,207 @@ def test_gemv_index_model(kernel, n, k, m):
         np.testing.assert_allclose(got[:rows, :m].T, want[:, n0:n0 + rows], rtol=0, atol=1e-12)
 
 
-# The tiled GEMM (variants 1-3 of sparse24_gemm_cuda): byte offsets as in the kernel; tile = (warps along
-# weight rows, warps along tokens, m16 tiles per warp, n8 tiles per warp): TileA, TileB, TileC.
+# The tiled GEMMs (variants 1-6 of sparse24_gemm_cuda): byte offsets as in the kernel; tile = (warps along
+# weight rows, warps along tokens, m16 tiles per warp, n8 tiles per warp): TileA-TileE (sparse24_mma.cu).
 VAL_ROW, X_ROW = 80, 144
 
 
-def gemm_block(values, words, x, Np, N, Kp, M, m0, n0, tile):
+def _geometry(tile):
     wn_count, wm_count, mi, nj = tile
     bn, bm = wn_count * mi * 16, wm_count * nj * 8
-    val_bytes, meta_bytes = bn * VAL_ROW, 2 * bn * 4
+    return wn_count * wm_count * 32, bn, bm, bn * VAL_ROW, 2 * bn * 4
+
+
+def _copy_tile(values, words, x, Np, N, Kp, M, m0, n0, tile, kt):
+    """Shared memory of one stage after every thread's cp.async of k-tile kt: 16-bit slots and metadata words
+    by byte offset. Variants 4-6 write each copy j at row vr + j * (threads / 4) (x: xr + j * threads / 8), as
+    variants 1-3 do, from one pointer per operand."""
+    threads, bn, bm, val_bytes, meta_bytes = _geometry(tile)
     half, steps = Kp // 2, Kp // 32
-    acc = np.zeros((8, mi, nj, 16, 8))
-    for kt in range((Kp + 63) // 64):
-        sm, mw = {}, {}  # shared memory: 16-bit slots and metadata words by byte offset
-        for tid in range(256):
-            vc, vr, xc, xr = tid & 3, tid >> 2, tid & 7, tid >> 3
-            for j in range(bn * 4 // 256):
-                n, dst = n0 + vr + 64 * j, (vr + 64 * j) * VAL_ROW + vc * 16
-                ok = n < N and kt * 32 + vc * 8 < half
-                for e in range(8):
-                    sm[dst + 2 * e] = values[n, kt * 32 + vc * 8 + e] if ok else 0.0
-            for j in range(bm * 8 // 256):
-                m, dst = m0 + xr + 32 * j, val_bytes + meta_bytes + (xr + 32 * j) * X_ROW + xc * 16
-                ok = m < M and kt * 64 + xc * 8 < Kp
-                for e in range(8):
-                    sm[dst + 2 * e] = x[m, kt * 64 + xc * 8 + e] if ok else 0.0
-            if tid < bn // 2:
-                ms, mc = tid // (bn // 4), tid % (bn // 4)
-                src = (n0 + 4 * mc if n0 + 4 * mc < Np else n0) + min(2 * kt + ms, steps - 1) * Np
-                for e in range(4):
-                    mw[val_bytes + ms * bn * 4 + mc * 16 + 4 * e] = int(words[src + e])
+    v_step, x_step = threads // 4, threads // 8
+    sm, mw = {}, {}
+    for tid in range(threads):
+        vc, vr, xc, xr = tid & 3, tid >> 2, tid & 7, tid >> 3
+        v_live = (N - n0 - vr + v_step - 1) // v_step if n0 + vr < N else 0
+        x_live = (M - m0 - xr + x_step - 1) // x_step if m0 + xr < M else 0
+        for j in range(bn * 4 // threads):
+            n, dst = n0 + vr + v_step * j, (vr + v_step * j) * VAL_ROW + vc * 16
+            ok = j < v_live and kt * 32 + vc * 8 < half
+            assert ok == (n < N and kt * 32 + vc * 8 < half)
+            for e in range(8):
+                sm[dst + 2 * e] = values[n, kt * 32 + vc * 8 + e] if ok else 0.0
+        for j in range(bm * 8 // threads):
+            m, dst = m0 + xr + x_step * j, val_bytes + meta_bytes + (xr + x_step * j) * X_ROW + xc * 16
+            ok = j < x_live and kt * 64 + xc * 8 < Kp
+            assert ok == (m < M and kt * 64 + xc * 8 < Kp)
+            for e in range(8):
+                sm[dst + 2 * e] = x[m, kt * 64 + xc * 8 + e] if ok else 0.0
+        if tid < bn // 2:
+            ms, mc = tid // (bn // 4), tid % (bn // 4)
+            src = (n0 + 4 * mc if n0 + 4 * mc < Np else n0) + min(2 * kt + ms, steps - 1) * Np
+            for e in range(4):
+                mw[val_bytes + ms * bn * 4 + mc * 16 + 4 * e] = int(words[src + e])
+    return sm, mw
 
-        def ldmatrix_x4(addr):  # addr[lane]: row lane % 8 of matrix lane / 8
-            return [[(sm[addr[8 * q + (l >> 2)] + 4 * (l & 3)], sm[addr[8 * q + (l >> 2)] + 4 * (l & 3) + 2])
-                     for q in range(4)] for l in range(32)]
 
-        for warp in range(8):
-            wn, wm = warp // wm_count, warp % wm_count
-            a_off = [(wn * mi * 16 + ((l >> 3) & 1) * 8 + (l & 7)) * VAL_ROW + (l >> 4) * 16 for l in range(32)]
-            b_off = [val_bytes + meta_bytes + (wm * nj * 8 + (l & 7)) * X_ROW + (l >> 3) * 16 for l in range(32)]
-            e_off = [val_bytes + (((l & 3) >> 1) * bn + wn * mi * 16 + 4 * (l >> 2) + (l & 1)) * 4 for l in range(32)]
-            E = [[mw[e_off[l] + ((i >> 1) * 32 + (i & 1) * 2) * 4] for l in range(32)] for i in range(mi)]
-            for s in range(2):
-                A = [ldmatrix_x4([a + i * 16 * VAL_ROW + s * 32 for a in a_off]) for i in range(mi)]
-                B = [ldmatrix_x4([b + j * 8 * X_ROW + s * 64 for b in b_off]) for j in range(nj)]
-                for i in range(mi):
-                    for j in range(nj):
-                        acc[warp, i, j] += mma_sp(A[i], B[j], E[i], s)
+def _ldmatrix_x4(sm, addr):  # addr[lane]: row lane % 8 of matrix lane / 8
+    return [[(sm[addr[8 * q + (l >> 2)] + 4 * (l & 3)], sm[addr[8 * q + (l >> 2)] + 4 * (l & 3) + 2])
+             for q in range(4)] for l in range(32)]
+
+
+def _warp_offsets(tile, warp):
+    _, wm_count, mi, nj = tile
+    _, bn, _, val_bytes, meta_bytes = _geometry(tile)
+    wn, wm = warp // wm_count, warp % wm_count
+    a_off = [(wn * mi * 16 + ((l >> 3) & 1) * 8 + (l & 7)) * VAL_ROW + (l >> 4) * 16 for l in range(32)]
+    b_off = [val_bytes + meta_bytes + (wm * nj * 8 + (l & 7)) * X_ROW + (l >> 3) * 16 for l in range(32)]
+    e_off = [val_bytes + (((l & 3) >> 1) * bn + wn * mi * 16 + 4 * (l >> 2) + (l & 1)) * 4 for l in range(32)]
+    return a_off, b_off, e_off
+
+
+def _load_a(sm, tile, warp, s):
+    a_off = _warp_offsets(tile, warp)[0]
+    return [_ldmatrix_x4(sm, [a + i * 16 * VAL_ROW + s * 32 for a in a_off]) for i in range(tile[2])]
+
+
+def _load_b(sm, tile, warp, s, j):
+    b_off = _warp_offsets(tile, warp)[1]
+    return _ldmatrix_x4(sm, [b + j * 8 * X_ROW + s * 64 for b in b_off])
+
+
+def _load_meta(mw, tile, warp):
+    e_off = _warp_offsets(tile, warp)[2]
+    return [[mw[e_off[l] + ((i >> 1) * 32 + (i & 1) * 2) * 4] for l in range(32)] for i in range(tile[2])]
+
+
+def _block_out(acc, tile, m0, n0):
+    _, wm_count, mi, nj = tile
     out = {}
-    for warp in range(8):
+    for warp in range(acc.shape[0]):
         wn, wm = warp // wm_count, warp % wm_count
         for i in range(mi):
             for j in range(nj):
                 for row in range(16):
                     for col in range(8):
                         out[(m0 + wm * nj * 8 + 8 * j + col, n0 + wn * mi * 16 + 16 * i + row)] = acc[warp, i, j, row, col]
-    return out, bn, bm
+    return out
 
 
-@pytest.mark.parametrize("tile", [(2, 4, 4, 4), (4, 2, 4, 8), (2, 4, 2, 4)], ids=["TileA", "TileB", "TileC"])
-def test_tiled_gemm_index_model(tile):
-    """One case covers a partial token tile, a partial weight tile whose rows pass Np (130 -> Np 160), and a
-    half last k-tile (K 90 -> Kp 96)."""
-    n, k, m = 130, 90, 9
+def gemm_block(values, words, x, Np, N, Kp, M, m0, n0, tile):
+    """Variants 1-3: per k-tile, each warp loads a step's fragments, then runs its mma.sp."""
+    threads, mi, nj = _geometry(tile)[0], tile[2], tile[3]
+    acc = np.zeros((threads // 32, mi, nj, 16, 8))
+    for kt in range((Kp + 63) // 64):
+        sm, mw = _copy_tile(values, words, x, Np, N, Kp, M, m0, n0, tile, kt)
+        for warp in range(threads // 32):
+            E = _load_meta(mw, tile, warp)
+            for s in range(2):
+                A = _load_a(sm, tile, warp, s)
+                B = [_load_b(sm, tile, warp, s, j) for j in range(nj)]
+                for i in range(mi):
+                    for j in range(nj):
+                        acc[warp, i, j] += mma_sp(A[i], B[j], E[i], s)
+    return _block_out(acc, tile, m0, n0)
+
+
+class _Ring:
+    """The cp.async stage ring of variants 4-6, in program order: a copy lands in its stage only at the first
+    barrier after the wait that covers its commit group, and a stage may be overwritten only when every read
+    of it came before the latest barrier."""
+
+    def __init__(self, stages):
+        self.stages, self.data = stages, [None] * stages
+        self.groups, self.pending, self.waited, self.barriers = [], [], 0, 0
+        self.last_read = [-1] * stages
+
+    def copy(self, stage, content):
+        assert self.last_read[stage] < self.barriers, "a stage overwritten before the barrier after its last read"
+        self.pending.append((stage, content))
+
+    def commit(self):
+        self.groups.append(self.pending)
+        self.pending = []
+
+    def wait(self, allowed):
+        self.waited = max(self.waited, len(self.groups) - allowed)
+
+    def barrier(self):
+        for group in self.groups[:self.waited]:
+            for stage, content in group:
+                self.data[stage] = content
+            group.clear()
+        self.barriers += 1
+
+    def read(self, stage):
+        self.last_read[stage] = self.barriers
+        return self.data[stage]
+
+
+def gemm_block_db(values, words, x, Np, N, Kp, M, m0, n0, tile, stages):
+    """Variants 4-6: the kernel's loop order, per warp (every warp runs it in step; the ring checks the
+    barriers): A double-buffered, B reloaded column by column, metadata of the next stage after the barrier.
+    A read of a stage holding the wrong k-tile (or none) gives wrong sums or a TypeError."""
+    threads, mi, nj = _geometry(tile)[0], tile[2], tile[3]
+    warps, ktiles = threads // 32, (Kp + 63) // 64
+    acc = np.zeros((warps, mi, nj, 16, 8))
+    ring = _Ring(stages)
+    tile_at = lambda kt: _copy_tile(values, words, x, Np, N, Kp, M, m0, n0, tile, kt)
+    for s in range(stages - 1):
+        if s < ktiles:
+            ring.copy(s, tile_at(s))
+        ring.commit()
+    ring.wait(stages - 2)
+    ring.barrier()
+    stage = lambda st: ring.read(st) or ({}, {})
+    e = [_load_meta(stage(0)[1], tile, w) for w in range(warps)]
+    a0 = [_load_a(stage(0)[0], tile, w, 0) for w in range(warps)]
+    b = [[_load_b(stage(0)[0], tile, w, 0, j) for j in range(nj)] for w in range(warps)]
+    read, write = 0, stages - 1
+    for kt in range(ktiles):
+        a1 = [_load_a(stage(read)[0], tile, w, 1) for w in range(warps)]
+        if kt + stages - 1 < ktiles:
+            ring.copy(write, tile_at(kt + stages - 1))
+        ring.commit()
+        for w in range(warps):
+            for j in range(nj):
+                for i in range(mi):
+                    acc[w, i, j] += mma_sp(a0[w][i], b[w][j], e[w][i], 0)
+                b[w][j] = _load_b(stage(read)[0], tile, w, 1, j)
+        ring.wait(stages - 2)
+        ring.barrier()
+        read, write = (read + 1) % stages, (write + 1) % stages
+        last = kt + 1 == ktiles  # the kernel's reads past the last tile are unused: skipped here
+        a0 = None if last else [_load_a(stage(read)[0], tile, w, 0) for w in range(warps)]
+        for w in range(warps):
+            for j in range(nj):
+                for i in range(mi):
+                    acc[w, i, j] += mma_sp(a1[w][i], b[w][j], e[w][i], 1)
+                if not last:
+                    b[w][j] = _load_b(stage(read)[0], tile, w, 0, j)
+        if not last:
+            e = [_load_meta(stage(read)[1], tile, w) for w in range(warps)]
+    return _block_out(acc, tile, m0, n0)
+
+
+TILES = {"TileA": ((2, 4, 4, 4), None), "TileB": ((4, 2, 4, 8), None), "TileC": ((2, 4, 2, 4), None),
+         "TileD_db": ((2, 2, 4, 8), 3), "TileB_db": ((4, 2, 4, 8), 4), "TileE_db": ((2, 2, 2, 8), 4)}
+
+
+@pytest.mark.parametrize("name,k", [(name, 90) for name in TILES] + [("TileD_db", 200), ("TileE_db", 300)])
+def test_tiled_gemm_index_model(name, k):
+    """A partial token tile, a partial weight tile whose rows pass Np (130 -> Np 160), and a half last k-tile
+    (K 90 -> Kp 96: 2 k-tiles; K 200 -> Kp 224: 4 k-tiles around a ring of 3 stages; K 300 -> Kp 320: 5 around
+    a ring of 4)."""
+    tile, stages = TILES[name]
+    n, m = 130, 9
     values, words, x, Np, Kp, want = _case(n, k, m, seed=5)
     got = np.full((m, n), np.nan)
     bn = tile[0] * tile[2] * 16
     for n0 in range(0, n, bn):
-        block, _, _ = gemm_block(values, words, x, Np, n, Kp, m, 0, n0, tile)
+        if stages is None:
+            block = gemm_block(values, words, x, Np, n, Kp, m, 0, n0, tile)
+        else:
+            block = gemm_block_db(values, words, x, Np, n, Kp, m, 0, n0, tile, stages)
         for (mm, nn), v in block.items():
             if mm < m and nn < n:
                 got[mm, nn] = v

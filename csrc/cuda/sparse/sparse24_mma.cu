@@ -312,8 +312,7 @@ struct SpTile {
   static constexpr int kSmem = kStages * kStageBytes;
   static constexpr int kOutLd = kBN + 8;  // elements per token row of the epilogue tile
   static constexpr int kVCopies = kBN * 4 / kThreads, kXCopies = kBM * 8 / kThreads;
-  static_assert(kThreads == 256 && kVCopies * kThreads == kBN * 4 && kXCopies * kThreads == kBM * 8,
-                "whole 16-byte copies per thread");
+  static_assert(kVCopies * kThreads == kBN * 4 && kXCopies * kThreads == kBM * 8, "whole 16-byte copies per thread");
   static_assert(kBN / 2 <= kThreads, "one thread per 16-byte metadata chunk");
   static_assert(kBM * kOutLd * 2 <= kSmem, "the epilogue tile fits in the pipeline's shared memory");
 };
@@ -321,6 +320,49 @@ struct SpTile {
 using TileA = SpTile<2, 4, 4, 4, 3, 2>;  // 128 rows x 128 tokens, warps 64 x 32, 87 KiB, 2 blocks per SM
 using TileB = SpTile<4, 2, 4, 8, 4, 1>;  // 256 rows x 128 tokens, warps 64 x 64, 160 KiB
 using TileC = SpTile<2, 4, 2, 4, 4, 2>;  // 64 rows x 128 tokens, warps 32 x 32, 94 KiB, 2 blocks per SM
+using TileD = SpTile<2, 2, 4, 8, 3, 2>;  // 128 rows x 128 tokens, 4 warps of 64 x 64, 87 KiB, 2 blocks per SM
+using TileE = SpTile<2, 2, 2, 8, 4, 2>;  // 64 rows x 128 tokens, 4 warps of 32 x 64, 94 KiB, 2 blocks per SM
+
+// The epilogue of the tiled GEMMs: accumulators plus bias, rounded to T, as a (token, weight row) tile in
+// shared memory (the pipeline's, drained by the caller), then 16-byte rows out.
+template <DType kT, class C>
+__device__ __forceinline__ void store_tile(uint8_t* smem, const float (&acc)[C::kMI][C::kNJ][4],
+                                           const typename Elem<kT>::T* __restrict__ bias,
+                                           typename Elem<kT>::T* __restrict__ out, int64_t ldo, int M, int N, int m0,
+                                           int n0, int wn, int wm, bool vec_store) {
+  using E = Elem<kT>;
+  using T = typename E::T;
+  constexpr int kBN = C::kBN, kBM = C::kBM, kMI = C::kMI, kNJ = C::kNJ, kOutLd = C::kOutLd;
+  const int tid = threadIdx.x, g = (tid & 31) >> 2, t = tid & 3;
+  T* os = reinterpret_cast<T*>(smem);
+#pragma unroll
+  for (int i = 0; i < kMI; ++i) {
+    const int nl = wn * kMI * 16 + 16 * i + g;
+    const float b0 = bias && n0 + nl < N ? E::to_float(bias[n0 + nl]) : 0.0f;
+    const float b1 = bias && n0 + nl + 8 < N ? E::to_float(bias[n0 + nl + 8]) : 0.0f;
+#pragma unroll
+    for (int j = 0; j < kNJ; ++j) {
+      const int ml = wm * kNJ * 8 + 8 * j + 2 * t;
+      os[ml * kOutLd + nl] = E::from_float(acc[i][j][0] + b0);
+      os[(ml + 1) * kOutLd + nl] = E::from_float(acc[i][j][1] + b0);
+      os[ml * kOutLd + nl + 8] = E::from_float(acc[i][j][2] + b1);
+      os[(ml + 1) * kOutLd + nl + 8] = E::from_float(acc[i][j][3] + b1);
+    }
+  }
+  __syncthreads();
+  constexpr int kChunks = kBN / 8;  // 16-byte chunks per token row
+  for (int c = tid; c < kBM * kChunks; c += C::kThreads) {
+    const int ml = c / kChunks, oc = c % kChunks, m = m0 + ml, n = n0 + oc * 8;
+    if (m >= M || n >= N) continue;
+    T* dst = out + static_cast<int64_t>(m) * ldo + n;
+    const T* src = os + ml * kOutLd + oc * 8;
+    if (vec_store && n + 8 <= N) {
+      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+    } else {
+      for (int e2 = 0; e2 < 8 && n + e2 < N; ++e2) dst[e2] = src[e2];
+    }
+  }
+}
 
 template <DType kT, class C>
 __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
@@ -328,11 +370,10 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
                           const typename Elem<kT>::T* __restrict__ values, const uint32_t* __restrict__ meta32,
                           int64_t Np, const typename Elem<kT>::T* __restrict__ bias,
                           typename Elem<kT>::T* __restrict__ out, int64_t ldo, int M, int N, int Kp, bool vec_store) {
-  using E = Elem<kT>;
-  using T = typename E::T;
+  using T = typename Elem<kT>::T;
   constexpr int kBN = C::kBN, kBM = C::kBM, kMI = C::kMI, kNJ = C::kNJ, kStages = C::kStages;
   constexpr int kValRow = C::kValRow, kXRow = C::kXRow, kValBytes = C::kValBytes, kMetaBytes = C::kMetaBytes;
-  constexpr int kStageBytes = C::kStageBytes, kOutLd = C::kOutLd;
+  constexpr int kStageBytes = C::kStageBytes;
   constexpr int kVRowStep = C::kThreads / 4, kXRowStep = C::kThreads / 8;  // rows between a thread's copies
   extern __shared__ __align__(128) uint8_t smem[];
   const uint32_t sbase = smem_addr(smem);
@@ -446,43 +487,152 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
   cp_async_wait<0>();
   __syncthreads();  // the pipeline's shared memory becomes the epilogue tile
 
-  // ---- epilogue: (token, weight row) tile of T in shared memory, then 16-byte rows out.
-  T* os = reinterpret_cast<T*>(smem);
-#pragma unroll
-  for (int i = 0; i < kMI; ++i) {
-    const int nl = wn * kMI * 16 + 16 * i + g;
-    const float b0 = bias && n0 + nl < N ? E::to_float(bias[n0 + nl]) : 0.0f;
-    const float b1 = bias && n0 + nl + 8 < N ? E::to_float(bias[n0 + nl + 8]) : 0.0f;
-#pragma unroll
-    for (int j = 0; j < kNJ; ++j) {
-      const int ml = wm * kNJ * 8 + 8 * j + 2 * t;
-      os[ml * kOutLd + nl] = E::from_float(acc[i][j][0] + b0);
-      os[(ml + 1) * kOutLd + nl] = E::from_float(acc[i][j][1] + b0);
-      os[ml * kOutLd + nl + 8] = E::from_float(acc[i][j][2] + b1);
-      os[(ml + 1) * kOutLd + nl + 8] = E::from_float(acc[i][j][3] + b1);
-    }
-  }
-  __syncthreads();
-  constexpr int kChunks = kBN / 8;  // 16-byte chunks per token row
-  for (int c = tid; c < kBM * kChunks; c += C::kThreads) {
-    const int ml = c / kChunks, oc = c % kChunks, m = m0 + ml, n = n0 + oc * 8;
-    if (m >= M || n >= N) continue;
-    T* dst = out + static_cast<int64_t>(m) * ldo + n;
-    const T* src = os + ml * kOutLd + oc * 8;
-    if (vec_store && n + 8 <= N) {
-      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
-    } else {
-      for (int e2 = 0; e2 < 8 && n + e2 < N; ++e2) dst[e2] = src[e2];
-    }
-  }
+  store_tile<kT, C>(smem, acc, bias, out, ldo, M, N, m0, n0, wn, wm, vec_store);
 }
 
+// Variants 4-6: the tiles and shared-memory layout above, with the main loop of CUTLASS's multistage
+// mma (torch's to_sparse_semi_structured, CUTLASS's sm80 sparse GEMM, ran at ~1000 dense-equivalent TFLOP/s
+// on the H200, against ~400 for variants 1 and 2). Variants 1-3 load a step's fragments and
+// then wait on them before its mma.sp, and the barrier lines every warp up on that wait; here the fragments
+// are loaded one k32 step ahead: step 1's ldmatrix go out during step 0's mma.sp, and right after the
+// barrier the next stage's step 0 is loaded during this stage's step-1 mma.sp, so ldmatrix latency hides
+// behind tensor-core work. Registers (a 64 x 64 warp holds 128 accumulators): A is double-buffered, B
+// reloaded column by column as its mma.sp retire, and the copies keep one source pointer per operand (a
+// thread's copy rows are kVRowStep or kXRowStep apart) instead of one per copy.
 template <DType kT, class C>
+__global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
+    sparse24_tiled_db_kernel(const typename Elem<kT>::T* __restrict__ x, int64_t ldx,
+                             const typename Elem<kT>::T* __restrict__ values, const uint32_t* __restrict__ meta32,
+                             int64_t Np, const typename Elem<kT>::T* __restrict__ bias,
+                             typename Elem<kT>::T* __restrict__ out, int64_t ldo, int M, int N, int Kp,
+                             bool vec_store) {
+  using T = typename Elem<kT>::T;
+  constexpr int kBN = C::kBN, kBM = C::kBM, kMI = C::kMI, kNJ = C::kNJ, kStages = C::kStages;
+  constexpr int kValRow = C::kValRow, kXRow = C::kXRow, kValBytes = C::kValBytes, kMetaBytes = C::kMetaBytes;
+  constexpr int kStageBytes = C::kStageBytes;
+  constexpr int kVRowStep = C::kThreads / 4, kXRowStep = C::kThreads / 8;
+  extern __shared__ __align__(128) uint8_t smem[];
+  const uint32_t sbase = smem_addr(smem);
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+  const int wn = warp / C::kWarpsM, wm = warp % C::kWarpsM;
+  const int m0 = blockIdx.x * kBM, n0 = blockIdx.y * kBN;
+  const int64_t half = Kp / 2;
+  const int steps = Kp / 32, ktiles = (Kp + 63) / 64;
+
+  // ---- copies as in variants 1-3; copy j of a thread is live while j < v_live (x_live).
+  const int vc = tid & 3, vr = tid >> 2, xc = tid & 7, xr = tid >> 3;
+  const int v_live = n0 + vr < N ? (N - n0 - vr + kVRowStep - 1) / kVRowStep : 0;
+  const int x_live = m0 + xr < M ? (M - m0 - xr + kXRowStep - 1) / kXRowStep : 0;
+  const T* v_cur = values + (v_live > 0 ? static_cast<int64_t>(n0 + vr) * half : 0) + vc * 8;
+  const T* x_cur = x + (x_live > 0 ? static_cast<int64_t>(m0 + xr) * ldx : 0) + xc * 8;
+  const int ms = tid / (kBN / 4), mc = tid % (kBN / 4);
+  const uint32_t* m_src = meta32 + (n0 + 4 * mc < Np ? n0 + 4 * mc : n0);
+  const uint32_t v_dst = vr * kValRow + vc * 16, x_dst = kValBytes + kMetaBytes + xr * kXRow + xc * 16;
+  const uint32_t m_dst = kValBytes + ms * kBN * 4 + mc * 16;
+  auto load_tile = [&](int stage, int kt) {
+    const uint32_t st = sbase + stage * kStageBytes;
+    const bool vk = 32 * kt + vc * 8 < half;
+#pragma unroll
+    for (int j = 0; j < C::kVCopies; ++j) {
+      const bool ok = j < v_live && vk;
+      cp_async_16_zfill(st + v_dst + j * kVRowStep * kValRow, ok ? v_cur + j * kVRowStep * half : values, ok);
+    }
+    const bool xk = 64 * kt + xc * 8 < Kp;
+#pragma unroll
+    for (int j = 0; j < C::kXCopies; ++j) {
+      const bool ok = j < x_live && xk;
+      cp_async_16_zfill(st + x_dst + j * kXRowStep * kXRow, ok ? x_cur + j * kXRowStep * ldx : x, ok);
+    }
+    v_cur += 32;
+    x_cur += 64;
+    if (tid < kBN / 2) {
+      const int s = min(2 * kt + ms, steps - 1);
+      cp_async_16_zfill(st + m_dst, m_src + static_cast<int64_t>(s) * Np, true);
+    }
+  };
+
+  const int lq = lane >> 3, lr = lane & 7;
+  const uint32_t a_off = (wn * kMI * 16 + (lq & 1) * 8 + lr) * kValRow + (lq >> 1) * 16;
+  const uint32_t b_off = kValBytes + kMetaBytes + (wm * kNJ * 8 + lr) * kXRow + lq * 16;
+  static_assert(kMI % 2 == 0, "m16 tiles in pairs: one 32-row metadata tile");
+  const uint32_t e_off = kValBytes + ((t >> 1) * kBN + wn * kMI * 16 + 4 * g + (t & 1)) * 4;
+  auto load_a = [&](uint32_t(&a)[kMI][4], int stage, int s) {
+#pragma unroll
+    for (int i = 0; i < kMI; ++i) ldmatrix_x4(a[i], sbase + stage * kStageBytes + a_off + i * 16 * kValRow + s * 32);
+  };
+  auto load_b = [&](uint32_t(&b)[4], int stage, int s, int j) {
+    ldmatrix_x4(b, sbase + stage * kStageBytes + b_off + j * 8 * kXRow + s * 64);
+  };
+  auto load_meta = [&](uint32_t(&e)[kMI], int stage) {
+    const uint8_t* sp = smem + stage * kStageBytes;
+#pragma unroll
+    for (int i = 0; i < kMI; ++i)
+      e[i] = *reinterpret_cast<const uint32_t*>(sp + e_off + ((i >> 1) * 32 + (i & 1) * 2) * 4);
+  };
+
+  float acc[kMI][kNJ][4];
+#pragma unroll
+  for (int i = 0; i < kMI; ++i)
+#pragma unroll
+    for (int j = 0; j < kNJ; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.0f;
+
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < ktiles) load_tile(s, s);
+    cp_async_commit();
+  }
+  cp_async_wait<kStages - 2>();
+  __syncthreads();
+  // A double-buffered (a[s] holds step s); B rolling: once column j's mma.sp of a step are issued, b[j] is
+  // reloaded for the next step, kNJ - 1 columns of mma.sp ahead of its use. 128 + 32 + 32 registers.
+  uint32_t a[2][kMI][4], b[kNJ][4], e[kMI];
+  load_meta(e, 0);
+  load_a(a[0], 0, 0);
+#pragma unroll
+  for (int j = 0; j < kNJ; ++j) load_b(b[j], 0, 0, j);
+  int read = 0, write = kStages - 1;
+#pragma unroll 1
+  for (int kt = 0; kt < ktiles; ++kt) {
+    load_a(a[1], read, 1);
+    // The stage written now was last read (step 1, metadata) before the previous iteration's barrier.
+    if (kt + kStages - 1 < ktiles) load_tile(write, kt + kStages - 1);
+    cp_async_commit();
+#pragma unroll
+    for (int j = 0; j < kNJ; ++j) {
+#pragma unroll
+      for (int i = 0; i < kMI; ++i) mma_sp_16832<kT, 0>(acc[i][j], a[0][i], b[j], e[i]);
+      load_b(b[j], read, 1, j);
+    }
+    cp_async_wait<kStages - 2>();  // tile kt + 1 landed
+    __syncthreads();
+    read = read + 1 == kStages ? 0 : read + 1;
+    write = write + 1 == kStages ? 0 : write + 1;
+    // After the last tile these read a stale stage: harmless, and unused.
+    load_a(a[0], read, 0);
+#pragma unroll
+    for (int j = 0; j < kNJ; ++j) {
+#pragma unroll
+      for (int i = 0; i < kMI; ++i) mma_sp_16832<kT, 1>(acc[i][j], a[1][i], b[j], e[i]);
+      load_b(b[j], read, 0, j);
+    }
+    load_meta(e, read);  // the next stage's words, read before the next barrier like its fragments
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // the pipeline's shared memory becomes the epilogue tile
+  store_tile<kT, C>(smem, acc, bias, out, ldo, M, N, m0, n0, wn, wm, vec_store);
+}
+
+template <DType kT, class C, bool kDoubleBuffered = false>
 cudaError_t launch_tiled(const void* x, int64_t ldx, const void* values, const int16_t* meta, int64_t Np,
                          const void* bias, void* out, int64_t ldo, int64_t M, int64_t N, int64_t Kp,
                          cudaStream_t stream) {
   using T = typename Elem<kT>::T;
-  auto* kernel = &sparse24_tiled_kernel<kT, C>;
+  auto* kernel = [] {  // only the chosen kernel is instantiated
+    if constexpr (kDoubleBuffered)
+      return &sparse24_tiled_db_kernel<kT, C>;
+    else
+      return &sparse24_tiled_kernel<kT, C>;
+  }();
   // More than 48 KiB of dynamic shared memory is opted into once per device.
   static std::atomic<bool> opted_in[64] = {};
   int device = 0;
@@ -511,11 +661,17 @@ cudaError_t dispatch(const void* x, int64_t ldx, const void* values, const int16
   if (gemv) {
     if (variant == 1) return launch_gemv_wide<kT, 4, 2>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
     if (variant == 2) return launch_gemv_wide<kT, 4, 4>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
+    if (variant == 3) return launch_gemv_wide<kT, 1, 8>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
+    if (variant == 4) return launch_gemv_wide<kT, 2, 4>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
+    if (variant == 5) return launch_gemv_wide<kT, 8, 2>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
     return launch<kT, 2, 1, 4>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
   }
   if (variant == 1) return launch_tiled<kT, TileA>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
   if (variant == 2) return launch_tiled<kT, TileB>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
   if (variant == 3) return launch_tiled<kT, TileC>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
+  if (variant == 4) return launch_tiled<kT, TileD, true>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
+  if (variant == 5) return launch_tiled<kT, TileB, true>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
+  if (variant == 6) return launch_tiled<kT, TileE, true>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
   return launch<kT, 8, 4, 1>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
 }
 

@@ -48,7 +48,7 @@ inline at::Tensor sparse24_linear_cuda(const char* op, const at::Tensor& x_in, c
   at::Tensor x = x_in.is_contiguous() ? x_in : x_in.contiguous();
   // The kernels read x in pairs (4 bytes): a view starting at an odd element is copied.
   if (reinterpret_cast<uintptr_t>(x.data_ptr()) % 4) x = x.clone();
-  // Variants 1 and 2 read values and meta (and the GEMM x) 16 bytes at a time: copy misaligned views.
+  // Variants > 0 read values and meta (and the GEMM x) 16 bytes at a time: copy misaligned views.
   const bool wide = variant > 0;
   const at::Tensor v = wide && !cuda_binding::aligned16(values) ? values.clone() : values;
   const at::Tensor e = wide && !cuda_binding::aligned16(meta) ? meta.clone() : meta;
@@ -72,14 +72,15 @@ inline void register_sparse_cuda(pybind11::module_& m) {
            int64_t variant) { return sparse24_linear_cuda("sparse24_gemv_cuda", x, v, e, b, true, variant); },
         py::arg("x"), py::arg("values"), py::arg("meta"), py::arg("bias") = py::none(), py::arg("variant") = 0,
         "2:4 linear for M <= 16 on sparse tensor cores: x (M, Kp), values (N, Kp/2) float16|bfloat16, "
-        "meta (Np, Kp/16) int16, bias (N) or None -> (M, N); variant 0 (default), 1 or 2: see sparse_cuda.h");
+        "meta (Np, Kp/16) int16, bias (N) or None -> (M, N); variant 0 (default) to 5: see sparse_cuda.h");
   m.def("sparse24_gemm_cuda",
         [](const at::Tensor& x, const at::Tensor& v, const at::Tensor& e, const c10::optional<at::Tensor>& b,
            int64_t variant) { return sparse24_linear_cuda("sparse24_gemm_cuda", x, v, e, b, false, variant); },
         py::arg("x"), py::arg("values"), py::arg("meta"), py::arg("bias") = py::none(), py::arg("variant") = 0,
         "2:4 GEMM on sparse tensor cores (mma.sp m16n8k32): x (M, Kp), values (N, Kp/2) float16|bfloat16, "
         "meta (Np, Kp/16) int16, bias (N) or None -> (M, N); variant 0 (default; operands from global memory), "
-        "1, 2 or 3 (cp.async tiles of 128x128, 256x128 or 64x128 weight rows x tokens)");
+        "1, 2 or 3 (cp.async tiles of 128x128, 256x128 or 64x128 weight rows x tokens), 4, 5 or 6 (128x128, "
+        "256x128 or 64x128 with fragments loaded a step ahead)");
 }
 
 }  // namespace pycomp
