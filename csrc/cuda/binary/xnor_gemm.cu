@@ -244,7 +244,7 @@ __device__ __forceinline__ int v1_swizzle(int row, int chunk) { return row * 4 +
 // SM: each A tile byte copied to shared memory feeds twice the output columns, the block count halves
 // (K = 4096 has only 8 k-steps, so each block's ring fill is a large part of its life), and the SM
 // holds as many warps as variant 1's two blocks. Template: <out type, block N, warps, blocks per SM>.
-template <DType kOut, int kBNt = kV1BN, int kWarpsT = kV1Threads / 32, int kMinBlocks = 2>
+template <DType kOut, int kBNt, int kWarpsT, int kMinBlocks>
 __global__ void __launch_bounds__(kWarpsT * 32, kMinBlocks) xnor_gemm_v1_kernel(
     const uint32_t* __restrict__ a, int64_t ld_a, const float* __restrict__ beta, const int32_t* __restrict__ popc_a,
     const uint32_t* __restrict__ w, int64_t KW, const float* __restrict__ alpha, const int32_t* __restrict__ popc_w,
@@ -400,11 +400,11 @@ struct Gemm {
     using T = typename Elem<kT>::T;
     if (variant == 2) {
       constexpr int kBN2 = 256, kSmem2 = kV1Stages * (kV1BM + kBN2) * kV1RowBytes;
-      auto* kernel = xnor_gemm_v1_kernel<kT, kBN2, 8, 1>;
       const dim3 grid(static_cast<unsigned>(ceil_div(N, kBN2)), static_cast<unsigned>(ceil_div(M, kV1BM)));
-      const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem2);
+      const cudaError_t e = cudaFuncSetAttribute(xnor_gemm_v1_kernel<kT, kBN2, 8, 1>,
+                                                 cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem2);
       if (e != cudaSuccess) return e;
-      kernel<<<grid, 256, kSmem2, stream>>>(a, ld_a, beta, popc_a, w, KW, alpha, popc_w, static_cast<const T*>(bias),
+      xnor_gemm_v1_kernel<kT, kBN2, 8, 1><<<grid, 256, kSmem2, stream>>>(a, ld_a, beta, popc_a, w, KW, alpha, popc_w, static_cast<const T*>(bias),
                                             static_cast<T*>(out), static_cast<int>(M), static_cast<int>(N),
                                             static_cast<int>(K));
       return cudaGetLastError();
@@ -412,9 +412,10 @@ struct Gemm {
     if (variant == 1) {
       const dim3 grid(static_cast<unsigned>(ceil_div(N, kV1BN)), static_cast<unsigned>(ceil_div(M, kV1BM)));
       const cudaError_t e =
-          cudaFuncSetAttribute(xnor_gemm_v1_kernel<kT>, cudaFuncAttributeMaxDynamicSharedMemorySize, kV1Smem);
+          cudaFuncSetAttribute(xnor_gemm_v1_kernel<kT, kV1BN, kV1Threads / 32, 2>,
+                               cudaFuncAttributeMaxDynamicSharedMemorySize, kV1Smem);
       if (e != cudaSuccess) return e;
-      xnor_gemm_v1_kernel<kT><<<grid, kV1Threads, kV1Smem, stream>>>(
+      xnor_gemm_v1_kernel<kT, kV1BN, kV1Threads / 32, 2><<<grid, kV1Threads, kV1Smem, stream>>>(
           a, ld_a, beta, popc_a, w, KW, alpha, popc_w, static_cast<const T*>(bias), static_cast<T*>(out),
           static_cast<int>(M), static_cast<int>(N), static_cast<int>(K));
       return cudaGetLastError();
