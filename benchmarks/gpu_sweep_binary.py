@@ -5,13 +5,16 @@ weights (copies rotated beyond 4x the L2), as CUDA-graph replays.
 
 Targets (issue 4): W1A16 at M=1 >= 8x bf16; XNOR at M=4096 >= 5x the bf16 GEMM. Variants
 (csrc/cuda/binary/binary_cuda.h): W1A16 0 = fp32 sign-flip FMAs, 1 = bits expanded to +-1 pairs for
-mma.sync m16n8k16, 2 = as 1 with mantissa-class pairs (one lop3 each); XNOR 0 = 64x32 warp tiles,
-2 stages, 1 = 64x64 warp tiles, 4-stage ldmatrix ring, vectorized binarization.
-The XNOR rows time the whole binding call (per-token binarization, weight popcounts, GEMM).
+mma.sync m16n8k16, 2 = as 1 with mantissa-class pairs (one lop3 each), 3 = as 1 with x staged once per
+block in shared memory as B-fragment pairs, alpha/bias loaded up front (4 warps split K), 4 = as 3 with
+8 warps (twice the warps per SM); XNOR 0 = 64x32 warp tiles, 2 stages, 1 = 64x64 warp tiles, 4-stage
+ldmatrix ring, vectorized binarization, 2 = as 1 on 128x256 blocks of 8 warps (one per SM).
+The XNOR rows "vN" time the whole binding call; "vN:bin" (per-token binarization), "popc" (the weights'
+row popcounts, recomputed every call) and "vN:gemm" (the GEMM alone on precomputed bits) split it.
 
 `sweep(h) -> str` (h: gpu_check's helper namespace: torch, time_graph, rel_err, log) never raises; as
-a file named gpu_*.py it is also a gpu_check family: `bench(h) -> (rows, table)`. Expected to take a few seconds on an H200 (not yet
-run on a card).
+a file named gpu_*.py it is also a gpu_check family: `bench(h) -> (rows, table)`. It took 1 s on the H200
+in run 2, before the round-2 rows (W1A16 3, 4 and the XNOR split) were added.
 """
 from __future__ import annotations
 
@@ -21,16 +24,18 @@ NAME = "sweep_binary"
 SHAPE = (14336, 4096)
 W1A16_MS = (1, 4, 16)
 XNOR_MS = (1024, 4096)
-W1A16_VARIANTS = (0, 1, 2)
-XNOR_VARIANTS = (0, 1)
+W1A16_VARIANTS = (0, 1, 2, 3, 4)
+XNOR_VARIANTS = (0, 1, 2)
 
 
-def _time(h, fn, want, calls) -> dict:
-    """{"ms", "err", "note"}: checked against want (when given), then timed; never raises."""
+def _time(h, fn, want, calls, view=None) -> dict:
+    """{"ms", "err", "note"}: view(fn(0)) (fn(0) without view) checked against want (when given), then timed;
+    never raises."""
     try:
         err = None
         if want is not None:
-            err = h.rel_err(fn(0), want)
+            got = fn(0)
+            err = h.rel_err(view(got) if view else got, want)
             if not err < 2e-2:
                 return {"ms": None, "err": err, "note": "WRONG"}
         return {"ms": h.time_graph(h.torch, fn, calls), "err": err, "note": ""}
@@ -58,10 +63,11 @@ def _rows(h) -> list[dict]:
     calls = 2 * max(copies_b, copies_p)
     w_deq = dequantize_binary(packed, alpha, k)  # fp32 (N, K)
     sign_w = unpack_signs(packed, k)
+    popc_ref = sign_w.lt(0).sum(1).float()
     rows = []
 
-    def add(op, m, impl, fn, want):
-        r = {"op": op, "m": m, "impl": impl, **_time(h, fn, want, calls)}
+    def add(op, m, impl, fn, want, view=None):
+        r = {"op": op, "m": m, "impl": impl, **_time(h, fn, want, calls, view)}
         rows.append(r)
         ms = f"{r['ms'] * 1e3:.1f}us" if r["ms"] else r["note"]
         h.log(f"  sweep_binary {op} {n}x{k} M={m} {impl}: {ms}")
@@ -79,9 +85,24 @@ def _rows(h) -> list[dict]:
         ref = dots * xf.abs().mean(1, keepdim=True) * alpha.t()
         del xf, dots
         add("xnor", m, "bf16", lambda i, x=x: F.linear(x, wbs[i % copies_b]), None)
+        beta_ref = x.float().abs().mean(1)
         for v in XNOR_VARIANTS:
             add("xnor", m, f"v{v}", lambda i, x=x, v=v: C.xnor_gemm_cuda(x, *ps[i % copies_p], 0, None, v), ref)
-        del ref
+        for v in XNOR_VARIANTS:
+            vb = min(v, 1)  # variant 2 binarizes as variant 1
+            if v == vb:
+                add("xnor", m, f"v{v}:bin", lambda i, x=x, v=v: C.binarize_per_token_cuda(x, v), beta_ref,
+                    view=lambda r: r[1])
+            try:  # the GEMM alone needs the parts; a failure here is already on the rows above
+                bits, beta, popc_a = C.binarize_per_token_cuda(x, vb)
+                pws = [C.popc_rows_cuda(p) for p, _ in ps]
+            except Exception:
+                continue
+            add("xnor", m, f"v{v}:gemm", lambda i, x=x, v=v, bits=bits, beta=beta, popc_a=popc_a, pws=pws:
+                C.xnor_gemm_bits_cuda(bits, beta, popc_a, *ps[i % copies_p], pws[i % copies_p], k, x, None, v), ref)
+            del bits, beta, popc_a, pws
+        add("xnor", m, "popc", lambda i: C.popc_rows_cuda(ps[i % copies_p][0]), popc_ref, view=lambda r: r.float())
+        del ref, beta_ref
     del wbs, ps
     torch.cuda.empty_cache()
     return rows
@@ -90,12 +111,16 @@ def _rows(h) -> list[dict]:
 def _table(rows: list[dict], h=None) -> str:
     n, k = SHAPE
     lines = [f"binary variants {n}x{k} (bf16 x, cold weights)",
-             "op     M     impl        us   vs bf16   throughput   rel err   note"]
+             "op     M     impl           us   vs bf16   throughput   rel err   note"]
     base = {(r["op"], r["m"]): r["ms"] for r in rows if r["impl"] == "bf16"}
     for r in rows:
         ms, b = r["ms"], base.get((r["op"], r["m"]))
         if not ms:
             thr = ""
+        elif r["impl"].endswith(":bin"):  # reads x, writes bits
+            thr = f"{r['m'] * k * 2 / ms / 1e6:7.0f} GB/s"
+        elif r["impl"] == "popc":
+            thr = f"{n * math.ceil(k / 32) * 4 / ms / 1e6:7.0f} GB/s"
         elif r["op"] == "xnor":
             thr = f"{2 * r['m'] * n * k / ms / 1e9:7.0f} TOP/s"
         else:
@@ -104,7 +129,7 @@ def _table(rows: list[dict], h=None) -> str:
         us = f"{ms * 1e3:9.1f}" if ms else "        -"
         ratio = f"{b / ms:7.2f}x" if ms and b else "       -"
         err = f"{r['err']:.1e}" if r.get("err") is not None else "-"
-        lines.append(f"{r['op']:6s} {r['m']:5d} {r['impl']:5s} {us} {ratio}  {thr:13s} {err:>8s}   {r['note']}")
+        lines.append(f"{r['op']:6s} {r['m']:5d} {r['impl']:8s} {us} {ratio}  {thr:13s} {err:>8s}   {r['note']}")
     return "\n".join(lines)
 
 

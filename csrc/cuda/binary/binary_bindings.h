@@ -8,6 +8,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include <cstdint>
+#include <tuple>
 
 #include "cuda/binary/binary_cuda.h"
 #include "cuda/binding_checks.h"
@@ -58,11 +59,11 @@ inline void check_variant(const char* op, int64_t variant, int64_t last) {
 inline at::Tensor w1a16_gemv_cuda(const at::Tensor& x_in, const at::Tensor& packed, const at::Tensor& alpha,
                                   int64_t group_size, const c10::optional<at::Tensor>& bias, int64_t variant) {
   const char* op = "w1a16_gemv_cuda";
-  check_variant(op, variant, 2);
+  check_variant(op, variant, 4);
   const int64_t N = check_args(op, x_in, packed, alpha, group_size, bias);
   const cuda::DType t = float_dtype(op, x_in.scalar_type());
   TORCH_CHECK(variant == 0 || (group_size == 0 && t != cuda::DType::kF32), op,
-              ": variants 1 and 2 (tensor cores) take bf16 or fp16 x and one alpha per row (group_size=0)");
+              ": variants 1 to 4 (tensor cores) take bf16 or fp16 x and one alpha per row (group_size=0)");
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = aligned_rows(x_in);
   const int64_t M = x.size(0), K = x.size(1), KW = (K + 31) / 32;
@@ -76,37 +77,94 @@ inline at::Tensor w1a16_gemv_cuda(const at::Tensor& x_in, const at::Tensor& pack
   return out;
 }
 
+// The XNOR GEMM's three launches, callable one by one so that the GPU sweep can time each part.
+// binarize_per_token_cuda: x (M, K) float CUDA -> (bits (M, xnor_padded_words(K)) int32, beta (M) fp32,
+// popc (M) int32).
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor> binarize_per_token_cuda(const at::Tensor& x_in,
+                                                                               int64_t variant) {
+  const char* op = "binarize_per_token_cuda";
+  check_variant(op, variant, 1);
+  TORCH_CHECK(x_in.is_cuda() && x_in.dim() == 2 && x_in.size(1) > 0, op, ": x must be a 2-D CUDA tensor with K > 0");
+  const cuda::DType t = float_dtype(op, x_in.scalar_type());
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = x_in.stride(1) == 1 ? x_in : x_in.contiguous();
+  const int64_t M = x.size(0), K = x.size(1), ld_a = cuda::xnor_padded_words(K);
+  const auto i32 = x.options().dtype(at::kInt);
+  at::Tensor bits = at::empty({M, ld_a}, i32), beta = at::empty({M}, x.options().dtype(at::kFloat));
+  at::Tensor popc = at::empty({M}, i32);
+  if (M > 0)
+    check_launch(op, cuda::binarize_per_token(t, x.data_ptr(), M > 1 ? x.stride(0) : K,
+                                              static_cast<uint32_t*>(bits.data_ptr()), ld_a, beta.data_ptr<float>(),
+                                              popc.data_ptr<int32_t>(), M, K, c10::cuda::getCurrentCUDAStream(),
+                                              static_cast<int>(variant)));
+  return {bits, beta, popc};
+}
+
+// popc_rows_cuda: packed (N, KW) uint32 CUDA -> (N) int32 set bits per row.
+inline at::Tensor popc_rows_cuda(const at::Tensor& packed) {
+  const char* op = "popc_rows_cuda";
+  TORCH_CHECK(packed.is_cuda() && packed.dim() == 2 && packed.scalar_type() == at::kUInt32 && packed.is_contiguous() &&
+                  packed.size(0) > 0 && packed.size(1) > 0,
+              op, ": packed must be a contiguous non-empty 2-D uint32 CUDA tensor");
+  const c10::cuda::CUDAGuard guard(packed.device());
+  at::Tensor popc = at::empty({packed.size(0)}, packed.options().dtype(at::kInt));
+  check_launch(op, cuda::popc_rows(static_cast<const uint32_t*>(packed.data_ptr()), packed.size(0), packed.size(1),
+                                   popc.data_ptr<int32_t>(), c10::cuda::getCurrentCUDAStream()));
+  return popc;
+}
+
+// xnor_gemm_bits_cuda: the GEMM alone on binarize_per_token_cuda's and popc_rows_cuda's outputs, for
+// K inputs, out of dtype like (x's dtype).
+inline at::Tensor xnor_gemm_bits_cuda(const at::Tensor& bits, const at::Tensor& beta, const at::Tensor& popc_a,
+                                      const at::Tensor& packed, const at::Tensor& alpha, const at::Tensor& popc_w,
+                                      int64_t K, const at::Tensor& like, const c10::optional<at::Tensor>& bias,
+                                      int64_t variant) {
+  const char* op = "xnor_gemm_bits_cuda";
+  check_variant(op, variant, 2);
+  TORCH_CHECK(K > 0 && bits.is_cuda() && bits.dim() == 2 && bits.scalar_type() == at::kInt && bits.is_contiguous() &&
+                  bits.size(1) == cuda::xnor_padded_words(K),
+              op, ": bits must be binarize_per_token_cuda's contiguous (M, ", cuda::xnor_padded_words(K),
+              ") int32 output for K=", K);
+  const int64_t M = bits.size(0), KW = (K + 31) / 32;
+  TORCH_CHECK(packed.device() == bits.device() && packed.dim() == 2 && packed.scalar_type() == at::kUInt32 &&
+                  packed.is_contiguous() && packed.size(1) == KW && KW % 4 == 0 && aligned16(packed),
+              op, ": packed must be a contiguous 16-byte aligned (N, ", KW, ") uint32 tensor with ceil(K/32) % 4 == 0");
+  const int64_t N = packed.size(0);
+  auto vec = [&](const at::Tensor& v, int64_t n, at::ScalarType st) {
+    return v.device() == bits.device() && v.numel() == n && v.scalar_type() == st && v.is_contiguous();
+  };
+  TORCH_CHECK(vec(beta, M, at::kFloat) && vec(popc_a, M, at::kInt) && vec(alpha, N, at::kFloat) &&
+                  vec(popc_w, N, at::kInt),
+              op, ": beta (M) fp32, popc_a (M) int32, alpha (N) fp32 and popc_w (N) int32 must be contiguous on bits' device");
+  const cuda::DType t = float_dtype(op, like.scalar_type());
+  if (bias) {
+    TORCH_CHECK(vec(*bias, N, like.scalar_type()) && bias->dim() == 1, op,
+                ": bias must be a contiguous vector of N=", N, " values of like's dtype");
+  }
+  const c10::cuda::CUDAGuard guard(bits.device());
+  at::Tensor out = at::empty({M, N}, bits.options().dtype(like.scalar_type()));
+  if (M == 0) return out;
+  check_launch(op, cuda::xnor_gemm(static_cast<const uint32_t*>(bits.data_ptr()), bits.size(1), beta.data_ptr<float>(),
+                                   popc_a.data_ptr<int32_t>(), static_cast<const uint32_t*>(packed.data_ptr()),
+                                   alpha.data_ptr<float>(), popc_w.data_ptr<int32_t>(),
+                                   bias ? bias->data_ptr() : nullptr, t, out.data_ptr(), M, N, K,
+                                   c10::cuda::getCurrentCUDAStream(), static_cast<int>(variant)));
+  return out;
+}
+
 inline at::Tensor xnor_gemm_cuda(const at::Tensor& x_in, const at::Tensor& packed, const at::Tensor& alpha,
                                  int64_t group_size, const c10::optional<at::Tensor>& bias, int64_t variant) {
   const char* op = "xnor_gemm_cuda";
-  check_variant(op, variant, 1);
-  const int64_t N = check_args(op, x_in, packed, alpha, group_size, bias);
+  check_variant(op, variant, 2);
+  check_args(op, x_in, packed, alpha, group_size, bias);
   TORCH_CHECK(group_size == 0, op, ": only one alpha per output channel (group_size=0) runs on the GPU kernel");
   const int64_t K = x_in.size(1), KW = (K + 31) / 32;
   TORCH_CHECK(KW % 4 == 0 && aligned16(packed), op, ": ceil(K/32)=", KW,
               " must be a multiple of 4 (weight rows are copied 16 bytes at a time)");
-  const cuda::DType t = float_dtype(op, x_in.scalar_type());
-  const c10::cuda::CUDAGuard guard(x_in.device());
-  const at::Tensor x = x_in.stride(1) == 1 ? x_in : x_in.contiguous();
-  const int64_t M = x.size(0);
-  at::Tensor out = at::empty({M, N}, x.options());
-  if (M == 0) return out;
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  const int64_t ld_a = cuda::xnor_padded_words(K);
-  const auto i32 = x.options().dtype(at::kInt);
-  at::Tensor bits = at::empty({M, ld_a}, i32), beta = at::empty({M}, x.options().dtype(at::kFloat));
-  at::Tensor popc_a = at::empty({M}, i32), popc_w = at::empty({N}, i32);
-  auto* bits_p = static_cast<uint32_t*>(bits.data_ptr());
-  const auto* w = static_cast<const uint32_t*>(packed.data_ptr());
-  check_launch(op, cuda::binarize_per_token(t, x.data_ptr(), M > 1 ? x.stride(0) : K, bits_p, ld_a,
-                                            beta.data_ptr<float>(), popc_a.data_ptr<int32_t>(), M, K, stream,
-                                            static_cast<int>(variant)));
-  check_launch(op, cuda::popc_rows(w, N, KW, popc_w.data_ptr<int32_t>(), stream));
-  check_launch(op, cuda::xnor_gemm(bits_p, ld_a, beta.data_ptr<float>(), popc_a.data_ptr<int32_t>(), w,
-                                   alpha.data_ptr<float>(), popc_w.data_ptr<int32_t>(),
-                                   bias ? bias->data_ptr() : nullptr, t, out.data_ptr(), M, N, K, stream,
-                                   static_cast<int>(variant)));
-  return out;
+  float_dtype(op, x_in.scalar_type());
+  // Variant 2 changes the GEMM only and binarizes as variant 1.
+  const auto [bits, beta, popc_a] = binarize_per_token_cuda(x_in, variant < 1 ? variant : 1);
+  return xnor_gemm_bits_cuda(bits, beta, popc_a, packed, alpha, popc_rows_cuda(packed), K, x_in, bias, variant);
 }
 
 }  // namespace binary_cuda_bindings
@@ -117,12 +175,20 @@ inline void register_binary_cuda(pybind11::module_& m) {
   m.def("w1a16_gemv_cuda", &w1a16_gemv_cuda, py::arg("x"), py::arg("packed"), py::arg("alpha"),
         py::arg("group_size"), py::arg("bias") = py::none(), py::arg("variant") = 0,
         "W1A16 for small M: x (M, K) bf16/fp16/fp32, packed (N, ceil(K/32)) uint32, alpha (N, G) float32 -> "
-        "(M, N) x.dtype; variants 1 and 2: tensor-core kernels (bf16/fp16, group_size=0)");
+        "(M, N) x.dtype; variants 1 to 4: tensor-core kernels (bf16/fp16, group_size=0)");
   m.def("xnor_gemm_cuda", &xnor_gemm_cuda, py::arg("x"), py::arg("packed"), py::arg("alpha"), py::arg("group_size"),
         py::arg("bias") = py::none(), py::arg("variant") = 0,
         "XNOR GEMM on b1 tensor cores: x (M, K) float binarized per token (beta = mean|x|), packed (N, ceil(K/32)) "
         "uint32 with ceil(K/32) % 4 == 0, alpha (N, 1) float32 -> (M, N) x.dtype; variant 1: 64x64 warp tiles, "
-        "4-stage ldmatrix pipeline");
+        "4-stage ldmatrix pipeline; variant 2: as 1 on 128x256 blocks of 8 warps");
+  m.def("binarize_per_token_cuda", &binarize_per_token_cuda, py::arg("x"), py::arg("variant") = 0,
+        "xnor_gemm_cuda's first launch: x (M, K) float -> (bits (M, padded words) int32, beta (M) fp32, popc (M) int32)");
+  m.def("popc_rows_cuda", &popc_rows_cuda, py::arg("packed"),
+        "xnor_gemm_cuda's second launch: set bits per row of packed (N, KW) uint32 -> (N) int32");
+  m.def("xnor_gemm_bits_cuda", &xnor_gemm_bits_cuda, py::arg("bits"), py::arg("beta"), py::arg("popc_a"),
+        py::arg("packed"), py::arg("alpha"), py::arg("popc_w"), py::arg("K"), py::arg("like"),
+        py::arg("bias") = py::none(), py::arg("variant") = 0,
+        "xnor_gemm_cuda's GEMM alone on binarize_per_token_cuda's and popc_rows_cuda's outputs; out dtype = like's");
 }
 
 }  // namespace pycomp

@@ -33,7 +33,8 @@ cudaError_t popc_rows(const uint32_t* w, int64_t N, int64_t KW, int32_t* popc, c
 // XNOR GEMM on b1 tensor cores (mma.sync m16n8k256 .and.popc), one alpha per output channel:
 // variant 0: 128x128 tiles of 8 warps (64x32 each), 2-stage cp.async of 512-bit k-steps, 32-bit
 // shared fragment loads; variant 1: 128x128 tiles of 4 warps (64x64 each: half the shared-memory
-// bytes per mma), 4-stage cp.async ring, swizzled rows read by ldmatrix.x4.
+// bytes per mma), 4-stage cp.async ring, swizzled rows read by ldmatrix.x4; variant 2: variant 1's
+// warp tiles and ring on 128x256 tiles of 8 warps, one block per SM.
 //   and[m, n] = popc(a[m] & w[n]);  xor = popc_a[m] + popc_w[n] - 2 * and
 //   out[m, n] = beta[m] * alpha[n] * (K - 2 * xor) + bias[n]
 // a: (M, ld_a) bits from binarize_per_token (ld_a = xnor_padded_words(K)); w: (N, KW) with
@@ -50,7 +51,10 @@ cudaError_t xnor_gemm(const uint32_t* a, int64_t ld_a, const float* beta, const 
 // nullptr; out: (M, N) of type t, row stride ldo. Any M >= 1 (built for M <= 16), K >= 1.
 // variant 0: fp32 FMAs with the activations' sign flipped per bit (any dtype, any G); variant 1:
 // bits expanded to +-1 pairs in registers for mma.sync m16n8k16 (bf16/f16 only, G == 1 only);
-// variant 2: as 1, with the bits in 4 mantissa classes (one lop3 per pair, class sums corrected).
+// variant 2: as 1, with the bits in 4 mantissa classes (one lop3 per pair, class sums corrected);
+// variants 3 (4 warps per block) and 4 (8 warps): as 1, with x staged once per block in shared memory
+// as B-fragment pairs and alpha/bias loaded before the loop (variant 1 where min(M, 8) staged rows
+// and the reduction pass 48 KB of shared memory).
 cudaError_t w1a16_gemv(DType t, const void* x, int64_t ldx, const uint32_t* w, const float* alpha, int64_t G,
                        int64_t group_words, const void* bias, void* out, int64_t ldo, int64_t M, int64_t N, int64_t K,
                        cudaStream_t stream, int variant = 0);

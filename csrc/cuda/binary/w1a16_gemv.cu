@@ -333,6 +333,188 @@ cudaError_t by_m_mma(const void* x, int64_t ldx, const uint32_t* w, const float*
   return launch_mma<kT, 2, kSplit>(x, ldx, w, alpha, bias, out, ldo, M, N, K, stream);
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Variants 3 and 4: variant 1's mma path with a short serial chain per warp. Variant 1 at M=1 reads
+// 7.3 MB in 14.7 us (0.5 TB/s) although it has every weight byte in flight from its start, so the
+// time goes to each warp's chain after the data lands: per 32-bit word, four dependent 16-byte x
+// loads (the 28 lanes of tokens past M take the element-wise path of the divergent branch), and a
+// cold alpha load after the reduction. Here the block first issues its weight loads and its
+// epilogue's alpha and bias, then stages x once into shared memory as the pair registers the
+// B fragments use (x[32 w + i] | x[32 w + i + 16] << 16, 16 per word, zero past K), so a word's
+// B operand is four LDS.128 with no branch (lanes of tokens past M take zeros). Quad q of word w
+// sits at quad q ^ ((w / 4) % 4), and rows are padded by 64 bytes: the 8 lanes of an LDS phase
+// (two tokens, four words 4 apart) hit distinct banks. Variant 3: 4 warps split K (2 units each at
+// K = 4096); variant 4: 8 warps (1 unit each), twice the warps in flight per SM.
+// Tokens: 8 per block (grid.y = ceil(M / 8)); x's staging needs min(M, 8) * (64 * 16 * units + 64)
+// bytes of shared memory, and the launcher runs variant 1 where that and the reduction's kW KB pass
+// 48 KB (K = 4096: M <= 4 for variant 4, M <= 5 for variant 3).
+constexpr int kStageRowPad = 64;
+
+template <DType kT, int kW, bool kVecW>
+__global__ void __launch_bounds__(kW * 32, 4) w1a16_staged_kernel(
+    const typename Elem<kT>::T* __restrict__ x, int64_t ldx, const uint32_t* __restrict__ w, int64_t KW,
+    const float* __restrict__ alpha, const typename Elem<kT>::T* __restrict__ bias, typename Elem<kT>::T* __restrict__ out,
+    int64_t ldo, int M, int N, int64_t K) {
+  using T = typename Elem<kT>::T;
+  extern __shared__ __align__(16) unsigned char xs_raw[];
+  __shared__ float part[kW][kV1Rows][8];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+  const int n0 = blockIdx.x * kV1Rows, m0 = blockIdx.y * 8;
+  const int rows = M - m0 < 8 ? M - m0 : 8;
+  const int64_t units = (KW + kV1Unit - 1) / kV1Unit, row_bytes = units * kV1Unit * 64 + kStageRowPad;
+
+  const uint32_t* wrow[2][2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int n = n0 + 16 * r + 8 * h + g;
+      wrow[r][h] = w + static_cast<int64_t>(n < N ? n : N - 1) * KW;
+    }
+  auto load_unit = [&](int64_t u, uint4 (&dst)[2][2]) {
+    const int64_t w0 = u * kV1Unit + 4 * t;
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        if constexpr (kVecW) {
+          dst[r][h] = w0 < KW ? ldg_stream_128(wrow[r][h] + w0) : make_uint4(0, 0, 0, 0);
+        } else {
+          dst[r][h].x = w0 < KW ? __ldg(wrow[r][h] + w0) : 0u;
+          dst[r][h].y = w0 + 1 < KW ? __ldg(wrow[r][h] + w0 + 1) : 0u;
+          dst[r][h].z = w0 + 2 < KW ? __ldg(wrow[r][h] + w0 + 2) : 0u;
+          dst[r][h].w = w0 + 3 < KW ? __ldg(wrow[r][h] + w0 + 3) : 0u;
+        }
+      }
+  };
+  // 4 warps hold the next unit in flight too; 8 warps (one unit each at K = 4096) keep their
+  // registers under 64 for 4 blocks per SM instead.
+  constexpr bool kAhead = kW == 4;
+  uint4 cur[2][2] = {}, nxt[2][2] = {};
+  int64_t u = warp;
+  if (u < units) load_unit(u, cur);
+  if constexpr (kAhead)
+    if (u + kW < units) load_unit(u + kW, nxt);
+  // The epilogue's thread i reduces row i % 32 (blockDim is a multiple of 32): its alpha and bias now.
+  const int er = threadIdx.x % kV1Rows, en = n0 + er < N ? n0 + er : N - 1;
+  const float e_alpha = __ldg(alpha + en);
+  const float e_bias = bias != nullptr ? Elem<kT>::to_float(bias[en]) : 0.f;
+
+  const int64_t words = units * kV1Unit;
+  for (int64_t i = threadIdx.x; i < rows * words; i += kW * 32) {
+    const int m = static_cast<int>(i / words);
+    const int64_t wd = i % words, k0 = wd * 32;
+    const T* xr = x + static_cast<int64_t>(m0 + m) * ldx + k0;
+    uint32_t xp[16];
+    if (k0 + 32 <= K) {
+      uint4 q[4];
+#pragma unroll
+      for (int v = 0; v < 4; ++v) q[v] = ldg_128(xr + 8 * v);
+      const uint32_t* lo = reinterpret_cast<const uint32_t*>(&q[0]);
+      const uint32_t* hi = reinterpret_cast<const uint32_t*>(&q[2]);
+#pragma unroll
+      for (int p = 0; p < 8; ++p) {
+        xp[2 * p] = __byte_perm(lo[p], hi[p], 0x5410);
+        xp[2 * p + 1] = __byte_perm(lo[p], hi[p], 0x7632);
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        const uint32_t a = k0 + j < K ? reinterpret_cast<const uint16_t*>(xr)[j] : 0u;
+        const uint32_t b = k0 + j + 16 < K ? reinterpret_cast<const uint16_t*>(xr)[j + 16] : 0u;
+        xp[j] = a | (b << 16);
+      }
+    }
+    unsigned char* dst = xs_raw + m * row_bytes + wd * 64;
+    const int sw = static_cast<int>((wd / 4) % 4);
+#pragma unroll
+    for (int q = 0; q < 4; ++q)
+      *reinterpret_cast<uint4*>(dst + 16 * (q ^ sw)) = make_uint4(xp[4 * q], xp[4 * q + 1], xp[4 * q + 2], xp[4 * q + 3]);
+  }
+  __syncthreads();
+
+  float acc[2][4] = {};
+  const bool has_x = g < rows;
+  const unsigned char* xrow = xs_raw + (has_x ? g : 0) * row_bytes;
+  for (; u < units; u += kW) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int64_t wd = u * kV1Unit + 4 * t + j;
+      const unsigned char* src = xrow + wd * 64;
+      const int sw = static_cast<int>((wd / 4) % 4);
+      uint32_t xp[16];
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const uint4 v = has_x ? *reinterpret_cast<const uint4*>(src + 16 * (q ^ sw)) : make_uint4(0, 0, 0, 0);
+        xp[4 * q] = v.x;
+        xp[4 * q + 1] = v.y;
+        xp[4 * q + 2] = v.z;
+        xp[4 * q + 3] = v.w;
+      }
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const uint32_t w_lo = reinterpret_cast<const uint32_t*>(&cur[r][0])[j];
+        const uint32_t w_hi = reinterpret_cast<const uint32_t*>(&cur[r][1])[j];
+#pragma unroll
+        for (int s = 0; s < 8; ++s) {
+          const uint32_t a[4] = {pm1_pair<kT>(w_lo, 2 * s), pm1_pair<kT>(w_hi, 2 * s), pm1_pair<kT>(w_lo, 2 * s + 1),
+                                 pm1_pair<kT>(w_hi, 2 * s + 1)};
+          const uint32_t b[2] = {xp[2 * s], xp[2 * s + 1]};
+          mma_16816<kT == DType::kF16>(acc[r], a, b);
+        }
+      }
+    }
+    if constexpr (kAhead) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) cur[r][h] = nxt[r][h];
+      if (u + 2 * kW < units) load_unit(u + 2 * kW, nxt);
+    } else if (u + kW < units) {
+      load_unit(u + kW, cur);
+    }
+  }
+
+#pragma unroll
+  for (int r = 0; r < 2; ++r)
+#pragma unroll
+    for (int c = 0; c < 4; ++c) part[warp][16 * r + g + 8 * (c / 2)][2 * t + c % 2] = acc[r][c];
+  __syncthreads();
+  for (int i = threadIdx.x; i < kV1Rows * 8; i += kW * 32) {
+    const int tok = i / kV1Rows, n = n0 + er, m = m0 + tok;  // i % 32 == er
+    if (n < N && m < M) {
+      float s = 0.f;
+#pragma unroll
+      for (int v = 0; v < kW; ++v) s += part[v][er][tok];
+      out[static_cast<int64_t>(m) * ldo + n] = Elem<kT>::from_float(s * e_alpha + e_bias);
+    }
+  }
+}
+
+template <DType kT, int kW>
+cudaError_t launch_staged(const void* x, int64_t ldx, const uint32_t* w, const float* alpha, const void* bias,
+                          void* out, int64_t ldo, int64_t M, int64_t N, int64_t K, cudaStream_t stream) {
+  using T = typename Elem<kT>::T;
+  const int64_t KW = ceil_div(K, 32), units = ceil_div(KW, kV1Unit);
+  const int64_t smem = (M < 8 ? M : 8) * (units * kV1Unit * 64 + kStageRowPad);
+  // Static (part) and dynamic shared memory together within the 48 KB a launch gets without opting in.
+  if (smem + kW * kV1Rows * 8 * 4 > 48 * 1024)
+    return by_m_mma<kT, false>(x, ldx, w, alpha, bias, out, ldo, M, N, K, stream);
+  const dim3 grid(static_cast<unsigned>(ceil_div(N, kV1Rows)), static_cast<unsigned>(ceil_div(M, 8)));
+  const auto* xt = static_cast<const T*>(x);
+  const auto* bt = static_cast<const T*>(bias);
+  auto* ot = static_cast<T*>(out);
+  const auto sm = static_cast<size_t>(smem);
+  if (KW % 4 == 0)
+    w1a16_staged_kernel<kT, kW, true><<<grid, kW * 32, sm, stream>>>(xt, ldx, w, KW, alpha, bt, ot, ldo,
+                                                                   static_cast<int>(M), static_cast<int>(N), K);
+  else
+    w1a16_staged_kernel<kT, kW, false><<<grid, kW * 32, sm, stream>>>(xt, ldx, w, KW, alpha, bt, ot, ldo,
+                                                                    static_cast<int>(M), static_cast<int>(N), K);
+  return cudaGetLastError();
+}
+
 }  // namespace
 
 cudaError_t w1a16_gemv(DType t, const void* x, int64_t ldx, const uint32_t* w, const float* alpha, int64_t G,
@@ -343,6 +525,16 @@ cudaError_t w1a16_gemv(DType t, const void* x, int64_t ldx, const uint32_t* w, c
   if (M < 1 || N < 1 || K < 1 || M > INT32_MAX || N > INT32_MAX - kRows || G < 1 || group_words < 1 ||
       ceil_div(KW, group_words) != G || !aligned16(x) || (M > 1 && (ldx * elem) % 16 != 0) || ldx < K || ldo < N)
     return cudaErrorInvalidValue;
+  if (variant == 3 || variant == 4) {
+    if (G != 1 || N > INT32_MAX - kV1Rows) return cudaErrorInvalidValue;
+    if (t == DType::kBF16)
+      return variant == 3 ? launch_staged<DType::kBF16, 4>(x, ldx, w, alpha, bias, out, ldo, M, N, K, stream)
+                          : launch_staged<DType::kBF16, 8>(x, ldx, w, alpha, bias, out, ldo, M, N, K, stream);
+    if (t == DType::kF16)
+      return variant == 3 ? launch_staged<DType::kF16, 4>(x, ldx, w, alpha, bias, out, ldo, M, N, K, stream)
+                          : launch_staged<DType::kF16, 8>(x, ldx, w, alpha, bias, out, ldo, M, N, K, stream);
+    return cudaErrorInvalidValue;
+  }
   if (variant == 1 || variant == 2) {
     if (G != 1 || N > INT32_MAX - kV1Rows) return cudaErrorInvalidValue;
     const bool split = variant == 2;

@@ -240,33 +240,52 @@ constexpr int kV1Smem = kV1Stages * kV1StageBytes;
 
 __device__ __forceinline__ int v1_swizzle(int row, int chunk) { return row * 4 + (chunk ^ ((row >> 1) & 3)); }
 
-template <DType kOut>
-__global__ void __launch_bounds__(kV1Threads, 2) xnor_gemm_v1_kernel(
+// Variant 2: the same warp tile and ring on a 128 x 256 block tile of 8 warps (2 x 4), one block per
+// SM: each A tile byte copied to shared memory feeds twice the output columns, the block count halves
+// (K = 4096 has only 8 k-steps, so each block's ring fill is a large part of its life), and the SM
+// holds as many warps as variant 1's two blocks. Template: <out type, block N, warps, blocks per SM>.
+template <DType kOut, int kBNt, int kWarpsT, int kMinBlocks>
+__global__ void __launch_bounds__(kWarpsT * 32, kMinBlocks) xnor_gemm_v1_kernel(
     const uint32_t* __restrict__ a, int64_t ld_a, const float* __restrict__ beta, const int32_t* __restrict__ popc_a,
     const uint32_t* __restrict__ w, int64_t KW, const float* __restrict__ alpha, const int32_t* __restrict__ popc_w,
     const typename Elem<kOut>::T* __restrict__ bias, typename Elem<kOut>::T* __restrict__ out, int M, int N, int K) {
   extern __shared__ __align__(128) uint4 smem[];  // per stage: A rows then B rows, 4 chunks each
+  constexpr int kThr = kWarpsT * 32, kWarpsN = kBNt / 64, kStageB = (kV1BM + kBNt) * kV1RowBytes;
+  static_assert(kWarpsT == 2 * kWarpsN, "the warps tile the block as 2 x (kBNt / 64) warp tiles of 64 x 64");
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const int warp_m = warp / 2, warp_n = warp % 2;
+  const int warp_m = warp / kWarpsN, warp_n = warp % kWarpsN;
   const int g = lane / 4, t = lane % 4;
-  const int m0 = blockIdx.y * kV1BM, n0 = blockIdx.x * kV1BN;
+  const int m0 = blockIdx.y * kV1BM, n0 = blockIdx.x * kBNt;
   const int steps = static_cast<int>((KW + kBKW - 1) / kBKW);
   const uint32_t base = smem_addr(smem);
 
+  auto load_a = [&](uint32_t sa, int64_t kw0, int c) {
+    const int row = c / 4, chunk = c % 4, m = m0 + row;
+    const bool a_ok = m < M;  // a rows are padded to whole k-steps
+    const uint32_t* a_src = a + (a_ok ? static_cast<int64_t>(m) * ld_a + kw0 + 4 * chunk : 0);
+    cp_async_16_zfill(sa + 16 * v1_swizzle(row, chunk), a_src, a_ok);
+  };
+  auto load_b = [&](uint32_t sb, int64_t kw0, int c) {
+    const int row = c / 4, chunk = c % 4, n = n0 + row;
+    const bool w_ok = n < N && kw0 + 4 * chunk < KW;  // KW % 4 == 0: a chunk is all in or all out
+    const uint32_t* w_src = w + (w_ok ? static_cast<int64_t>(n) * KW + kw0 + 4 * chunk : 0);
+    cp_async_16_zfill(sb + 16 * v1_swizzle(row, chunk), w_src, w_ok);
+  };
   auto load_stage = [&](int stage, int step) {
     if (step < steps) {
       const int64_t kw0 = static_cast<int64_t>(step) * kBKW;
-      const uint32_t sa = base + stage * kV1StageBytes, sb = sa + kV1BM * kV1RowBytes;
+      const uint32_t sa = base + stage * kStageB, sb = sa + kV1BM * kV1RowBytes;
+      if constexpr (kBNt == kV1BM) {  // variant 1's order: an A chunk, then the B chunk of the same row
 #pragma unroll
-      for (int i = 0; i < kV1BM * 4 / kV1Threads; ++i) {
-        const int c = tid + kV1Threads * i, row = c / 4, chunk = c % 4;
-        const int m = m0 + row, n = n0 + row;
-        const bool a_ok = m < M;  // a rows are padded to whole k-steps
-        const uint32_t* a_src = a + (a_ok ? static_cast<int64_t>(m) * ld_a + kw0 + 4 * chunk : 0);
-        cp_async_16_zfill(sa + 16 * v1_swizzle(row, chunk), a_src, a_ok);
-        const bool w_ok = n < N && kw0 + 4 * chunk < KW;  // KW % 4 == 0: a chunk is all in or all out
-        const uint32_t* w_src = w + (w_ok ? static_cast<int64_t>(n) * KW + kw0 + 4 * chunk : 0);
-        cp_async_16_zfill(sb + 16 * v1_swizzle(row, chunk), w_src, w_ok);
+        for (int i = 0; i < kV1BM * 4 / kThr; ++i) {
+          load_a(sa, kw0, tid + kThr * i);
+          load_b(sb, kw0, tid + kThr * i);
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < kV1BM * 4 / kThr; ++i) load_a(sa, kw0, tid + kThr * i);
+#pragma unroll
+        for (int i = 0; i < kBNt * 4 / kThr; ++i) load_b(sb, kw0, tid + kThr * i);
       }
     }
     cp_async_commit();  // an empty group past the last step keeps the wait counts uniform
@@ -281,7 +300,7 @@ __global__ void __launch_bounds__(kV1Threads, 2) xnor_gemm_v1_kernel(
     cp_async_wait<kV1Stages - 2>();
     __syncthreads();  // stage `step` landed for every thread; stage step - 1 is no longer read
     load_stage((step + kV1Stages - 1) % kV1Stages, step + kV1Stages - 1);
-    const uint32_t sa = base + (step % kV1Stages) * kV1StageBytes, sb = sa + kV1BM * kV1RowBytes;
+    const uint32_t sa = base + (step % kV1Stages) * kStageB, sb = sa + kV1BM * kV1RowBytes;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {  // two 256-bit mma k-slices (chunks 2h, 2h + 1) per step
       uint32_t af[kV1MI][4], bf[kV1NI][2];
@@ -379,12 +398,24 @@ struct Gemm {
                          const uint32_t* w, int64_t KW, const float* alpha, const int32_t* popc_w, const void* bias,
                          void* out, int64_t M, int64_t N, int64_t K, cudaStream_t stream, int variant) {
     using T = typename Elem<kT>::T;
+    if (variant == 2) {
+      constexpr int kBN2 = 256, kSmem2 = kV1Stages * (kV1BM + kBN2) * kV1RowBytes;
+      const dim3 grid(static_cast<unsigned>(ceil_div(N, kBN2)), static_cast<unsigned>(ceil_div(M, kV1BM)));
+      const cudaError_t e = cudaFuncSetAttribute(xnor_gemm_v1_kernel<kT, kBN2, 8, 1>,
+                                                 cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem2);
+      if (e != cudaSuccess) return e;
+      xnor_gemm_v1_kernel<kT, kBN2, 8, 1><<<grid, 256, kSmem2, stream>>>(a, ld_a, beta, popc_a, w, KW, alpha, popc_w, static_cast<const T*>(bias),
+                                            static_cast<T*>(out), static_cast<int>(M), static_cast<int>(N),
+                                            static_cast<int>(K));
+      return cudaGetLastError();
+    }
     if (variant == 1) {
       const dim3 grid(static_cast<unsigned>(ceil_div(N, kV1BN)), static_cast<unsigned>(ceil_div(M, kV1BM)));
       const cudaError_t e =
-          cudaFuncSetAttribute(xnor_gemm_v1_kernel<kT>, cudaFuncAttributeMaxDynamicSharedMemorySize, kV1Smem);
+          cudaFuncSetAttribute(xnor_gemm_v1_kernel<kT, kV1BN, kV1Threads / 32, 2>,
+                               cudaFuncAttributeMaxDynamicSharedMemorySize, kV1Smem);
       if (e != cudaSuccess) return e;
-      xnor_gemm_v1_kernel<kT><<<grid, kV1Threads, kV1Smem, stream>>>(
+      xnor_gemm_v1_kernel<kT, kV1BN, kV1Threads / 32, 2><<<grid, kV1Threads, kV1Smem, stream>>>(
           a, ld_a, beta, popc_a, w, KW, alpha, popc_w, static_cast<const T*>(bias), static_cast<T*>(out),
           static_cast<int>(M), static_cast<int>(N), static_cast<int>(K));
       return cudaGetLastError();
@@ -419,7 +450,7 @@ cudaError_t xnor_gemm(const uint32_t* a, int64_t ld_a, const float* beta, const 
                       const float* alpha, const int32_t* popc_w, const void* bias, DType out_t, void* out, int64_t M,
                       int64_t N, int64_t K, cudaStream_t stream, int variant) {
   const int64_t KW = ceil_div(K, 32);
-  if (variant != 0 && variant != 1) return cudaErrorInvalidValue;
+  if (variant < 0 || variant > 2) return cudaErrorInvalidValue;
   // int indices inside the kernel run a tile past M and N; 2 K fits int for any K below 2^30.
   if (M < 1 || N < 1 || K < 1 || M > INT32_MAX - kBM || N > INT32_MAX - kBN || K > (1 << 30) || KW % 4 != 0 ||
       ld_a != xnor_padded_words(K) || !aligned16(a) || !aligned16(w))
