@@ -25,7 +25,8 @@ BUDGET_S = 22.0  # past it nothing more is timed (the whole sweep must stay unde
 # (N, K, M, symmetric, dtype name): odd shapes for the correctness-only pass
 ODD_INT4 = [(200, 1536, 3, False, "bfloat16"), (1000, 2048, 12, True, "float16"), (4104, 4096, 16, False, "bfloat16"),
             (264, 512, 1, False, "float16"), (28680, 1024, 1, False, "bfloat16")]  # last: 2 tiles per persistent block
-ODD_INT8 = [(200, 1552, 3, "bfloat16"), (1000, 2048, 12, "float16"), (4104, 4096, 16, "bfloat16")]
+ODD_INT8 = [(200, 1552, 3, "bfloat16"), (1000, 2048, 12, "float16"), (4104, 4096, 16, "bfloat16"),
+            (28680, 1024, 1, "bfloat16")]  # the last: several tiles per persistent block
 
 
 def _cold_copies(l2: int, nbytes: int) -> int:

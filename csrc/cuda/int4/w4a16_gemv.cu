@@ -1003,9 +1003,14 @@ cudaError_t p_grid(int64_t M, int64_t N, int64_t& grid, int64_t& tiles, int64_t&
     if (cached) opted_in[device].store(true, std::memory_order_release);
   }
   smem = p_smem_bytes(kRT, kS, kMT, static_cast<int>(M));
-  int occupancy = 0;
-  err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occupancy, kernel, kPW * 32, static_cast<size_t>(smem));
-  if (err != cudaSuccess) return err;
+  // The occupancy query once per device and M: it costs host time on every decode step otherwise.
+  static std::atomic<int> occupancy_of[64][17] = {};
+  int occupancy = cached ? occupancy_of[device][M].load(std::memory_order_relaxed) : 0;
+  if (occupancy == 0) {
+    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occupancy, kernel, kPW * 32, static_cast<size_t>(smem));
+    if (err != cudaSuccess) return err;
+    if (cached) occupancy_of[device][M].store(occupancy, std::memory_order_relaxed);
+  }
   tiles = ceil_div(N, 16 * kRT);
   const int64_t slots = std::max<int64_t>(1, int64_t{occupancy} * sm_count());
   grid = ceil_div(tiles, ceil_div(tiles, slots));

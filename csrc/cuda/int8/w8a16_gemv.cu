@@ -19,6 +19,7 @@
 #include "cuda/ptx.cuh"
 
 #include <algorithm>
+#include <atomic>
 
 namespace pycomp::cuda {
 namespace {
@@ -374,10 +375,18 @@ cudaError_t launch_p_shape(const void* x, int64_t ldx, const int8_t* w, const fl
   using T = typename Elem<kT>::T;
   auto* kernel = &w8a16_gemv_p_kernel<kT, kMT, kUnroll, kW, kMinBlocks>;
   int occupancy = 0, device = 0, sms = 0;
-  cudaError_t err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occupancy, kernel, kW * 32, 0);
-  if (err == cudaSuccess) err = cudaGetDevice(&device);
+  cudaError_t err = cudaGetDevice(&device);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
   if (err != cudaSuccess) return err;
+  // The occupancy query once per device: it costs host time on every decode step otherwise.
+  static std::atomic<int> occupancy_of[64] = {};
+  const bool cached = device >= 0 && device < 64;
+  if (cached) occupancy = occupancy_of[device].load(std::memory_order_relaxed);
+  if (occupancy == 0) {
+    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occupancy, kernel, kW * 32, 0);
+    if (err != cudaSuccess) return err;
+    if (cached) occupancy_of[device].store(occupancy, std::memory_order_relaxed);
+  }
   const int64_t tiles = ceil_div(N, kRows);
   const int64_t slots = std::max<int64_t>(1, int64_t{occupancy} * sms);
   const dim3 grid(static_cast<unsigned>(ceil_div(tiles, ceil_div(tiles, slots))),
