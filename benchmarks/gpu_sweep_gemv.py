@@ -18,14 +18,15 @@ import time
 NAME = "gemv"
 GROUP = 128
 INT4_SHAPES = [(14336, 4096), (28672, 8192)]  # (N, K)
-INT4_MS = [1, 4, 16]
+INT4_MS = [1, 4, 8, 16]
 INT8_SHAPES = [(4096, 4096), (14336, 4096)]
 INT8_MS = [1, 16]
 BUDGET_S = 22.0  # past it nothing more is timed (the whole sweep must stay under 25 s)
 # (N, K, M, symmetric, dtype name): odd shapes for the correctness-only pass
 ODD_INT4 = [(200, 1536, 3, False, "bfloat16"), (1000, 2048, 12, True, "float16"), (4104, 4096, 16, False, "bfloat16"),
-            (264, 512, 1, False, "float16")]
-ODD_INT8 = [(200, 1552, 3, "bfloat16"), (1000, 2048, 12, "float16"), (4104, 4096, 16, "bfloat16")]
+            (264, 512, 1, False, "float16"), (28680, 1024, 1, False, "bfloat16")]  # last: 2 tiles per persistent block
+ODD_INT8 = [(200, 1552, 3, "bfloat16"), (1000, 2048, 12, "float16"), (4104, 4096, 16, "bfloat16"),
+            (28680, 1024, 1, "bfloat16")]  # the last: several tiles per persistent block
 
 
 def _cold_copies(l2: int, nbytes: int) -> int:
@@ -198,7 +199,8 @@ class _Sweep:
 
 
 def _int4_launches(C, m, n, k, variants) -> str:
-    """Per variant: rows/warps/stages per block, F(old) X(-ring), grid (row blocks x K slices), smem."""
+    """Per variant: rows/warps/stages per block, F(old) X(-ring) P(ersistent), grid (row blocks, or the
+    persistent blocks, x K slices), smem."""
     cells = []
     for v in variants:
         try:
@@ -206,7 +208,7 @@ def _int4_launches(C, m, n, k, variants) -> str:
             if v and not d["variant_runs"]:
                 cells.append(f"v{v}=v0")
                 continue
-            flags = ("F" if d["fold"] else "") + ("X" if d["x_ring"] else "")
+            flags = ("F" if d["fold"] else "") + ("X" if d["x_ring"] else "") + ("P" if d.get("persistent") else "")
             cells.append(f"v{v} {d['rows']}r{d['warps']}w{d['stages']}s{flags} {d['blocks']}x{d['splits']} "
                          f"{d['smem'] // 1024}K")
         except Exception as exc:

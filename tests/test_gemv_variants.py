@@ -72,7 +72,9 @@ def test_int8_binding_rejects_a_bad_variant():
 INT4_CASES = [(1, 4104, 4096, False, torch.bfloat16), (4, 300, 1536, True, torch.float16),
               (9, 1000, 2048, False, torch.bfloat16), (16, 4104, 4096, False, torch.float16),
               (16, 64, 8192, True, torch.bfloat16), (3, 264, 512, False, torch.bfloat16),
-              (12, 100, 1056, False, torch.bfloat16)]
+              (12, 100, 1056, False, torch.bfloat16),
+              # persistent variants: blocks with 2 row tiles and with 1, a partial last tile, one chunk per warp
+              (1, 28680, 1024, False, torch.bfloat16), (8, 28680, 512, True, torch.float16)]
 
 
 @needs_gpu
@@ -110,7 +112,7 @@ def test_int4_variants_replay_in_cuda_graph():
 
 @needs_gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
-@pytest.mark.parametrize("M,N,K", [(1, 4104, 4096), (5, 300, 1552), (9, 77, 64), (16, 1000, 2048)])
+@pytest.mark.parametrize("M,N,K", [(1, 4104, 4096), (5, 300, 1552), (9, 77, 64), (16, 1000, 2048), (20, 520, 1024)])
 def test_int8_variants_match_reference(M, N, K, dtype):
     gen = torch.Generator(device="cuda").manual_seed(M + N + K)
     w = torch.randint(-127, 128, (N, K), generator=gen, device="cuda", dtype=torch.int8)
@@ -165,13 +167,16 @@ def test_sweep_launch_legends_from_a_fake_extension():
     def launch(m, n, k, gs, v):
         if v == 2:
             raise RuntimeError("boom")
-        return {"variant_runs": v != 3, "rows": 32, "warps": 4, "stages": 4, "fold": v == 1, "x_ring": m > 8,
-                "blocks": 448, "splits": 1, "smem": 45 * 1024}
+        d = {"variant_runs": v != 3, "rows": 32, "warps": 4, "stages": 4, "fold": v == 1, "x_ring": m > 8 or v == 4,
+             "blocks": 448 if v != 4 else 224, "splits": 1, "smem": 45 * 1024}
+        if v == 4:
+            d["persistent"] = True  # older builds' dicts have no such key
+        return d
 
     C = types.SimpleNamespace(w4a16_gemv_cuda_launch=launch,
                               w8a16_gemv_cuda_shape=lambda m, v: {"unroll": 4, "warps": 8, "min_blocks": 2 + v})
-    text = mod._int4_launches(C, 16, 14336, 4096, [0, 1, 2, 3])
-    assert text == "v0 32r4w4sX 448x1 45K | v1 32r4w4sFX 448x1 45K | v2 ? RuntimeError | v3=v0"
+    text = mod._int4_launches(C, 16, 14336, 4096, [0, 1, 2, 3, 4])
+    assert text == "v0 32r4w4sX 448x1 45K | v1 32r4w4sFX 448x1 45K | v2 ? RuntimeError | v3=v0 | v4 32r4w4sXP 224x1 45K"
     assert mod._int8_launches(C, 1, [0, 1]) == "v0 u4w8b2 | v1 u4w8b3"
 
 
@@ -180,9 +185,31 @@ def test_int4_launch_info():
     K = 4096
     for v in range(1, C.w4a16_gemv_cuda_variants()):
         d = C.w4a16_gemv_cuda_launch(1, 14336, K, 128, v)
+        if d["persistent"]:  # test_int4_persistent_launch_info (its grid needs the device's SMs)
+            continue
         assert d["variant_runs"] and d["rows"] % 16 == 0 and d["blocks"] == -(-14336 // d["rows"])
         assert d["x_ring"] is False and C.w4a16_gemv_cuda_launch(16, 14336, K, 128, v)["x_ring"] is True
         assert not C.w4a16_gemv_cuda_launch(1, 14336, 1056, 128, v)["variant_runs"]  # K % 512 != 0
         assert not C.w4a16_gemv_cuda_launch(1, 14336, K, 64, v)["variant_runs"]  # group 64
     assert C.w4a16_gemv_cuda_launch(1, 14336, K, 128, 0)["variant_runs"]
     assert C.w8a16_gemv_cuda_shape(1, 0) == {"unroll": 4, "warps": 8, "min_blocks": 2}
+
+
+@needs_gpu
+def test_int4_persistent_launch_info():
+    """The persistent variants: x through the ring at any M, no split-K, and a grid that fits the SMs at
+    once and gives every block the same number of row tiles, +-1."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    persistent = [v for v in range(1, C.w4a16_gemv_cuda_variants())
+                  if C.w4a16_gemv_cuda_launch(1, 14336, 4096, 128, v)["persistent"]]
+    assert persistent
+    for v in persistent:
+        for M, N in [(1, 14336), (16, 14336), (4, 28672), (1, 100)]:
+            d = C.w4a16_gemv_cuda_launch(M, N, 4096, 128, v)
+            tiles = -(-N // d["rows"])
+            per = -(-tiles // d["blocks"])
+            assert d["variant_runs"] and d["x_ring"] and d["splits"] == 1 and d["rows"] in (16, 32)
+            assert (d["blocks"] - 1) * per < tiles <= d["blocks"] * per and d["blocks"] <= max(tiles, 1)
+            assert d["blocks"] <= 8 * sms  # at most what fits at once (a block holds >= 16 KiB)
+        assert not C.w4a16_gemv_cuda_launch(1, 14336, 1056, 128, v)["variant_runs"]  # K % 512 != 0
+        assert C.w4a16_gemv_cuda_workspace(16, 256, 4096, v) == C.w4a16_gemv_cuda_workspace(16, 256, 4096, 0)

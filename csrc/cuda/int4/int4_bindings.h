@@ -126,6 +126,7 @@ inline void register_int4_cuda(pybind11::module_& m) {
         d["blocks"] = l.blocks;
         d["splits"] = l.splits;
         d["smem"] = l.smem;
+        d["persistent"] = l.persistent;
         return d;
       },
       py::arg("M"), py::arg("N"), py::arg("K"), py::arg("group_size"), py::arg("variant"),

@@ -22,6 +22,8 @@ namespace pycomp::cuda {
 // Kernel variants of w4a16_gemv: 0 is the default; 1 .. w4a16_gemv_variants() - 1 are
 // candidates for the decode path (see w4a16_gemv.cu), each run only where it applies
 // (group_size 128, K % 512 == 0, 4-byte aligned scales and zeros), else variant 0 runs.
+// Variants 12 .. 14 are persistent: a grid of at most the blocks that fit the SMs at once, each
+// looping over row tiles (no split-K, no workspace).
 int w4a16_gemv_variants();
 
 // The launch a variant makes for this shape on the current device (for benchmarks and info).
@@ -33,9 +35,10 @@ struct W4A16GemvLaunch {
   int stages;       // cp.async ring depth per warp
   bool fold;        // zero point folded into an fp32 correction
   bool x_ring;      // x through the ring with the weights (else staged per slice)
-  int64_t blocks;   // row blocks (grid.x)
+  int64_t blocks;   // row blocks (grid.x); persistent variants: blocks looping over ceil(N / rows) row tiles
   int64_t splits;   // K slices (grid.y); > 1 adds the split-K sum kernel
   int64_t smem;     // dynamic shared memory per block, bytes
+  bool persistent;  // a persistent variant (12 ..): blocks loop over row tiles (when ok)
 };
 W4A16GemvLaunch w4a16_gemv_launch(int64_t M, int64_t N, int64_t K, int group_size, int variant);
 

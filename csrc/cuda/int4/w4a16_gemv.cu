@@ -30,6 +30,7 @@
 #include "cuda/ptx.cuh"
 
 #include <atomic>
+#include <type_traits>
 
 namespace pycomp::cuda {
 namespace {
@@ -793,33 +794,329 @@ cudaError_t dispatch_v2(int variant, const V2Plan& p, const void* x, int64_t ldx
   return dispatch_v2_mt<kT, 2>(variant, p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
 }
 
+
+// ============================================================================ persistent variants (v >= 12)
+//
+// On a 14336-row layer every variant above sits near 2.1 TB/s while a 28672 x 8192 one reaches
+// 3 TB/s: per block, the stream only starts after a prologue (the scale table, x's slice, a block
+// barrier), and on the large layer 896 blocks run in 1.7 waves whose seams drain the ring. These
+// variants keep the ring and the mma layout of the ones above (x through the ring, group 128 = one
+// chunk) and remove both:
+// - a grid of at most (SMs x resident blocks) blocks loops over row tiles (tile = blockIdx.x +
+//   i * gridDim.x, each block the same number of tiles, +-1), and each warp's ring runs straight
+//   across tile boundaries: the next tile's first chunks are in flight during this tile's last math;
+// - no per-block prologue at all: chunk j's scales and zero points (one 4-byte word each per row,
+//   copied by the quad lane whose index is the row's) and x's M rows of the chunk travel in chunk j's
+//   cp.async group, so a lane reads its quad-mates' copies after the wait and a warp barrier;
+// - at a tile's last chunk the warps' partials meet in a double-buffered reduction area (one block
+//   barrier per tile; the buffer a tile writes was last read before the previous tile's barrier).
+// No split-K: a tile is all of K. Shapes (kRT, kS at M <= 8, kS at M <= 16) per variant; 4 warps;
+// kRT <= 2 (a quad's 4 lanes copy the metadata of at most 4 rows); at M <= 16 x's 16 rows take as
+// much of a stage as the weights, so fewer stages keep every launch within sm_80's 163 KiB.
+constexpr int kPW = 4;
+struct PShape {
+  int rt, stages8, stages16;
+};
+constexpr int kPCount = 3;
+constexpr PShape kPShapes[kPCount] = {{2, 4, 4}, {1, 6, 6}, {2, 8, 5}};
+
+// uint4 units of one warp's ring stage: weights (2 kRT per lane), metadata (64 words), x (M rows of 16).
+__host__ __device__ constexpr int p_slot_units(int rt, int M) { return 2 * rt * 32 + 16 + 16 * M; }
+__host__ __device__ constexpr int64_t p_smem_bytes(int rt, int stages, int mt, int M) {
+  return int64_t{kPW} * stages * p_slot_units(rt, M) * 16 + 2 * int64_t{kPW} * rt * mt * 128 * 4;
+}
+
+template <DType kT, int kMT, int kRT, int kS>
+__global__ void __launch_bounds__(kPW * 32, 1)
+    w4a16_gemv_p_kernel(const typename Elem<kT>::T* __restrict__ x, int64_t ldx, const uint8_t* __restrict__ packed,
+                        const __half* __restrict__ scales, const uint8_t* __restrict__ zeros,
+                        const typename Elem<kT>::T* __restrict__ bias, typename Elem<kT>::T* __restrict__ out,
+                        int64_t ldo, int M, int N, int K, int G, int tiles) {
+  using E = Elem<kT>;
+  constexpr bool kHalf = kT == DType::kF16;
+  constexpr int kRows = 16 * kRT, kThreads = kPW * 32, kWUnits = 2 * kRT * 32;
+  constexpr int kOut = kRT * kMT * 4 * 32;
+  extern __shared__ uint4 smem[];
+
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int gid = lane / 4, tig = lane % 4;
+  const int slot_units = p_slot_units(kRT, M);
+  const int cpw = K / kV2Chunk / kPW;  // chunks per warp per tile (K % 512 == 0)
+  const int my_tiles = static_cast<int>(blockIdx.x) < tiles
+                           ? (tiles - static_cast<int>(blockIdx.x) + static_cast<int>(gridDim.x) - 1) /
+                                 static_cast<int>(gridDim.x)
+                           : 0;
+  const int steps = my_tiles * cpw;
+  uint4* my_ring = smem + warp * kS * slot_units;
+  float* red = reinterpret_cast<float*>(smem + kPW * kS * slot_units);
+  const int64_t row_bytes = K / 2;
+
+  // Step j of this warp: tile i = j / cpw of the block, chunk warp + kPW * (j % cpw) of it.
+  auto issue = [&](int j) {
+    const int i = j / cpw, c = warp + kPW * (j - i * cpw);
+    const int n0 = (static_cast<int>(blockIdx.x) + i * static_cast<int>(gridDim.x)) * kRows;
+    uint4* slot = my_ring + (j % kS) * slot_units;
+    for (int u = lane; u < 16 * M; u += 32) {  // x: row m's 128 values of the chunk
+      const int m = u >> 4, q = u & 15;
+      cp_async_16_zfill(smem_addr(slot + kWUnits + 16 + m * 16 + swizzle(q)),
+                        x + static_cast<int64_t>(m) * ldx + c * kV2Chunk + 8 * q, true);
+    }
+#pragma unroll
+    for (int r = 0; r < 2 * kRT; ++r) {
+      const int row = n0 + gid + 8 * r;
+      const bool ok = row < N;
+      cp_async_16_zfill(smem_addr(slot + r * 32 + lane),
+                        ok ? packed + static_cast<int64_t>(row) * row_bytes + c * (kV2Chunk / 2) + 16 * tig : packed,
+                        ok);
+    }
+    if (tig < 2 * kRT) {  // lane tig copies row gid + 8 tig's words; G % 4 == 0, so a word never crosses a row
+      const int row = n0 + gid + 8 * tig;
+      const bool ok = row < N;
+      const int64_t idx = static_cast<int64_t>(ok ? row : 0) * G + c;
+      uint32_t* meta = reinterpret_cast<uint32_t*>(slot + kWUnits);
+      cp_async_4_zfill(smem_addr(meta + 8 * tig + gid), scales + (idx & ~int64_t{1}), ok);
+      if (zeros != nullptr) cp_async_4_zfill(smem_addr(meta + 32 + 8 * tig + gid), zeros + (idx & ~int64_t{3}), ok);
+    }
+  };
+
+#pragma unroll
+  for (int s = 0; s < kS - 1; ++s) {
+    if (s < steps) issue(s);
+    cp_async_commit();
+  }
+  const uint32_t magic2 = kMagic<kHalf> * 0x10001u | static_cast<uint32_t>(M) >> 31;  // see the v2 kernel
+
+  float acc[kRT][kMT][4] = {};
+  for (int j = 0; j < steps; ++j) {
+    __syncwarp();  // every lane is done reading stage (j - 1) % kS before anyone refills it
+    if (j + kS - 1 < steps) issue(j + kS - 1);
+    cp_async_commit();
+    cp_async_wait<kS - 1>();  // this lane's copies of step j have landed
+    __syncwarp();             // and so have its quad-mates' (metadata) and the warp's (x)
+    const int i = j / cpw, c = warp + kPW * (j - i * cpw);
+    const uint4* slot = my_ring + (j % kS) * slot_units;
+    const uint32_t* meta = reinterpret_cast<const uint32_t*>(slot + kWUnits);
+    const uint4* xs = slot + kWUnits + 16;
+
+    uint32_t xb[kMT][4][4];
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+      const uint4* xr = xs + min(gid + 8 * mt, M - 1) * 16;  // rows past M: never stored
+#pragma unroll
+      for (int w = 0; w < 4; ++w) {
+        const uint4 v = xr[swizzle(4 * tig + w)];
+        xb[mt][w][0] = __byte_perm(v.x, v.z, 0x5410);  // (x0, x4)
+        xb[mt][w][1] = __byte_perm(v.x, v.z, 0x7632);  // (x1, x5)
+        xb[mt][w][2] = __byte_perm(v.y, v.w, 0x5410);  // (x2, x6)
+        xb[mt][w][3] = __byte_perm(v.y, v.w, 0x7632);  // (x3, x7)
+      }
+    }
+
+#pragma unroll
+    for (int rt = 0; rt < kRT; ++rt) {
+      const uint4 wa = slot[(2 * rt) * 32 + lane], wb = slot[(2 * rt + 1) * 32 + lane];  // rows gid, gid + 8
+      const uint32_t swa = meta[8 * (2 * rt) + gid], swb = meta[8 * (2 * rt + 1) + gid];
+      const float sa = __half2float(__ushort_as_half(static_cast<unsigned short>(swa >> (16 * (c & 1)))));
+      const float sb = __half2float(__ushort_as_half(static_cast<unsigned short>(swb >> (16 * (c & 1)))));
+      const uint32_t za = zeros != nullptr ? meta[32 + 8 * (2 * rt) + gid] >> (8 * (c & 3)) & 0xFu : 8u;
+      const uint32_t zb = zeros != nullptr ? meta[32 + 8 * (2 * rt + 1) + gid] >> (8 * (c & 3)) & 0xFu : 8u;
+      const uint32_t na = (0x8000u | kMagic<kHalf> | za) * 0x10001u;  // -(magic + zero), both halves
+      const uint32_t nb = (0x8000u | kMagic<kHalf> | zb) * 0x10001u;
+      const auto dq = [&](uint32_t q, uint32_t neg) { return add2<kHalf>((q & 0x000F000Fu) | magic2, neg); };
+      float part[kMT][4] = {};
+#pragma unroll
+      for (int w = 0; w < 4; ++w) {
+        const uint32_t qa = word(wa, w), qb = word(wb, w);
+        uint32_t a[4];
+        a[0] = dq(qa, na);
+        a[1] = dq(qb, nb);
+        a[2] = dq(qa >> 4, na);
+        a[3] = dq(qb >> 4, nb);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          const uint32_t b[2] = {xb[mt][w][0], xb[mt][w][1]};
+          mma_16816<kHalf>(part[mt], a, b);
+        }
+        a[0] = dq(qa >> 8, na);
+        a[1] = dq(qb >> 8, nb);
+        a[2] = dq(qa >> 12, na);
+        a[3] = dq(qb >> 12, nb);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          const uint32_t b[2] = {xb[mt][w][2], xb[mt][w][3]};
+          mma_16816<kHalf>(part[mt], a, b);
+        }
+      }
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {  // accumulators 0, 1: row gid; 2, 3: row gid + 8
+        acc[rt][mt][0] = fmaf(part[mt][0], sa, acc[rt][mt][0]);
+        acc[rt][mt][1] = fmaf(part[mt][1], sa, acc[rt][mt][1]);
+        acc[rt][mt][2] = fmaf(part[mt][2], sb, acc[rt][mt][2]);
+        acc[rt][mt][3] = fmaf(part[mt][3], sb, acc[rt][mt][3]);
+      }
+    }
+
+    if (j - i * cpw == cpw - 1) {  // the tile's last chunk: the warps' partials meet
+      float* r = red + (i & 1) * kPW * kOut;
+#pragma unroll
+      for (int rt = 0; rt < kRT; ++rt)
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            r[warp * kOut + ((rt * kMT + mt) * 4 + e) * 32 + lane] = acc[rt][mt][e];
+            acc[rt][mt][e] = 0.f;
+          }
+      __syncthreads();
+      const int n0 = (static_cast<int>(blockIdx.x) + i * static_cast<int>(gridDim.x)) * kRows;
+      for (int f = tid; f < kOut; f += kThreads) {
+        float sum = 0.f;
+#pragma unroll
+        for (int w = 0; w < kPW; ++w) sum += r[w * kOut + f];
+        const int l = f % 32, e = (f / 32) % 4, mt = (f / 128) % kMT, rt = f / (128 * kMT);
+        const int n = n0 + 16 * rt + l / 4 + 8 * (e / 2);
+        const int m = 8 * mt + 2 * (l % 4) + e % 2;
+        if (n < N && m < M) {
+          if (bias != nullptr) sum += E::to_float(bias[n]);
+          out[static_cast<int64_t>(m) * ldo + n] = E::from_float(sum);
+        }
+      }
+    }
+  }
+  cp_async_wait<0>();  // no copy outlives the block (the tail's groups are empty, but keep it exact)
+}
+
+// The persistent grid: as many blocks as fit the SMs at once, then as few as give every block the
+// same number of tiles (+-1).
+template <DType kT, int kMT, int kRT, int kS>
+cudaError_t p_grid(int64_t M, int64_t N, int64_t& grid, int64_t& tiles, int64_t& smem) {
+  auto* kernel = &w4a16_gemv_p_kernel<kT, kMT, kRT, kS>;
+  static std::atomic<bool> opted_in[64] = {};
+  int device = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err != cudaSuccess) return err;
+  const bool cached = device >= 0 && device < 64;
+  if (!cached || !opted_in[device].load(std::memory_order_acquire)) {
+    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               static_cast<int>(p_smem_bytes(kRT, kS, kMT, 8 * kMT)));
+    if (err != cudaSuccess) return err;
+    if (cached) opted_in[device].store(true, std::memory_order_release);
+  }
+  smem = p_smem_bytes(kRT, kS, kMT, static_cast<int>(M));
+  // The occupancy query once per device and M: it costs host time on every decode step otherwise.
+  static std::atomic<int> occupancy_of[64][17] = {};
+  int occupancy = cached ? occupancy_of[device][M].load(std::memory_order_relaxed) : 0;
+  if (occupancy == 0) {
+    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occupancy, kernel, kPW * 32, static_cast<size_t>(smem));
+    if (err != cudaSuccess) return err;
+    if (cached) occupancy_of[device][M].store(occupancy, std::memory_order_relaxed);
+  }
+  tiles = ceil_div(N, 16 * kRT);
+  const int64_t slots = std::max<int64_t>(1, int64_t{occupancy} * sm_count());
+  grid = ceil_div(tiles, ceil_div(tiles, slots));
+  return cudaSuccess;
+}
+
+template <DType kT, int kMT, int kRT, int kS>
+cudaError_t launch_p(const void* x, int64_t ldx, const uint8_t* packed, const void* scales, const uint8_t* zeros,
+                     const void* bias, void* out, int64_t ldo, int64_t M, int64_t N, int64_t K, cudaStream_t stream) {
+  using T = typename Elem<kT>::T;
+  int64_t grid = 0, tiles = 0, smem = 0;
+  const cudaError_t err = p_grid<kT, kMT, kRT, kS>(M, N, grid, tiles, smem);
+  if (err != cudaSuccess) return err;
+  w4a16_gemv_p_kernel<kT, kMT, kRT, kS><<<static_cast<unsigned>(grid), kPW * 32, static_cast<size_t>(smem), stream>>>(
+      static_cast<const T*>(x), ldx, packed, static_cast<const __half*>(scales), zeros, static_cast<const T*>(bias),
+      static_cast<T*>(out), ldo, static_cast<int>(M), static_cast<int>(N), static_cast<int>(K),
+      static_cast<int>(ceil_div(K, kV2Chunk)), static_cast<int>(tiles));
+  return cudaGetLastError();
+}
+
+template <DType kT, int kMT, int kP>
+cudaError_t launch_p_of(const void* x, int64_t ldx, const uint8_t* packed, const void* scales, const uint8_t* zeros,
+                        const void* bias, void* out, int64_t ldo, int64_t M, int64_t N, int64_t K,
+                        cudaStream_t stream) {
+  constexpr PShape s = kPShapes[kP];
+  return launch_p<kT, kMT, s.rt, kMT == 1 ? s.stages8 : s.stages16>(x, ldx, packed, scales, zeros, bias, out, ldo, M,
+                                                                      N, K, stream);
+}
+
+// p: 0 .. kPCount - 1 (variant kV2Count + 1 + p).
+template <DType kT>
+cudaError_t dispatch_p(int p, const void* x, int64_t ldx, const uint8_t* packed, const void* scales,
+                       const uint8_t* zeros, const void* bias, void* out, int64_t ldo, int64_t M, int64_t N, int64_t K,
+                       cudaStream_t stream) {
+  static_assert(kPCount == 3, "the switch names every persistent shape");
+#define PYCOMP_P_CASE(P)                                                                                \
+  case P:                                                                                               \
+    return M <= 8 ? launch_p_of<kT, 1, P>(x, ldx, packed, scales, zeros, bias, out, ldo, M, N, K, stream) \
+                  : launch_p_of<kT, 2, P>(x, ldx, packed, scales, zeros, bias, out, ldo, M, N, K, stream);
+  switch (p) {
+    PYCOMP_P_CASE(0)
+    PYCOMP_P_CASE(1)
+    PYCOMP_P_CASE(2)
+    default: return cudaErrorInvalidValue;
+  }
+#undef PYCOMP_P_CASE
+}
+
+// The launch info of persistent shape p (bf16 instantiation: the f16 one has the same resources).
+cudaError_t p_launch_info(int p, int64_t M, int64_t N, int64_t& grid, int64_t& smem) {
+  int64_t tiles = 0;
+  const auto of = [&](auto mt, auto pi) {
+    constexpr PShape s = kPShapes[decltype(pi)::value];
+    constexpr int kMT = decltype(mt)::value;
+    return p_grid<DType::kBF16, kMT, s.rt, kMT == 1 ? s.stages8 : s.stages16>(M, N, grid, tiles, smem);
+  };
+  using I0 = std::integral_constant<int, 0>;
+  using I1 = std::integral_constant<int, 1>;
+  using I2 = std::integral_constant<int, 2>;
+  using M1 = std::integral_constant<int, 1>;
+  using M2 = std::integral_constant<int, 2>;
+  switch (p) {
+    case 0: return M <= 8 ? of(M1{}, I0{}) : of(M2{}, I0{});
+    case 1: return M <= 8 ? of(M1{}, I1{}) : of(M2{}, I1{});
+    case 2: return M <= 8 ? of(M1{}, I2{}) : of(M2{}, I2{});
+    default: return cudaErrorInvalidValue;
+  }
+}
+
 }  // namespace
 
-int w4a16_gemv_variants() { return 1 + kV2Count; }
+int w4a16_gemv_variants() { return 1 + kV2Count + kPCount; }
 
 W4A16GemvLaunch w4a16_gemv_launch(int64_t M, int64_t N, int64_t K, int group_size, int variant) {
   W4A16GemvLaunch l{};
-  if (M < 1 || M > 16 || N < 1 || K < 32 || variant < 0 || variant > kV2Count) return l;
-  if (variant > 0 && group_size == kV2Chunk && K % kV2MinSlice == 0) {
+  if (M < 1 || M > 16 || N < 1 || K < 32 || variant < 0 || variant >= w4a16_gemv_variants()) return l;
+  if (variant > kV2Count && group_size == kV2Chunk && K % kV2MinSlice == 0) {
+    const PShape s = kPShapes[variant - kV2Count - 1];
+    int64_t grid = 0, smem = 0;
+    if (p_launch_info(variant - kV2Count - 1, M, N, grid, smem) == cudaSuccess) {
+      l = {true, 16 * s.rt, kPW, M <= 8 ? s.stages8 : s.stages16, false, true, grid, 1, smem, true};
+      return l;
+    }
+  }
+  if (variant > 0 && variant <= kV2Count && group_size == kV2Chunk && K % kV2MinSlice == 0) {
     const V2Plan q = make_plan_v2(M, N, K, variant);
     const int64_t rows = 16 * q.shape.rt, groups = q.slice / kV2Chunk;
     const int64_t ring = int64_t{q.shape.warps} * q.shape.stages * (2 * q.shape.rt + (q.mt == 2 ? 4 * q.mt : 0)) * 32;
+    const int64_t smem = ring * 16 + (q.mt == 2 ? 0 : M * (q.slice / 8 + 1) * 16) +
+                         rows * (v2_sstride(groups) + v2_zstride(groups)) * 4;
     l = {true, static_cast<int>(rows), q.shape.warps, q.shape.stages, q.shape.fold, q.mt == 2, ceil_div(N, rows),
-         q.splits,
-         ring * 16 + (q.mt == 2 ? 0 : M * (q.slice / 8 + 1) * 16) + rows * (v2_sstride(groups) + v2_zstride(groups)) * 4};
+         q.splits, smem, false};
     return l;
   }
   const Plan p = make_plan(M, N, K);
   l = {variant == 0, 16 * p.rt, kWarps, kStages, false, false, ceil_div(N, 16 * p.rt), p.splits,
-       static_cast<int64_t>(smem_bytes(p, M, group_size))};
+       static_cast<int64_t>(smem_bytes(p, M, group_size)), variant > kV2Count};
   return l;
 }
 
 int64_t w4a16_gemv_workspace(int64_t M, int64_t N, int64_t K, int variant) {
-  if (M < 1 || M > 16 || N < 1 || K < 32 || variant < 0 || variant > kV2Count) return 0;
+  if (M < 1 || M > 16 || N < 1 || K < 32 || variant < 0 || variant >= w4a16_gemv_variants()) return 0;
   const Plan p = make_plan(M, N, K);
-  int64_t need = p.splits > 1 ? p.splits * M * N : 0;
-  if (variant > 0 && K % kV2MinSlice == 0) {  // either kernel may run: the launcher falls back on the scales' alignment
+  int64_t need = p.splits > 1 ? p.splits * M * N : 0;  // the persistent variants need none beyond variant 0's
+  // Either kernel may run: the launcher falls back on the scales' alignment.
+  if (variant > 0 && variant <= kV2Count && K % kV2MinSlice == 0) {
     const V2Plan q = make_plan_v2(M, N, K, variant);
     if (q.splits > 1) need = std::max(need, q.splits * M * N);
   }
@@ -834,9 +1131,17 @@ cudaError_t w4a16_gemv(DType t, const void* x, int64_t ldx, const uint8_t* packe
                          K <= INT32_MAX - 1024 && ldo >= N && ldx >= 0 &&
                          (group_size == 32 || group_size == 64 || group_size == 128);
   const bool aligned = aligned16(x) && aligned16(packed) && (ldx * 2) % 16 == 0;
-  if (!shapes_ok || !aligned || (t != DType::kF16 && t != DType::kBF16) || variant < 0 || variant > kV2Count)
+  if (!shapes_ok || !aligned || (t != DType::kF16 && t != DType::kBF16) || variant < 0 ||
+      variant >= w4a16_gemv_variants())
     return cudaErrorInvalidValue;
-  if (variant > 0 && v2_supported(K, group_size, scales, zeros)) {
+  if (variant > kV2Count && v2_supported(K, group_size, scales, zeros)) {
+    if (t == DType::kF16)
+      return dispatch_p<DType::kF16>(variant - kV2Count - 1, x, ldx, packed, scales, zeros, bias, out, ldo, M, N, K,
+                                     stream);
+    return dispatch_p<DType::kBF16>(variant - kV2Count - 1, x, ldx, packed, scales, zeros, bias, out, ldo, M, N, K,
+                                    stream);
+  }
+  if (variant > 0 && variant <= kV2Count && v2_supported(K, group_size, scales, zeros)) {
     const V2Plan q = make_plan_v2(M, N, K, variant);
     if (q.splits > 65535 || (q.splits > 1 && workspace == nullptr)) return cudaErrorInvalidValue;
     if (t == DType::kF16)

@@ -35,7 +35,8 @@ cudaError_t quantize_per_token_int8(DType xt, const void* x, int64_t ldx, int8_t
 // Requires K % 16 == 0, x, w and each x row 16-byte aligned (ldx * sizeof(t) % 16
 // == 0). Any M >= 1 is correct; the kernel is built for M <= 16 (larger M re-reads W).
 // variant: 0 (the default kernel) .. w8a16_gemv_variants() - 1, candidate launch shapes
-// for 16-bit x (float32 x always runs variant 0).
+// for 16-bit x (float32 x always runs variant 0); variants 5 - 7 are persistent (a grid of at most
+// the blocks that fit the SMs at once, each looping over 16-row tiles).
 cudaError_t w8a16_linear(DType t, const void* x, int64_t ldx, const int8_t* w, const float* wscale, const void* bias,
                          void* out, int64_t ldo, int64_t M, int64_t N, int64_t K, cudaStream_t stream,
                          int variant = 0);
