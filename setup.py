@@ -59,6 +59,11 @@ def _extensions():
         # torch.set_num_threads still governs them.
         cxx.append("-fopenmp")
         link.append("-fopenmp")
+        # Link the shared libstdc++ (the one torch loaded) even where the compiler links it statically by
+        # default, as the H200 machine's /opt/gcc g++ does: a second, static copy inside _C has no initialised
+        # locale, so formatting a number into an error message (TORCH_CHECK(..., n)) segfaulted there; this
+        # explicit -lstdc++ comes before the driver's implicit one and resolves every libstdc++ symbol first.
+        link.append("-lstdc++")
     include = [os.path.join(ROOT, "csrc")]
     if _want_cuda():
         cuda_sources = _rel(glob.glob(os.path.join(ROOT, "csrc", "cuda", "**", "*.cu"), recursive=True))
