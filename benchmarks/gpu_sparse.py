@@ -54,7 +54,8 @@ def _rows(h) -> list[dict]:
                 "ours": (lambda i: ops.sparse24_linear(x, *packs[i % sparse_copies], k), ref),
             }
             if C is not None and hasattr(C, "sparse24_gemm_cuda"):
-                v, vm = ops.CUDA_GEMV_VARIANT, ops.CUDA_GEMM_VARIANT
+                v = ops.CUDA_GEMV_VARIANT
+                vm = ops.CUDA_GEMM_WIDE_VARIANT if m >= ops.CUDA_GEMM_WIDE_MIN_M else ops.CUDA_GEMM_VARIANT
                 impls["ours_gemm"] = (lambda i: C.sparse24_gemm_cuda(x, *packs[i % sparse_copies], None, vm), ref)
                 if m <= 16:
                     impls["ours_gemv"] = (lambda i: C.sparse24_gemv_cuda(x, *packs[i % sparse_copies], None, v), ref)

@@ -24,15 +24,17 @@ from pycomp import _ext
 from pycomp.formats.binary import WORD_BITS, dequantize_binary, num_groups, pack_signs, unpack_signs, words
 from pycomp.ops._library import LIB, check, cpu_dense_route, cpu_entry, rows, run
 
-# Largest M the CUDA W1A16 GEMV serves; above it the Triton kernel (tensor cores on ±1 tiles). The GEMV's
-# variant 1 (bits expanded to ±1 bf16/f16 pairs in registers, mma.sync with the weights as A; 16-bit x and one α per
-# channel) takes M <= 16: on the H200 run of 2026-11-28 (session 5, 14336x4096, cold weights) it took 14.7 / 15.0 /
-# 25.2 us at M=1 / 4 / 16, against 20.3 / 103.1 / 320.5 for variant 0 and 24.3 for Triton at M=16. Variant 0
-# (fp32 x, per-group α) keeps M=1 only: its cost grows by about 20 us per token.
+# Largest M the CUDA W1A16 GEMV serves; above it the Triton kernel (tensor cores on ±1 tiles). For 16-bit x with one
+# α per channel it runs CUDA_GEMV_TC_VARIANT: bits expanded to ±1 pairs in registers for mma.sync with the weights
+# as A, x staged once per block in shared memory in the mma's layout (it falls back to variant 1, the same without
+# the staging, when x does not fit: M > 4 at K=4096). On the H200 run 3 of 2026-11-28 (14336x4096, cold weights)
+# variant 4 took 9.7 / 12.4 us at M=1 / 4 and 25.2 at M=16 (Triton 24.3), against 20.1 / 102.3 / 320.2 for
+# variant 0, which keeps fp32 x and per-group α at M=1 only (its cost grows by about 20 us per token).
 CUDA_GEMV_MAX_M = 16
 CUDA_GEMV_DTYPES = (torch.float16, torch.bfloat16)
-# The XNOR GEMM's variant 1 (64x64 warp tiles, 4-stage cp.async ring, ldmatrix; vectorized binarization): 207.4
-# against variant 0's 264.4 us at M=4096 and 72.9 against 85.4 at M=1024 on the same run.
+CUDA_GEMV_TC_VARIANT = 4
+# The XNOR GEMM's variant 1 (64x64 warp tiles, 4-stage cp.async ring, ldmatrix; vectorized binarization): 208.5
+# against variant 0's 264.2 us at M=4096 and 71.6 against 85.3 at M=1024 on the same run (variant 2: 235.3, 78.9).
 CUDA_XNOR_VARIANT = 1
 # The CUDA XNOR GEMM copies weight rows 16 bytes (4 words) at a time.
 CUDA_XNOR_WORD_MULTIPLE = 4
@@ -188,7 +190,7 @@ def _cuda(kernel: str):
         if kernel == "xnor_gemm_cuda":
             variant = CUDA_XNOR_VARIANT
         else:
-            variant = 1 if _tensor_core_gemv(x2.dtype, group_size) else 0
+            variant = CUDA_GEMV_TC_VARIANT if _tensor_core_gemv(x2.dtype, group_size) else 0
         return getattr(_ext._C, kernel)(x2, packed.contiguous(), alpha.contiguous(), group_size, b, variant)
 
     return run

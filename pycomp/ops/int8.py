@@ -32,6 +32,10 @@ CUDA_K_MULTIPLE = 16
 # M=1024: 28.8 vs 49.0 us on 4096x4096; 114.6 vs 184.4 us on 14336x4096). The CUDA GEMM serves from this M on
 # only where Triton is missing.
 CUDA_W8A8_MIN_M = 17
+# From this M on, W8A8's Triton GEMM is its persistent TMA variant (triton_kernels/int8.py variant 1): at M=1024 on
+# the H200 run 3 of 2026-11-28 it took 36.4 / 116.3 us with the quantization against 37.7 / 133.7 for variant 0
+# (4096x4096 / 14336x4096; cuBLAS bf16 47.0 / 161.7). Smaller M was not timed on it.
+TRITON_TMA_MIN_M = 512
 # W8A8 accumulates in int32: 127 * 127 * K must stay below 2**31.
 MAX_K_DYNAMIC = (2**31 - 1) // (127 * 127)
 # Every CPU route runs the kernels: the weight-only entries' dense route (pycomp.ops._library.cpu_dense_route)
@@ -276,7 +280,8 @@ _CHECKS = {"dynamic": _check_dynamic,
 _CUDA_PATHS = {
     "dynamic": {
         "cuda": _w8a8_cuda,
-        "triton": lambda *a: _ext.triton_int8().int8_linear_dynamic(*a),
+        "triton": lambda x2, *a: _ext.triton_int8().int8_linear_dynamic(
+            x2, *a, variant=1 if x2.shape[0] >= TRITON_TMA_MIN_M else 0),
         "reference": int8_linear_dynamic_ref,
     },
     "weight_only": {

@@ -27,13 +27,18 @@ from pycomp.ops._library import LIB, check, cpu_dense_route, rows, run
 PATTERNS = ("2:4", "unstructured", "block")
 # Largest M the CUDA 2:4 GEMV serves (it streams the kept values once for up to 16 rows); above, the mma.sp GEMM.
 CUDA_GEMV_MAX_M = 16
-# The kernels' variants (csrc/cuda/sparse/sparse24_mma.cu). On the H200 run of 2026-11-28 (session 5,
-# benchmarks/gpu_sweep_sparse.py, cold weights, us, 14336x4096 / 28672x8192) GEMM variant 1 (128x128 tiles through
-# a 3-stage cp.async ring, ldmatrix) took 59.0 / 183.3 at M=128 and 309.0 / 1180.1 at M=1024, against variant 0's
-# 351.0 / 1207.9 and 2412.5 / 9421.2; GEMV variant 1 (16-byte value loads, two k windows in flight) took
-# 24.3 / 111.8 at M=1 and 59.1 / 171.5 at M=16, against 31.1 / 159.3 and 53.9 / 291.9.
-CUDA_GEMV_VARIANT = 1
-CUDA_GEMM_VARIANT = 1
+# The kernels' variants (csrc/cuda/sparse/sparse24_mma.cu), fastest on the H200 run 3 of 2026-11-28
+# (benchmarks/gpu_sweep_sparse.py, cold weights, us, 14336x4096 / 28672x8192; variant 0 was the first kernel):
+# - GEMV variant 4 (K over two warps, four 64-column windows in flight per warp): 22.5 / 112.4 at M=1 against
+#   32.6 / 170.8, 45.0 / 187.8 at M=16 against 54.9 / 293.9;
+# - GEMM variant 4 (128x128 blocks of four 64x64 warp tiles, fragments loaded a k step ahead) below
+#   CUDA_GEMM_WIDE_MIN_M: 51.9 / 172.8 at M=128 against 353.2 / 1210.5;
+# - GEMM variant 5 (the same loop on 256x128 blocks, 4 stages) from it on: 270.3 / 980.7 at M=1024 against
+#   2413.1 / 9421.9 (variant 4: 284.4 / 1009.9).
+CUDA_GEMV_VARIANT = 4
+CUDA_GEMM_VARIANT = 4
+CUDA_GEMM_WIDE_VARIANT = 5
+CUDA_GEMM_WIDE_MIN_M = 512
 # The CPU 2:4 kernel runs at every M. It beats dense fp32 F.linear up to M=32 and loses from M=64 (0.77x at
 # 64, 0.72x at 128; 4096x4096, 2 threads, benchmarks/RESULTS.md), but densifying per call costs ~150 ms,
 # so no faster path exists without keeping a dense copy, which would undo the compression
@@ -210,7 +215,8 @@ def _pad_k(x2: Tensor, kp: int) -> Tensor:
 def _sparse24_cuda(xp: Tensor, values: Tensor, meta: Tensor, bias: Tensor | None, scale: Tensor | None) -> Tensor:
     gemv = xp.shape[0] <= CUDA_GEMV_MAX_M
     kernel = getattr(_ext._C, "sparse24_gemv_cuda" if gemv else "sparse24_gemm_cuda")
-    variant = CUDA_GEMV_VARIANT if gemv else CUDA_GEMM_VARIANT
+    variant = CUDA_GEMV_VARIANT if gemv else CUDA_GEMM_WIDE_VARIANT if xp.shape[0] >= CUDA_GEMM_WIDE_MIN_M \
+        else CUDA_GEMM_VARIANT
     if scale is None:
         b = None if bias is None else bias.to(values.dtype).contiguous()
         return kernel(xp.to(values.dtype).contiguous(), values, meta, b, variant)
