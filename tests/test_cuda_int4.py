@@ -193,13 +193,15 @@ def test_gemv_bad_inputs_raise(gen):
 
 
 @needs_gemv
-@pytest.mark.parametrize("M,K", [(1, 4096), (4, 4096), (8, 4096), (16, 4096), (1, 4097), (100, 4096)])
+@pytest.mark.parametrize("M,K", [(1, 4096), (4, 4096), (8, 4096), (16, 4096), (1, 4097), (100, 4096), (600, 4096)])
 def test_dispatcher_on_gpu(M, K, gen):
-    # M <= 8 takes the GEMV (in its variant for M), larger M the (autotuned) Triton GEMM; odd K takes Triton
+    # M <= 16 takes the GEMV (in its variant for M), larger M Triton (the fused GEMM, or from M=512 the weight
+    # dequantized for cuBLAS); odd K takes Triton
     packed, scales, zeros = random_int4(1000, K, 128, False, gen, "cuda")
     x = torch.randn(M, K, generator=gen).bfloat16().cuda()
     out = int4_cuda.cuda_impl(x, packed, scales, zeros, None, 128, K)
-    assert int4_cuda.plan_cuda(M, K, torch.bfloat16) == ("cuda" if M <= int4_cuda.CUDA_GEMV_MAX_M and K % 32 == 0 else "triton")
+    gemv = M <= int4_cuda.CUDA_GEMV_MAX_M and K % 32 == 0
+    assert int4_cuda.plan_cuda(M, K, torch.bfloat16) == ("cuda" if gemv else "triton")
     assert rel_err(out, reference(x, packed, scales, zeros, None, 128, K)) < TOL[torch.bfloat16]
 
 
