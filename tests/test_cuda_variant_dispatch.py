@@ -1,0 +1,75 @@
+"""Which CUDA kernel variant each op's CUDA path asks for, by M (the choices of the H200 runs in pycomp/ops).
+
+The kernels are replaced by recorders, so this runs without a GPU; tests/test_cuda_*.py run the variants themselves.
+"""
+import types
+
+import torch
+
+from pycomp import _ext
+from pycomp.ops import binary, int4_cuda, int8, sparse
+
+
+def _recorder(calls, name, result):
+    def f(*args, **kwargs):
+        calls.append((name, args, kwargs))
+        return result(*args)
+
+    return f
+
+
+def test_int8_w8a8_takes_the_tma_gemm_from_its_threshold(monkeypatch):
+    calls = []
+    fake = types.SimpleNamespace(int8_linear_dynamic=_recorder(
+        calls, "dynamic", lambda x, q, *a: x.new_zeros(x.shape[0], q.shape[0])))
+    monkeypatch.setattr(_ext, "triton_int8", lambda: fake)
+    q, s = torch.zeros(8, 32, dtype=torch.int8), torch.ones(8)
+    for m, want in ((1, 0), (int8.TRITON_TMA_MIN_M - 1, 0), (int8.TRITON_TMA_MIN_M, 1)):
+        int8._CUDA_PATHS["dynamic"]["triton"](torch.zeros(m, 32), q, s, None)
+        assert calls[-1][2] == {"variant": want}, m
+
+
+def test_int4_gemv_variant_by_m_and_the_dequantize_path(monkeypatch):
+    assert [int4_cuda.gemv_variant(m) for m in (1, 2, 8, 9, 16)] == [1, 5, 5, 11, 11]
+    calls = []
+    out = lambda x, p, *a: x.new_zeros(x.shape[0], p.shape[0])  # noqa: E731
+    fake = types.SimpleNamespace(w4a16_linear=_recorder(calls, "fused", out),
+                                 w4a16_linear_dequant=_recorder(calls, "dequant", out))
+    monkeypatch.setattr(int4_cuda, "triton_int4", lambda: fake)
+    monkeypatch.setattr(int4_cuda._ext, "has_c", lambda name: False)  # no CUDA GEMV: Triton at every M
+    packed, scales = torch.zeros(8, 64, dtype=torch.uint8), torch.ones(8, 1, dtype=torch.float16)
+    for m, want in ((17, "fused"), (int4_cuda.TRITON_DEQUANT_MIN_M - 1, "fused"),
+                    (int4_cuda.TRITON_DEQUANT_MIN_M, "dequant")):
+        int4_cuda.cuda_impl(torch.zeros(m, 128, dtype=torch.bfloat16), packed, scales, None, None, 128, 128)
+        assert calls[-1][0] == want, m
+
+
+def test_sparse24_gemv_and_gemm_variants(monkeypatch):
+    calls = []
+    out = lambda x, v, *a: x.new_zeros(x.shape[0], v.shape[0])  # noqa: E731
+    fake = types.SimpleNamespace(sparse24_gemv_cuda=_recorder(calls, "gemv", out),
+                                 sparse24_gemm_cuda=_recorder(calls, "gemm", out))
+    monkeypatch.setattr(_ext, "_C", fake)
+    values, meta = torch.zeros(8, 16, dtype=torch.bfloat16), torch.zeros(8, 2, dtype=torch.int16)
+    cases = ((1, "gemv", sparse.CUDA_GEMV_VARIANT), (sparse.CUDA_GEMV_MAX_M, "gemv", sparse.CUDA_GEMV_VARIANT),
+             (sparse.CUDA_GEMV_MAX_M + 1, "gemm", sparse.CUDA_GEMM_VARIANT),
+             (sparse.CUDA_GEMM_WIDE_MIN_M, "gemm", sparse.CUDA_GEMM_WIDE_VARIANT))
+    for m, kernel, variant in cases:
+        sparse._sparse24_cuda(torch.zeros(m, 32, dtype=torch.bfloat16), values, meta, None, None)
+        assert calls[-1][0] == kernel and calls[-1][1][-1] == variant, m
+
+
+def test_binary_gemv_variant_by_dtype_and_grouping(monkeypatch):
+    calls = []
+    out = lambda x, p, *a: x.new_zeros(x.shape[0], p.shape[0])  # noqa: E731
+    fake = types.SimpleNamespace(w1a16_gemv_cuda=_recorder(calls, "w1a16", out),
+                                 xnor_gemm_cuda=_recorder(calls, "xnor", out))
+    monkeypatch.setattr(_ext, "_C", fake)
+    packed, alpha = torch.zeros(8, 1, dtype=torch.int32), torch.ones(8, 1)
+    for dtype, group_size, want in ((torch.bfloat16, 0, binary.CUDA_GEMV_TC_VARIANT),
+                                    (torch.float16, 0, binary.CUDA_GEMV_TC_VARIANT),
+                                    (torch.float32, 0, 0), (torch.bfloat16, 32, 0)):
+        binary._cuda("w1a16_gemv_cuda")(torch.zeros(1, 32, dtype=dtype), packed, alpha, group_size, None)
+        assert calls[-1][1][-1] == want, (dtype, group_size)
+    binary._cuda("xnor_gemm_cuda")(torch.zeros(4, 32), packed, alpha, 0, None)
+    assert calls[-1][1][-1] == binary.CUDA_XNOR_VARIANT
