@@ -24,14 +24,13 @@ def _rows(h) -> list[dict]:
     from pycomp.ops import binary as ops
 
     C, tk = _ext._C, ops.triton_binary()
-    l2 = torch.cuda.get_device_properties(0).L2_cache_size
     n, k = SHAPE
     torch.manual_seed(0)
     w = torch.randn(n, k, device="cuda") / math.sqrt(k)
     packed, alpha = binarize_weight(w)
     wb = w.bfloat16()
-    copies_b = max(2, math.ceil(4 * l2 / (n * k * 2)) + 1)
-    copies_p = max(2, math.ceil(4 * l2 / (n * k / 8)) + 1)
+    copies_b = h.cold_copies(n * k * 2)
+    copies_p = h.cold_copies(n * k / 8)
     wbs = [wb.clone() for _ in range(copies_b)]
     ps = [(packed.clone(), alpha.clone()) for _ in range(copies_p)]
     calls = 2 * max(copies_b, copies_p)

@@ -149,6 +149,11 @@ def time_graph(torch, fn, calls: int, replays: int = 7) -> float:
     return statistics.median(times)
 
 
+def cold_copies(torch, nbytes: int) -> int:
+    """How many copies of an nbytes operand to rotate through so that each call reads it cold: beyond 4x the L2."""
+    return max(2, math.ceil(4 * torch.cuda.get_device_properties(0).L2_cache_size / nbytes) + 1)
+
+
 def rel_err(got, want) -> float:
     return float((got.double() - want.double()).norm() / want.double().norm().clamp_min(1e-30))
 
@@ -217,6 +222,7 @@ def main() -> int:
     result["ceilings"] = ceil
     h = types.SimpleNamespace(torch=torch, pycomp=pycomp, time_graph=time_graph, rel_err=rel_err, log=log,
                               measure=lambda *a: measure(torch, *a), us=us, ratio=ratio, ceilings=ceil,
+                              cold_copies=lambda nbytes: cold_copies(torch, nbytes),
                               SHAPES=SHAPES, MS=MS)
     tables = {}
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))

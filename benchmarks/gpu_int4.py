@@ -51,7 +51,6 @@ def _rows(h) -> list[dict]:
 
     C, tk = _ext._C, int4_cuda.triton_int4()
     has_gemv = C is not None and hasattr(C, "w4a16_linear_cuda")
-    l2 = torch.cuda.get_device_properties(0).L2_cache_size
     rows = []
     for n, k in SHAPES:
         gen = torch.Generator(device="cuda").manual_seed(0)
@@ -59,8 +58,8 @@ def _rows(h) -> list[dict]:
         w = dequantize_int4(packed, scales, zeros, GROUP_SIZE, k)  # float32, exact
         wb = w.bfloat16()
         q_bytes = packed.numel() + scales.numel() * 2 + zeros.numel()
-        copies_b = max(2, math.ceil(4 * l2 / (n * k * 2)) + 1)
-        copies_q = max(2, math.ceil(4 * l2 / q_bytes) + 1)
+        copies_b = h.cold_copies(n * k * 2)
+        copies_q = h.cold_copies(q_bytes)
         wbs = [wb.clone() for _ in range(copies_b)]
         qs = [(packed.clone(), scales.clone(), zeros.clone()) for _ in range(copies_q)]
         tiny = None

@@ -19,15 +19,14 @@ def _rows(h) -> list[dict]:
     from pycomp.quantize.int8 import quantize_weight_int8
 
     C, tk = _ext._C, _ext.triton_int8()
-    l2 = torch.cuda.get_device_properties(0).L2_cache_size
     rows = []
     for n, k in h.SHAPES:
         torch.manual_seed(0)
         w = torch.randn(n, k, device="cuda") / math.sqrt(k)
         q, s = quantize_weight_int8(w)
         wb = w.bfloat16()
-        copies_b = max(2, math.ceil(4 * l2 / (n * k * 2)) + 1)
-        copies_q = max(2, math.ceil(4 * l2 / (n * k)) + 1)
+        copies_b = h.cold_copies(n * k * 2)
+        copies_q = h.cold_copies(n * k)
         wbs = [wb.clone() for _ in range(copies_b)]
         qs = [(q.clone(), s.clone()) for _ in range(copies_q)]
         qts = [qq.t() for qq, _ in qs]

@@ -25,15 +25,14 @@ def _rows(h) -> list[dict]:
     from pycomp.prune.nm import nm_mask
 
     C = _ext._C
-    l2 = torch.cuda.get_device_properties(0).L2_cache_size
     rows = []
     for n, k in SHAPES:
         torch.manual_seed(0)
         w = (torch.randn(n, k, device="cuda") / math.sqrt(k)).bfloat16()
         w = w * nm_mask(w)
         values, meta = fmt.pack_24(w)
-        dense_copies = max(2, math.ceil(4 * l2 / w.nbytes) + 1)
-        sparse_copies = max(2, math.ceil(4 * l2 / (values.nbytes + meta.nbytes)) + 1)
+        dense_copies = h.cold_copies(w.nbytes)
+        sparse_copies = h.cold_copies(values.nbytes + meta.nbytes)
         ws = [w.clone() for _ in range(dense_copies)]
         packs = [(values.clone(), meta.clone()) for _ in range(sparse_copies)]
         try:

@@ -69,7 +69,7 @@ def test_binary_gemv_variant_by_dtype_and_grouping(monkeypatch):
     for dtype, group_size, want in ((torch.bfloat16, 0, binary.CUDA_GEMV_TC_VARIANT),
                                     (torch.float16, 0, binary.CUDA_GEMV_TC_VARIANT),
                                     (torch.float32, 0, 0), (torch.bfloat16, 32, 0)):
-        binary._cuda("w1a16_gemv_cuda")(torch.zeros(1, 32, dtype=dtype), packed, alpha, group_size, None)
+        binary._w1a16_cuda(torch.zeros(1, 32, dtype=dtype), packed, alpha, group_size, None)
         assert calls[-1][1][-1] == want, (dtype, group_size)
-    binary._cuda("xnor_gemm_cuda")(torch.zeros(4, 32), packed, alpha, 0, None)
+    binary._xnor_cuda(torch.zeros(4, 32), packed, alpha, 0, None)
     assert calls[-1][1][-1] == binary.CUDA_XNOR_VARIANT

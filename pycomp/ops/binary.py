@@ -184,16 +184,18 @@ def _tensor_core_gemv(dtype: torch.dtype | None, group_size: int) -> bool:
     return (dtype is None or dtype in CUDA_GEMV_DTYPES) and group_size == 0
 
 
-def _cuda(kernel: str):
+def _cuda(kernel: str, variant):
+    """A CUDA path running `kernel` in the variant that variant(x dtype, group size) names."""
     def run(x2, packed, alpha, group_size, bias):
         b = None if bias is None else bias.to(x2.dtype).contiguous()
-        if kernel == "xnor_gemm_cuda":
-            variant = CUDA_XNOR_VARIANT
-        else:
-            variant = CUDA_GEMV_TC_VARIANT if _tensor_core_gemv(x2.dtype, group_size) else 0
-        return getattr(_ext._C, kernel)(x2, packed.contiguous(), alpha.contiguous(), group_size, b, variant)
+        return getattr(_ext._C, kernel)(x2, packed.contiguous(), alpha.contiguous(), group_size, b,
+                                        variant(x2.dtype, group_size))
 
     return run
+
+
+_w1a16_cuda = _cuda("w1a16_gemv_cuda", lambda dtype, g: CUDA_GEMV_TC_VARIANT if _tensor_core_gemv(dtype, g) else 0)
+_xnor_cuda = _cuda("xnor_gemm_cuda", lambda dtype, g: CUDA_XNOR_VARIANT)
 
 
 def _triton_w1a16(x2, packed, alpha, group_size, bias):
@@ -205,8 +207,8 @@ def _triton_w1a16(x2, packed, alpha, group_size, bias):
 LIB.impl("w1a16_linear", cpu_entry("w1a16_linear_op") or _impl("w1a16", w1a16_linear_ref, {}), "CPU")
 LIB.impl("xnor_linear", cpu_entry("xnor_linear_op") or _impl("xnor", xnor_linear_ref, {}), "CPU")
 LIB.impl("w1a16_linear", _impl("w1a16", w1a16_linear_ref,
-                               {"cuda": _cuda("w1a16_gemv_cuda"), "triton": _triton_w1a16}), "CUDA")
-LIB.impl("xnor_linear", _impl("xnor", xnor_linear_ref, {"cuda": _cuda("xnor_gemm_cuda")}), "CUDA")
+                               {"cuda": _w1a16_cuda, "triton": _triton_w1a16}), "CUDA")
+LIB.impl("xnor_linear", _impl("xnor", xnor_linear_ref, {"cuda": _xnor_cuda}), "CUDA")
 
 
 # ----------------------------------------------------------------------------- autograd (straight-through)
