@@ -6,6 +6,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 
 #include "cuda/int8/int8_cuda.h"
@@ -170,5 +171,29 @@ __device__ __forceinline__ void store_pair(typename Elem<kT>::T* out, float a, f
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+// The current device's SM count, or 0 when it cannot be read.
+inline int sm_count() {
+  int device = 0, count = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+    return 0;
+  return count;
+}
+
+// Opts Kernel into `bytes` of dynamic shared memory (more than 48 KiB must be asked for), once per device: pass the
+// largest launch's bytes. Atomics, as launches may come from several host threads; setting it twice is harmless.
+template <auto Kernel>
+cudaError_t opt_in_dynamic_smem(int bytes) {
+  static std::atomic<bool> opted_in[64] = {};
+  int device = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err != cudaSuccess) return err;
+  const bool cached = device >= 0 && device < 64;
+  if (cached && opted_in[device].load(std::memory_order_acquire)) return cudaSuccess;
+  err = cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (err == cudaSuccess && cached) opted_in[device].store(true, std::memory_order_release);
+  return err;
+}
 
 }  // namespace pycomp::cuda

@@ -590,14 +590,6 @@ __global__ void __launch_bounds__(kW * 32, 1)
   }
 }
 
-int sm_count() {
-  int device = 0, count = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
-    return 0;
-  return count;
-}
-
 struct Plan {
   int mt, rt;       // kMT, kRT
   int64_t splits;   // K slices (grid.y)
@@ -632,19 +624,9 @@ cudaError_t launch(const Plan& p, const void* x, int64_t ldx, const uint8_t* pac
                    int64_t K, int group_size, cudaStream_t stream) {
   using T = typename Elem<kT>::T;
   using C = Gemv<kT, kMT, kRT>;
-  auto* kernel = &w4a16_gemv_kernel<kT, kMT, kRT>;
-  // More than 48 KiB of dynamic shared memory must be opted into, once per device (to the
-  // largest launch this instantiation makes; setting it twice from two threads is harmless).
-  static std::atomic<bool> opted_in[64] = {};
-  int device = 0;
-  cudaError_t err = cudaGetDevice(&device);
+  constexpr auto kernel = &w4a16_gemv_kernel<kT, kMT, kRT>;
+  cudaError_t err = opt_in_dynamic_smem<kernel>(static_cast<int>(C::kMaxSmem));
   if (err != cudaSuccess) return err;
-  const bool cached = device >= 0 && device < 64;
-  if (!cached || !opted_in[device].load(std::memory_order_acquire)) {
-    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(C::kMaxSmem));
-    if (err != cudaSuccess) return err;
-    if (cached) opted_in[device].store(true, std::memory_order_release);
-  }
   const size_t smem = smem_bytes(p, M, group_size);
   if (smem > C::kMaxSmem) return cudaErrorInvalidValue;
   const int64_t G = ceil_div(K, group_size);
@@ -724,17 +706,9 @@ cudaError_t launch_v2(const V2Plan& p, const void* x, int64_t ldx, const uint8_t
   using T = typename Elem<kT>::T;
   constexpr bool kXRing = kMT == 2;
   using C = GemvV2<kRT, kMT, kW, kS, kXRing>;
-  auto* kernel = &w4a16_gemv_v2_kernel<kT, kMT, kRT, kW, kS, kXRing, kFold>;
-  static std::atomic<bool> opted_in[64] = {};
-  int device = 0;
-  cudaError_t err = cudaGetDevice(&device);
+  constexpr auto kernel = &w4a16_gemv_v2_kernel<kT, kMT, kRT, kW, kS, kXRing, kFold>;
+  cudaError_t err = opt_in_dynamic_smem<kernel>(static_cast<int>(C::kMaxSmem));
   if (err != cudaSuccess) return err;
-  const bool cached = device >= 0 && device < 64;
-  if (!cached || !opted_in[device].load(std::memory_order_acquire)) {
-    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(C::kMaxSmem));
-    if (err != cudaSuccess) return err;
-    if (cached) opted_in[device].store(true, std::memory_order_release);
-  }
   const int64_t groups = p.slice / kV2Chunk;
   const size_t smem = static_cast<size_t>(C::kRingUnits) * 16 + (kXRing ? 0 : M * (p.slice / 8 + 1) * 16) +
                       static_cast<size_t>(C::kRows) * (v2_sstride(groups) + v2_zstride(groups)) * 4;
@@ -990,21 +964,16 @@ __global__ void __launch_bounds__(kPW * 32, 1)
 // same number of tiles (+-1).
 template <DType kT, int kMT, int kRT, int kS>
 cudaError_t p_grid(int64_t M, int64_t N, int64_t& grid, int64_t& tiles, int64_t& smem) {
-  auto* kernel = &w4a16_gemv_p_kernel<kT, kMT, kRT, kS>;
-  static std::atomic<bool> opted_in[64] = {};
-  int device = 0;
-  cudaError_t err = cudaGetDevice(&device);
+  constexpr auto kernel = &w4a16_gemv_p_kernel<kT, kMT, kRT, kS>;
+  cudaError_t err = opt_in_dynamic_smem<kernel>(static_cast<int>(p_smem_bytes(kRT, kS, kMT, 8 * kMT)));
   if (err != cudaSuccess) return err;
-  const bool cached = device >= 0 && device < 64;
-  if (!cached || !opted_in[device].load(std::memory_order_acquire)) {
-    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               static_cast<int>(p_smem_bytes(kRT, kS, kMT, 8 * kMT)));
-    if (err != cudaSuccess) return err;
-    if (cached) opted_in[device].store(true, std::memory_order_release);
-  }
   smem = p_smem_bytes(kRT, kS, kMT, static_cast<int>(M));
   // The occupancy query once per device and M: it costs host time on every decode step otherwise.
   static std::atomic<int> occupancy_of[64][17] = {};
+  int device = 0;
+  err = cudaGetDevice(&device);
+  if (err != cudaSuccess) return err;
+  const bool cached = device >= 0 && device < 64;
   int occupancy = cached ? occupancy_of[device][M].load(std::memory_order_relaxed) : 0;
   if (occupancy == 0) {
     err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occupancy, kernel, kPW * 32, static_cast<size_t>(smem));

@@ -15,7 +15,6 @@
 //   DRAM about once and reused by the group from L2;
 // - epilogue: int32 -> fp32, times xscale[m] * wscale[n], plus bias[n],
 //   converted and stored straight from the accumulator registers.
-#include <atomic>
 
 #include "cuda/ptx.cuh"
 
@@ -220,18 +219,10 @@ template <class C, DType kOut>
 cudaError_t launch(const int8_t* xq, int64_t ldx, const float* xscale, const int8_t* w, const float* wscale,
                    const void* bias, void* out, int64_t M, int64_t N, int64_t K, cudaStream_t stream) {
   using T = typename Elem<kOut>::T;
-  auto* kernel = &w8a8_gemm_kernel<C, kOut>;
-  // More than 48 KiB of dynamic shared memory must be opted into, once per device
-  // (atomics: launches may come from several host threads; setting it twice is harmless).
-  static std::atomic<bool> opted_in[64] = {};
-  int device = 0;
-  cudaError_t err = cudaGetDevice(&device);
-  if (err != cudaSuccess) return err;
-  const bool cached = device >= 0 && device < 64;
-  if (C::kSmemBytes > 48 * 1024 && (!cached || !opted_in[device].load(std::memory_order_acquire))) {
-    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmemBytes);
+  constexpr auto kernel = &w8a8_gemm_kernel<C, kOut>;
+  if (C::kSmemBytes > 48 * 1024) {
+    const cudaError_t err = opt_in_dynamic_smem<kernel>(C::kSmemBytes);
     if (err != cudaSuccess) return err;
-    if (cached) opted_in[device].store(true, std::memory_order_release);
   }
   // Two outputs per store only where every (m, even n) pair is 2-element aligned.
   const bool vec_store = N % 2 == 0 && reinterpret_cast<uintptr_t>(out) % (2 * sizeof(T)) == 0;
@@ -253,14 +244,6 @@ cudaError_t dispatch_out(DType out_t, const int8_t* xq, int64_t ldx, const float
     case DType::kBF16: return launch<C, DType::kBF16>(xq, ldx, xscale, w, wscale, bias, out, M, N, K, stream);
   }
   return cudaErrorInvalidValue;
-}
-
-int sm_count() {
-  int device = 0, count = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
-    return 0;
-  return count;
 }
 
 // Fraction of the SM slots that the last wave of `tiles` keeps busy, over all waves.

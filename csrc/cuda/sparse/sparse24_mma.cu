@@ -25,7 +25,6 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cstdint>
 
 #include "cuda/ptx.cuh"
@@ -627,23 +626,14 @@ cudaError_t launch_tiled(const void* x, int64_t ldx, const void* values, const i
                          const void* bias, void* out, int64_t ldo, int64_t M, int64_t N, int64_t Kp,
                          cudaStream_t stream) {
   using T = typename Elem<kT>::T;
-  auto* kernel = [] {  // only the chosen kernel is instantiated
+  constexpr auto kernel = [] {  // only the chosen kernel is instantiated
     if constexpr (kDoubleBuffered)
       return &sparse24_tiled_db_kernel<kT, C>;
     else
       return &sparse24_tiled_kernel<kT, C>;
   }();
-  // More than 48 KiB of dynamic shared memory is opted into once per device.
-  static std::atomic<bool> opted_in[64] = {};
-  int device = 0;
-  cudaError_t err = cudaGetDevice(&device);
+  const cudaError_t err = opt_in_dynamic_smem<kernel>(C::kSmem);
   if (err != cudaSuccess) return err;
-  const bool cached = device >= 0 && device < 64;
-  if (!cached || !opted_in[device].load(std::memory_order_acquire)) {
-    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
-    if (err != cudaSuccess) return err;
-    if (cached) opted_in[device].store(true, std::memory_order_release);
-  }
   const dim3 grid(static_cast<unsigned>(ceil_div(M, C::kBM)), static_cast<unsigned>(ceil_div(N, C::kBN)));
   if (grid.y > 65535) return cudaErrorInvalidValue;
   const bool vec_store = aligned16(out) && ldo % 8 == 0;
