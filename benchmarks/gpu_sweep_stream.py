@@ -70,10 +70,24 @@ def _kernels():
         tl.store(out + pid, tl.sum(acc, 0))
 
     @triton.jit
+    def read_rows(src, out, rows, cols, R: tl.constexpr, CW: tl.constexpr):
+        # The decode GEMVs' pattern: a program owns R rows of a row-major matrix (rows x cols words) and
+        # walks along them CW words (4 * CW bytes per row) at a time.
+        pid, G = tl.program_id(0), tl.num_programs(0)
+        acc = tl.zeros([R, CW], dtype=tl.int32)
+        r = tl.arange(0, R)[:, None]
+        c = tl.arange(0, CW)[None, :]
+        for rb in range(pid * R, rows, G * R):
+            for cb in range(0, cols, CW):
+                ok = (rb + r < rows) & (cb + c < cols)
+                acc += tl.load(src + (rb + r) * cols + cb + c, mask=ok, other=0, cache_modifier=".cg")
+        tl.store(out + pid, tl.sum(tl.sum(acc, 1), 0))
+
+    @triton.jit
     def noop(out):
         tl.store(out + tl.program_id(0), 1)
 
-    return triton, read_stride, read_contig, read_tma, noop
+    return triton, read_stride, read_contig, read_tma, read_rows, noop
 
 
 class _Sweep:
@@ -93,7 +107,7 @@ class _Sweep:
         torch = self.torch
         import torch.nn.functional as F
 
-        triton, read_stride, read_contig, read_tma, noop = _kernels()
+        triton, read_stride, read_contig, read_tma, read_rows, noop = _kernels()
         dev = self.device
         sms = torch.cuda.get_device_properties(0).multi_processor_count if dev == "cuda" else 2
         out = torch.zeros(64 * sms, dtype=torch.int32, device=dev)
@@ -123,6 +137,12 @@ class _Sweep:
                 per = -(-words // g)
                 cands[f"contig {mult}x"] = (g, lambda i, g=g, per=per: read_contig[(g,)](
                     srcs[i % copies], out, words, per, BLOCK=BLOCK, num_warps=4))
+            # The layer's own rows (its quantized bytes spread over N rows, whole words), as a GEMV block reads them.
+            rw = max(1, (4 * words // n) // 4)
+            for rr, cw, mult in ((32, 16, 4), (16, 64, 4), (16, 256, 2)):
+                gr = min(mult * sms, -(-n // rr))
+                cands[f"rows {rr}x{4 * cw}B"] = (gr, lambda i, gr=gr, rr=rr, cw=cw: read_rows[(gr,)](
+                    srcs[i % copies], out, n, rw, R=rr, CW=cw, num_warps=4))
             g = -(-words // BLOCK)
             cands["one block each"] = (g, lambda i, g=g: read_stride[(g,)](srcs[i % copies], out, words, BLOCK=BLOCK,
                                                                            num_warps=4))
@@ -146,7 +166,8 @@ class _Sweep:
                     fn(0)
                     # Sums modulo 2^32, as the kernels' int32 accumulators wrap.
                     got = int(out[:g].sum()) % 2**32
-                    expect = int(srcs[0][: tma_words if name.startswith("tma") else words].sum()) % 2**32
+                    part = tma_words if name.startswith("tma") else n * rw if name.startswith("rows") else words
+                    expect = int(srcs[0][:part].sum()) % 2**32
                     if got != expect:
                         row[name] = None
                         self.notes.append(f"{what} {n}x{k} {name}: WRONG sum {got} != {expect}")
@@ -155,8 +176,8 @@ class _Sweep:
                     self.notes.append(f"{what} {n}x{k} {name}: FAILED {type(exc).__name__}: {str(exc)[:160]}")
                     continue
                 ms = self.time(fn, 2 * copies)
-                if ms and name.startswith("tma"):
-                    ms *= words / tma_words  # the 2-D view drops the last partial row: scale to the full bytes
+                if ms and name.startswith(("tma", "rows")):
+                    ms *= words / part  # the 2-D views drop a partial row or word: scale to the full bytes
                 row[name] = ms
             rows.append(row)
             self.log(row)

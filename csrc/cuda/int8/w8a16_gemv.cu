@@ -423,11 +423,22 @@ cudaError_t dispatch_p(int p, const void* x, int64_t ldx, const int8_t* w, const
 
 size_t elem_size(DType t) { return t == DType::kF32 ? 4 : 2; }
 
+// Variants 8 and 9 (16-bit x, sm_90): the weights on the copy engine, w8a16_bulk.cu.
+constexpr int kW8BulkFirst = 1 + kW8Count + kW8PCount;
+constexpr int kW8BulkCount = 2;
+
 }  // namespace
 
-int w8a16_gemv_variants() { return 1 + kW8Count + kW8PCount; }
+cudaError_t w8a16_linear_bulk(DType t, const void* x, int64_t ldx, const int8_t* w, const float* wscale,
+                              const void* bias, void* out, int64_t ldo, int64_t M, int64_t N, int64_t K, int config,
+                              cudaStream_t stream);
+bool w8a16_bulk_supported();
+
+int w8a16_gemv_variants() { return kW8BulkFirst + kW8BulkCount; }
 
 W8A16GemvShape w8a16_gemv_shape(int64_t M, int variant) {
+  if (variant >= kW8BulkFirst && variant < w8a16_gemv_variants())  // stages of the ring, consumer warps, blocks
+    return variant == kW8BulkFirst ? W8A16GemvShape{4, 4, 6} : W8A16GemvShape{3, 4, 4};
   if (variant > kW8Count && variant < w8a16_gemv_variants()) {
     const W8Shape s = (M <= 8 ? kW8PM8 : kW8PM16)[variant - kW8Count - 1];
     return {s.unroll, s.warps, s.min_blocks};
@@ -444,6 +455,9 @@ cudaError_t w8a16_linear(DType t, const void* x, int64_t ldx, const int8_t* w, c
                          K <= INT32_MAX - 1024 && ceil_div(M, 16) <= 65535 && ldo >= N && ldx >= 0;
   const bool aligned = aligned16(x) && aligned16(w) && (ldx * static_cast<int64_t>(elem_size(t))) % 16 == 0;
   if (!shapes_ok || !aligned || variant < 0 || variant >= w8a16_gemv_variants()) return cudaErrorInvalidValue;
+  if (variant >= kW8BulkFirst && t != DType::kF32 && w8a16_bulk_supported())
+    return w8a16_linear_bulk(t, x, ldx, w, wscale, bias, out, ldo, M, N, K, variant - kW8BulkFirst, stream);
+  if (variant >= kW8BulkFirst) variant = 0;  // float32 x, or a GPU before sm_90
   if (variant > kW8Count && t != DType::kF32) {
     if (t == DType::kF16)
       return dispatch_p<DType::kF16>(variant - kW8Count - 1, x, ldx, w, wscale, bias, out, ldo, M, N, K, stream);
