@@ -12,7 +12,9 @@ Steps:
      weights (copies rotated beyond 4x the L2), CUDA-graph replays timed with events,
      median of >= 5; every row checks its output against the reference op first;
      then each sweep module (benchmarks/gpu_sweep_<name>.py, `sweep(h) -> table`), which
-     checks and times kernel variants and tuning choices beside the same baselines;
+     checks and times kernel variants and tuning choices beside the same baselines, each in
+     a process of its own (a new kernel that faults poisons its CUDA context; the rest of the
+     run must not lose the card);
   3. run the GPU tests (tests/test_cuda_*.py, tests/test_triton_*.py, and the ops and
      layer tests) on the card in the time left (timing first: the targets are what a
      lent card is rare for, and every timed row is checked anyway).
@@ -45,6 +47,7 @@ BUDGET_S = 330
 DEADLINE_S = 370
 T0 = time.time()
 FAMILY_ORDER = ("gpu_int4", "gpu_int8", "gpu_sparse", "gpu_binary")
+SWEEP_TIMEOUT_S = 90  # one sweep's process, import and Triton compiles included
 
 
 def log(msg: str) -> None:
@@ -192,8 +195,50 @@ def ratio(base, ms) -> str:
     return f"{base / ms:5.2f}x" if ms and base else "     -"
 
 
+def helpers(torch, pycomp, ceil: dict) -> types.SimpleNamespace:
+    """The namespace every family and sweep module gets as h."""
+    return types.SimpleNamespace(torch=torch, pycomp=pycomp, time_graph=time_graph, rel_err=rel_err, log=log,
+                                 measure=lambda *a: measure(torch, *a), us=us, ratio=ratio, ceilings=ceil,
+                                 cold_copies=lambda nbytes: cold_copies(torch, nbytes), SHAPES=SHAPES, MS=MS)
+
+
+def run_sweep_isolated(name: str, ceil: dict) -> str:
+    """One sweep module in a child process (`--one-sweep NAME`); its table, or why there is none."""
+    fd, path = __import__("tempfile").mkstemp(suffix=".txt")
+    os.close(fd)
+    cmd = [sys.executable, os.path.abspath(__file__), "--one-sweep", name, "--sweep-out", path,
+           "--ceilings", json.dumps(ceil)]
+    try:
+        rc = subprocess.run(cmd, cwd=ROOT, timeout=SWEEP_TIMEOUT_S).returncode
+        with open(path) as f:
+            table = f.read()
+        return table if table else f"FAILED: the sweep's process exited with {rc} before writing its table"
+    except subprocess.TimeoutExpired:
+        return f"FAILED: the sweep's process ran past {SWEEP_TIMEOUT_S} s"
+    finally:
+        os.unlink(path)
+
+
+def one_sweep(name: str, out_path: str, ceil: dict) -> int:
+    """The child side of run_sweep_isolated: run one sweep module, write its table to out_path."""
+    pycomp = import_from_tree()
+    import torch
+
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        table = importlib.import_module(name).sweep(helpers(torch, pycomp, ceil))
+    except Exception as exc:
+        table = f"FAILED: {type(exc).__name__}: {exc}"
+    with open(out_path, "w") as f:
+        f.write(table)
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--one-sweep", help=argparse.SUPPRESS)
+    p.add_argument("--sweep-out", help=argparse.SUPPRESS)
+    p.add_argument("--ceilings", help=argparse.SUPPRESS)
     p.add_argument("--no-build", action="store_true")
     p.add_argument("--no-tests", action="store_true")
     p.add_argument("--tests-s", type=float, default=TESTS_TIMEOUT_S, help="time limit of the GPU tests (seconds)")
@@ -201,6 +246,8 @@ def main() -> int:
                                    "with CUDA cases)")
     p.add_argument("--workers", type=int, default=4, help="xdist workers for those tests")
     args = p.parse_args()
+    if args.one_sweep:
+        return one_sweep(args.one_sweep, args.sweep_out, json.loads(args.ceilings))
     t0 = T0
     result: dict = {}
     if not args.no_build:
@@ -220,10 +267,7 @@ def main() -> int:
     save(result)
     ceil = ceilings(torch)
     result["ceilings"] = ceil
-    h = types.SimpleNamespace(torch=torch, pycomp=pycomp, time_graph=time_graph, rel_err=rel_err, log=log,
-                              measure=lambda *a: measure(torch, *a), us=us, ratio=ratio, ceilings=ceil,
-                              cold_copies=lambda nbytes: cold_copies(torch, nbytes),
-                              SHAPES=SHAPES, MS=MS)
+    h = helpers(torch, pycomp, ceil)
     tables = {}
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     names = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "benchmarks", "gpu_*.py"))} - {"gpu_check"}
@@ -238,10 +282,11 @@ def main() -> int:
             continue
         t1 = time.time()
         try:  # one family's failure must not hide the others' numbers
-            mod = importlib.import_module(name)
             if name in sweeps:
-                tables[name] = mod.sweep(h)
+                torch.cuda.empty_cache()  # the child allocates on the same card
+                tables[name] = run_sweep_isolated(name, ceil)
             else:
+                mod = importlib.import_module(name)
                 result[name], tables[name] = mod.bench(h)
         except Exception as exc:
             log(f"{name}: FAILED {type(exc).__name__}: {exc}")

@@ -55,3 +55,13 @@ def test_family_tables_render_with_no_rows(path):
     mod = _load(os.path.join(BENCH, "gpu_check.py"))
     h = types.SimpleNamespace(us=mod.us, ratio=mod.ratio, ceilings={"copy_tb_s": 4.0, "bf16_tflops": 600.0})
     assert isinstance(_load(path)._table([], h), str)
+
+
+def test_a_sweep_runs_in_its_own_process_and_returns_its_table():
+    mod = _load(os.path.join(BENCH, "gpu_check.py"))
+    table = mod.run_sweep_isolated("gpu_sweep_stream", {"copy_tb_s": 4.0, "bf16_tflops": 600.0})
+    import torch
+
+    if not torch.cuda.is_available():
+        assert table == "stream sweep: skipped (no GPU)"
+    assert not table.startswith("FAILED"), table
