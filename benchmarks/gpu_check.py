@@ -240,6 +240,7 @@ def main() -> int:
     p.add_argument("--sweep-out", help=argparse.SUPPRESS)
     p.add_argument("--ceilings", help=argparse.SUPPRESS)
     p.add_argument("--no-build", action="store_true")
+    p.add_argument("--only", help="comma-separated family or sweep modules to run (default: every gpu_*.py)")
     p.add_argument("--no-tests", action="store_true")
     p.add_argument("--tests-s", type=float, default=TESTS_TIMEOUT_S, help="time limit of the GPU tests (seconds)")
     p.add_argument("--tests", help="comma-separated test files to run after the first ones (default: every file "
@@ -271,6 +272,8 @@ def main() -> int:
     tables = {}
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     names = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "benchmarks", "gpu_*.py"))} - {"gpu_check"}
+    if args.only:
+        names &= set(args.only.split(","))
     sweeps = sorted(n for n in names if n.startswith("gpu_sweep_"))
     found = names - set(sweeps)
     # Families (bench(h) -> (rows, table)) first, then the sweeps (sweep(h) -> table), which time kernel variants
