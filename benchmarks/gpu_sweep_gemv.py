@@ -179,11 +179,15 @@ class _Sweep:
             wbs = [w.bfloat16() for _ in range(copies_b)]
             qs = [(q.clone(), s.clone()) for _ in range(copies_q)]
             calls = 2 * max(copies_b, copies_q)
-            for m in INT8_MS:
-                x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16, generator=gen)
+            # float16 x at M=1 beside bfloat16: its int8 -> f16 conversion takes 4 instructions per 4 weights
+            # where bf16 takes 10, so the difference shows what the conversion costs the stream.
+            for m, dt in [(m, "bfloat16") for m in INT8_MS] + [(1, "float16")]:
+                x = torch.randn(m, k, device="cuda", dtype=getattr(torch, dt), generator=gen)
                 ref = x.float() @ w.t()
-                row = {"family": "int8", "shape": f"{n}x{k}", "m": m, "bytes": n * k + 4 * n, "variants": variants}
-                self.check_and_time(row, "bf16", lambda i: F.linear(x, wbs[i % copies_b]), None, calls)
+                fam = "int8" if dt == "bfloat16" else "i8h"
+                row = {"family": fam, "shape": f"{n}x{k}", "m": m, "bytes": n * k + 4 * n, "variants": variants}
+                xb = x.bfloat16()  # the baseline stays cuBLAS bf16
+                self.check_and_time(row, "bf16", lambda i: F.linear(xb, wbs[i % copies_b]), None, calls)
                 for v in variants:
                     self.check_and_time(row, f"v{v}", lambda i, v=v: C.w8a16_linear_cuda(x, *qs[i % copies_q], None, v),
                                         ref, calls)
@@ -239,7 +243,7 @@ def _cell(row: dict, name: str) -> str:
 def _table(rows: list[dict], h=None, notes: list[str] | None = None) -> str:
     """One line per (family, shape, M): bf16 us, then per variant 'us ratio GB/s'; best variant last."""
     lines = ["decode GEMV variants: us per call | ratio = bf16 / variant | GB/s of quantized weights "
-             "(cold weights, CUDA graphs); int4 = W4A16 g128 asym bf16, int8 = W8A16 bf16"]
+             "(cold weights, CUDA graphs); int4 = W4A16 g128 asym bf16, int8 = W8A16 bf16, i8h = W8A16 f16"]
     nv = max((len(r["variants"]) for r in rows), default=0)
     lines.append("fam  shape         M  bf16us | " + " | ".join(f"{'v%d us  ratio GB/s' % v:>17s}" for v in range(nv))
                  + " | best")
