@@ -26,7 +26,7 @@ BUDGET_S = 22.0  # past it nothing more is timed (the whole sweep must stay unde
 ODD_INT4 = [(200, 1536, 3, False, "bfloat16"), (1000, 2048, 12, True, "float16"), (4104, 4096, 16, False, "bfloat16"),
             (264, 512, 1, False, "float16"), (28680, 1024, 1, False, "bfloat16")]  # last: 2 tiles per persistent block
 ODD_INT8 = [(200, 1552, 3, "bfloat16"), (1000, 2048, 12, "float16"), (4104, 4096, 16, "bfloat16"),
-            (28680, 1024, 1, "bfloat16")]  # the last: several tiles per persistent block
+            (28680, 1024, 1, "bfloat16")]  # the last: many row blocks, a partial last one
 
 
 def _cold_copies(l2: int, nbytes: int) -> int:

@@ -73,3 +73,16 @@ def test_binary_gemv_variant_by_dtype_and_grouping(monkeypatch):
         assert calls[-1][1][-1] == want, (dtype, group_size)
     binary._xnor_cuda(torch.zeros(4, 32), packed, alpha, 0, None)
     assert calls[-1][1][-1] == binary.CUDA_XNOR_VARIANT
+
+
+def test_int8_w8a16_gemv_variant_by_m_and_weight_size(monkeypatch):
+    calls = []
+    fake_c = types.SimpleNamespace(w8a16_linear_cuda=_recorder(
+        calls, "gemv", lambda x, q, *a: x.new_zeros(x.shape[0], q.shape[0])))
+    monkeypatch.setattr(_ext, "_C", fake_c)
+    big = int8.GEMV_LARGE_BYTES
+    for m, n, want in ((1, 8, 0), (1, big // 16, int8.GEMV_LARGE_VARIANT), (8, big // 16, int8.GEMV_LARGE_VARIANT),
+                       (9, big // 16, 0), (16, big // 16, 0), (1, big // 16 - 1, 0)):
+        q = torch.empty(n, 16, dtype=torch.int8)  # empty: only its shape matters to the choice
+        int8._CUDA_PATHS["weight_only"]["cuda"](torch.zeros(m, 16), q, torch.ones(n), None)
+        assert calls[-1][1][-1] == want, (m, n)

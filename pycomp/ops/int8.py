@@ -36,6 +36,13 @@ CUDA_W8A8_MIN_M = 17
 # the H200 run 3 of 2026-11-28 it took 36.4 / 116.3 us with the quantization against 37.7 / 133.7 for variant 0
 # (4096x4096 / 14336x4096; cuBLAS bf16 47.0 / 161.7). Smaller M was not timed on it.
 TRITON_TMA_MIN_M = 512
+# The W8A16 GEMV's launch variant (csrc/cuda/int8/w8a16_gemv.cu) by M and weight size, from two H200 runs of
+# 2026-11-28 (session 5 run 3 and session 6 run 1; cold weights, us): at M <= 8 on a weight of at least
+# GEMV_LARGE_BYTES variant 3 (4 warps, 4 chunks in flight, 4 blocks per SM) took 19.6 / 19.0 on 14336x4096 against
+# variant 0's 20.8 / 20.3; on 4096x4096 variant 0 stayed fastest (7.5 / 7.2 against 8.7 / 8.6). At M=16 no
+# variant won by more than 4% in both runs.
+GEMV_LARGE_BYTES = 32 << 20
+GEMV_LARGE_VARIANT = 3
 # W8A8 accumulates in int32: 127 * 127 * K must stay below 2**31.
 MAX_K_DYNAMIC = (2**31 - 1) // (127 * 127)
 # Every CPU route runs the kernels: the weight-only entries' dense route (pycomp.ops._library.cpu_dense_route)
@@ -267,6 +274,11 @@ def _check_dynamic(x, qweight, wscale, bias):
     )
 
 
+def gemv_variant(M: int, weight_bytes: int) -> int:
+    """The W8A16 CUDA GEMV variant for M rows against a weight of `weight_bytes` int8 (see GEMV_LARGE_BYTES)."""
+    return GEMV_LARGE_VARIANT if M <= 8 and weight_bytes >= GEMV_LARGE_BYTES else 0
+
+
 def _w8a8_cuda(x2, qweight, wscale, b):
     q, s = _quantize_cuda(x2)
     return _ext._C.w8a8_gemm_cuda(q, s, qweight, wscale, b, x2.dtype)
@@ -285,7 +297,7 @@ _CUDA_PATHS = {
         "reference": int8_linear_dynamic_ref,
     },
     "weight_only": {
-        "cuda": lambda *a: _ext._C.w8a16_linear_cuda(*a),
+        "cuda": lambda x2, q, *a: _ext._C.w8a16_linear_cuda(x2, q, *a, gemv_variant(x2.shape[0], q.numel())),
         "triton": lambda *a: _ext.triton_int8().w8a16_linear(*a),
         "reference": int8_linear_weight_only_ref,
     },

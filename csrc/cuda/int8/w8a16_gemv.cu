@@ -18,9 +18,6 @@
 // {2, 3}. x is loaded with the same permutation, so the dot product is unchanged.
 #include "cuda/ptx.cuh"
 
-#include <algorithm>
-#include <atomic>
-
 namespace pycomp::cuda {
 namespace {
 
@@ -238,211 +235,13 @@ void dispatch(int variant, const void* x, int64_t ldx, const int8_t* w, const fl
     launch<kT, 2>(variant, x, ldx, w, wscale, bias, out, ldo, M, N, K, stream);
 }
 
-// Persistent variants (v > kW8Count, 16-bit x only): a 14336-row layer is 896 tiles of 16 rows, so
-// every shape above runs in waves (1.7 to 3.4) whose seams and tail leave SMs with nothing in flight,
-// and each warp waits out a full load latency per kUnroll chunks. Here a grid of at most (SMs x
-// resident blocks) blocks loops over tiles (tile = blockIdx.x + i * gridDim.x, every block the same
-// count +-1), a warp's steps run straight across tile boundaries, and the loads of step j + 1
-// (two register buffers, the loop unrolled by 2 so they stay registers) are in flight during step
-// j's math. Every warp takes the same number of steps per tile (chunks past K read nothing), so the
-// per-tile reduction can meet at one block barrier; its area is double-buffered by tile parity
-// (the buffer a tile writes was last read before the previous tile's barrier).
-template <DType kT, int kMT, int kUnroll>
-struct W8Buf {
-  uint4 wa[kUnroll], wb[kUnroll], xv[kUnroll][kMT][XOperand<kT>::kVecs];
-};
-
-template <DType kT, int kMT, int kUnroll, int kW, int kMinBlocks>
-__global__ void __launch_bounds__(kW * 32, kMinBlocks)
-    w8a16_gemv_p_kernel(const typename Elem<kT>::T* __restrict__ x, int64_t ldx, const int8_t* __restrict__ w,
-                        const float* __restrict__ wscale, const typename Elem<kT>::T* __restrict__ bias,
-                        typename Elem<kT>::T* __restrict__ out, int64_t ldo, int M, int N, int K, int tiles) {
-  using E = Elem<kT>;
-  using T = typename E::T;
-  using XO = XOperand<kT>;
-  using Buf = W8Buf<kT, kMT, kUnroll>;
-  constexpr bool kHalf = kT == DType::kF16;
-  static_assert(!XO::kSplit, "16-bit x only");
-
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int gid = lane / 4, tig = lane % 4;
-  const int m0 = blockIdx.y * 16;
-  const int rows_m = min(16, M - m0);
-  const int chunks = (K + kChunk - 1) / kChunk;
-  const int iters = (chunks + kW * kUnroll - 1) / (kW * kUnroll);  // steps per tile, the same for every warp
-  const int bx = blockIdx.x, gx = gridDim.x;
-  const int my_tiles = bx < tiles ? (tiles - bx + gx - 1) / gx : 0;
-  const int steps = my_tiles * iters;
-
-  const T* xr[kMT];
-  bool x_ok[kMT];
-#pragma unroll
-  for (int mt = 0; mt < kMT; ++mt) {
-    const int m = gid + 8 * mt;
-    x_ok[mt] = m < rows_m;
-    xr[mt] = x + static_cast<int64_t>(m0 + (x_ok[mt] ? m : 0)) * ldx + tig * 16;
-  }
-
-  const auto load = [&](int j, Buf& b) {
-    const int ti = j / iters, it = j - ti * iters;
-    const int n0 = (bx + ti * gx) * kRows;
-    const int c = (it * kW + warp) * kUnroll;
-    const bool w_ok0 = n0 + gid < N, w_ok1 = n0 + gid + 8 < N;
-    const int8_t* w0 = w + static_cast<int64_t>(w_ok0 ? n0 + gid : 0) * K + tig * 16;
-    const int8_t* w1 = w + static_cast<int64_t>(w_ok1 ? n0 + gid + 8 : 0) * K + tig * 16;
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int k = (c + u) * kChunk;
-      const bool k_ok = k + tig * 16 < K;
-      b.wa[u] = b.wb[u] = make_uint4(0, 0, 0, 0);
-      if (k_ok && w_ok0) b.wa[u] = ldg_stream_128(w0 + k);
-      if (k_ok && w_ok1) b.wb[u] = ldg_stream_128(w1 + k);
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt) {
-#pragma unroll
-        for (int v = 0; v < XO::kVecs; ++v) {
-          b.xv[u][mt][v] = make_uint4(0, 0, 0, 0);
-          if (k_ok && x_ok[mt]) b.xv[u][mt][v] = ldg_128(xr[mt] + k + v * XO::kElemsPerVec);
-        }
-      }
-    }
-  };
-
-  __shared__ float4 partial[2][kW][kMT * 32];
-  float acc[kMT][4] = {};
-  const auto compute = [&](int j, const Buf& b) {
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-#pragma unroll
-      for (int s = 0; s < 4; ++s) {
-        uint32_t a[4];
-        int8x4_to_x2<kHalf>(word(b.wa[u], s), a[0], a[2]);
-        int8x4_to_x2<kHalf>(word(b.wb[u], s), a[1], a[3]);
-#pragma unroll
-        for (int mt = 0; mt < kMT; ++mt) {
-          uint32_t b_hi[2], b_lo[2];
-          XO::fragment(b.xv[u][mt], s, b_hi, b_lo);
-          mma_16816<kHalf>(acc[mt], a, b_hi);
-        }
-      }
-    }
-    const int ti = j / iters;
-    if (j - ti * iters != iters - 1) return;
-    // The tile's last step: the warps' partials meet (layout as in the default kernel).
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt) {
-      partial[ti & 1][warp][mt * 32 + lane] = make_float4(acc[mt][0], acc[mt][1], acc[mt][2], acc[mt][3]);
-      acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.f;
-    }
-    __syncthreads();
-    const int n0 = (bx + ti * gx) * kRows;
-    const float* p = reinterpret_cast<const float*>(partial[ti & 1]);
-    for (int e = threadIdx.x; e < kMT * 128; e += kW * 32) {
-      float sum = 0.f;
-#pragma unroll
-      for (int i = 0; i < kW; ++i) sum += p[i * kMT * 128 + e];
-      const int mt = e / 128, l = (e % 128) / 4, r = e % 4;
-      const int n = n0 + l / 4 + 8 * (r / 2);
-      const int m = mt * 8 + 2 * (l % 4) + r % 2;
-      if (n < N && m < rows_m) {
-        float v = sum * wscale[n];
-        if (bias != nullptr) v += E::to_float(bias[n]);
-        out[static_cast<int64_t>(m0 + m) * ldo + n] = E::from_float(v);
-      }
-    }
-  };
-
-  Buf b0, b1;
-  if (steps > 0) load(0, b0);
-  for (int j = 0; j < steps; j += 2) {
-    if (j + 1 < steps) load(j + 1, b1);
-    compute(j, b0);
-    if (j + 1 >= steps) break;
-    if (j + 2 < steps) load(j + 2, b0);
-    compute(j + 1, b1);
-  }
-}
-
-// (kUnroll, kW, kMinBlocks) per persistent variant, for M <= 8 and M <= 16. Two register buffers of
-// kUnroll 4 take about 164 registers (3 blocks of 4 warps per SM); kUnroll 2 about 110.
-constexpr int kW8PCount = 3;
-constexpr W8Shape kW8PM8[kW8PCount] = {{4, 4, 3}, {2, 4, 4}, {2, 8, 2}};
-constexpr W8Shape kW8PM16[kW8PCount] = {{2, 4, 3}, {1, 4, 4}, {1, 8, 2}};
-
-template <DType kT, int kMT, int kUnroll, int kW, int kMinBlocks>
-cudaError_t launch_p_shape(const void* x, int64_t ldx, const int8_t* w, const float* wscale, const void* bias,
-                           void* out, int64_t ldo, int64_t M, int64_t N, int64_t K, cudaStream_t stream) {
-  using T = typename Elem<kT>::T;
-  auto* kernel = &w8a16_gemv_p_kernel<kT, kMT, kUnroll, kW, kMinBlocks>;
-  int occupancy = 0, device = 0, sms = 0;
-  cudaError_t err = cudaGetDevice(&device);
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  if (err != cudaSuccess) return err;
-  // The occupancy query once per device: it costs host time on every decode step otherwise.
-  static std::atomic<int> occupancy_of[64] = {};
-  const bool cached = device >= 0 && device < 64;
-  if (cached) occupancy = occupancy_of[device].load(std::memory_order_relaxed);
-  if (occupancy == 0) {
-    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occupancy, kernel, kW * 32, 0);
-    if (err != cudaSuccess) return err;
-    if (cached) occupancy_of[device].store(occupancy, std::memory_order_relaxed);
-  }
-  const int64_t tiles = ceil_div(N, kRows);
-  const int64_t slots = std::max<int64_t>(1, int64_t{occupancy} * sms);
-  const dim3 grid(static_cast<unsigned>(ceil_div(tiles, ceil_div(tiles, slots))),
-                  static_cast<unsigned>(ceil_div(M, 16)));
-  kernel<<<grid, kW * 32, 0, stream>>>(static_cast<const T*>(x), ldx, w, wscale, static_cast<const T*>(bias),
-                                       static_cast<T*>(out), ldo, static_cast<int>(M), static_cast<int>(N),
-                                       static_cast<int>(K), static_cast<int>(tiles));
-  return cudaGetLastError();
-}
-
-template <DType kT, int kMT, int kP>
-cudaError_t launch_p_variant(const void* x, int64_t ldx, const int8_t* w, const float* wscale, const void* bias,
-                             void* out, int64_t ldo, int64_t M, int64_t N, int64_t K, cudaStream_t stream) {
-  constexpr W8Shape s = (kMT == 1 ? kW8PM8 : kW8PM16)[kP];
-  return launch_p_shape<kT, kMT, s.unroll, s.warps, s.min_blocks>(x, ldx, w, wscale, bias, out, ldo, M, N, K,
-                                                                  stream);
-}
-
-template <DType kT>
-cudaError_t dispatch_p(int p, const void* x, int64_t ldx, const int8_t* w, const float* wscale, const void* bias,
-                       void* out, int64_t ldo, int64_t M, int64_t N, int64_t K, cudaStream_t stream) {
-  static_assert(kW8PCount == 3, "the switch names every persistent variant");
-  const bool m8 = M <= 8;
-  switch (p) {
-    case 0: return m8 ? launch_p_variant<kT, 1, 0>(x, ldx, w, wscale, bias, out, ldo, M, N, K, stream)
-                      : launch_p_variant<kT, 2, 0>(x, ldx, w, wscale, bias, out, ldo, M, N, K, stream);
-    case 1: return m8 ? launch_p_variant<kT, 1, 1>(x, ldx, w, wscale, bias, out, ldo, M, N, K, stream)
-                      : launch_p_variant<kT, 2, 1>(x, ldx, w, wscale, bias, out, ldo, M, N, K, stream);
-    case 2: return m8 ? launch_p_variant<kT, 1, 2>(x, ldx, w, wscale, bias, out, ldo, M, N, K, stream)
-                      : launch_p_variant<kT, 2, 2>(x, ldx, w, wscale, bias, out, ldo, M, N, K, stream);
-    default: return cudaErrorInvalidValue;
-  }
-}
-
 size_t elem_size(DType t) { return t == DType::kF32 ? 4 : 2; }
-
-// Variants 8 and 9 (16-bit x, sm_90): the weights on the copy engine, w8a16_bulk.cu.
-constexpr int kW8BulkFirst = 1 + kW8Count + kW8PCount;
-constexpr int kW8BulkCount = 2;
 
 }  // namespace
 
-cudaError_t w8a16_linear_bulk(DType t, const void* x, int64_t ldx, const int8_t* w, const float* wscale,
-                              const void* bias, void* out, int64_t ldo, int64_t M, int64_t N, int64_t K, int config,
-                              cudaStream_t stream);
-bool w8a16_bulk_supported();
-
-int w8a16_gemv_variants() { return kW8BulkFirst + kW8BulkCount; }
+int w8a16_gemv_variants() { return 1 + kW8Count; }
 
 W8A16GemvShape w8a16_gemv_shape(int64_t M, int variant) {
-  if (variant >= kW8BulkFirst && variant < w8a16_gemv_variants())  // stages of the ring, consumer warps, blocks
-    return variant == kW8BulkFirst ? W8A16GemvShape{4, 4, 6} : W8A16GemvShape{3, 4, 4};
-  if (variant > kW8Count && variant < w8a16_gemv_variants()) {
-    const W8Shape s = (M <= 8 ? kW8PM8 : kW8PM16)[variant - kW8Count - 1];
-    return {s.unroll, s.warps, s.min_blocks};
-  }
   if (variant < 1 || variant > kW8Count) return {M <= 8 ? 4 : 2, kWarps, 2};
   const W8Shape s = (M <= 8 ? kW8M8 : kW8M16)[variant - 1];
   return {s.unroll, s.warps, s.min_blocks};
@@ -455,14 +254,6 @@ cudaError_t w8a16_linear(DType t, const void* x, int64_t ldx, const int8_t* w, c
                          K <= INT32_MAX - 1024 && ceil_div(M, 16) <= 65535 && ldo >= N && ldx >= 0;
   const bool aligned = aligned16(x) && aligned16(w) && (ldx * static_cast<int64_t>(elem_size(t))) % 16 == 0;
   if (!shapes_ok || !aligned || variant < 0 || variant >= w8a16_gemv_variants()) return cudaErrorInvalidValue;
-  if (variant >= kW8BulkFirst && t != DType::kF32 && w8a16_bulk_supported())
-    return w8a16_linear_bulk(t, x, ldx, w, wscale, bias, out, ldo, M, N, K, variant - kW8BulkFirst, stream);
-  if (variant >= kW8BulkFirst) variant = 0;  // float32 x, or a GPU before sm_90
-  if (variant > kW8Count && t != DType::kF32) {
-    if (t == DType::kF16)
-      return dispatch_p<DType::kF16>(variant - kW8Count - 1, x, ldx, w, wscale, bias, out, ldo, M, N, K, stream);
-    return dispatch_p<DType::kBF16>(variant - kW8Count - 1, x, ldx, w, wscale, bias, out, ldo, M, N, K, stream);
-  }
   switch (t) {
     case DType::kF32: dispatch<DType::kF32>(variant, x, ldx, w, wscale, bias, out, ldo, M, N, K, stream); break;
     case DType::kF16: dispatch<DType::kF16>(variant, x, ldx, w, wscale, bias, out, ldo, M, N, K, stream); break;
