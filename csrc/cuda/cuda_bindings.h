@@ -17,6 +17,7 @@
 #include "cuda/binary/binary_bindings.h"
 #include "cuda/binding_checks.h"
 #include "cuda/int4/int4_bindings.h"
+#include "cuda/int4/tiled_bindings.h"
 #include "cuda/int8/int8_cuda.h"
 #include "cuda/sparse/sparse_bindings.h"
 
@@ -191,6 +192,7 @@ inline void register_cuda_bindings(pybind11::module_& m) {
         py::arg("M"), py::arg("N"), "The block tile w8a8_gemm_cuda picks for (M, N) on the current device");
   m.def("cuda_kernels_info", &cuda_kernels_info, "Static constraints of the CUDA kernels (alignment, dtypes, tiles)");
   register_int4_cuda(m);
+  register_int4_tiled_cuda(m);
   register_sparse_cuda(m);
   register_binary_cuda(m);
 }

@@ -17,13 +17,18 @@ Layout "k-nibble", version 1 (the canonical form every backend starts from):
 Bytes per weight at group_size 128: 0.5 + 3/128 = 0.523 (asymmetric, 4.19 bits),
 0.5 + 2/128 = 0.516 (symmetric, 4.13 bits). Kernels that want another arrangement
 (a Marlin-style tile shuffle) get a new LAYOUTS entry and repack from this one.
+
+Layout "tile16x64" (read by the experimental CUDA GEMV csrc/cuda/int4/w4a16_tiled.cu; no layer stores it yet):
+N % 16 == 0 and K % 64 == 0; tile (tn, tk) = rows 16tn.., columns 64tk.. is 512 bytes at (tn * K/64 + tk) * 512,
+in the order of the tensor-core mma's fragments: lane l = 4g + t owns bytes 16l..16l+15, and nibble i (bits 4i) of
+its 32-bit word j is row g + 8 (i & 1), column 16t + 4j + 2 ((i >> 1) & 1) + (i >> 2) of the tile.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-LAYOUTS = ("k-nibble",)
+LAYOUTS = ("k-nibble", "tile16x64")
 FORMAT_VERSION = 1
 GROUP_SIZES = (32, 64, 128)
 QMAX = 15
@@ -125,3 +130,33 @@ def check_int4(packed: Tensor, scales: Tensor, zeros: Tensor | None, group_size:
 
 def int4_nbytes(packed: Tensor, scales: Tensor, zeros: Tensor | None) -> int:
     return sum(t.numel() * t.element_size() for t in (packed, scales, zeros) if t is not None)
+
+
+def _tile16x64_index(device=None) -> tuple[Tensor, Tensor]:
+    """For byte b of a tile and nibble h (0 low, 1 high): the (row, column) of the tile it holds, as (512, 2) each."""
+    b = torch.arange(512, device=device)[:, None]
+    h = torch.arange(2, device=device)[None, :]
+    lane, j, i = b // 16, (b % 16) // 4, 2 * (b % 4) + h
+    g, t, p = lane // 4, lane % 4, i & 3
+    return g + 8 * (p & 1), 16 * t + 4 * j + 2 * (p >> 1) + (i >> 2)
+
+
+def pack_tile16x64(codes: Tensor) -> Tensor:
+    """(N, K) uint8 codes in [0, 15], N % 16 == 0, K % 64 == 0 -> (N * K / 2,) uint8 in the tile16x64 layout."""
+    n, k = codes.shape
+    if n % 16 or k % 64:
+        raise ValueError(f"tile16x64: N={n} must be a multiple of 16 and K={k} of 64")
+    tiles = codes.reshape(n // 16, 16, k // 64, 64).permute(0, 2, 1, 3)  # (tn, tk, 16, 64)
+    row, col = _tile16x64_index(codes.device)
+    nib = tiles[:, :, row, col]  # (tn, tk, 512, 2)
+    return (nib[..., 0] | (nib[..., 1] << 4)).to(torch.uint8).reshape(-1).contiguous()
+
+
+def unpack_tile16x64(tiles: Tensor, n: int, k: int) -> Tensor:
+    """The inverse of pack_tile16x64: -> (N, K) uint8 codes."""
+    row, col = _tile16x64_index(tiles.device)
+    b = tiles.reshape(n // 16, k // 64, 512)
+    out = torch.empty(n // 16, k // 64, 16, 64, dtype=torch.uint8, device=tiles.device)
+    out[:, :, row[:, 0], col[:, 0]] = b & 0xF
+    out[:, :, row[:, 1], col[:, 1]] = b >> 4
+    return out.permute(0, 2, 1, 3).reshape(n, k)

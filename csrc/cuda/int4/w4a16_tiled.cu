@@ -1,0 +1,199 @@
+// int4 W4A16 decode GEMV on the tile16x64 layout (see tiled_cuda.h); an experiment, not dispatched.
+//
+// - A block owns one 16-row tile row (the M side of m16n8k16, run as out^T = W x^T) and its kW warps
+//   take the 64-wide k steps in turn, so at each step the block's warps read kW consecutive 512-byte
+//   tiles. Each lane copies its own 16 bytes of a tile into its slot of a per-warp cp.async ring of
+//   kS stages and reads back only that slot (no barrier in the loop).
+// - The tile's bytes are in mma fragment order: lane l = 4g + t owns bytes 16l .. 16l + 15, and
+//   nibble i (bits 4i) of its word j is the code of row g + 8 (i & 1), column 16t + 4j + 2 ((i >> 1) & 1)
+//   + (i >> 2) of the tile. So pair p = (word >> 4p) & 0x000F000F is the mma's a_p (rows g, g + 8 at the
+//   k slots {2t, 2t+1} for p = 0, 1 and {2t+8, 2t+9} for p = 2, 3), slot 2t + s standing for column
+//   16t + 4j + s (s = 0, 1) and slot 2t + 8 + s for column 16t + 4j + 2 + s. The lane's x for a step is
+//   then 16 consecutive elements (two 16-byte loads). pycomp.formats.int4.pack_tile16x64 is the reference.
+// - Dequantization: (nibble | magic) - (magic + zero) is exact in f16 and bf16; the mma sums a step's
+//   (code - zero) * x in fp32, and the step's partial is scaled by the group's scale in fp32.
+// - The warps' partials meet in shared memory; the epilogue adds the bias.
+#include "cuda/int4/tiled_cuda.h"
+#include "cuda/ptx.cuh"
+
+namespace pycomp::cuda {
+namespace {
+
+constexpr int kTileUnits = 32;  // uint4 per 512-byte tile
+
+template <bool kHalf>
+constexpr uint32_t kMagic2 = kHalf ? 0x64006400u : 0x43004300u;  // 1024.0 (f16) or 128.0 (bf16) in both halves
+
+template <bool kHalf>
+__device__ __forceinline__ uint32_t add2(uint32_t a, uint32_t b) {
+  uint32_t d;
+  if constexpr (kHalf) {
+    asm("add.f16x2 %0, %1, %2;\n" : "=r"(d) : "r"(a), "r"(b));
+  } else {
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(d) : "r"(a), "r"(0x3F803F80u), "r"(b));
+  }
+  return d;
+}
+
+// -(magic + zero) in both halves: magic + zero (zero <= 15) is the magic's bits or'ed with zero.
+template <bool kHalf>
+__device__ __forceinline__ uint32_t neg_zero2(uint32_t zero) {
+  return ((kMagic2<kHalf> | 0x80008000u) | zero) | (zero << 16);
+}
+
+__device__ __forceinline__ uint32_t word4(const uint4& v, int j) {
+  return j == 0 ? v.x : j == 1 ? v.y : j == 2 ? v.z : v.w;
+}
+
+template <DType kT, int kW, int kS>
+__global__ void __launch_bounds__(kW * 32, 32 / kW)
+    w4a16_tiled_kernel(const typename Elem<kT>::T* __restrict__ x, int64_t ldx, const uint4* __restrict__ tiles,
+                       const __half* __restrict__ scales, const uint8_t* __restrict__ zeros,
+                       const typename Elem<kT>::T* __restrict__ bias, typename Elem<kT>::T* __restrict__ out,
+                       int64_t ldo, int M, int K, int G, int gs_shift) {
+  using E = Elem<kT>;
+  using T = typename E::T;
+  constexpr bool kHalf = kT == DType::kF16;
+  __shared__ uint4 ring[kW][kS][32];
+  __shared__ float4 partial[kW][32];
+
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int gid = lane / 4, tig = lane % 4;
+  const int n0 = blockIdx.x * 16;
+  const int steps = K / 64;
+  const uint4* src = tiles + static_cast<int64_t>(blockIdx.x) * steps * kTileUnits + lane;
+  const T* xr = x + static_cast<int64_t>(gid < M ? gid : 0) * ldx + 16 * tig;  // rows past M: never stored
+  const __half* sa = scales + static_cast<int64_t>(n0 + gid) * G;
+  const __half* sb = sa + 8 * static_cast<int64_t>(G);
+  const uint8_t* za = zeros == nullptr ? nullptr : zeros + static_cast<int64_t>(n0 + gid) * G;
+  const uint8_t* zb = za == nullptr ? nullptr : za + 8 * static_cast<int64_t>(G);
+
+  // Warp step i is k step warp + i * kW; the ring holds steps i .. i + kS - 1 in flight.
+  const int my_steps = steps > warp ? (steps - warp + kW - 1) / kW : 0;
+  const auto issue = [&](int i) {
+    if (i < my_steps)
+      cp_async_16_zfill(smem_addr(&ring[warp][i % kS][lane]), src + static_cast<int64_t>(warp + i * kW) * kTileUnits,
+                        true);
+    cp_async_commit();  // an empty group past the end keeps the wait count uniform
+  };
+#pragma unroll
+  for (int i = 0; i < kS - 1; ++i) issue(i);
+
+  // The next step's x, scales and zero points are loaded while this step computes.
+  uint4 xv[2] = {};
+  float s_a = 0.f, s_b = 0.f;
+  uint32_t nz_a = 0, nz_b = 0;
+  const auto load_side = [&](int i, uint4 (&xo)[2], float& so_a, float& so_b, uint32_t& no_a, uint32_t& no_b) {
+    if (i >= my_steps) return;
+    const int k = (warp + i * kW) * 64;
+    xo[0] = ldg_128(xr + k);
+    xo[1] = ldg_128(xr + k + 8);
+    const int g = k >> gs_shift;
+    so_a = __half2float(sa[g]);
+    so_b = __half2float(sb[g]);
+    no_a = neg_zero2<kHalf>(za == nullptr ? 8u : za[g]);
+    no_b = neg_zero2<kHalf>(zb == nullptr ? 8u : zb[g]);
+  };
+  load_side(0, xv, s_a, s_b, nz_a, nz_b);
+
+  float acc[4] = {0.f, 0.f, 0.f, 0.f};
+  for (int i = 0; i < my_steps; ++i) {
+    uint4 xn[2] = {};
+    float sn_a = 0.f, sn_b = 0.f;
+    uint32_t nn_a = 0, nn_b = 0;
+    load_side(i + 1, xn, sn_a, sn_b, nn_a, nn_b);
+    cp_async_wait<kS - 2>();  // steps 0 .. i have landed
+    const uint4 wv = ring[warp][i % kS][lane];
+    asm volatile("" ::: "memory");  // the read above stays before the copy that refills the slot of step i - 1
+    issue(i + kS - 1);
+    float t[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const uint32_t w = word4(wv, j);
+      uint32_t a[4];
+#pragma unroll
+      for (int p = 0; p < 4; ++p)
+        a[p] = add2<kHalf>(((w >> (4 * p)) & 0x000F000Fu) | kMagic2<kHalf>, (p & 1) ? nz_b : nz_a);
+      const uint32_t b[2] = {word4(xv[j / 2], 2 * (j % 2)), word4(xv[j / 2], 2 * (j % 2) + 1)};
+      mma_16816<kHalf>(t, a, b);
+    }
+    acc[0] += s_a * t[0];
+    acc[1] += s_a * t[1];
+    acc[2] += s_b * t[2];
+    acc[3] += s_b * t[3];
+    xv[0] = xn[0];
+    xv[1] = xn[1];
+    s_a = sn_a;
+    s_b = sn_b;
+    nz_a = nn_a;
+    nz_b = nn_b;
+  }
+
+  // Accumulator r of lane l: row n0 + l/4 + 8 (r/2) of W, row 2 (l % 4) + r % 2 of x.
+  partial[warp][lane] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+  __syncthreads();
+  for (int e = threadIdx.x; e < 128; e += kW * 32) {
+    const float* p = reinterpret_cast<const float*>(partial);
+    float sum = 0.f;
+#pragma unroll
+    for (int w = 0; w < kW; ++w) sum += p[w * 128 + e];
+    const int l = e / 4, r = e % 4;
+    const int n = n0 + l / 4 + 8 * (r / 2), m = 2 * (l % 4) + r % 2;
+    if (m < M) {
+      if (bias != nullptr) sum += E::to_float(bias[n]);
+      out[static_cast<int64_t>(m) * ldo + n] = E::from_float(sum);
+    }
+  }
+}
+
+struct Config {
+  int warps, stages;
+};
+constexpr Config kConfigs[] = {{8, 8}, {4, 8}, {8, 4}};
+constexpr int kConfigCount = sizeof(kConfigs) / sizeof(kConfigs[0]);
+
+template <DType kT, int kC>
+cudaError_t launch(const void* x, int64_t ldx, const uint8_t* tiles, const void* scales, const uint8_t* zeros,
+                   const void* bias, void* out, int64_t ldo, int64_t M, int64_t N, int64_t K, int gs_shift,
+                   cudaStream_t stream) {
+  using T = typename Elem<kT>::T;
+  constexpr Config c = kConfigs[kC];
+  const int G = static_cast<int>(K >> gs_shift);
+  w4a16_tiled_kernel<kT, c.warps, c.stages><<<static_cast<unsigned>(N / 16), c.warps * 32, 0, stream>>>(
+      static_cast<const T*>(x), ldx, reinterpret_cast<const uint4*>(tiles), static_cast<const __half*>(scales), zeros,
+      static_cast<const T*>(bias), static_cast<T*>(out), ldo, static_cast<int>(M), static_cast<int>(K), G, gs_shift);
+  return cudaGetLastError();
+}
+
+template <DType kT>
+cudaError_t dispatch(int config, const void* x, int64_t ldx, const uint8_t* tiles, const void* scales,
+                     const uint8_t* zeros, const void* bias, void* out, int64_t ldo, int64_t M, int64_t N, int64_t K,
+                     int gs_shift, cudaStream_t stream) {
+  static_assert(kConfigCount == 3, "the switch names every config");
+  switch (config) {
+    case 0: return launch<kT, 0>(x, ldx, tiles, scales, zeros, bias, out, ldo, M, N, K, gs_shift, stream);
+    case 1: return launch<kT, 1>(x, ldx, tiles, scales, zeros, bias, out, ldo, M, N, K, gs_shift, stream);
+    default: return launch<kT, 2>(x, ldx, tiles, scales, zeros, bias, out, ldo, M, N, K, gs_shift, stream);
+  }
+}
+
+}  // namespace
+
+int w4a16_tiled_configs() { return kConfigCount; }
+
+cudaError_t w4a16_tiled_gemv(DType t, const void* x, int64_t ldx, const uint8_t* tiles, const void* scales,
+                             const uint8_t* zeros, const void* bias, void* out, int64_t ldo, int64_t M, int64_t N,
+                             int64_t K, int group_size, int config, cudaStream_t stream) {
+  const int gs_shift = group_size == 64 ? 6 : group_size == 128 ? 7 : 0;
+  const bool ok = M >= 1 && M <= 8 && N >= 16 && N % 16 == 0 && N / 16 <= INT32_MAX && K >= 64 && K % 64 == 0 &&
+                  K % group_size == 0 && K <= INT32_MAX / 2 && gs_shift != 0 && config >= 0 &&
+                  config < kConfigCount && aligned16(x) && aligned16(tiles) && ldx % 8 == 0 && ldo >= N;
+  if (!ok) return cudaErrorInvalidValue;
+  if (t == DType::kF16)
+    return dispatch<DType::kF16>(config, x, ldx, tiles, scales, zeros, bias, out, ldo, M, N, K, gs_shift, stream);
+  if (t == DType::kBF16)
+    return dispatch<DType::kBF16>(config, x, ldx, tiles, scales, zeros, bias, out, ldo, M, N, K, gs_shift, stream);
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace pycomp::cuda
