@@ -17,8 +17,8 @@ SHAPES = [(14336, 4096), (28672, 8192)]
 MS = [1, 4, 8]
 BUDGET_S = 20.0
 # (N, K, M, group, symmetric, dtype, bias): correctness only
-ODD = [(48, 192, 3, 64, True, "float16", False), (4112, 1024, 8, 128, False, "bfloat16", True),
-       (16, 64, 1, 64, False, "bfloat16", True)]
+ODD = [(48, 1024, 3, 64, True, "float16", False), (4112, 2048, 8, 128, False, "bfloat16", True),
+       (16, 4096, 1, 128, False, "bfloat16", True)]
 
 
 def _weights(torch, n, k, group, symmetric, gen):

@@ -27,7 +27,8 @@ inline at::Tensor w4a16_tiled_linear_cuda(const at::Tensor& x_in, const at::Tens
   const int64_t M = x_in.size(0), K = x_in.size(1);
   TORCH_CHECK(M >= 1 && M <= 8, op, ": M=", M, "; this kernel takes 1 to 8 rows");
   TORCH_CHECK(group_size == 64 || group_size == 128, op, ": group_size must be 64 or 128, got ", group_size);
-  TORCH_CHECK(K % 64 == 0 && K > 0, op, ": K=", K, " must be a positive multiple of 64 (one tile's columns)");
+  TORCH_CHECK(K > 0 && K % (16 * group_size) == 0 && K / group_size <= 128, op, ": K=", K,
+              " must be a multiple of 16 groups (", 16 * group_size, ") and at most 128 groups (the staged table)");
   TORCH_CHECK(config >= 0 && config < cuda::w4a16_tiled_configs(), op, ": config must be in [0, ",
               cuda::w4a16_tiled_configs(), "), got ", config);
   cuda_binding::check_on_device(op, "scales", scales, x_in);

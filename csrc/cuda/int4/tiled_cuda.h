@@ -19,7 +19,8 @@ namespace pycomp::cuda {
 int w4a16_tiled_configs();
 
 // out[m, n] = sum_k x[m, k] * W[n, k] + bias[n] for 1 <= M <= 8. t: kF16 or kBF16 (x, bias, out);
-// x (M, K) row stride ldx, 16-byte aligned rows; N % 16 == 0, K % 64 == 0, group_size 64 or 128;
+// x (M, K) row stride ldx, 16-byte aligned rows; N % 16 == 0, group_size 64 or 128, K a multiple of
+// 16 groups and at most 128 groups;
 // tiles 16-byte aligned. Returns cudaErrorInvalidValue when a precondition fails.
 cudaError_t w4a16_tiled_gemv(DType t, const void* x, int64_t ldx, const uint8_t* tiles, const void* scales,
                              const uint8_t* zeros, const void* bias, void* out, int64_t ldo, int64_t M, int64_t N,

@@ -10,6 +10,7 @@
 //   k slots {2t, 2t+1} for p = 0, 1 and {2t+8, 2t+9} for p = 2, 3), slot 2t + s standing for column
 //   16t + 4j + s (s = 0, 1) and slot 2t + 8 + s for column 16t + 4j + 2 + s. The lane's x for a step is
 //   then 16 consecutive elements (two 16-byte loads). pycomp.formats.int4.pack_tile16x64 is the reference.
+// - The block's scales and zero points are staged in shared memory once, with the first copies.
 // - Dequantization: (nibble | magic) - (magic + zero) is exact in f16 and bf16; the mma sums a step's
 //   (code - zero) * x in fp32, and the step's partial is scaled by the group's scale in fp32.
 // - The warps' partials meet in shared memory; the epilogue adds the bias.
@@ -20,6 +21,7 @@ namespace pycomp::cuda {
 namespace {
 
 constexpr int kTileUnits = 32;  // uint4 per 512-byte tile
+constexpr int kMaxGroups = 128;  // groups per row the staged table holds (K <= 16384 at group 128)
 
 template <bool kHalf>
 constexpr uint32_t kMagic2 = kHalf ? 0x64006400u : 0x43004300u;  // 1024.0 (f16) or 128.0 (bf16) in both halves
@@ -56,6 +58,8 @@ __global__ void __launch_bounds__(kW * 32, 32 / kW)
   constexpr bool kHalf = kT == DType::kF16;
   __shared__ uint4 ring[kW][kS][32];
   __shared__ float4 partial[kW][32];
+  __shared__ __align__(16) __half stab[16 * kMaxGroups];
+  __shared__ __align__(16) uint8_t ztab[16 * kMaxGroups];
 
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int gid = lane / 4, tig = lane % 4;
@@ -63,12 +67,23 @@ __global__ void __launch_bounds__(kW * 32, 32 / kW)
   const int steps = K / 64;
   const uint4* src = tiles + static_cast<int64_t>(blockIdx.x) * steps * kTileUnits + lane;
   const T* xr = x + static_cast<int64_t>(gid < M ? gid : 0) * ldx + 16 * tig;  // rows past M: never stored
-  const __half* sa = scales + static_cast<int64_t>(n0 + gid) * G;
-  const __half* sb = sa + 8 * static_cast<int64_t>(G);
-  const uint8_t* za = zeros == nullptr ? nullptr : zeros + static_cast<int64_t>(n0 + gid) * G;
-  const uint8_t* zb = za == nullptr ? nullptr : za + 8 * static_cast<int64_t>(G);
 
-  // Warp step i is k step warp + i * kW; the ring holds steps i .. i + kS - 1 in flight.
+  // The block's scales and zero points (16 rows x G groups) are copied to shared memory first, as one
+  // cp.async group ahead of the ring's: read per step from global memory, each would stall its warp for a
+  // DRAM round trip (they are read once).
+  const int srow_units = G / 8, zrow_units = G / 16;  // 16-byte units per row (G % 16 == 0)
+  for (int u = threadIdx.x; u < 16 * (srow_units + zrow_units); u += kW * 32) {
+    if (u < 16 * srow_units) {
+      const int r = u / srow_units, c = u % srow_units;
+      cp_async_16_zfill(smem_addr(&stab[r * G + 8 * c]), scales + static_cast<int64_t>(n0 + r) * G + 8 * c, true);
+    } else if (zeros != nullptr) {
+      const int v = u - 16 * srow_units, r = v / zrow_units, c = v % zrow_units;
+      cp_async_16_zfill(smem_addr(&ztab[r * G + 16 * c]), zeros + static_cast<int64_t>(n0 + r) * G + 16 * c, true);
+    }
+  }
+  cp_async_commit();
+
+  // Warp step i is k step warp + i * kW; the ring holds steps i .. i + kS - 2 in flight.
   const int my_steps = steps > warp ? (steps - warp + kW - 1) / kW : 0;
   const auto issue = [&](int i) {
     if (i < my_steps)
@@ -78,30 +93,18 @@ __global__ void __launch_bounds__(kW * 32, 32 / kW)
   };
 #pragma unroll
   for (int i = 0; i < kS - 1; ++i) issue(i);
-
-  // The next step's x, scales and zero points are loaded while this step computes.
-  uint4 xv[2] = {};
-  float s_a = 0.f, s_b = 0.f;
-  uint32_t nz_a = 0, nz_b = 0;
-  const auto load_side = [&](int i, uint4 (&xo)[2], float& so_a, float& so_b, uint32_t& no_a, uint32_t& no_b) {
-    if (i >= my_steps) return;
-    const int k = (warp + i * kW) * 64;
-    xo[0] = ldg_128(xr + k);
-    xo[1] = ldg_128(xr + k + 8);
-    const int g = k >> gs_shift;
-    so_a = __half2float(sa[g]);
-    so_b = __half2float(sb[g]);
-    no_a = neg_zero2<kHalf>(za == nullptr ? 8u : za[g]);
-    no_b = neg_zero2<kHalf>(zb == nullptr ? 8u : zb[g]);
-  };
-  load_side(0, xv, s_a, s_b, nz_a, nz_b);
+  cp_async_wait<kS - 1>();  // this thread's table copies have landed
+  __syncthreads();          // and everyone's
 
   float acc[4] = {0.f, 0.f, 0.f, 0.f};
   for (int i = 0; i < my_steps; ++i) {
-    uint4 xn[2] = {};
-    float sn_a = 0.f, sn_b = 0.f;
-    uint32_t nn_a = 0, nn_b = 0;
-    load_side(i + 1, xn, sn_a, sn_b, nn_a, nn_b);
+    // x (L1: every block reads it) and the group's scales first, so their latency hides behind the wait.
+    const int k = (warp + i * kW) * 64;
+    const uint4 xv[2] = {ldg_128(xr + k), ldg_128(xr + k + 8)};
+    const int g = k >> gs_shift;
+    const float s_a = __half2float(stab[gid * G + g]), s_b = __half2float(stab[(gid + 8) * G + g]);
+    const uint32_t nz_a = neg_zero2<kHalf>(zeros == nullptr ? 8u : ztab[gid * G + g]);
+    const uint32_t nz_b = neg_zero2<kHalf>(zeros == nullptr ? 8u : ztab[(gid + 8) * G + g]);
     cp_async_wait<kS - 2>();  // steps 0 .. i have landed
     const uint4 wv = ring[warp][i % kS][lane];
     asm volatile("" ::: "memory");  // the read above stays before the copy that refills the slot of step i - 1
@@ -121,12 +124,6 @@ __global__ void __launch_bounds__(kW * 32, 32 / kW)
     acc[1] += s_a * t[1];
     acc[2] += s_b * t[2];
     acc[3] += s_b * t[3];
-    xv[0] = xn[0];
-    xv[1] = xn[1];
-    s_a = sn_a;
-    s_b = sn_b;
-    nz_a = nn_a;
-    nz_b = nn_b;
   }
 
   // Accumulator r of lane l: row n0 + l/4 + 8 (r/2) of W, row 2 (l % 4) + r % 2 of x.
@@ -186,7 +183,8 @@ cudaError_t w4a16_tiled_gemv(DType t, const void* x, int64_t ldx, const uint8_t*
                              int64_t K, int group_size, int config, cudaStream_t stream) {
   const int gs_shift = group_size == 64 ? 6 : group_size == 128 ? 7 : 0;
   const bool ok = M >= 1 && M <= 8 && N >= 16 && N % 16 == 0 && N / 16 <= INT32_MAX && K >= 64 && K % 64 == 0 &&
-                  K % group_size == 0 && K <= INT32_MAX / 2 && gs_shift != 0 && config >= 0 &&
+                  K % group_size == 0 && K / group_size <= kMaxGroups && (K / group_size) % 16 == 0 &&
+                  gs_shift != 0 && config >= 0 &&
                   config < kConfigCount && aligned16(x) && aligned16(tiles) && ldx % 8 == 0 && ldo >= N;
   if (!ok) return cudaErrorInvalidValue;
   if (t == DType::kF16)
