@@ -70,7 +70,7 @@ inline void register_int4_tiled_cuda(pybind11::module_& m) {
   m.def("w4a16_tiled_linear_cuda", &int4_tiled_binding::w4a16_tiled_linear_cuda, py::arg("x"), py::arg("tiles"),
         py::arg("scales"), py::arg("zeros"), py::arg("bias"), py::arg("group_size"), py::arg("config") = 0,
         "Experimental int4 decode GEMV on the tile16x64 layout (pycomp.formats.int4.pack_tile16x64): x (M <= 8, K) "
-        "float16/bfloat16 CUDA -> (M, N). N % 16 == 0, K % 64 == 0, group_size 64 or 128.");
+        "float16/bfloat16 CUDA -> (M, N). N % 16 == 0, group_size 64 or 128, K a multiple of 16 groups, at most 128 groups.");
   m.def("w4a16_tiled_cuda_configs", &cuda::w4a16_tiled_configs,
         "Number of launch configurations of w4a16_tiled_linear_cuda");
 }
