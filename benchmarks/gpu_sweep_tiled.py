@@ -60,8 +60,8 @@ def _run(h) -> str:
                 bad.append(f"c{c} {n}x{k} M={m}: {type(exc).__name__}: {str(exc)[:120]}")
     notes.append("odd-shape check: " + ("all configs ok" if not bad else "WRONG " + "; ".join(bad)))
     head = "shape         M  bf16us | gemv us ratio | " + " | ".join(f"c{c} us  ratio  TB/s" for c in configs)
-    lines.append("int4 W4A16 g128 asym bf16 decode: tile16x64 GEMV configs (c0 8 warps 8 stages, c1 4w 8s, c2 8w 4s) "
-                 "beside the dispatched k-nibble GEMV; cold weights, us")
+    lines.append("int4 W4A16 g128 asym bf16 decode: tile16x64 GEMV configs (warps x ring stages: c0 8x8, c1 4x8, c2 8x4, "
+                 "c3 4x4, c4 8x2, c5 16x4; register batches of 8 steps: c6 8 warps, c7 4 warps) beside the dispatched k-nibble GEMV; cold weights, us")
     lines.append(head)
     for n, k in SHAPES:
         if time.time() - t0 > BUDGET_S:

@@ -3,7 +3,8 @@
 // - A block owns one 16-row tile row (the M side of m16n8k16, run as out^T = W x^T) and its kW warps
 //   take the 64-wide k steps in turn, so at each step the block's warps read kW consecutive 512-byte
 //   tiles. Each lane copies its own 16 bytes of a tile into its slot of a per-warp cp.async ring of
-//   kS stages and reads back only that slot (no barrier in the loop).
+//   kS stages and reads back only that slot (no barrier in the loop); or, in the register configs, a warp
+//   loads a batch of steps straight into registers before computing them.
 // - The tile's bytes are in mma fragment order: lane l = 4g + t owns bytes 16l .. 16l + 15, and
 //   nibble i (bits 4i) of its word j is the code of row g + 8 (i & 1), column 16t + 4j + 2 ((i >> 1) & 1)
 //   + (i >> 2) of the tile. So pair p = (word >> 4p) & 0x000F000F is the mma's a_p (rows g, g + 8 at the
@@ -47,8 +48,32 @@ __device__ __forceinline__ uint32_t word4(const uint4& v, int j) {
   return j == 0 ? v.x : j == 1 ? v.y : j == 2 ? v.z : v.w;
 }
 
+// One 64-wide k step of a lane: its 16 bytes of the tile, its 16 elements of x, the two rows' scales and
+// -(magic + zero) constants -> acc += scale * (code - zero) . x over the step, in fp32.
+template <bool kHalf>
+__device__ __forceinline__ void step_mma(float (&acc)[4], const uint4& wv, const uint4 (&xv)[2], float s_a, float s_b,
+                                         uint32_t nz_a, uint32_t nz_b) {
+  float t[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const uint32_t w = word4(wv, j);
+    uint32_t a[4];
+#pragma unroll
+    for (int p = 0; p < 4; ++p)
+      a[p] = add2<kHalf>(((w >> (4 * p)) & 0x000F000Fu) | kMagic2<kHalf>, (p & 1) ? nz_b : nz_a);
+    const uint32_t b[2] = {word4(xv[j / 2], 2 * (j % 2)), word4(xv[j / 2], 2 * (j % 2) + 1)};
+    mma_16816<kHalf>(t, a, b);
+  }
+  acc[0] += s_a * t[0];
+  acc[1] += s_a * t[1];
+  acc[2] += s_b * t[2];
+  acc[3] += s_b * t[3];
+}
+
+// kS > 0: each lane's tile bytes go through a per-warp cp.async ring of kS stages;
+// kS < 0: -kS steps per batch are loaded straight into registers (16-byte streaming loads), then computed.
 template <DType kT, int kW, int kS>
-__global__ void __launch_bounds__(kW * 32, 32 / kW)
+__global__ void __launch_bounds__(kW * 32, kS > 0 ? 32 / kW : 24 / kW)
     w4a16_tiled_kernel(const typename Elem<kT>::T* __restrict__ x, int64_t ldx, const uint4* __restrict__ tiles,
                        const __half* __restrict__ scales, const uint8_t* __restrict__ zeros,
                        const typename Elem<kT>::T* __restrict__ bias, typename Elem<kT>::T* __restrict__ out,
@@ -56,7 +81,8 @@ __global__ void __launch_bounds__(kW * 32, 32 / kW)
   using E = Elem<kT>;
   using T = typename E::T;
   constexpr bool kHalf = kT == DType::kF16;
-  __shared__ uint4 ring[kW][kS][32];
+  constexpr int kRing = kS > 0 ? kS : 1;
+  __shared__ uint4 ring[kW][kRing][32];
   __shared__ float4 partial[kW][32];
   __shared__ __align__(16) __half stab[16 * kMaxGroups];
   __shared__ __align__(16) uint8_t ztab[16 * kMaxGroups];
@@ -83,47 +109,63 @@ __global__ void __launch_bounds__(kW * 32, 32 / kW)
   }
   cp_async_commit();
 
-  // Warp step i is k step warp + i * kW; the ring holds steps i .. i + kS - 2 in flight.
+  // Warp step i is k step warp + i * kW, so at each step the block's warps read kW consecutive tiles.
   const int my_steps = steps > warp ? (steps - warp + kW - 1) / kW : 0;
-  const auto issue = [&](int i) {
-    if (i < my_steps)
-      cp_async_16_zfill(smem_addr(&ring[warp][i % kS][lane]), src + static_cast<int64_t>(warp + i * kW) * kTileUnits,
-                        true);
-    cp_async_commit();  // an empty group past the end keeps the wait count uniform
-  };
-#pragma unroll
-  for (int i = 0; i < kS - 1; ++i) issue(i);
-  cp_async_wait<kS - 1>();  // this thread's table copies have landed
-  __syncthreads();          // and everyone's
-
-  float acc[4] = {0.f, 0.f, 0.f, 0.f};
-  for (int i = 0; i < my_steps; ++i) {
-    // x (L1: every block reads it) and the group's scales first, so their latency hides behind the wait.
+  // x (L1: every block reads it), the group's scales and zero constants of warp step i.
+  const auto side = [&](int i, uint4 (&xv)[2], float& s_a, float& s_b, uint32_t& nz_a, uint32_t& nz_b) {
     const int k = (warp + i * kW) * 64;
-    const uint4 xv[2] = {ldg_128(xr + k), ldg_128(xr + k + 8)};
+    xv[0] = ldg_128(xr + k);
+    xv[1] = ldg_128(xr + k + 8);
     const int g = k >> gs_shift;
-    const float s_a = __half2float(stab[gid * G + g]), s_b = __half2float(stab[(gid + 8) * G + g]);
-    const uint32_t nz_a = neg_zero2<kHalf>(zeros == nullptr ? 8u : ztab[gid * G + g]);
-    const uint32_t nz_b = neg_zero2<kHalf>(zeros == nullptr ? 8u : ztab[(gid + 8) * G + g]);
-    cp_async_wait<kS - 2>();  // steps 0 .. i have landed
-    const uint4 wv = ring[warp][i % kS][lane];
-    asm volatile("" ::: "memory");  // the read above stays before the copy that refills the slot of step i - 1
-    issue(i + kS - 1);
-    float t[4] = {0.f, 0.f, 0.f, 0.f};
+    s_a = __half2float(stab[gid * G + g]);
+    s_b = __half2float(stab[(gid + 8) * G + g]);
+    nz_a = neg_zero2<kHalf>(zeros == nullptr ? 8u : ztab[gid * G + g]);
+    nz_b = neg_zero2<kHalf>(zeros == nullptr ? 8u : ztab[(gid + 8) * G + g]);
+  };
+  float acc[4] = {0.f, 0.f, 0.f, 0.f};
+
+  if constexpr (kS > 0) {
+    const auto issue = [&](int i) {
+      if (i < my_steps)
+        cp_async_16_zfill(smem_addr(&ring[warp][i % kS][lane]),
+                          src + static_cast<int64_t>(warp + i * kW) * kTileUnits, true);
+      cp_async_commit();  // an empty group past the end keeps the wait count uniform
+    };
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const uint32_t w = word4(wv, j);
-      uint32_t a[4];
-#pragma unroll
-      for (int p = 0; p < 4; ++p)
-        a[p] = add2<kHalf>(((w >> (4 * p)) & 0x000F000Fu) | kMagic2<kHalf>, (p & 1) ? nz_b : nz_a);
-      const uint32_t b[2] = {word4(xv[j / 2], 2 * (j % 2)), word4(xv[j / 2], 2 * (j % 2) + 1)};
-      mma_16816<kHalf>(t, a, b);
+    for (int i = 0; i < kS - 1; ++i) issue(i);
+    cp_async_wait<kS - 1>();  // this thread's table copies have landed
+    __syncthreads();          // and everyone's
+    for (int i = 0; i < my_steps; ++i) {
+      uint4 xv[2];
+      float s_a, s_b;
+      uint32_t nz_a, nz_b;
+      side(i, xv, s_a, s_b, nz_a, nz_b);  // first, so its latency hides behind the wait
+      cp_async_wait<kS - 2>();            // steps 0 .. i have landed
+      const uint4 wv = ring[warp][i % kS][lane];
+      asm volatile("" ::: "memory");  // the read above stays before the copy that refills the slot of step i - 1
+      issue(i + kS - 1);
+      step_mma<kHalf>(acc, wv, xv, s_a, s_b, nz_a, nz_b);
     }
-    acc[0] += s_a * t[0];
-    acc[1] += s_a * t[1];
-    acc[2] += s_b * t[2];
-    acc[3] += s_b * t[3];
+  } else {
+    constexpr int kU = -kS;
+    cp_async_wait<0>();
+    __syncthreads();
+    for (int i0 = 0; i0 < my_steps; i0 += kU) {
+      uint4 wv[kU];
+#pragma unroll
+      for (int u = 0; u < kU; ++u)
+        wv[u] = i0 + u < my_steps ? ldg_stream_128(src + static_cast<int64_t>(warp + (i0 + u) * kW) * kTileUnits)
+                                  : make_uint4(0, 0, 0, 0);
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        if (i0 + u >= my_steps) break;
+        uint4 xv[2];
+        float s_a, s_b;
+        uint32_t nz_a, nz_b;
+        side(i0 + u, xv, s_a, s_b, nz_a, nz_b);
+        step_mma<kHalf>(acc, wv[u], xv, s_a, s_b, nz_a, nz_b);
+      }
+    }
   }
 
   // Accumulator r of lane l: row n0 + l/4 + 8 (r/2) of W, row 2 (l % 4) + r % 2 of x.
@@ -146,7 +188,8 @@ __global__ void __launch_bounds__(kW * 32, 32 / kW)
 struct Config {
   int warps, stages;
 };
-constexpr Config kConfigs[] = {{8, 8}, {4, 8}, {8, 4}};
+// stages < 0: register batches of -stages steps instead of a ring.
+constexpr Config kConfigs[] = {{8, 8}, {4, 8}, {8, 4}, {4, 4}, {8, 2}, {16, 4}, {8, -8}, {4, -8}};
 constexpr int kConfigCount = sizeof(kConfigs) / sizeof(kConfigs[0]);
 
 template <DType kT, int kC>
@@ -166,11 +209,16 @@ template <DType kT>
 cudaError_t dispatch(int config, const void* x, int64_t ldx, const uint8_t* tiles, const void* scales,
                      const uint8_t* zeros, const void* bias, void* out, int64_t ldo, int64_t M, int64_t N, int64_t K,
                      int gs_shift, cudaStream_t stream) {
-  static_assert(kConfigCount == 3, "the switch names every config");
+  static_assert(kConfigCount == 8, "the switch names every config");
   switch (config) {
     case 0: return launch<kT, 0>(x, ldx, tiles, scales, zeros, bias, out, ldo, M, N, K, gs_shift, stream);
     case 1: return launch<kT, 1>(x, ldx, tiles, scales, zeros, bias, out, ldo, M, N, K, gs_shift, stream);
-    default: return launch<kT, 2>(x, ldx, tiles, scales, zeros, bias, out, ldo, M, N, K, gs_shift, stream);
+    case 2: return launch<kT, 2>(x, ldx, tiles, scales, zeros, bias, out, ldo, M, N, K, gs_shift, stream);
+    case 3: return launch<kT, 3>(x, ldx, tiles, scales, zeros, bias, out, ldo, M, N, K, gs_shift, stream);
+    case 4: return launch<kT, 4>(x, ldx, tiles, scales, zeros, bias, out, ldo, M, N, K, gs_shift, stream);
+    case 5: return launch<kT, 5>(x, ldx, tiles, scales, zeros, bias, out, ldo, M, N, K, gs_shift, stream);
+    case 6: return launch<kT, 6>(x, ldx, tiles, scales, zeros, bias, out, ldo, M, N, K, gs_shift, stream);
+    default: return launch<kT, 7>(x, ldx, tiles, scales, zeros, bias, out, ldo, M, N, K, gs_shift, stream);
   }
 }
 
