@@ -75,3 +75,29 @@ def test_sweep_reports_skipped_without_a_gpu():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert "skipped" in mod.sweep(types.SimpleNamespace(torch=torch))
+
+
+HAS_TILED = torch.cuda.is_available() and hasattr(__import__("pycomp._ext", fromlist=["_C"])._C, "w4a16_tiled_linear_cuda")
+
+
+@pytest.mark.skipif(not HAS_TILED, reason="needs a GPU and pycomp._C built with CUDA")
+@pytest.mark.parametrize("n,k,m,group,symmetric,dtype", [
+    (16, 1024, 1, 64, False, torch.bfloat16), (48, 2048, 3, 128, True, torch.float16),
+    (4112, 4096, 8, 128, False, torch.bfloat16), (272, 16384, 5, 128, False, torch.float16)])
+def test_cuda_kernel_every_config_matches_the_reference(n, k, m, group, symmetric, dtype):
+    from pycomp._ext import _C
+
+    gen = torch.Generator().manual_seed(n + k)
+    codes = torch.randint(0, 16, (n, k), generator=gen, dtype=torch.uint8)
+    scales = (torch.rand(n, k // group, generator=gen) * 0.02 + 1e-3).half()
+    zeros = None if symmetric else torch.randint(0, 16, (n, k // group), generator=gen, dtype=torch.uint8)
+    x = torch.randn(m, k, generator=gen).to(dtype)
+    bias = torch.randn(n, generator=gen).to(dtype)
+    w = dequantize_int4(pack_nibbles(codes, 0), scales, zeros, group, k, torch.float64)
+    want = x.double() @ w.t() + bias.double()
+    dev = lambda t: None if t is None else t.cuda()  # noqa: E731
+    for c in range(_C.w4a16_tiled_cuda_configs()):
+        got = _C.w4a16_tiled_linear_cuda(x.cuda(), pack_tile16x64(codes).cuda(), scales.cuda(), dev(zeros),
+                                         bias.cuda(), group, c).double().cpu()
+        err = (got - want).abs().max() / want.abs().max()
+        assert err < (1e-2 if dtype == torch.bfloat16 else 4e-3), (c, float(err))
