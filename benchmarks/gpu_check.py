@@ -81,9 +81,9 @@ def run_tests(timeout_s: float, only: list[str] | None = None, workers: int = 4)
     `only` replaces that second list. Returns the worst return code, -1 when a run hit its time limit."""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("TRITON_INTERPRET", None)
-    first = ["tests/test_cuda_graphs.py", "tests/test_retention_energy.py"]
+    first = ["tests/test_int4_tile_layout.py"]
     rest = sorted({os.path.relpath(p, ROOT) for pat in ("test_cuda_*.py", "test_triton_*.py", "test_ops_int8.py",
-                                                        "test_int4.py", "test_int4_tile_layout.py", "test_binary.py")
+                                                        "test_int4.py", "test_binary.py", "test_retention_energy.py")
                    for p in glob.glob(os.path.join(ROOT, "tests", pat))} - set(first)) if only is None else only
     deadline = time.time() + timeout_s
     rc = 0
