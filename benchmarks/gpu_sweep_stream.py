@@ -110,7 +110,9 @@ class _Sweep:
         triton, read_stride, read_contig, read_tma, read_rows, noop = _kernels()
         dev = self.device
         sms = torch.cuda.get_device_properties(0).multi_processor_count if dev == "cuda" else 2
-        out = torch.zeros(64 * sms, dtype=torch.int32, device=dev)
+        # One int32 per program: the one-block-each reads of the largest weight launch the most programs.
+        most = max(-(-(-(-t[3] // 4)) // BLOCK) for t in self.targets)
+        out = torch.zeros(max(64 * sms, most), dtype=torch.int32, device=dev)
         floor = self.time(lambda i: noop[(sms,)](out), 64)
         self.notes.append(f"empty kernel ({sms} programs): {floor * 1e3:.2f} us per call in the graph" if floor
                           else "empty kernel: not timed")
