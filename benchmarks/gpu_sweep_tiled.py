@@ -14,11 +14,12 @@ import time
 
 GROUP = 128
 SHAPES = [(14336, 4096), (28672, 8192)]
-MS = [1, 4, 8]
+MS = [1, 4, 8, 16]
 BUDGET_S = 20.0
 # (N, K, M, group, symmetric, dtype, bias): correctness only
 ODD = [(48, 1024, 3, 64, True, "float16", False), (4112, 2048, 8, 128, False, "bfloat16", True),
-       (16, 4096, 1, 128, False, "bfloat16", True)]
+       (16, 4096, 1, 128, False, "bfloat16", True), (528, 2048, 13, 128, False, "bfloat16", True),
+       (32, 4096, 16, 64, True, "float16", False)]
 
 
 def _weights(torch, n, k, group, symmetric, gen):
@@ -61,7 +62,7 @@ def _run(h) -> str:
     notes.append("odd-shape check: " + ("all configs ok" if not bad else "WRONG " + "; ".join(bad)))
     head = "shape         M  bf16us | gemv us ratio | " + " | ".join(f"c{c} us  ratio  TB/s" for c in configs)
     lines.append("int4 W4A16 g128 asym bf16 decode: tile16x64 GEMV configs (warps x ring stages: c0 8x8, c1 4x8, c2 8x4, "
-                 "c3 4x4, c4 8x2, c5 16x4; register batches of 8 steps: c6 8 warps, c7 4 warps) beside the dispatched k-nibble GEMV; cold weights, us")
+                 "c3 4x4, c4 8x2, c5 16x3; register batches of 8 steps: c6 8 warps, c7 4 warps) beside the dispatched k-nibble GEMV; cold weights, us")
     lines.append(head)
     for n, k in SHAPES:
         if time.time() - t0 > BUDGET_S:

@@ -83,7 +83,8 @@ HAS_TILED = torch.cuda.is_available() and hasattr(__import__("pycomp._ext", from
 @pytest.mark.skipif(not HAS_TILED, reason="needs a GPU and pycomp._C built with CUDA")
 @pytest.mark.parametrize("n,k,m,group,symmetric,dtype", [
     (16, 1024, 1, 64, False, torch.bfloat16), (48, 2048, 3, 128, True, torch.float16),
-    (4112, 4096, 8, 128, False, torch.bfloat16), (272, 16384, 5, 128, False, torch.float16)])
+    (4112, 4096, 8, 128, False, torch.bfloat16), (272, 16384, 5, 128, False, torch.float16),
+    (528, 2048, 13, 128, False, torch.bfloat16), (32, 4096, 16, 64, True, torch.float16)])
 def test_cuda_kernel_every_config_matches_the_reference(n, k, m, group, symmetric, dtype):
     from pycomp._ext import _C
 

@@ -15,7 +15,7 @@
 namespace pycomp {
 namespace int4_tiled_binding {
 
-// x (M <= 8, K) float16/bfloat16 CUDA, tiles (N/16 * K/64 * 512) uint8 (pycomp.formats.int4.pack_tile16x64),
+// x (M <= 16, K) float16/bfloat16 CUDA, tiles (N/16 * K/64 * 512) uint8 (pycomp.formats.int4.pack_tile16x64),
 // scales (N, G) float16, zeros (N, G) uint8 or None, bias (N) x.dtype or None -> (M, N) x.dtype.
 inline at::Tensor w4a16_tiled_linear_cuda(const at::Tensor& x_in, const at::Tensor& tiles, const at::Tensor& scales,
                                           const c10::optional<at::Tensor>& zeros,
@@ -25,7 +25,7 @@ inline at::Tensor w4a16_tiled_linear_cuda(const at::Tensor& x_in, const at::Tens
   const at::ScalarType xt = x_in.scalar_type();
   TORCH_CHECK(xt == at::kHalf || xt == at::kBFloat16, op, ": x must be float16 or bfloat16, got ", xt);
   const int64_t M = x_in.size(0), K = x_in.size(1);
-  TORCH_CHECK(M >= 1 && M <= 8, op, ": M=", M, "; this kernel takes 1 to 8 rows");
+  TORCH_CHECK(M >= 1 && M <= 16, op, ": M=", M, "; this kernel takes 1 to 16 rows");
   TORCH_CHECK(group_size == 64 || group_size == 128, op, ": group_size must be 64 or 128, got ", group_size);
   TORCH_CHECK(K > 0 && K % (16 * group_size) == 0 && K / group_size <= 128, op, ": K=", K,
               " must be a multiple of 16 groups (", 16 * group_size, ") and at most 128 groups (the staged table)");
@@ -69,7 +69,7 @@ inline void register_int4_tiled_cuda(pybind11::module_& m) {
   namespace py = pybind11;
   m.def("w4a16_tiled_linear_cuda", &int4_tiled_binding::w4a16_tiled_linear_cuda, py::arg("x"), py::arg("tiles"),
         py::arg("scales"), py::arg("zeros"), py::arg("bias"), py::arg("group_size"), py::arg("config") = 0,
-        "Experimental int4 decode GEMV on the tile16x64 layout (pycomp.formats.int4.pack_tile16x64): x (M <= 8, K) "
+        "Experimental int4 decode GEMV on the tile16x64 layout (pycomp.formats.int4.pack_tile16x64): x (M <= 16, K) "
         "float16/bfloat16 CUDA -> (M, N). N % 16 == 0, group_size 64 or 128, K a multiple of 16 groups, at most 128 groups.");
   m.def("w4a16_tiled_cuda_configs", &cuda::w4a16_tiled_configs,
         "Number of launch configurations of w4a16_tiled_linear_cuda");

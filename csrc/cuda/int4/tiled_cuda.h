@@ -18,7 +18,7 @@ namespace pycomp::cuda {
 // Number of launch configurations of w4a16_tiled_gemv (warps per block, ring stages; see w4a16_tiled.cu).
 int w4a16_tiled_configs();
 
-// out[m, n] = sum_k x[m, k] * W[n, k] + bias[n] for 1 <= M <= 8. t: kF16 or kBF16 (x, bias, out);
+// out[m, n] = sum_k x[m, k] * W[n, k] + bias[n] for 1 <= M <= 16. t: kF16 or kBF16 (x, bias, out);
 // x (M, K) row stride ldx, 16-byte aligned rows; N % 16 == 0, group_size 64 or 128, K a multiple of
 // 16 groups and at most 128 groups;
 // tiles 16-byte aligned. Returns cudaErrorInvalidValue when a precondition fails.

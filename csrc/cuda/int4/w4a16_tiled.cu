@@ -48,12 +48,12 @@ __device__ __forceinline__ uint32_t word4(const uint4& v, int j) {
   return j == 0 ? v.x : j == 1 ? v.y : j == 2 ? v.z : v.w;
 }
 
-// One 64-wide k step of a lane: its 16 bytes of the tile, its 16 elements of x, the two rows' scales and
-// -(magic + zero) constants -> acc += scale * (code - zero) . x over the step, in fp32.
-template <bool kHalf>
-__device__ __forceinline__ void step_mma(float (&acc)[4], const uint4& wv, const uint4 (&xv)[2], float s_a, float s_b,
-                                         uint32_t nz_a, uint32_t nz_b) {
-  float t[4] = {0.f, 0.f, 0.f, 0.f};
+// One 64-wide k step of a lane: its 16 bytes of the tile, its 16 elements of each of kMT x rows, the two
+// rows' scales and -(magic + zero) constants -> acc += scale * (code - zero) . x over the step, in fp32.
+template <bool kHalf, int kMT>
+__device__ __forceinline__ void step_mma(float (&acc)[kMT][4], const uint4& wv, const uint4 (&xv)[kMT][2], float s_a,
+                                         float s_b, uint32_t nz_a, uint32_t nz_b) {
+  float t[kMT][4] = {};
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
     const uint32_t w = word4(wv, j);
@@ -61,19 +61,26 @@ __device__ __forceinline__ void step_mma(float (&acc)[4], const uint4& wv, const
 #pragma unroll
     for (int p = 0; p < 4; ++p)
       a[p] = add2<kHalf>(((w >> (4 * p)) & 0x000F000Fu) | kMagic2<kHalf>, (p & 1) ? nz_b : nz_a);
-    const uint32_t b[2] = {word4(xv[j / 2], 2 * (j % 2)), word4(xv[j / 2], 2 * (j % 2) + 1)};
-    mma_16816<kHalf>(t, a, b);
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+      const uint32_t b[2] = {word4(xv[mt][j / 2], 2 * (j % 2)), word4(xv[mt][j / 2], 2 * (j % 2) + 1)};
+      mma_16816<kHalf>(t[mt], a, b);
+    }
   }
-  acc[0] += s_a * t[0];
-  acc[1] += s_a * t[1];
-  acc[2] += s_b * t[2];
-  acc[3] += s_b * t[3];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt) {
+    acc[mt][0] += s_a * t[mt][0];
+    acc[mt][1] += s_a * t[mt][1];
+    acc[mt][2] += s_b * t[mt][2];
+    acc[mt][3] += s_b * t[mt][3];
+  }
 }
 
 // kS > 0: each lane's tile bytes go through a per-warp cp.async ring of kS stages;
 // kS < 0: -kS steps per batch are loaded straight into registers (16-byte streaming loads), then computed.
-template <DType kT, int kW, int kS>
-__global__ void __launch_bounds__(kW * 32, kS > 0 ? 32 / kW : 24 / kW)
+// kMT n8 tiles of x rows: 1 for M <= 8, 2 for M <= 16.
+template <DType kT, int kMT, int kW, int kS>
+__global__ void __launch_bounds__(kW * 32, kS > 0 ? 32 / kW : (kMT == 1 ? 24 : 16) / kW)
     w4a16_tiled_kernel(const typename Elem<kT>::T* __restrict__ x, int64_t ldx, const uint4* __restrict__ tiles,
                        const __half* __restrict__ scales, const uint8_t* __restrict__ zeros,
                        const typename Elem<kT>::T* __restrict__ bias, typename Elem<kT>::T* __restrict__ out,
@@ -83,7 +90,7 @@ __global__ void __launch_bounds__(kW * 32, kS > 0 ? 32 / kW : 24 / kW)
   constexpr bool kHalf = kT == DType::kF16;
   constexpr int kRing = kS > 0 ? kS : 1;
   __shared__ uint4 ring[kW][kRing][32];
-  __shared__ float4 partial[kW][32];
+  __shared__ float4 partial[kW][kMT * 32];
   __shared__ __align__(16) __half stab[16 * kMaxGroups];
   __shared__ __align__(16) uint8_t ztab[16 * kMaxGroups];
 
@@ -92,7 +99,10 @@ __global__ void __launch_bounds__(kW * 32, kS > 0 ? 32 / kW : 24 / kW)
   const int n0 = blockIdx.x * 16;
   const int steps = K / 64;
   const uint4* src = tiles + static_cast<int64_t>(blockIdx.x) * steps * kTileUnits + lane;
-  const T* xr = x + static_cast<int64_t>(gid < M ? gid : 0) * ldx + 16 * tig;  // rows past M: never stored
+  const T* xr[kMT];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)  // rows past M read row 0 and are never stored
+    xr[mt] = x + static_cast<int64_t>(gid + 8 * mt < M ? gid + 8 * mt : 0) * ldx + 16 * tig;
 
   // The block's scales and zero points (16 rows x G groups) are copied to shared memory first, as one
   // cp.async group ahead of the ring's: read per step from global memory, each would stall its warp for a
@@ -112,17 +122,20 @@ __global__ void __launch_bounds__(kW * 32, kS > 0 ? 32 / kW : 24 / kW)
   // Warp step i is k step warp + i * kW, so at each step the block's warps read kW consecutive tiles.
   const int my_steps = steps > warp ? (steps - warp + kW - 1) / kW : 0;
   // x (L1: every block reads it), the group's scales and zero constants of warp step i.
-  const auto side = [&](int i, uint4 (&xv)[2], float& s_a, float& s_b, uint32_t& nz_a, uint32_t& nz_b) {
+  const auto side = [&](int i, uint4 (&xv)[kMT][2], float& s_a, float& s_b, uint32_t& nz_a, uint32_t& nz_b) {
     const int k = (warp + i * kW) * 64;
-    xv[0] = ldg_128(xr + k);
-    xv[1] = ldg_128(xr + k + 8);
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+      xv[mt][0] = ldg_128(xr[mt] + k);
+      xv[mt][1] = ldg_128(xr[mt] + k + 8);
+    }
     const int g = k >> gs_shift;
     s_a = __half2float(stab[gid * G + g]);
     s_b = __half2float(stab[(gid + 8) * G + g]);
     nz_a = neg_zero2<kHalf>(zeros == nullptr ? 8u : ztab[gid * G + g]);
     nz_b = neg_zero2<kHalf>(zeros == nullptr ? 8u : ztab[(gid + 8) * G + g]);
   };
-  float acc[4] = {0.f, 0.f, 0.f, 0.f};
+  float acc[kMT][4] = {};
 
   if constexpr (kS > 0) {
     const auto issue = [&](int i) {
@@ -136,7 +149,7 @@ __global__ void __launch_bounds__(kW * 32, kS > 0 ? 32 / kW : 24 / kW)
     cp_async_wait<kS - 1>();  // this thread's table copies have landed
     __syncthreads();          // and everyone's
     for (int i = 0; i < my_steps; ++i) {
-      uint4 xv[2];
+      uint4 xv[kMT][2];
       float s_a, s_b;
       uint32_t nz_a, nz_b;
       side(i, xv, s_a, s_b, nz_a, nz_b);  // first, so its latency hides behind the wait
@@ -144,7 +157,7 @@ __global__ void __launch_bounds__(kW * 32, kS > 0 ? 32 / kW : 24 / kW)
       const uint4 wv = ring[warp][i % kS][lane];
       asm volatile("" ::: "memory");  // the read above stays before the copy that refills the slot of step i - 1
       issue(i + kS - 1);
-      step_mma<kHalf>(acc, wv, xv, s_a, s_b, nz_a, nz_b);
+      step_mma<kHalf, kMT>(acc, wv, xv, s_a, s_b, nz_a, nz_b);
     }
   } else {
     constexpr int kU = -kS;
@@ -159,25 +172,27 @@ __global__ void __launch_bounds__(kW * 32, kS > 0 ? 32 / kW : 24 / kW)
 #pragma unroll
       for (int u = 0; u < kU; ++u) {
         if (i0 + u >= my_steps) break;
-        uint4 xv[2];
+        uint4 xv[kMT][2];
         float s_a, s_b;
         uint32_t nz_a, nz_b;
         side(i0 + u, xv, s_a, s_b, nz_a, nz_b);
-        step_mma<kHalf>(acc, wv[u], xv, s_a, s_b, nz_a, nz_b);
+        step_mma<kHalf, kMT>(acc, wv[u], xv, s_a, s_b, nz_a, nz_b);
       }
     }
   }
 
-  // Accumulator r of lane l: row n0 + l/4 + 8 (r/2) of W, row 2 (l % 4) + r % 2 of x.
-  partial[warp][lane] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+  // Accumulator r of lane l in n8 tile mt: row n0 + l/4 + 8 (r/2) of W, row 8 mt + 2 (l % 4) + r % 2 of x.
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+    partial[warp][mt * 32 + lane] = make_float4(acc[mt][0], acc[mt][1], acc[mt][2], acc[mt][3]);
   __syncthreads();
-  for (int e = threadIdx.x; e < 128; e += kW * 32) {
+  for (int e = threadIdx.x; e < kMT * 128; e += kW * 32) {
     const float* p = reinterpret_cast<const float*>(partial);
     float sum = 0.f;
 #pragma unroll
-    for (int w = 0; w < kW; ++w) sum += p[w * 128 + e];
-    const int l = e / 4, r = e % 4;
-    const int n = n0 + l / 4 + 8 * (r / 2), m = 2 * (l % 4) + r % 2;
+    for (int w = 0; w < kW; ++w) sum += p[w * kMT * 128 + e];
+    const int mt = e / 128, l = (e % 128) / 4, r = e % 4;
+    const int n = n0 + l / 4 + 8 * (r / 2), m = 8 * mt + 2 * (l % 4) + r % 2;
     if (m < M) {
       if (bias != nullptr) sum += E::to_float(bias[n]);
       out[static_cast<int64_t>(m) * ldo + n] = E::from_float(sum);
@@ -189,20 +204,28 @@ struct Config {
   int warps, stages;
 };
 // stages < 0: register batches of -stages steps instead of a ring.
-constexpr Config kConfigs[] = {{8, 8}, {4, 8}, {8, 4}, {4, 4}, {8, 2}, {16, 4}, {8, -8}, {4, -8}};
+constexpr Config kConfigs[] = {{8, 8}, {4, 8}, {8, 4}, {4, 4}, {8, 2}, {16, 3}, {8, -8}, {4, -8}};
 constexpr int kConfigCount = sizeof(kConfigs) / sizeof(kConfigs[0]);
 
-template <DType kT, int kC>
-cudaError_t launch(const void* x, int64_t ldx, const uint8_t* tiles, const void* scales, const uint8_t* zeros,
+template <DType kT, int kMT, int kC>
+cudaError_t launch_mt(const void* x, int64_t ldx, const uint8_t* tiles, const void* scales, const uint8_t* zeros,
                    const void* bias, void* out, int64_t ldo, int64_t M, int64_t N, int64_t K, int gs_shift,
                    cudaStream_t stream) {
   using T = typename Elem<kT>::T;
   constexpr Config c = kConfigs[kC];
   const int G = static_cast<int>(K >> gs_shift);
-  w4a16_tiled_kernel<kT, c.warps, c.stages><<<static_cast<unsigned>(N / 16), c.warps * 32, 0, stream>>>(
+  w4a16_tiled_kernel<kT, kMT, c.warps, c.stages><<<static_cast<unsigned>(N / 16), c.warps * 32, 0, stream>>>(
       static_cast<const T*>(x), ldx, reinterpret_cast<const uint4*>(tiles), static_cast<const __half*>(scales), zeros,
       static_cast<const T*>(bias), static_cast<T*>(out), ldo, static_cast<int>(M), static_cast<int>(K), G, gs_shift);
   return cudaGetLastError();
+}
+
+template <DType kT, int kC>
+cudaError_t launch(const void* x, int64_t ldx, const uint8_t* tiles, const void* scales, const uint8_t* zeros,
+                   const void* bias, void* out, int64_t ldo, int64_t M, int64_t N, int64_t K, int gs_shift,
+                   cudaStream_t stream) {
+  return M <= 8 ? launch_mt<kT, 1, kC>(x, ldx, tiles, scales, zeros, bias, out, ldo, M, N, K, gs_shift, stream)
+                : launch_mt<kT, 2, kC>(x, ldx, tiles, scales, zeros, bias, out, ldo, M, N, K, gs_shift, stream);
 }
 
 template <DType kT>
@@ -230,7 +253,7 @@ cudaError_t w4a16_tiled_gemv(DType t, const void* x, int64_t ldx, const uint8_t*
                              const uint8_t* zeros, const void* bias, void* out, int64_t ldo, int64_t M, int64_t N,
                              int64_t K, int group_size, int config, cudaStream_t stream) {
   const int gs_shift = group_size == 64 ? 6 : group_size == 128 ? 7 : 0;
-  const bool ok = M >= 1 && M <= 8 && N >= 16 && N % 16 == 0 && N / 16 <= INT32_MAX && K >= 64 && K % 64 == 0 &&
+  const bool ok = M >= 1 && M <= 16 && N >= 16 && N % 16 == 0 && N / 16 <= INT32_MAX && K >= 64 && K % 64 == 0 &&
                   K % group_size == 0 && K / group_size <= kMaxGroups && (K / group_size) % 16 == 0 &&
                   gs_shift != 0 && config >= 0 &&
                   config < kConfigCount && aligned16(x) && aligned16(tiles) && ldx % 8 == 0 && ldo >= N;
