@@ -159,12 +159,13 @@ constexpr int kOutFloats = kRT * kMT * 4 * 32;
 
 template <int kMT, int kRT>
 __device__ __forceinline__ void stash_partials(float* red, int warp, int lane, const float (&acc)[kRT][kMT][4]) {
+  constexpr int kO = kOutFloats<kMT, kRT>;
 #pragma unroll
   for (int rt = 0; rt < kRT; ++rt)
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-      for (int r = 0; r < 4; ++r) red[warp * kOutFloats<kMT, kRT> + ((rt * kMT + mt) * 4 + r) * 32 + lane] = acc[rt][mt][r];
+      for (int r = 0; r < 4; ++r) red[warp * kO + ((rt * kMT + mt) * 4 + r) * 32 + lane] = acc[rt][mt][r];
 }
 
 template <DType kT, int kMT, int kRT>
