@@ -712,6 +712,14 @@ V2Plan make_plan_v2(int64_t M, int64_t N, int64_t K, const V2Variant& v) {
   return p;
 }
 
+// Shared memory per block: the ring (weights, and x at M > 8), x's slice (M <= 8), the raw table.
+int64_t v2_smem_bytes(const V2Plan& p, int64_t M) {
+  const int64_t rows = 16 * p.shape.rt, groups = p.k.slice / kV2Chunk;
+  const int64_t ring = int64_t{kWarps} * p.shape.stages * (2 * p.shape.rt + (p.mt == 2 ? 4 * p.mt : 0)) * 32;
+  return ring * 16 + (p.mt == 2 ? 0 : M * (p.k.slice / 8 + 1) * 16) +
+         rows * (v2_sstride(groups) + v2_zstride(groups)) * 4;
+}
+
 bool v2_supported(int64_t K, int group_size, const void* scales, const void* zeros) {
   const auto a4 = [](const void* q) { return (reinterpret_cast<uintptr_t>(q) & 3) == 0; };
   return group_size == kV2Chunk && K % kV2MinSlice == 0 && a4(scales) && (zeros == nullptr || a4(zeros));
@@ -726,9 +734,7 @@ cudaError_t launch_v2(const V2Plan& p, const void* x, int64_t ldx, const uint8_t
   constexpr auto kernel = &w4a16_gemv_v2_kernel<kT, kMT, kRT, kS, kFold>;
   const cudaError_t err = opt_in_dynamic_smem<kernel>(static_cast<int>(C::kMaxSmem));
   if (err != cudaSuccess) return err;
-  const int64_t groups = p.k.slice / kV2Chunk;
-  const size_t smem = static_cast<size_t>(C::kRingUnits) * 16 + (C::kXRing ? 0 : M * (p.k.slice / 8 + 1) * 16) +
-                      static_cast<size_t>(C::kRows) * (v2_sstride(groups) + v2_zstride(groups)) * 4;
+  const size_t smem = static_cast<size_t>(v2_smem_bytes(p, M));
   if (smem > C::kMaxSmem) return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>(ceil_div(N, C::kRows)), static_cast<unsigned>(p.k.splits));
   kernel<<<grid, kThreads, smem, stream>>>(
@@ -979,12 +985,9 @@ W4A16GemvLaunch w4a16_gemv_launch(int64_t M, int64_t N, int64_t K, int group_siz
   }
   if (const V2Variant* v = find_entry(kV2, variant); v && takes) {
     const V2Plan q = make_plan_v2(M, N, K, *v);
-    const int64_t rows = 16 * q.shape.rt, groups = q.k.slice / kV2Chunk;
-    const int64_t ring = int64_t{kWarps} * q.shape.stages * (2 * q.shape.rt + (q.mt == 2 ? 4 * q.mt : 0)) * 32;
-    const int64_t smem = ring * 16 + (q.mt == 2 ? 0 : M * (q.k.slice / 8 + 1) * 16) +
-                         rows * (v2_sstride(groups) + v2_zstride(groups)) * 4;
-    l = {true, static_cast<int>(rows), kWarps, q.shape.stages, q.shape.fold, q.mt == 2, ceil_div(N, rows),
-         q.k.splits, smem, false};
+    const int rows = 16 * q.shape.rt;
+    l = {true, rows, kWarps, q.shape.stages, q.shape.fold, q.mt == 2, ceil_div(N, rows), q.k.splits,
+         v2_smem_bytes(q, M), false};
     return l;
   }
   const Plan p = make_plan(M, N, K);
