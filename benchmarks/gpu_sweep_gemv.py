@@ -101,7 +101,7 @@ class _Sweep:
 
         from pycomp.formats.int4 import dequantize_int4
 
-        variants = list(range(C.w4a16_gemv_cuda_variants()))
+        variants = list(C.w4a16_gemv_cuda_variants())  # numbers of removed variants are skipped
         self.int4_odd(C, variants)
         l2 = torch.cuda.get_device_properties(0).L2_cache_size
         rows = []
@@ -241,18 +241,19 @@ def _cell(row: dict, name: str) -> str:
 
 
 def _table(rows: list[dict], h=None, notes: list[str] | None = None) -> str:
-    """One line per (family, shape, M): bf16 us, then per variant 'us ratio GB/s'; best variant last."""
+    """One line per (family, shape, M): bf16 us, then per variant 'us ratio GB/s' (a column per variant number
+    of any family; '-' where a family has no such variant); best variant last."""
     lines = ["decode GEMV variants: us per call | ratio = bf16 / variant | GB/s of quantized weights "
              "(cold weights, CUDA graphs); int4 = W4A16 g128 asym bf16, int8 = W8A16 bf16, i8h = W8A16 f16"]
-    nv = max((len(r["variants"]) for r in rows), default=0)
-    lines.append("fam  shape         M  bf16us | " + " | ".join(f"{'v%d us  ratio GB/s' % v:>17s}" for v in range(nv))
+    columns = sorted({v for r in rows for v in r["variants"]})
+    lines.append("fam  shape         M  bf16us | " + " | ".join(f"{'v%d us  ratio GB/s' % v:>17s}" for v in columns)
                  + " | best")
     for r in rows:
         timed = [(r[f"v{v}"], v) for v in r["variants"] if r.get(f"v{v}")]
         best = f"v{min(timed)[1]}" if timed else "-"
         base = f"{r['bf16'] * 1e3:7.1f}" if r.get("bf16") else "      -"
         lines.append(f"{r['family']:4s} {r['shape']:11s} {r['m']:3d} {base} | "
-                     + " | ".join(_cell(r, f"v{v}") for v in r["variants"]) + f" | {best}")
+                     + " | ".join(_cell(r, f"v{v}") for v in columns) + f" | {best}")
     lines.extend(notes or [])
     return "\n".join(lines)
 

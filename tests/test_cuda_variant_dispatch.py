@@ -2,12 +2,16 @@
 
 The kernels are replaced by recorders, so this runs without a GPU; tests/test_cuda_*.py run the variants themselves.
 """
+import os
+import re
 import types
 
 import torch
 
 from pycomp import _ext
 from pycomp.ops import binary, int4_cuda, int8, sparse
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _recorder(calls, name, result):
@@ -86,3 +90,23 @@ def test_int8_w8a16_gemv_variant_by_m_and_weight_size(monkeypatch):
         q = torch.empty(n, 16, dtype=torch.int8)  # empty: only its shape matters to the choice
         int8._CUDA_PATHS["weight_only"]["cuda"](torch.zeros(m, 16), q, torch.ones(n), None)
         assert calls[-1][1][-1] == want, (m, n)
+
+
+def _header_variants(path: str, name: str) -> set[int]:
+    """The variant numbers a CUDA header lists as `inline constexpr int <name>[] = {...};`."""
+    with open(os.path.join(ROOT, path)) as f:
+        m = re.search(name + r"\[\] = \{([^}]*)\}", f.read())
+    assert m, f"{path} lists no {name}"
+    return {int(v) for v in m.group(1).split(",")}
+
+
+def test_the_variants_asked_for_exist():
+    """Variants that lost on the H200 were removed and their numbers left unused: every number the ops ask for must
+    be one the kernels still have (the binding refuses the others), checked here without a CUDA build."""
+    int4 = _header_variants("csrc/cuda/int4/int4_cuda.h", "kW4A16GemvVariants")
+    assert {int4_cuda.gemv_variant(m) for m in range(1, int4_cuda.CUDA_GEMV_MAX_M + 1)} <= int4
+    gemv = _header_variants("csrc/cuda/sparse/sparse_cuda.h", "kSparse24GemvVariants")
+    gemm = _header_variants("csrc/cuda/sparse/sparse_cuda.h", "kSparse24GemmVariants")
+    assert sparse.CUDA_GEMV_VARIANT in gemv
+    assert {sparse.CUDA_GEMM_VARIANT, sparse.CUDA_GEMM_WIDE_VARIANT} <= gemm
+    assert 0 in int4 & gemv & gemm and not int4 & {3, 4, 8, 9, 13} and 3 not in gemv and not gemm & {2, 3, 6}

@@ -101,8 +101,8 @@ def test_gemv_index_model(kernel, n, k, m):
         np.testing.assert_allclose(got[:rows, :m].T, want[:, n0:n0 + rows], rtol=0, atol=1e-12)
 
 
-# The tiled GEMMs (variants 1-6 of sparse24_gemm_cuda): byte offsets as in the kernel; tile = (warps along
-# weight rows, warps along tokens, m16 tiles per warp, n8 tiles per warp): TileA-TileE (sparse24_mma.cu).
+# The tiled GEMMs (variants 1, 4, 5 of sparse24_gemm_cuda): byte offsets as in the kernel; tile = (warps along
+# weight rows, warps along tokens, m16 tiles per warp, n8 tiles per warp): TileA, TileD, TileB (sparse24_mma.cu).
 VAL_ROW, X_ROW = 80, 144
 
 
@@ -114,8 +114,8 @@ def _geometry(tile):
 
 def _copy_tile(values, words, x, Np, N, Kp, M, m0, n0, tile, kt):
     """Shared memory of one stage after every thread's cp.async of k-tile kt: 16-bit slots and metadata words
-    by byte offset. Variants 4-6 write each copy j at row vr + j * (threads / 4) (x: xr + j * threads / 8), as
-    variants 1-3 do, from one pointer per operand."""
+    by byte offset. Variants 4, 5 write each copy j at row vr + j * (threads / 4) (x: xr + j * threads / 8), as
+    variant 1 does, from one pointer per operand."""
     threads, bn, bm, val_bytes, meta_bytes = _geometry(tile)
     half, steps = Kp // 2, Kp // 32
     v_step, x_step = threads // 4, threads // 8
@@ -188,7 +188,7 @@ def _block_out(acc, tile, m0, n0):
 
 
 def gemm_block(values, words, x, Np, N, Kp, M, m0, n0, tile):
-    """Variants 1-3: per k-tile, each warp loads a step's fragments, then runs its mma.sp."""
+    """Variant 1: per k-tile, each warp loads a step's fragments, then runs its mma.sp."""
     threads, mi, nj = _geometry(tile)[0], tile[2], tile[3]
     acc = np.zeros((threads // 32, mi, nj, 16, 8))
     for kt in range((Kp + 63) // 64):
@@ -205,7 +205,7 @@ def gemm_block(values, words, x, Np, N, Kp, M, m0, n0, tile):
 
 
 class _Ring:
-    """The cp.async stage ring of variants 4-6, in program order: a copy lands in its stage only at the first
+    """The cp.async stage ring of variants 4, 5, in program order: a copy lands in its stage only at the first
     barrier after the wait that covers its commit group, and a stage may be overwritten only when every read
     of it came before the latest barrier."""
 
@@ -238,7 +238,7 @@ class _Ring:
 
 
 def gemm_block_db(values, words, x, Np, N, Kp, M, m0, n0, tile, stages):
-    """Variants 4-6: the kernel's loop order, per warp (every warp runs it in step; the ring checks the
+    """Variants 4, 5: the kernel's loop order, per warp (every warp runs it in step; the ring checks the
     barriers): A double-buffered, B reloaded column by column, metadata of the next stage after the barrier.
     A read of a stage holding the wrong k-tile (or none) gives wrong sums or a TypeError."""
     threads, mi, nj = _geometry(tile)[0], tile[2], tile[3]
@@ -283,11 +283,11 @@ def gemm_block_db(values, words, x, Np, N, Kp, M, m0, n0, tile, stages):
     return _block_out(acc, tile, m0, n0)
 
 
-TILES = {"TileA": ((2, 4, 4, 4), None), "TileB": ((4, 2, 4, 8), None), "TileC": ((2, 4, 2, 4), None),
-         "TileD_db": ((2, 2, 4, 8), 3), "TileB_db": ((4, 2, 4, 8), 4), "TileE_db": ((2, 2, 2, 8), 4)}
+# GEMM variants 1, 4, 5 (2, 3, 6, on TileB, TileC and TileE_db, were removed).
+TILES = {"TileA": ((2, 4, 4, 4), None), "TileD_db": ((2, 2, 4, 8), 3), "TileB_db": ((4, 2, 4, 8), 4)}
 
 
-@pytest.mark.parametrize("name,k", [(name, 90) for name in TILES] + [("TileD_db", 200), ("TileE_db", 300)])
+@pytest.mark.parametrize("name,k", [(name, 90) for name in TILES] + [("TileD_db", 200), ("TileB_db", 300)])
 def test_tiled_gemm_index_model(name, k):
     """A partial token tile, a partial weight tile whose rows pass Np (130 -> Np 160), and a half last k-tile
     (K 90 -> Kp 96: 2 k-tiles; K 200 -> Kp 224: 4 k-tiles around a ring of 3 stages; K 300 -> Kp 320: 5 around

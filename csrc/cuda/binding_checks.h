@@ -5,6 +5,7 @@
 #include <torch/extension.h>
 
 #include <cstdint>
+#include <string>
 
 #include "cuda/int8/int8_cuda.h"  // DType
 
@@ -45,6 +46,19 @@ inline at::Tensor rows_aligned16(const at::Tensor& x) {
 
 inline void check_on_device(const char* op, const char* name, const at::Tensor& t, const at::Tensor& x) {
   TORCH_CHECK(t.device() == x.device(), op, ": ", name, " is on ", t.device(), " but x is on ", x.device());
+}
+
+// `variant` must be one of `valid` (a kernel family's variant numbers; those of removed variants stay
+// unused, so a number always names the same kernel).
+template <size_t kN>
+inline void check_variant(const char* op, int64_t variant, const int (&valid)[kN]) {
+  std::string list;
+  for (int v : valid) {
+    if (v == variant) return;
+    list += (list.empty() ? "" : ", ") + std::to_string(v);
+  }
+  TORCH_CHECK(false, op, ": there is no kernel variant ", variant, "; the variants are ", list,
+              " (0 is the default kernel)");
 }
 
 }  // namespace cuda_binding

@@ -33,8 +33,7 @@ inline at::Tensor w4a16_linear_cuda(const at::Tensor& x_in, const at::Tensor& pa
                                     const c10::optional<at::Tensor>& zeros, const c10::optional<at::Tensor>& bias,
                                     int64_t group_size, int64_t variant) {
   constexpr const char* op = "w4a16_linear_cuda";
-  TORCH_CHECK(variant >= 0 && variant < cuda::w4a16_gemv_variants(), op, ": variant must be in [0, ",
-              cuda::w4a16_gemv_variants(), "), got ", variant, " (0 is the default kernel)");
+  cuda_binding::check_variant(op, variant, cuda::kW4A16GemvVariants);
   TORCH_CHECK(x_in.is_cuda(), op, ": x must be a CUDA tensor, got one on ", x_in.device());
   TORCH_CHECK(x_in.dim() == 2, op, ": x must be 2-D (M, K), got ", x_in.dim(), "-D");
   const at::ScalarType xt = x_in.scalar_type();
@@ -104,13 +103,20 @@ inline void register_int4_cuda(pybind11::module_& m) {
         "Weight-only int4 linear for decode (k-nibble layout): x (M <= 16, K) float16/bfloat16 CUDA, packed (N, K/2) "
         "uint8, scales (N, G) float16, zeros (N, G) uint8 or None (zero point 8), bias (N) x.dtype or None -> "
         "(M, N) x.dtype. K % 32 == 0, group_size in (32, 64, 128). variant: 0 (default kernel) or a candidate "
-        "1 .. w4a16_gemv_cuda_variants() - 1 (group 128, K % 512 == 0; other shapes run variant 0).");
+        "from w4a16_gemv_cuda_variants() (group 128, K % 512 == 0; other shapes run variant 0).");
   m.def("w4a16_gemv_cuda_workspace", &cuda::w4a16_gemv_workspace, py::arg("M"), py::arg("N"), py::arg("K"),
         py::arg("variant") = 0,
         "Float32 split-K workspace elements w4a16_linear_cuda allocates for this shape on the current device "
         "(0: the shape runs unsplit)");
-  m.def("w4a16_gemv_cuda_variants", &cuda::w4a16_gemv_variants,
-        "Number of w4a16_linear_cuda kernel variants (0 is the default)");
+  m.def(
+      "w4a16_gemv_cuda_variants",
+      [] {
+        py::list l;
+        for (int v : cuda::kW4A16GemvVariants) l.append(v);
+        return l;
+      },
+      "The variant numbers w4a16_linear_cuda takes, ascending (0 is the default kernel; numbers of removed variants "
+      "are skipped)");
   m.def(
       "w4a16_gemv_cuda_launch",
       [](int64_t M, int64_t N, int64_t K, int64_t group_size, int64_t variant) {

@@ -97,7 +97,103 @@ __device__ __forceinline__ uint32_t table_entry(__half scale, uint32_t zero) {
   return s | (0x8000u | kMagic<kHalf> | zero) << 16;
 }
 
+// x as the mma's B operand: 16-byte unit v holds x's values for one weight word's k slots (see k order
+// above); b[0..1] feed the word's first mma step, b[2..3] its second.
+__device__ __forceinline__ void x_operand(const uint4& v, uint32_t (&b)[4]) {
+  b[0] = __byte_perm(v.x, v.z, 0x5410);  // (x0, x4)
+  b[1] = __byte_perm(v.x, v.z, 0x7632);  // (x1, x5)
+  b[2] = __byte_perm(v.y, v.w, 0x5410);  // (x2, x6)
+  b[3] = __byte_perm(v.y, v.w, 0x7632);  // (x3, x7)
+}
+
+// A lane's part of one chunk of an m16 tile: its 32 codes of rows gid (wa) and gid + 8 (wb) times x,
+// 8 mma steps into acc. dqa / dqb turn the codes at bits 0..3 and 16..19 of a word into the two
+// values the mma takes for that row.
+template <bool kHalf, int kMT, class DqA, class DqB>
+__device__ __forceinline__ void mma_chunk(float (&acc)[kMT][4], const uint4& wa, const uint4& wb,
+                                          const uint32_t (&xb)[kMT][4][4], DqA dqa, DqB dqb) {
+#pragma unroll
+  for (int w = 0; w < 4; ++w) {
+    const uint32_t qa = word(wa, w), qb = word(wb, w);
+    uint32_t a[4];
+    a[0] = dqa(qa);       // row gid,     (c0, c4)
+    a[1] = dqb(qb);       // row gid + 8, (c0, c4)
+    a[2] = dqa(qa >> 4);  // row gid,     (c1, c5)
+    a[3] = dqb(qb >> 4);  // row gid + 8, (c1, c5)
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+      const uint32_t b[2] = {xb[mt][w][0], xb[mt][w][1]};
+      mma_16816<kHalf>(acc[mt], a, b);
+    }
+    a[0] = dqa(qa >> 8);   // (c2, c6)
+    a[1] = dqb(qb >> 8);
+    a[2] = dqa(qa >> 12);  // (c3, c7)
+    a[3] = dqb(qb >> 12);
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+      const uint32_t b[2] = {xb[mt][w][2], xb[mt][w][3]};
+      mma_16816<kHalf>(acc[mt], a, b);
+    }
+  }
+}
+
+// acc += part * the rows' scales (accumulators 0, 1: row gid; 2, 3: row gid + 8), for the variants'
+// per-chunk sums of exact (code - zero) x.
+template <int kMT>
+__device__ __forceinline__ void add_scaled(float (&acc)[kMT][4], const float (&part)[kMT][4], float sa, float sb) {
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt) {
+    acc[mt][0] = fmaf(part[mt][0], sa, acc[mt][0]);
+    acc[mt][1] = fmaf(part[mt][1], sa, acc[mt][1]);
+    acc[mt][2] = fmaf(part[mt][2], sb, acc[mt][2]);
+    acc[mt][3] = fmaf(part[mt][3], sb, acc[mt][3]);
+  }
+}
+
+// The block's result from its warps' accumulators, through shared memory `red` (kWarps * kOutFloats floats).
+// Accumulator r of lane l in tile (rt, mt) is row n0 + 16 rt + l/4 + 8 (r/2) of W and row
+// 8 mt + 2 (l%4) + r%2 of x. stash_partials writes a warp's; after a block barrier, sum_partials adds
+// the warps' up and stores out = sum + bias, or ws[split] = sum when ws is not null (split-K).
+template <int kMT, int kRT>
+constexpr int kOutFloats = kRT * kMT * 4 * 32;
+
+template <int kMT, int kRT>
+__device__ __forceinline__ void stash_partials(float* red, int warp, int lane, const float (&acc)[kRT][kMT][4]) {
+  constexpr int kO = kOutFloats<kMT, kRT>;
+#pragma unroll
+  for (int rt = 0; rt < kRT; ++rt)
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) red[warp * kO + ((rt * kMT + mt) * 4 + r) * 32 + lane] = acc[rt][mt][r];
+}
+
 template <DType kT, int kMT, int kRT>
+__device__ __forceinline__ void sum_partials(const float* red, int n0, int M, int N,
+                                             const typename Elem<kT>::T* __restrict__ bias,
+                                             typename Elem<kT>::T* __restrict__ out, int64_t ldo,
+                                             float* __restrict__ ws, unsigned split) {
+  using E = Elem<kT>;
+  constexpr int kO = kOutFloats<kMT, kRT>;
+  for (int f = threadIdx.x; f < kO; f += kThreads) {
+    float sum = 0.f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) sum += red[w * kO + f];
+    const int l = f % 32, r = (f / 32) % 4, mt = (f / 128) % kMT, rt = f / (128 * kMT);
+    const int n = n0 + 16 * rt + l / 4 + 8 * (r / 2);
+    const int m = 8 * mt + 2 * (l % 4) + r % 2;
+    if (n < N && m < M) {
+      if (ws != nullptr) {
+        ws[(static_cast<int64_t>(split) * M + m) * N + n] = sum;
+      } else {
+        if (bias != nullptr) sum += E::to_float(bias[n]);
+        out[static_cast<int64_t>(m) * ldo + n] = E::from_float(sum);
+      }
+    }
+  }
+}
+
+template <int kMT, int kRT>
 struct Gemv {
   static constexpr int kRows = 16 * kRT;                                   // rows of W per block
   static constexpr int kRingUnits = kWarps * kStages * 2 * kRT * 32;       // uint4 slots
@@ -116,8 +212,7 @@ __global__ void __launch_bounds__(kThreads, 2)
                       const __half* __restrict__ scales, const uint8_t* __restrict__ zeros,
                       const typename Elem<kT>::T* __restrict__ bias, typename Elem<kT>::T* __restrict__ out,
                       int64_t ldo, float* __restrict__ ws, int M, int N, int K, int G, int gs_shift, int slice) {
-  using E = Elem<kT>;
-  using C = Gemv<kT, kMT, kRT>;
+  using C = Gemv<kMT, kRT>;
   constexpr bool kHalf = kT == DType::kF16;
   extern __shared__ uint4 smem[];
 
@@ -208,19 +303,11 @@ __global__ void __launch_bounds__(kThreads, 2)
     cp_async_wait<kStages - 1>();  // chunk j has landed
     const int c = warp + kWarps * j;
 
-    // x as the mma's B operand: for word w, b[0..1] feed its first step, b[2..3] its second.
     uint32_t xb[kMT][4][4];
 #pragma unroll
-    for (int mt = 0; mt < kMT; ++mt) {
+    for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-      for (int w = 0; w < 4; ++w) {
-        const uint4 v = xrow[mt][swizzle(c * (kChunk / 8) + 4 * tig + w)];
-        xb[mt][w][0] = __byte_perm(v.x, v.z, 0x5410);  // (x0, x4)
-        xb[mt][w][1] = __byte_perm(v.x, v.z, 0x7632);  // (x1, x5)
-        xb[mt][w][2] = __byte_perm(v.y, v.w, 0x5410);  // (x2, x6)
-        xb[mt][w][3] = __byte_perm(v.y, v.w, 0x7632);  // (x3, x7)
-      }
-    }
+      for (int w = 0; w < 4; ++w) x_operand(xrow[mt][swizzle(c * (kChunk / 8) + 4 * tig + w)], xb[mt][w]);
 
     const int g = (c * kChunk + 32 * tig) >> gs_shift;
     const uint4* wslot = my_ring + (j % kStages) * 2 * kRT * 32;
@@ -230,61 +317,18 @@ __global__ void __launch_bounds__(kThreads, 2)
       const uint32_t ta = table[(16 * rt + gid) * tstride + g], tb = table[(16 * rt + gid + 8) * tstride + g];
       const uint32_t sa = __byte_perm(ta, 0, 0x1010), na = __byte_perm(ta, 0, 0x3232);
       const uint32_t sb = __byte_perm(tb, 0, 0x1010), nb = __byte_perm(tb, 0, 0x3232);
-#pragma unroll
-      for (int w = 0; w < 4; ++w) {
-        const uint32_t qa = word(wa, w), qb = word(wb, w);
-        uint32_t a[4];
-        a[0] = dequant2<kHalf>(qa, na, sa);       // row gid,     (c0, c4)
-        a[1] = dequant2<kHalf>(qb, nb, sb);       // row gid + 8, (c0, c4)
-        a[2] = dequant2<kHalf>(qa >> 4, na, sa);  // row gid,     (c1, c5)
-        a[3] = dequant2<kHalf>(qb >> 4, nb, sb);  // row gid + 8, (c1, c5)
-#pragma unroll
-        for (int mt = 0; mt < kMT; ++mt) {
-          const uint32_t b[2] = {xb[mt][w][0], xb[mt][w][1]};
-          mma_16816<kHalf>(acc[rt][mt], a, b);
-        }
-        a[0] = dequant2<kHalf>(qa >> 8, na, sa);   // (c2, c6)
-        a[1] = dequant2<kHalf>(qb >> 8, nb, sb);
-        a[2] = dequant2<kHalf>(qa >> 12, na, sa);  // (c3, c7)
-        a[3] = dequant2<kHalf>(qb >> 12, nb, sb);
-#pragma unroll
-        for (int mt = 0; mt < kMT; ++mt) {
-          const uint32_t b[2] = {xb[mt][w][2], xb[mt][w][3]};
-          mma_16816<kHalf>(acc[rt][mt], a, b);
-        }
-      }
+      mma_chunk<kHalf>(acc[rt], wa, wb, xb, [&](uint32_t q) { return dequant2<kHalf>(q, na, sa); },
+                       [&](uint32_t q) { return dequant2<kHalf>(q, nb, sb); });
     }
   }
 
-  // ---- sum the warps' partials (in the ring, now idle). Accumulator r of lane l in
-  // tile (rt, mt) is row n0 + 16 rt + l/4 + 8 (r/2) of W and row 8 mt + 2 (l%4) + r%2 of x.
+  // ---- the warps' partials meet in the ring, now idle
   cp_async_wait<0>();
   __syncthreads();
-  constexpr int kOut = kRT * kMT * 4 * 32;
   float* red = reinterpret_cast<float*>(smem);
-#pragma unroll
-  for (int rt = 0; rt < kRT; ++rt)
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) red[warp * kOut + ((rt * kMT + mt) * 4 + r) * 32 + lane] = acc[rt][mt][r];
+  stash_partials(red, warp, lane, acc);
   __syncthreads();
-  for (int f = tid; f < kOut; f += kThreads) {
-    float sum = 0.f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) sum += red[w * kOut + f];
-    const int l = f % 32, r = (f / 32) % 4, mt = (f / 128) % kMT, rt = f / (128 * kMT);
-    const int n = n0 + 16 * rt + l / 4 + 8 * (r / 2);
-    const int m = 8 * mt + 2 * (l % 4) + r % 2;
-    if (n < N && m < M) {
-      if (ws != nullptr) {
-        ws[(static_cast<int64_t>(blockIdx.y) * M + m) * N + n] = sum;
-      } else {
-        if (bias != nullptr) sum += E::to_float(bias[n]);
-        out[static_cast<int64_t>(m) * ldo + n] = E::from_float(sum);
-      }
-    }
-  }
+  sum_partials<kT, kMT, kRT>(red, n0, M, N, bias, out, ldo, ws, blockIdx.y);
 }
 
 // out[m, n] = sum over splits of ws[s][m][n] + bias[n].
@@ -304,7 +348,7 @@ __global__ void __launch_bounds__(256)
   }
 }
 
-// ============================================================================ variants (v >= 1)
+// ============================================================================ variants 1, 2, 5, 6, 7, 10, 11 (kV2)
 //
 // The default kernel above spends its time outside the weight stream: a scale-table
 // preamble of dependent scalar loads (queued behind the first weight copies, then an
@@ -317,14 +361,14 @@ __global__ void __launch_bounds__(256)
 //   lop3 and one add, the chunk's mma sums go to a scratch accumulator, and the scale
 //   (fp32, exact from f16) multiplies it once per chunk: fewer instructions per weight,
 //   and no rounding of the weight at all;
-// - kXRing: x's segment of each chunk travels through the ring with the weights (each
-//   lane copies what it reads), so no x budget bounds the slice and no preamble waits for it;
-//   else x's slice is staged once as in the default kernel (cheap at M <= 8).
+// - at M > 8 (kXRing), x's segment of each chunk travels through the ring with the weights
+//   (each lane copies what it reads), so no x budget bounds the slice and no preamble waits
+//   for it; at M <= 8 x's slice is staged once as in the default kernel (cheap there).
 // - kFold: not even the add: the mma takes magic + code (exact in the mma's type) and the
 //   chunk's sum is corrected in fp32, sum x (code - zero) = sum x (magic + code) - (magic + zero)
 //   sum x, with sum x from one more mma per k step against a matrix of ones (the cancellation
 //   costs about 8 of fp32's 24 bits: far below the output's rounding);
-// - rows per block (kRT), warps (kW) and ring depth (kS) come from the variant table.
+// - rows per block (kRT) and ring depth (kS) come from the variant table; 4 warps, as the default.
 // They need group_size 128, K % 512 == 0 and 4-byte aligned scales and zeros; other
 // shapes run the default kernel.
 
@@ -338,32 +382,32 @@ constexpr int kV2MaxSlice = 8192;    // k per block at most (bounds the raw tabl
 constexpr int kV2MinSlice = 512;     // slices stay multiples of this: 4 groups, 4-byte table copies
 constexpr int kV2XBudget = 32 * 1024;  // staged x (kXRing false) per block
 
-template <int kRT, int kMT, int kW, int kS, bool kXRing>
+template <int kRT, int kMT, int kS>
 struct GemvV2 {
-  static constexpr int kThreads = kW * 32;
+  static constexpr bool kXRing = kMT == 2;
   static constexpr int kRows = 16 * kRT;
   static constexpr int kWUnits = 2 * kRT;             // weight units per lane per chunk
   static constexpr int kXUnits = kXRing ? 4 * kMT : 0;  // x units per lane per chunk
   static constexpr int kSlot = (kWUnits + kXUnits) * 32;  // uint4 per warp per stage
-  static constexpr int kRingUnits = kW * kS * kSlot;
+  static constexpr int kRingUnits = kWarps * kS * kSlot;
   static constexpr int kMaxGroups = kV2MaxSlice / kV2Chunk;
   static constexpr size_t kMaxSmem = static_cast<size_t>(kRingUnits) * 16 + (kXRing ? 0 : kV2XBudget + 16 * 16) +
                                      static_cast<size_t>(kRows) * ((kMaxGroups / 2 | 1) + (kMaxGroups / 4 | 1)) * 4;
-  static_assert(kW * kRT * kMT * 128 <= kRingUnits * 4, "the warps' partials reuse the ring");
+  static_assert(kWarps * kRT * kMT * 128 <= kRingUnits * 4, "the warps' partials reuse the ring");
 };
 
 // Table strides in 32-bit words: odd, so the 8 rows a warp reads at once hit 8 banks.
 __host__ __device__ constexpr int v2_sstride(int groups) { return groups / 2 | 1; }
 __host__ __device__ constexpr int v2_zstride(int groups) { return groups / 4 | 1; }
 
-template <DType kT, int kMT, int kRT, int kW, int kS, bool kXRing, bool kFold>
-__global__ void __launch_bounds__(kW * 32, 1)
+template <DType kT, int kMT, int kRT, int kS, bool kFold>
+__global__ void __launch_bounds__(kThreads, 1)
     w4a16_gemv_v2_kernel(const typename Elem<kT>::T* __restrict__ x, int64_t ldx, const uint8_t* __restrict__ packed,
                          const __half* __restrict__ scales, const uint8_t* __restrict__ zeros,
                          const typename Elem<kT>::T* __restrict__ bias, typename Elem<kT>::T* __restrict__ out,
                          int64_t ldo, float* __restrict__ ws, int M, int N, int K, int G, int slice) {
-  using E = Elem<kT>;
-  using C = GemvV2<kRT, kMT, kW, kS, kXRing>;
+  using C = GemvV2<kRT, kMT, kS>;
+  constexpr bool kXRing = C::kXRing;
   constexpr bool kHalf = kT == DType::kF16;
   extern __shared__ uint4 smem[];
 
@@ -387,11 +431,11 @@ __global__ void __launch_bounds__(kW * 32, 1)
   uint32_t rows_ok = 0;
 #pragma unroll
   for (int i = 0; i < 2 * kRT; ++i) rows_ok |= (n0 + gid + 8 * i < N ? 1u : 0u) << i;
-  const int my_chunks = warp < chunks ? (chunks - warp + kW - 1) / kW : 0;
+  const int my_chunks = warp < chunks ? (chunks - warp + kWarps - 1) / kWarps : 0;
   uint4* my_ring = ring + warp * kS * C::kSlot + lane;
 
   auto issue = [&](int j) {
-    const int c = warp + kW * j;
+    const int c = warp + kWarps * j;
     uint4* dst = my_ring + (j % kS) * C::kSlot;
     if constexpr (kXRing) {  // x first: it is in L2, and the chunk waits for it as well
 #pragma unroll
@@ -415,7 +459,7 @@ __global__ void __launch_bounds__(kW * 32, 1)
   // table and x join chunk 0's group. Rows past N and groups past G (the last slice's tail) read 0.
   {
     const int su = groups / 2;  // 4-byte words of a row's scales
-    for (int i = tid; i < C::kRows * su; i += C::kThreads) {
+    for (int i = tid; i < C::kRows * su; i += kThreads) {
       const int r = i / su, u = i - r * su;
       const bool ok = n0 + r < N && g0 + 2 * u < G;  // G % 4 == 0: a word is all in or all out
       cp_async_4_zfill(smem_addr(tscale + r * sstride + u),
@@ -423,7 +467,7 @@ __global__ void __launch_bounds__(kW * 32, 1)
     }
     if (zeros != nullptr) {
       const int zu = groups / 4;
-      for (int i = tid; i < C::kRows * zu; i += C::kThreads) {
+      for (int i = tid; i < C::kRows * zu; i += kThreads) {
         const int r = i / zu, u = i - r * zu;
         const bool ok = n0 + r < N && g0 + 4 * u < G;
         cp_async_4_zfill(smem_addr(tzero + r * zstride + u),
@@ -433,7 +477,7 @@ __global__ void __launch_bounds__(kW * 32, 1)
   }
   if constexpr (!kXRing) {
     const int units = chunks * (kV2Chunk / 8);
-    for (int i = tid; i < M * units; i += C::kThreads) {
+    for (int i = tid; i < M * units; i += kThreads) {
       const int m = i / units, u = i - m * units;
       cp_async_16_zfill(smem_addr(xs + m * xunits + swizzle(u)), x + m * ldx + k0 + 8 * u, true);
     }
@@ -460,26 +504,16 @@ __global__ void __launch_bounds__(kW * 32, 1)
     if (j + kS - 1 < my_chunks) issue(j + kS - 1);
     cp_async_commit();
     cp_async_wait<kS - 1>();  // chunk j has landed
-    const int c = warp + kW * j;
+    const int c = warp + kWarps * j;
     const uint4* slot = my_ring + (j % kS) * C::kSlot;
 
     uint32_t xb[kMT][4][4];
 #pragma unroll
-    for (int mt = 0; mt < kMT; ++mt) {
+    for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-      for (int w = 0; w < 4; ++w) {
-        uint4 v;
-        if constexpr (kXRing) {
-          v = slot[(C::kWUnits + 4 * mt + w) * 32];
-        } else {
-          v = xrow[mt][swizzle(c * (kV2Chunk / 8) + 4 * tig + w)];
-        }
-        xb[mt][w][0] = __byte_perm(v.x, v.z, 0x5410);  // (x0, x4)
-        xb[mt][w][1] = __byte_perm(v.x, v.z, 0x7632);  // (x1, x5)
-        xb[mt][w][2] = __byte_perm(v.y, v.w, 0x5410);  // (x2, x6)
-        xb[mt][w][3] = __byte_perm(v.y, v.w, 0x7632);  // (x3, x7)
-      }
-    }
+      for (int w = 0; w < 4; ++w)
+        x_operand(kXRing ? slot[(C::kWUnits + 4 * mt + w) * 32] : xrow[mt][swizzle(c * (kV2Chunk / 8) + 4 * tig + w)],
+                  xb[mt][w]);
 
     // kFold: sum x over the chunk for the lane's accumulator columns (x rows 2 tig, 2 tig + 1).
     float sx[kMT][4] = {};
@@ -516,29 +550,7 @@ __global__ void __launch_bounds__(kW * 32, 1)
         }
       };
       float part[kMT][4] = {};
-#pragma unroll
-      for (int w = 0; w < 4; ++w) {
-        const uint32_t qa = word(wa, w), qb = word(wb, w);
-        uint32_t a[4];
-        a[0] = dq(qa, na);
-        a[1] = dq(qb, nb);
-        a[2] = dq(qa >> 4, na);
-        a[3] = dq(qb >> 4, nb);
-#pragma unroll
-        for (int mt = 0; mt < kMT; ++mt) {
-          const uint32_t b[2] = {xb[mt][w][0], xb[mt][w][1]};
-          mma_16816<kHalf>(part[mt], a, b);
-        }
-        a[0] = dq(qa >> 8, na);
-        a[1] = dq(qb >> 8, nb);
-        a[2] = dq(qa >> 12, na);
-        a[3] = dq(qb >> 12, nb);
-#pragma unroll
-        for (int mt = 0; mt < kMT; ++mt) {
-          const uint32_t b[2] = {xb[mt][w][2], xb[mt][w][3]};
-          mma_16816<kHalf>(part[mt], a, b);
-        }
-      }
+      mma_chunk<kHalf>(part, wa, wb, xb, [&](uint32_t q) { return dq(q, na); }, [&](uint32_t q) { return dq(q, nb); });
       if constexpr (kFold) {  // part -= (magic + zero) * sum x
         const float fa = static_cast<float>((kHalf ? 1024u : 128u) + za);
         const float fb = static_cast<float>((kHalf ? 1024u : 128u) + zb);
@@ -550,72 +562,68 @@ __global__ void __launch_bounds__(kW * 32, 1)
           part[mt][3] = fmaf(-fb, sx[mt][3], part[mt][3]);
         }
       }
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt) {  // accumulators 0, 1: row ra; 2, 3: row rb
-        acc[rt][mt][0] = fmaf(part[mt][0], sa, acc[rt][mt][0]);
-        acc[rt][mt][1] = fmaf(part[mt][1], sa, acc[rt][mt][1]);
-        acc[rt][mt][2] = fmaf(part[mt][2], sb, acc[rt][mt][2]);
-        acc[rt][mt][3] = fmaf(part[mt][3], sb, acc[rt][mt][3]);
-      }
+      add_scaled(acc[rt], part, sa, sb);
     }
   }
 
   // ---- the warps' partials meet in the idle ring, as in the default kernel
   cp_async_wait<0>();
   __syncthreads();
-  constexpr int kOut = kRT * kMT * 4 * 32;
   float* red = reinterpret_cast<float*>(smem);
-#pragma unroll
-  for (int rt = 0; rt < kRT; ++rt)
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) red[warp * kOut + ((rt * kMT + mt) * 4 + r) * 32 + lane] = acc[rt][mt][r];
+  stash_partials(red, warp, lane, acc);
   __syncthreads();
-  for (int f = tid; f < kOut; f += C::kThreads) {
-    float sum = 0.f;
-#pragma unroll
-    for (int w = 0; w < kW; ++w) sum += red[w * kOut + f];
-    const int l = f % 32, r = (f / 32) % 4, mt = (f / 128) % kMT, rt = f / (128 * kMT);
-    const int n = n0 + 16 * rt + l / 4 + 8 * (r / 2);
-    const int m = 8 * mt + 2 * (l % 4) + r % 2;
-    if (n < N && m < M) {
-      if (ws != nullptr) {
-        ws[(static_cast<int64_t>(blockIdx.y) * M + m) * N + n] = sum;
-      } else {
-        if (bias != nullptr) sum += E::to_float(bias[n]);
-        out[static_cast<int64_t>(m) * ldo + n] = E::from_float(sum);
-      }
-    }
-  }
+  sum_partials<kT, kMT, kRT>(red, n0, M, N, bias, out, ldo, ws, blockIdx.y);
+}
+
+// K in slices of a multiple of `unit` k, at most max_slice each; more of them, down to min_slice,
+// while the row blocks alone would leave SMs idle.
+struct Split {
+  int64_t splits;  // K slices (grid.y)
+  int64_t slice;   // k per slice
+};
+
+Split split_k(int64_t K, int64_t row_blocks, int64_t max_slice, int64_t unit, int64_t min_slice) {
+  int64_t splits = ceil_div(K, max_slice);
+  const int64_t sms = sm_count();
+  if (row_blocks * splits < sms) splits = std::max(splits, std::min(ceil_div(sms, row_blocks), K / min_slice));
+  const int64_t slice = ceil_div(ceil_div(K, splits), unit) * unit;
+  return {ceil_div(K, slice), slice};
+}
+
+// The second kernel of a split launch (the first one's error, if any, goes first).
+template <DType kT>
+cudaError_t sum_splits(const float* ws, int64_t splits, const void* bias, void* out, int64_t ldo, int64_t M,
+                       int64_t N, cudaStream_t stream) {
+  using T = typename Elem<kT>::T;
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
+  const int64_t blocks = std::min<int64_t>(ceil_div(M * N, 256), 4 * std::max(sm_count(), 1));
+  splitk_sum_kernel<kT><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(
+      ws, static_cast<int>(splits), static_cast<const T*>(bias), static_cast<T*>(out), ldo, static_cast<int>(M),
+      static_cast<int>(N));
+  return cudaGetLastError();
 }
 
 struct Plan {
-  int mt, rt;       // kMT, kRT
-  int64_t splits;   // K slices (grid.y)
-  int64_t slice;    // k per slice, a multiple of kChunk
+  int mt, rt;  // kMT, kRT
+  Split k;     // slice: a multiple of kChunk
 };
 
 Plan make_plan(int64_t M, int64_t N, int64_t K) {
   Plan p;
   p.mt = M <= 8 ? 1 : 2;
   p.rt = p.mt == 1 ? 2 : 4;  // more rows per block as M grows: x's staging stays <= the weights' bytes
-  const int64_t row_blocks = ceil_div(N, 16 * p.rt);
   const int64_t max_slice = std::min<int64_t>(kMaxSlice, kXBudget / (2 * M) / kChunk * kChunk);
-  int64_t splits = ceil_div(K, max_slice);
-  const int64_t sms = sm_count();
-  if (row_blocks * splits < sms)  // too few blocks to fill the SMs: split K further, down to kMinSplitSlice
-    splits = std::max(splits, std::min(ceil_div(sms, row_blocks), K / kMinSplitSlice));
-  p.slice = ceil_div(ceil_div(K, splits), kChunk) * kChunk;
-  p.splits = ceil_div(K, p.slice);
+  p.k = split_k(K, ceil_div(N, 16 * p.rt), max_slice, kChunk, kMinSplitSlice);
   return p;
 }
 
 size_t smem_bytes(const Plan& p, int64_t M, int group_size) {
   const int64_t rows = 16 * p.rt;
-  const int64_t groups = p.slice / group_size;
+  const int64_t groups = p.k.slice / group_size;
   const int64_t tstride = groups + ((4 - groups) & 31);
-  return static_cast<size_t>(kWarps * kStages * 2 * p.rt * 32 * 16 + M * (p.slice / 8 + 1) * 16 + rows * tstride * 4);
+  return static_cast<size_t>(kWarps * kStages * 2 * p.rt * 32 * 16 + M * (p.k.slice / 8 + 1) * 16 +
+                             rows * tstride * 4);
 }
 
 template <DType kT, int kMT, int kRT>
@@ -623,27 +631,20 @@ cudaError_t launch(const Plan& p, const void* x, int64_t ldx, const uint8_t* pac
                    const uint8_t* zeros, const void* bias, void* out, int64_t ldo, float* ws, int64_t M, int64_t N,
                    int64_t K, int group_size, cudaStream_t stream) {
   using T = typename Elem<kT>::T;
-  using C = Gemv<kT, kMT, kRT>;
+  using C = Gemv<kMT, kRT>;
   constexpr auto kernel = &w4a16_gemv_kernel<kT, kMT, kRT>;
-  cudaError_t err = opt_in_dynamic_smem<kernel>(static_cast<int>(C::kMaxSmem));
+  const cudaError_t err = opt_in_dynamic_smem<kernel>(static_cast<int>(C::kMaxSmem));
   if (err != cudaSuccess) return err;
   const size_t smem = smem_bytes(p, M, group_size);
   if (smem > C::kMaxSmem) return cudaErrorInvalidValue;
   const int64_t G = ceil_div(K, group_size);
   const int gs_shift = group_size == 32 ? 5 : group_size == 64 ? 6 : 7;
-  const dim3 grid(static_cast<unsigned>(ceil_div(N, C::kRows)), static_cast<unsigned>(p.splits));
+  const dim3 grid(static_cast<unsigned>(ceil_div(N, C::kRows)), static_cast<unsigned>(p.k.splits));
   kernel<<<grid, kThreads, smem, stream>>>(
       static_cast<const T*>(x), ldx, packed, static_cast<const __half*>(scales), zeros,
-      static_cast<const T*>(bias), static_cast<T*>(out), ldo, p.splits > 1 ? ws : nullptr, static_cast<int>(M),
-      static_cast<int>(N), static_cast<int>(K), static_cast<int>(G), gs_shift, static_cast<int>(p.slice));
-  if (p.splits > 1) {
-    err = cudaGetLastError();
-    if (err != cudaSuccess) return err;
-    const int64_t blocks = std::min<int64_t>(ceil_div(M * N, 256), 4 * std::max(sm_count(), 1));
-    splitk_sum_kernel<kT><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(
-        ws, static_cast<int>(p.splits), static_cast<const T*>(bias), static_cast<T*>(out), ldo, static_cast<int>(M),
-        static_cast<int>(N));
-  }
+      static_cast<const T*>(bias), static_cast<T*>(out), ldo, p.k.splits > 1 ? ws : nullptr, static_cast<int>(M),
+      static_cast<int>(N), static_cast<int>(K), static_cast<int>(G), gs_shift, static_cast<int>(p.k.slice));
+  if (p.k.splits > 1) return sum_splits<kT>(ws, p.k.splits, bias, out, ldo, M, N, stream);
   return cudaGetLastError();
 }
 
@@ -656,42 +657,67 @@ cudaError_t dispatch(const Plan& p, const void* x, int64_t ldx, const uint8_t* p
   return launch<kT, 2, 4>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, group_size, stream);
 }
 
-// ---- variants: (kRT, kW, kS) per variant, for M <= 8 (x staged) and M <= 16 (x through the ring).
+// f(std::integral_constant<int, I>{}) for the entry I of kTable (an array of entries with an `id`)
+// whose id is `variant`; cudaErrorInvalidValue when none is. Instantiates f for every entry.
+template <const auto& kTable, int I = 0, class F>
+cudaError_t with_entry(int variant, F&& f) {
+  constexpr int kCount = static_cast<int>(sizeof(kTable) / sizeof(kTable[0]));
+  if constexpr (I == kCount) {
+    return cudaErrorInvalidValue;
+  } else {
+    if (kTable[I].id == variant) return f(std::integral_constant<int, I>{});
+    return with_entry<kTable, I + 1>(variant, f);
+  }
+}
+
+// The entry of `table` whose id is `variant`, or nullptr.
+template <class E, size_t kN>
+constexpr const E* find_entry(const E (&table)[kN], int variant) {
+  for (const E& e : table)
+    if (e.id == variant) return &e;
+  return nullptr;
+}
+
+// ---- variants: (kRT, kS, kFold) per variant, for M <= 8 (x staged) and M <= 16 (x through the ring).
 struct V2Shape {
-  int rt, warps, stages;
+  int rt, stages;
   bool fold;
 };
+struct V2Variant {
+  int id;  // the variant number (int4_cuda.h)
+  V2Shape m8, m16;
+};
 // Each chosen so that a 14336-row layer's blocks fit the SMs at once (smem per block: ring + x + table);
-// variants 6 - 9 are 1 - 4 with kFold. 10, 11 at M > 8: 128 rows per block, so each block's x reads
-// (as many bytes as its weights at 64 rows and M = 16, all from L2) halve; a 14336-row layer then
-// needs split-K to fill the SMs.
-constexpr int kV2Count = 11;
-constexpr V2Shape kV2M8[kV2Count] = {{2, 4, 4, false}, {2, 4, 5, false}, {1, 4, 8, false}, {2, 8, 2, false},
-                                     {4, 4, 3, false}, {2, 4, 4, true},  {2, 4, 5, true},  {1, 4, 8, true},
-                                     {2, 8, 2, true},  {4, 4, 3, true},  {1, 4, 6, true}};
-constexpr V2Shape kV2M16[kV2Count] = {{4, 4, 3, false}, {4, 4, 2, false}, {2, 4, 2, false}, {2, 4, 3, false},
-                                      {3, 4, 2, false}, {4, 4, 3, true},  {4, 4, 2, true},  {2, 4, 2, true},
-                                      {2, 4, 3, true},  {8, 4, 2, false}, {8, 4, 2, true}};
+// 6 and 7 are 1 and 2 with kFold, as is 10 at M <= 8 of 5. 10, 11 at M > 8: 128 rows per block, so each
+// block's x reads (as many bytes as its weights at 64 rows and M = 16, all from L2) halve; a 14336-row
+// layer then needs split-K to fill the SMs.
+constexpr V2Variant kV2[] = {
+    {1, {2, 4, false}, {4, 3, false}}, {2, {2, 5, false}, {4, 2, false}}, {5, {4, 3, false}, {3, 2, false}},
+    {6, {2, 4, true}, {4, 3, true}},   {7, {2, 5, true}, {4, 2, true}},   {10, {4, 3, true}, {8, 2, false}},
+    {11, {1, 6, true}, {8, 2, true}}};
 
 struct V2Plan {
   int mt;
   V2Shape shape;
-  int64_t splits, slice;
+  Split k;  // slice: a multiple of kV2MinSlice
 };
 
-V2Plan make_plan_v2(int64_t M, int64_t N, int64_t K, int variant) {
+V2Plan make_plan_v2(int64_t M, int64_t N, int64_t K, const V2Variant& v) {
   V2Plan p;
   p.mt = M <= 8 ? 1 : 2;
-  p.shape = (p.mt == 1 ? kV2M8 : kV2M16)[variant - 1];
-  const int64_t row_blocks = ceil_div(N, 16 * p.shape.rt);
+  p.shape = p.mt == 1 ? v.m8 : v.m16;
   int64_t max_slice = kV2MaxSlice;
   if (p.mt == 1) max_slice = std::min<int64_t>(max_slice, kV2XBudget / (2 * M) / kV2MinSlice * kV2MinSlice);
-  int64_t splits = ceil_div(K, max_slice);
-  const int64_t sms = sm_count();
-  if (row_blocks * splits < sms) splits = std::max(splits, std::min(ceil_div(sms, row_blocks), K / kV2MinSlice));
-  p.slice = ceil_div(ceil_div(K, splits), kV2MinSlice) * kV2MinSlice;
-  p.splits = ceil_div(K, p.slice);
+  p.k = split_k(K, ceil_div(N, 16 * p.shape.rt), max_slice, kV2MinSlice, kV2MinSlice);
   return p;
+}
+
+// Shared memory per block: the ring (weights, and x at M > 8), x's slice (M <= 8), the raw table.
+int64_t v2_smem_bytes(const V2Plan& p, int64_t M) {
+  const int64_t rows = 16 * p.shape.rt, groups = p.k.slice / kV2Chunk;
+  const int64_t ring = int64_t{kWarps} * p.shape.stages * (2 * p.shape.rt + (p.mt == 2 ? 4 * p.mt : 0)) * 32;
+  return ring * 16 + (p.mt == 2 ? 0 : M * (p.k.slice / 8 + 1) * 16) +
+         rows * (v2_sstride(groups) + v2_zstride(groups)) * 4;
 }
 
 bool v2_supported(int64_t K, int group_size, const void* scales, const void* zeros) {
@@ -699,77 +725,41 @@ bool v2_supported(int64_t K, int group_size, const void* scales, const void* zer
   return group_size == kV2Chunk && K % kV2MinSlice == 0 && a4(scales) && (zeros == nullptr || a4(zeros));
 }
 
-template <DType kT, int kMT, int kRT, int kW, int kS, bool kFold>
+template <DType kT, int kMT, int kRT, int kS, bool kFold>
 cudaError_t launch_v2(const V2Plan& p, const void* x, int64_t ldx, const uint8_t* packed, const void* scales,
                       const uint8_t* zeros, const void* bias, void* out, int64_t ldo, float* ws, int64_t M, int64_t N,
                       int64_t K, cudaStream_t stream) {
   using T = typename Elem<kT>::T;
-  constexpr bool kXRing = kMT == 2;
-  using C = GemvV2<kRT, kMT, kW, kS, kXRing>;
-  constexpr auto kernel = &w4a16_gemv_v2_kernel<kT, kMT, kRT, kW, kS, kXRing, kFold>;
-  cudaError_t err = opt_in_dynamic_smem<kernel>(static_cast<int>(C::kMaxSmem));
+  using C = GemvV2<kRT, kMT, kS>;
+  constexpr auto kernel = &w4a16_gemv_v2_kernel<kT, kMT, kRT, kS, kFold>;
+  const cudaError_t err = opt_in_dynamic_smem<kernel>(static_cast<int>(C::kMaxSmem));
   if (err != cudaSuccess) return err;
-  const int64_t groups = p.slice / kV2Chunk;
-  const size_t smem = static_cast<size_t>(C::kRingUnits) * 16 + (kXRing ? 0 : M * (p.slice / 8 + 1) * 16) +
-                      static_cast<size_t>(C::kRows) * (v2_sstride(groups) + v2_zstride(groups)) * 4;
+  const size_t smem = static_cast<size_t>(v2_smem_bytes(p, M));
   if (smem > C::kMaxSmem) return cudaErrorInvalidValue;
-  const dim3 grid(static_cast<unsigned>(ceil_div(N, C::kRows)), static_cast<unsigned>(p.splits));
-  kernel<<<grid, C::kThreads, smem, stream>>>(
+  const dim3 grid(static_cast<unsigned>(ceil_div(N, C::kRows)), static_cast<unsigned>(p.k.splits));
+  kernel<<<grid, kThreads, smem, stream>>>(
       static_cast<const T*>(x), ldx, packed, static_cast<const __half*>(scales), zeros, static_cast<const T*>(bias),
-      static_cast<T*>(out), ldo, p.splits > 1 ? ws : nullptr, static_cast<int>(M), static_cast<int>(N),
-      static_cast<int>(K), static_cast<int>(ceil_div(K, kV2Chunk)), static_cast<int>(p.slice));
-  if (p.splits > 1) {
-    err = cudaGetLastError();
-    if (err != cudaSuccess) return err;
-    const int64_t blocks = std::min<int64_t>(ceil_div(M * N, 256), 4 * std::max(sm_count(), 1));
-    splitk_sum_kernel<kT><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(
-        ws, static_cast<int>(p.splits), static_cast<const T*>(bias), static_cast<T*>(out), ldo, static_cast<int>(M),
-        static_cast<int>(N));
-  }
+      static_cast<T*>(out), ldo, p.k.splits > 1 ? ws : nullptr, static_cast<int>(M), static_cast<int>(N),
+      static_cast<int>(K), static_cast<int>(ceil_div(K, kV2Chunk)), static_cast<int>(p.k.slice));
+  if (p.k.splits > 1) return sum_splits<kT>(ws, p.k.splits, bias, out, ldo, M, N, stream);
   return cudaGetLastError();
-}
-
-template <DType kT, int kMT, int kV>
-cudaError_t launch_v2_of(const V2Plan& p, const void* x, int64_t ldx, const uint8_t* packed, const void* scales,
-                         const uint8_t* zeros, const void* bias, void* out, int64_t ldo, float* ws, int64_t M,
-                         int64_t N, int64_t K, cudaStream_t stream) {
-  constexpr V2Shape s = (kMT == 1 ? kV2M8 : kV2M16)[kV - 1];
-  return launch_v2<kT, kMT, s.rt, s.warps, s.stages, s.fold>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M,
-                                                             N, K, stream);
-}
-
-template <DType kT, int kMT>
-cudaError_t dispatch_v2_mt(int variant, const V2Plan& p, const void* x, int64_t ldx, const uint8_t* packed,
-                           const void* scales, const uint8_t* zeros, const void* bias, void* out, int64_t ldo,
-                           float* ws, int64_t M, int64_t N, int64_t K, cudaStream_t stream) {
-  switch (variant) {
-    case 1: return launch_v2_of<kT, kMT, 1>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
-    case 2: return launch_v2_of<kT, kMT, 2>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
-    case 3: return launch_v2_of<kT, kMT, 3>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
-    case 4: return launch_v2_of<kT, kMT, 4>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
-    case 5: return launch_v2_of<kT, kMT, 5>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
-    case 6: return launch_v2_of<kT, kMT, 6>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
-    case 7: return launch_v2_of<kT, kMT, 7>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
-    case 8: return launch_v2_of<kT, kMT, 8>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
-    case 9: return launch_v2_of<kT, kMT, 9>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
-    case 10: return launch_v2_of<kT, kMT, 10>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
-    case 11: return launch_v2_of<kT, kMT, 11>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
-    default: return cudaErrorInvalidValue;
-  }
 }
 
 template <DType kT>
 cudaError_t dispatch_v2(int variant, const V2Plan& p, const void* x, int64_t ldx, const uint8_t* packed,
                         const void* scales, const uint8_t* zeros, const void* bias, void* out, int64_t ldo, float* ws,
                         int64_t M, int64_t N, int64_t K, cudaStream_t stream) {
-  static_assert(kV2Count == 11, "dispatch_v2_mt names every variant");
-  if (p.mt == 1)
-    return dispatch_v2_mt<kT, 1>(variant, p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
-  return dispatch_v2_mt<kT, 2>(variant, p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K, stream);
+  return with_entry<kV2>(variant, [&](auto i) {
+    constexpr V2Shape a = kV2[decltype(i)::value].m8, b = kV2[decltype(i)::value].m16;
+    if (p.mt == 1)
+      return launch_v2<kT, 1, a.rt, a.stages, a.fold>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K,
+                                                      stream);
+    return launch_v2<kT, 2, b.rt, b.stages, b.fold>(p, x, ldx, packed, scales, zeros, bias, out, ldo, ws, M, N, K,
+                                                    stream);
+  });
 }
 
-
-// ============================================================================ persistent variants (v >= 12)
+// ============================================================================ persistent variants 12, 14 (kP)
 //
 // On a 14336-row layer every variant above sits near 2.1 TB/s while a 28672 x 8192 one reaches
 // 3 TB/s: per block, the stream only starts after a prologue (the scale table, x's slice, a block
@@ -784,50 +774,48 @@ cudaError_t dispatch_v2(int variant, const V2Plan& p, const void* x, int64_t ldx
 //   cp.async group, so a lane reads its quad-mates' copies after the wait and a warp barrier;
 // - at a tile's last chunk the warps' partials meet in a double-buffered reduction area (one block
 //   barrier per tile; the buffer a tile writes was last read before the previous tile's barrier).
-// No split-K: a tile is all of K. Shapes (kRT, kS at M <= 8, kS at M <= 16) per variant; 4 warps;
-// kRT <= 2 (a quad's 4 lanes copy the metadata of at most 4 rows); at M <= 16 x's 16 rows take as
-// much of a stage as the weights, so fewer stages keep every launch within sm_80's 163 KiB.
-constexpr int kPW = 4;
-struct PShape {
-  int rt, stages8, stages16;
+// No split-K: a tile is all of K. 32 rows per tile (a quad's 4 lanes copy the metadata of its 4
+// rows); ring depths at M <= 8 and at M <= 16 per variant (at M <= 16 x's 16 rows take as much of
+// a stage as the weights, so fewer stages keep every launch within sm_80's 163 KiB); 4 warps.
+constexpr int kPRT = 2;  // m16 tiles of a row tile
+struct PVariant {
+  int id;  // the variant number (int4_cuda.h)
+  int stages8, stages16;
 };
-constexpr int kPCount = 3;
-constexpr PShape kPShapes[kPCount] = {{2, 4, 4}, {1, 6, 6}, {2, 8, 5}};
+constexpr PVariant kP[] = {{12, 4, 4}, {14, 8, 5}};
 
-// uint4 units of one warp's ring stage: weights (2 kRT per lane), metadata (64 words), x (M rows of 16).
-__host__ __device__ constexpr int p_slot_units(int rt, int M) { return 2 * rt * 32 + 16 + 16 * M; }
-__host__ __device__ constexpr int64_t p_smem_bytes(int rt, int stages, int mt, int M) {
-  return int64_t{kPW} * stages * p_slot_units(rt, M) * 16 + 2 * int64_t{kPW} * rt * mt * 128 * 4;
+// uint4 units of one warp's ring stage: weights (2 kPRT per lane), metadata (64 words), x (M rows of 16).
+__host__ __device__ constexpr int p_slot_units(int M) { return 2 * kPRT * 32 + 16 + 16 * M; }
+__host__ __device__ constexpr int64_t p_smem_bytes(int stages, int mt, int M) {
+  return int64_t{kWarps} * stages * p_slot_units(M) * 16 + 2 * int64_t{kWarps} * kPRT * mt * 128 * 4;
 }
 
-template <DType kT, int kMT, int kRT, int kS>
-__global__ void __launch_bounds__(kPW * 32, 1)
+template <DType kT, int kMT, int kS>
+__global__ void __launch_bounds__(kThreads, 1)
     w4a16_gemv_p_kernel(const typename Elem<kT>::T* __restrict__ x, int64_t ldx, const uint8_t* __restrict__ packed,
                         const __half* __restrict__ scales, const uint8_t* __restrict__ zeros,
                         const typename Elem<kT>::T* __restrict__ bias, typename Elem<kT>::T* __restrict__ out,
                         int64_t ldo, int M, int N, int K, int G, int tiles) {
-  using E = Elem<kT>;
   constexpr bool kHalf = kT == DType::kF16;
-  constexpr int kRows = 16 * kRT, kThreads = kPW * 32, kWUnits = 2 * kRT * 32;
-  constexpr int kOut = kRT * kMT * 4 * 32;
+  constexpr int kRows = 16 * kPRT, kWUnits = 2 * kPRT * 32;
   extern __shared__ uint4 smem[];
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int gid = lane / 4, tig = lane % 4;
-  const int slot_units = p_slot_units(kRT, M);
-  const int cpw = K / kV2Chunk / kPW;  // chunks per warp per tile (K % 512 == 0)
+  const int slot_units = p_slot_units(M);
+  const int cpw = K / kV2Chunk / kWarps;  // chunks per warp per tile (K % 512 == 0)
   const int my_tiles = static_cast<int>(blockIdx.x) < tiles
                            ? (tiles - static_cast<int>(blockIdx.x) + static_cast<int>(gridDim.x) - 1) /
                                  static_cast<int>(gridDim.x)
                            : 0;
   const int steps = my_tiles * cpw;
   uint4* my_ring = smem + warp * kS * slot_units;
-  float* red = reinterpret_cast<float*>(smem + kPW * kS * slot_units);
+  float* red = reinterpret_cast<float*>(smem + kWarps * kS * slot_units);
   const int64_t row_bytes = K / 2;
 
-  // Step j of this warp: tile i = j / cpw of the block, chunk warp + kPW * (j % cpw) of it.
+  // Step j of this warp: tile i = j / cpw of the block, chunk warp + kWarps * (j % cpw) of it.
   auto issue = [&](int j) {
-    const int i = j / cpw, c = warp + kPW * (j - i * cpw);
+    const int i = j / cpw, c = warp + kWarps * (j - i * cpw);
     const int n0 = (static_cast<int>(blockIdx.x) + i * static_cast<int>(gridDim.x)) * kRows;
     uint4* slot = my_ring + (j % kS) * slot_units;
     for (int u = lane; u < 16 * M; u += 32) {  // x: row m's 128 values of the chunk
@@ -836,14 +824,14 @@ __global__ void __launch_bounds__(kPW * 32, 1)
                         x + static_cast<int64_t>(m) * ldx + c * kV2Chunk + 8 * q, true);
     }
 #pragma unroll
-    for (int r = 0; r < 2 * kRT; ++r) {
+    for (int r = 0; r < 2 * kPRT; ++r) {
       const int row = n0 + gid + 8 * r;
       const bool ok = row < N;
       cp_async_16_zfill(smem_addr(slot + r * 32 + lane),
                         ok ? packed + static_cast<int64_t>(row) * row_bytes + c * (kV2Chunk / 2) + 16 * tig : packed,
                         ok);
     }
-    if (tig < 2 * kRT) {  // lane tig copies row gid + 8 tig's words; G % 4 == 0, so a word never crosses a row
+    if (tig < 2 * kPRT) {  // lane tig copies row gid + 8 tig's words; G % 4 == 0, so a word never crosses a row
       const int row = n0 + gid + 8 * tig;
       const bool ok = row < N;
       const int64_t idx = static_cast<int64_t>(ok ? row : 0) * G + c;
@@ -860,14 +848,14 @@ __global__ void __launch_bounds__(kPW * 32, 1)
   }
   const uint32_t magic2 = kMagic<kHalf> * 0x10001u | static_cast<uint32_t>(M) >> 31;  // see the v2 kernel
 
-  float acc[kRT][kMT][4] = {};
+  float acc[kPRT][kMT][4] = {};
   for (int j = 0; j < steps; ++j) {
     __syncwarp();  // every lane is done reading stage (j - 1) % kS before anyone refills it
     if (j + kS - 1 < steps) issue(j + kS - 1);
     cp_async_commit();
     cp_async_wait<kS - 1>();  // this lane's copies of step j have landed
     __syncwarp();             // and so have its quad-mates' (metadata) and the warp's (x)
-    const int i = j / cpw, c = warp + kPW * (j - i * cpw);
+    const int i = j / cpw, c = warp + kWarps * (j - i * cpw);
     const uint4* slot = my_ring + (j % kS) * slot_units;
     const uint32_t* meta = reinterpret_cast<const uint32_t*>(slot + kWUnits);
     const uint4* xs = slot + kWUnits + 16;
@@ -877,17 +865,11 @@ __global__ void __launch_bounds__(kPW * 32, 1)
     for (int mt = 0; mt < kMT; ++mt) {
       const uint4* xr = xs + min(gid + 8 * mt, M - 1) * 16;  // rows past M: never stored
 #pragma unroll
-      for (int w = 0; w < 4; ++w) {
-        const uint4 v = xr[swizzle(4 * tig + w)];
-        xb[mt][w][0] = __byte_perm(v.x, v.z, 0x5410);  // (x0, x4)
-        xb[mt][w][1] = __byte_perm(v.x, v.z, 0x7632);  // (x1, x5)
-        xb[mt][w][2] = __byte_perm(v.y, v.w, 0x5410);  // (x2, x6)
-        xb[mt][w][3] = __byte_perm(v.y, v.w, 0x7632);  // (x3, x7)
-      }
+      for (int w = 0; w < 4; ++w) x_operand(xr[swizzle(4 * tig + w)], xb[mt][w]);
     }
 
 #pragma unroll
-    for (int rt = 0; rt < kRT; ++rt) {
+    for (int rt = 0; rt < kPRT; ++rt) {
       const uint4 wa = slot[(2 * rt) * 32 + lane], wb = slot[(2 * rt + 1) * 32 + lane];  // rows gid, gid + 8
       const uint32_t swa = meta[8 * (2 * rt) + gid], swb = meta[8 * (2 * rt + 1) + gid];
       const float sa = __half2float(__ushort_as_half(static_cast<unsigned short>(swa >> (16 * (c & 1)))));
@@ -898,63 +880,22 @@ __global__ void __launch_bounds__(kPW * 32, 1)
       const uint32_t nb = (0x8000u | kMagic<kHalf> | zb) * 0x10001u;
       const auto dq = [&](uint32_t q, uint32_t neg) { return add2<kHalf>((q & 0x000F000Fu) | magic2, neg); };
       float part[kMT][4] = {};
-#pragma unroll
-      for (int w = 0; w < 4; ++w) {
-        const uint32_t qa = word(wa, w), qb = word(wb, w);
-        uint32_t a[4];
-        a[0] = dq(qa, na);
-        a[1] = dq(qb, nb);
-        a[2] = dq(qa >> 4, na);
-        a[3] = dq(qb >> 4, nb);
-#pragma unroll
-        for (int mt = 0; mt < kMT; ++mt) {
-          const uint32_t b[2] = {xb[mt][w][0], xb[mt][w][1]};
-          mma_16816<kHalf>(part[mt], a, b);
-        }
-        a[0] = dq(qa >> 8, na);
-        a[1] = dq(qb >> 8, nb);
-        a[2] = dq(qa >> 12, na);
-        a[3] = dq(qb >> 12, nb);
-#pragma unroll
-        for (int mt = 0; mt < kMT; ++mt) {
-          const uint32_t b[2] = {xb[mt][w][2], xb[mt][w][3]};
-          mma_16816<kHalf>(part[mt], a, b);
-        }
-      }
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt) {  // accumulators 0, 1: row gid; 2, 3: row gid + 8
-        acc[rt][mt][0] = fmaf(part[mt][0], sa, acc[rt][mt][0]);
-        acc[rt][mt][1] = fmaf(part[mt][1], sa, acc[rt][mt][1]);
-        acc[rt][mt][2] = fmaf(part[mt][2], sb, acc[rt][mt][2]);
-        acc[rt][mt][3] = fmaf(part[mt][3], sb, acc[rt][mt][3]);
-      }
+      mma_chunk<kHalf>(part, wa, wb, xb, [&](uint32_t q) { return dq(q, na); }, [&](uint32_t q) { return dq(q, nb); });
+      add_scaled(acc[rt], part, sa, sb);
     }
 
     if (j - i * cpw == cpw - 1) {  // the tile's last chunk: the warps' partials meet
-      float* r = red + (i & 1) * kPW * kOut;
+      float* r = red + (i & 1) * kWarps * kOutFloats<kMT, kPRT>;
+      stash_partials(r, warp, lane, acc);
 #pragma unroll
-      for (int rt = 0; rt < kRT; ++rt)
+      for (int rt = 0; rt < kPRT; ++rt)
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            r[warp * kOut + ((rt * kMT + mt) * 4 + e) * 32 + lane] = acc[rt][mt][e];
-            acc[rt][mt][e] = 0.f;
-          }
+          for (int e = 0; e < 4; ++e) acc[rt][mt][e] = 0.f;
       __syncthreads();
       const int n0 = (static_cast<int>(blockIdx.x) + i * static_cast<int>(gridDim.x)) * kRows;
-      for (int f = tid; f < kOut; f += kThreads) {
-        float sum = 0.f;
-#pragma unroll
-        for (int w = 0; w < kPW; ++w) sum += r[w * kOut + f];
-        const int l = f % 32, e = (f / 32) % 4, mt = (f / 128) % kMT, rt = f / (128 * kMT);
-        const int n = n0 + 16 * rt + l / 4 + 8 * (e / 2);
-        const int m = 8 * mt + 2 * (l % 4) + e % 2;
-        if (n < N && m < M) {
-          if (bias != nullptr) sum += E::to_float(bias[n]);
-          out[static_cast<int64_t>(m) * ldo + n] = E::from_float(sum);
-        }
-      }
+      sum_partials<kT, kMT, kPRT>(r, n0, M, N, bias, out, ldo, nullptr, 0);
     }
   }
   cp_async_wait<0>();  // no copy outlives the block (the tail's groups are empty, but keep it exact)
@@ -962,12 +903,12 @@ __global__ void __launch_bounds__(kPW * 32, 1)
 
 // The persistent grid: as many blocks as fit the SMs at once, then as few as give every block the
 // same number of tiles (+-1).
-template <DType kT, int kMT, int kRT, int kS>
+template <DType kT, int kMT, int kS>
 cudaError_t p_grid(int64_t M, int64_t N, int64_t& grid, int64_t& tiles, int64_t& smem) {
-  constexpr auto kernel = &w4a16_gemv_p_kernel<kT, kMT, kRT, kS>;
-  cudaError_t err = opt_in_dynamic_smem<kernel>(static_cast<int>(p_smem_bytes(kRT, kS, kMT, 8 * kMT)));
+  constexpr auto kernel = &w4a16_gemv_p_kernel<kT, kMT, kS>;
+  cudaError_t err = opt_in_dynamic_smem<kernel>(static_cast<int>(p_smem_bytes(kS, kMT, 8 * kMT)));
   if (err != cudaSuccess) return err;
-  smem = p_smem_bytes(kRT, kS, kMT, static_cast<int>(M));
+  smem = p_smem_bytes(kS, kMT, static_cast<int>(M));
   // The occupancy query once per device and M: it costs host time on every decode step otherwise.
   static std::atomic<int> occupancy_of[64][17] = {};
   int device = 0;
@@ -976,118 +917,93 @@ cudaError_t p_grid(int64_t M, int64_t N, int64_t& grid, int64_t& tiles, int64_t&
   const bool cached = device >= 0 && device < 64;
   int occupancy = cached ? occupancy_of[device][M].load(std::memory_order_relaxed) : 0;
   if (occupancy == 0) {
-    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occupancy, kernel, kPW * 32, static_cast<size_t>(smem));
+    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occupancy, kernel, kThreads, static_cast<size_t>(smem));
     if (err != cudaSuccess) return err;
     if (cached) occupancy_of[device][M].store(occupancy, std::memory_order_relaxed);
   }
-  tiles = ceil_div(N, 16 * kRT);
+  tiles = ceil_div(N, 16 * kPRT);
   const int64_t slots = std::max<int64_t>(1, int64_t{occupancy} * sm_count());
   grid = ceil_div(tiles, ceil_div(tiles, slots));
   return cudaSuccess;
 }
 
-template <DType kT, int kMT, int kRT, int kS>
+template <DType kT, int kMT, int kS>
 cudaError_t launch_p(const void* x, int64_t ldx, const uint8_t* packed, const void* scales, const uint8_t* zeros,
                      const void* bias, void* out, int64_t ldo, int64_t M, int64_t N, int64_t K, cudaStream_t stream) {
   using T = typename Elem<kT>::T;
   int64_t grid = 0, tiles = 0, smem = 0;
-  const cudaError_t err = p_grid<kT, kMT, kRT, kS>(M, N, grid, tiles, smem);
+  const cudaError_t err = p_grid<kT, kMT, kS>(M, N, grid, tiles, smem);
   if (err != cudaSuccess) return err;
-  w4a16_gemv_p_kernel<kT, kMT, kRT, kS><<<static_cast<unsigned>(grid), kPW * 32, static_cast<size_t>(smem), stream>>>(
+  w4a16_gemv_p_kernel<kT, kMT, kS><<<static_cast<unsigned>(grid), kThreads, static_cast<size_t>(smem), stream>>>(
       static_cast<const T*>(x), ldx, packed, static_cast<const __half*>(scales), zeros, static_cast<const T*>(bias),
       static_cast<T*>(out), ldo, static_cast<int>(M), static_cast<int>(N), static_cast<int>(K),
       static_cast<int>(ceil_div(K, kV2Chunk)), static_cast<int>(tiles));
   return cudaGetLastError();
 }
 
-template <DType kT, int kMT, int kP>
-cudaError_t launch_p_of(const void* x, int64_t ldx, const uint8_t* packed, const void* scales, const uint8_t* zeros,
-                        const void* bias, void* out, int64_t ldo, int64_t M, int64_t N, int64_t K,
-                        cudaStream_t stream) {
-  constexpr PShape s = kPShapes[kP];
-  return launch_p<kT, kMT, s.rt, kMT == 1 ? s.stages8 : s.stages16>(x, ldx, packed, scales, zeros, bias, out, ldo, M,
-                                                                      N, K, stream);
-}
-
-// p: 0 .. kPCount - 1 (variant kV2Count + 1 + p).
 template <DType kT>
-cudaError_t dispatch_p(int p, const void* x, int64_t ldx, const uint8_t* packed, const void* scales,
+cudaError_t dispatch_p(int variant, const void* x, int64_t ldx, const uint8_t* packed, const void* scales,
                        const uint8_t* zeros, const void* bias, void* out, int64_t ldo, int64_t M, int64_t N, int64_t K,
                        cudaStream_t stream) {
-  static_assert(kPCount == 3, "the switch names every persistent shape");
-#define PYCOMP_P_CASE(P)                                                                                \
-  case P:                                                                                               \
-    return M <= 8 ? launch_p_of<kT, 1, P>(x, ldx, packed, scales, zeros, bias, out, ldo, M, N, K, stream) \
-                  : launch_p_of<kT, 2, P>(x, ldx, packed, scales, zeros, bias, out, ldo, M, N, K, stream);
-  switch (p) {
-    PYCOMP_P_CASE(0)
-    PYCOMP_P_CASE(1)
-    PYCOMP_P_CASE(2)
-    default: return cudaErrorInvalidValue;
-  }
-#undef PYCOMP_P_CASE
+  return with_entry<kP>(variant, [&](auto i) {
+    constexpr PVariant v = kP[decltype(i)::value];
+    return M <= 8 ? launch_p<kT, 1, v.stages8>(x, ldx, packed, scales, zeros, bias, out, ldo, M, N, K, stream)
+                  : launch_p<kT, 2, v.stages16>(x, ldx, packed, scales, zeros, bias, out, ldo, M, N, K, stream);
+  });
 }
 
-// The launch info of persistent shape p (bf16 instantiation: the f16 one has the same resources).
-cudaError_t p_launch_info(int p, int64_t M, int64_t N, int64_t& grid, int64_t& smem) {
+// The launch info of a persistent variant (bf16 instantiation: the f16 one has the same resources).
+cudaError_t p_launch_info(int variant, int64_t M, int64_t N, int64_t& grid, int64_t& smem) {
   int64_t tiles = 0;
-  const auto of = [&](auto mt, auto pi) {
-    constexpr PShape s = kPShapes[decltype(pi)::value];
-    constexpr int kMT = decltype(mt)::value;
-    return p_grid<DType::kBF16, kMT, s.rt, kMT == 1 ? s.stages8 : s.stages16>(M, N, grid, tiles, smem);
-  };
-  using I0 = std::integral_constant<int, 0>;
-  using I1 = std::integral_constant<int, 1>;
-  using I2 = std::integral_constant<int, 2>;
-  using M1 = std::integral_constant<int, 1>;
-  using M2 = std::integral_constant<int, 2>;
-  switch (p) {
-    case 0: return M <= 8 ? of(M1{}, I0{}) : of(M2{}, I0{});
-    case 1: return M <= 8 ? of(M1{}, I1{}) : of(M2{}, I1{});
-    case 2: return M <= 8 ? of(M1{}, I2{}) : of(M2{}, I2{});
-    default: return cudaErrorInvalidValue;
-  }
+  return with_entry<kP>(variant, [&](auto i) {
+    constexpr PVariant v = kP[decltype(i)::value];
+    return M <= 8 ? p_grid<DType::kBF16, 1, v.stages8>(M, N, grid, tiles, smem)
+                  : p_grid<DType::kBF16, 2, v.stages16>(M, N, grid, tiles, smem);
+  });
 }
+
+// Each number the header lists is 0 or names one table entry, and every entry is listed.
+constexpr bool tables_match_header() {
+  for (int v : kW4A16GemvVariants)
+    if ((v == 0) + (find_entry(kV2, v) != nullptr) + (find_entry(kP, v) != nullptr) != 1) return false;
+  return sizeof(kW4A16GemvVariants) / sizeof(int) == 1 + sizeof(kV2) / sizeof(kV2[0]) + sizeof(kP) / sizeof(kP[0]);
+}
+static_assert(tables_match_header(), "kV2 and kP name exactly the variants kW4A16GemvVariants lists, 0 aside");
 
 }  // namespace
 
-int w4a16_gemv_variants() { return 1 + kV2Count + kPCount; }
-
 W4A16GemvLaunch w4a16_gemv_launch(int64_t M, int64_t N, int64_t K, int group_size, int variant) {
   W4A16GemvLaunch l{};
-  if (M < 1 || M > 16 || N < 1 || K < 32 || variant < 0 || variant >= w4a16_gemv_variants()) return l;
-  if (variant > kV2Count && group_size == kV2Chunk && K % kV2MinSlice == 0) {
-    const PShape s = kPShapes[variant - kV2Count - 1];
+  if (M < 1 || M > 16 || N < 1 || K < 32 || !w4a16_gemv_has_variant(variant)) return l;
+  const bool takes = group_size == kV2Chunk && K % kV2MinSlice == 0;  // the shapes the variants take
+  if (const PVariant* v = find_entry(kP, variant); v && takes) {
     int64_t grid = 0, smem = 0;
-    if (p_launch_info(variant - kV2Count - 1, M, N, grid, smem) == cudaSuccess) {
-      l = {true, 16 * s.rt, kPW, M <= 8 ? s.stages8 : s.stages16, false, true, grid, 1, smem, true};
+    if (p_launch_info(variant, M, N, grid, smem) == cudaSuccess) {
+      l = {true, 16 * kPRT, kWarps, M <= 8 ? v->stages8 : v->stages16, false, true, grid, 1, smem, true};
       return l;
     }
   }
-  if (variant > 0 && variant <= kV2Count && group_size == kV2Chunk && K % kV2MinSlice == 0) {
-    const V2Plan q = make_plan_v2(M, N, K, variant);
-    const int64_t rows = 16 * q.shape.rt, groups = q.slice / kV2Chunk;
-    const int64_t ring = int64_t{q.shape.warps} * q.shape.stages * (2 * q.shape.rt + (q.mt == 2 ? 4 * q.mt : 0)) * 32;
-    const int64_t smem = ring * 16 + (q.mt == 2 ? 0 : M * (q.slice / 8 + 1) * 16) +
-                         rows * (v2_sstride(groups) + v2_zstride(groups)) * 4;
-    l = {true, static_cast<int>(rows), q.shape.warps, q.shape.stages, q.shape.fold, q.mt == 2, ceil_div(N, rows),
-         q.splits, smem, false};
+  if (const V2Variant* v = find_entry(kV2, variant); v && takes) {
+    const V2Plan q = make_plan_v2(M, N, K, *v);
+    const int rows = 16 * q.shape.rt;
+    l = {true, rows, kWarps, q.shape.stages, q.shape.fold, q.mt == 2, ceil_div(N, rows), q.k.splits,
+         v2_smem_bytes(q, M), false};
     return l;
   }
   const Plan p = make_plan(M, N, K);
-  l = {variant == 0, 16 * p.rt, kWarps, kStages, false, false, ceil_div(N, 16 * p.rt), p.splits,
-       static_cast<int64_t>(smem_bytes(p, M, group_size)), variant > kV2Count};
+  l = {variant == 0, 16 * p.rt, kWarps, kStages, false, false, ceil_div(N, 16 * p.rt), p.k.splits,
+       static_cast<int64_t>(smem_bytes(p, M, group_size)), find_entry(kP, variant) != nullptr};
   return l;
 }
 
 int64_t w4a16_gemv_workspace(int64_t M, int64_t N, int64_t K, int variant) {
-  if (M < 1 || M > 16 || N < 1 || K < 32 || variant < 0 || variant >= w4a16_gemv_variants()) return 0;
+  if (M < 1 || M > 16 || N < 1 || K < 32 || !w4a16_gemv_has_variant(variant)) return 0;
   const Plan p = make_plan(M, N, K);
-  int64_t need = p.splits > 1 ? p.splits * M * N : 0;  // the persistent variants need none beyond variant 0's
+  int64_t need = p.k.splits > 1 ? p.k.splits * M * N : 0;  // the persistent variants need none beyond variant 0's
   // Either kernel may run: the launcher falls back on the scales' alignment.
-  if (variant > 0 && variant <= kV2Count && K % kV2MinSlice == 0) {
-    const V2Plan q = make_plan_v2(M, N, K, variant);
-    if (q.splits > 1) need = std::max(need, q.splits * M * N);
+  if (const V2Variant* v = find_entry(kV2, variant); v && K % kV2MinSlice == 0) {
+    const V2Plan q = make_plan_v2(M, N, K, *v);
+    if (q.k.splits > 1) need = std::max(need, q.k.splits * M * N);
   }
   return need;
 }
@@ -1100,19 +1016,17 @@ cudaError_t w4a16_gemv(DType t, const void* x, int64_t ldx, const uint8_t* packe
                          K <= INT32_MAX - 1024 && ldo >= N && ldx >= 0 &&
                          (group_size == 32 || group_size == 64 || group_size == 128);
   const bool aligned = aligned16(x) && aligned16(packed) && (ldx * 2) % 16 == 0;
-  if (!shapes_ok || !aligned || (t != DType::kF16 && t != DType::kBF16) || variant < 0 ||
-      variant >= w4a16_gemv_variants())
+  if (!shapes_ok || !aligned || (t != DType::kF16 && t != DType::kBF16) || !w4a16_gemv_has_variant(variant))
     return cudaErrorInvalidValue;
-  if (variant > kV2Count && v2_supported(K, group_size, scales, zeros)) {
+  const bool takes = v2_supported(K, group_size, scales, zeros);
+  if (find_entry(kP, variant) && takes) {
     if (t == DType::kF16)
-      return dispatch_p<DType::kF16>(variant - kV2Count - 1, x, ldx, packed, scales, zeros, bias, out, ldo, M, N, K,
-                                     stream);
-    return dispatch_p<DType::kBF16>(variant - kV2Count - 1, x, ldx, packed, scales, zeros, bias, out, ldo, M, N, K,
-                                    stream);
+      return dispatch_p<DType::kF16>(variant, x, ldx, packed, scales, zeros, bias, out, ldo, M, N, K, stream);
+    return dispatch_p<DType::kBF16>(variant, x, ldx, packed, scales, zeros, bias, out, ldo, M, N, K, stream);
   }
-  if (variant > 0 && variant <= kV2Count && v2_supported(K, group_size, scales, zeros)) {
-    const V2Plan q = make_plan_v2(M, N, K, variant);
-    if (q.splits > 65535 || (q.splits > 1 && workspace == nullptr)) return cudaErrorInvalidValue;
+  if (const V2Variant* v = find_entry(kV2, variant); v && takes) {
+    const V2Plan q = make_plan_v2(M, N, K, *v);
+    if (q.k.splits > 65535 || (q.k.splits > 1 && workspace == nullptr)) return cudaErrorInvalidValue;
     if (t == DType::kF16)
       return dispatch_v2<DType::kF16>(variant, q, x, ldx, packed, scales, zeros, bias, out, ldo, workspace, M, N, K,
                                       stream);
@@ -1120,7 +1034,7 @@ cudaError_t w4a16_gemv(DType t, const void* x, int64_t ldx, const uint8_t* packe
                                      stream);
   }
   const Plan p = make_plan(M, N, K);
-  if (p.splits > 65535 || (p.splits > 1 && workspace == nullptr)) return cudaErrorInvalidValue;
+  if (p.k.splits > 65535 || (p.k.splits > 1 && workspace == nullptr)) return cudaErrorInvalidValue;
   if (t == DType::kF16)
     return dispatch<DType::kF16>(p, x, ldx, packed, scales, zeros, bias, out, ldo, workspace, M, N, K, group_size,
                                  stream);

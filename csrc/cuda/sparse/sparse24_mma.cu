@@ -35,6 +35,47 @@ namespace {
 
 __device__ __forceinline__ uint32_t ld32(const void* p) { return __ldg(reinterpret_cast<const uint32_t*>(p)); }
 
+// The end of the GEMV kernels: the warps wk > 0 of each column wn of warps hand their K part's
+// accumulators to warp wk = 0 through shared memory, which adds them up and stores out^T = acc + bias
+// (C fragment: weight rows n0 + g and n0 + g + 8, tokens m0 + 8j + 2t and the next one).
+template <DType kT, int kNT, int kWN, int kKS>
+__device__ __forceinline__ void store_gemv(float (&acc)[kNT][4], int wn, int wk, int lane, int n0, int m0,
+                                           const typename Elem<kT>::T* __restrict__ bias,
+                                           typename Elem<kT>::T* __restrict__ out, int64_t ldo, int M, int N) {
+  using E = Elem<kT>;
+  const int g = lane >> 2, t = lane & 3;
+  if constexpr (kKS > 1) {
+    __shared__ float partial[kKS - 1][kWN][32][kNT * 4];
+    if (wk > 0) {
+#pragma unroll
+      for (int j = 0; j < kNT; ++j)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) partial[wk - 1][wn][lane][j * 4 + c] = acc[j][c];
+    }
+    __syncthreads();
+    if (wk > 0) return;
+#pragma unroll
+    for (int w = 0; w < kKS - 1; ++w)
+#pragma unroll
+      for (int j = 0; j < kNT; ++j)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) acc[j][c] += partial[w][wn][lane][j * 4 + c];
+  }
+
+#pragma unroll
+  for (int c = 0; c < 4; c += 2) {
+    const int n = n0 + g + 8 * (c >> 1);
+    if (n >= N) continue;
+    const float bv = bias ? E::to_float(bias[n]) : 0.0f;
+#pragma unroll
+    for (int j = 0; j < kNT; ++j) {
+      const int m = m0 + 8 * j + 2 * t;
+      if (m < M) out[static_cast<int64_t>(m) * ldo + n] = E::from_float(acc[j][c] + bv);
+      if (m + 1 < M) out[static_cast<int64_t>(m + 1) * ldo + n] = E::from_float(acc[j][c + 1] + bv);
+    }
+  }
+}
+
 // kNT n8 tiles of activation rows per warp; kWN warps along N (16 weight rows each); kKS warps split K.
 template <DType kT, int kNT, int kWN, int kKS>
 __global__ void __launch_bounds__(32 * kWN * kKS)
@@ -42,8 +83,7 @@ __global__ void __launch_bounds__(32 * kWN * kKS)
                         const typename Elem<kT>::T* __restrict__ values, const uint32_t* __restrict__ meta32,
                         int64_t Np, const typename Elem<kT>::T* __restrict__ bias, typename Elem<kT>::T* __restrict__ out,
                         int64_t ldo, int M, int N, int Kp) {
-  using E = Elem<kT>;
-  using T = typename E::T;
+  using T = typename Elem<kT>::T;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int wn = warp % kWN, wk = warp / kWN;
   const int n0 = (blockIdx.x * kWN + wn) * 16;
@@ -92,36 +132,7 @@ __global__ void __launch_bounds__(32 * kWN * kKS)
     }
   }
 
-  if constexpr (kKS > 1) {
-    __shared__ float partial[kKS - 1][kWN][32][kNT * 4];
-    if (wk > 0) {
-#pragma unroll
-      for (int j = 0; j < kNT; ++j)
-#pragma unroll
-        for (int c = 0; c < 4; ++c) partial[wk - 1][wn][lane][j * 4 + c] = acc[j][c];
-    }
-    __syncthreads();
-    if (wk > 0) return;
-#pragma unroll
-    for (int w = 0; w < kKS - 1; ++w)
-#pragma unroll
-      for (int j = 0; j < kNT; ++j)
-#pragma unroll
-        for (int c = 0; c < 4; ++c) acc[j][c] += partial[w][wn][lane][j * 4 + c];
-  }
-
-#pragma unroll
-  for (int c = 0; c < 4; c += 2) {
-    const int n = n0 + g + 8 * (c >> 1);
-    if (n >= N) continue;
-    const float bv = bias ? E::to_float(bias[n]) : 0.0f;
-#pragma unroll
-    for (int j = 0; j < kNT; ++j) {
-      const int m = m0 + 8 * j + 2 * t;
-      if (m < M) out[static_cast<int64_t>(m) * ldo + n] = E::from_float(acc[j][c] + bv);
-      if (m + 1 < M) out[static_cast<int64_t>(m + 1) * ldo + n] = E::from_float(acc[j][c + 1] + bv);
-    }
-  }
+  store_gemv<kT, kNT, kWN, kKS>(acc, wn, wk, lane, n0, m0, bias, out, ldo, M, N);
 }
 
 template <DType kT, int kNT, int kWN, int kKS>
@@ -137,11 +148,12 @@ cudaError_t launch(const void* x, int64_t ldx, const void* values, const int16_t
   return cudaGetLastError();
 }
 
-// ============================================================================ variants 1, 2 of the GEMV
+// ============================================================================ GEMV variants 1, 2, 4, 5
 // Decode (M <= 16) with more bytes in flight per warp and 16-byte weight loads. A warp owns 16 rows and
 // a K slice, as variant 0, but walks it in windows of 64 columns (two k32 steps, four 16-column
 // metadata chunks): thread (g, t) loads compressed values 8t..8t+7 of the window for rows g and g+8
-// (two 16-byte loads; the window's chunk t, all four group positions q = 0..3), kU windows ahead.
+// (two 16-byte loads; the window's chunk t, all four group positions q = 0..3), kU windows ahead;
+// kKS warps per block split K.
 //
 // The mma wants position t of chunk c' of step h from thread t instead, so the two k32 steps are
 // re-labelled rather than the values moved: hardware group (step h, chunk c', position p) is fed the
@@ -160,8 +172,7 @@ __global__ void __launch_bounds__(32 * kKS)
                               const typename Elem<kT>::T* __restrict__ values, const uint32_t* __restrict__ meta32,
                               int64_t Np, const typename Elem<kT>::T* __restrict__ bias,
                               typename Elem<kT>::T* __restrict__ out, int64_t ldo, int M, int N, int Kp) {
-  using E = Elem<kT>;
-  using T = typename E::T;
+  using T = typename Elem<kT>::T;
   const int wk = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int n0 = blockIdx.x * 16;
   const int windows = (Kp + 63) / 64;
@@ -227,36 +238,7 @@ __global__ void __launch_bounds__(32 * kKS)
     }
   }
 
-  if constexpr (kKS > 1) {
-    __shared__ float partial[kKS - 1][32][kNT * 4];
-    if (wk > 0) {
-#pragma unroll
-      for (int j = 0; j < kNT; ++j)
-#pragma unroll
-        for (int c = 0; c < 4; ++c) partial[wk - 1][lane][j * 4 + c] = acc[j][c];
-    }
-    __syncthreads();
-    if (wk > 0) return;
-#pragma unroll
-    for (int w = 0; w < kKS - 1; ++w)
-#pragma unroll
-      for (int j = 0; j < kNT; ++j)
-#pragma unroll
-        for (int c = 0; c < 4; ++c) acc[j][c] += partial[w][lane][j * 4 + c];
-  }
-
-#pragma unroll
-  for (int c = 0; c < 4; c += 2) {
-    const int n = n0 + g + 8 * (c >> 1);
-    if (n >= N) continue;
-    const float bv = bias ? E::to_float(bias[n]) : 0.0f;
-#pragma unroll
-    for (int j = 0; j < kNT; ++j) {
-      const int m = 8 * j + 2 * t;
-      if (m < M) out[static_cast<int64_t>(m) * ldo + n] = E::from_float(acc[j][c] + bv);
-      if (m + 1 < M) out[static_cast<int64_t>(m + 1) * ldo + n] = E::from_float(acc[j][c + 1] + bv);
-    }
-  }
+  store_gemv<kT, kNT, 1, kKS>(acc, 0, wk, lane, n0, 0, bias, out, ldo, M, N);
 }
 
 template <DType kT, int kKS, int kU>
@@ -278,7 +260,7 @@ cudaError_t launch_gemv_wide(const void* x, int64_t ldx, const void* values, con
   return cudaGetLastError();
 }
 
-// ============================================================================ variants 1-3 of the GEMM
+// ============================================================================ GEMM variants 1, 4, 5
 // A tiled GEMM, CUTLASS's sm80 multistage design written out for mma.sp: an out^T tile of kBN weight rows x
 // kBM tokens per block of 8 warps, each warp kMI m16 tiles x kNJ n8 tiles (kMI x kNJ m16n8k32 mma.sp per k32
 // step, fp32 accumulators); K in tiles of 64 (two k32 steps), kStages tiles in flight through cp.async:
@@ -311,6 +293,7 @@ struct SpTile {
   static constexpr int kSmem = kStages * kStageBytes;
   static constexpr int kOutLd = kBN + 8;  // elements per token row of the epilogue tile
   static constexpr int kVCopies = kBN * 4 / kThreads, kXCopies = kBM * 8 / kThreads;
+  static constexpr int kVRowStep = kThreads / 4, kXRowStep = kThreads / 8;  // rows between a thread's copies
   static_assert(kVCopies * kThreads == kBN * 4 && kXCopies * kThreads == kBM * 8, "whole 16-byte copies per thread");
   static_assert(kBN / 2 <= kThreads, "one thread per 16-byte metadata chunk");
   static_assert(kBM * kOutLd * 2 <= kSmem, "the epilogue tile fits in the pipeline's shared memory");
@@ -318,9 +301,66 @@ struct SpTile {
 
 using TileA = SpTile<2, 4, 4, 4, 3, 2>;  // 128 rows x 128 tokens, warps 64 x 32, 87 KiB, 2 blocks per SM
 using TileB = SpTile<4, 2, 4, 8, 4, 1>;  // 256 rows x 128 tokens, warps 64 x 64, 160 KiB
-using TileC = SpTile<2, 4, 2, 4, 4, 2>;  // 64 rows x 128 tokens, warps 32 x 32, 94 KiB, 2 blocks per SM
 using TileD = SpTile<2, 2, 4, 8, 3, 2>;  // 128 rows x 128 tokens, 4 warps of 64 x 64, 87 KiB, 2 blocks per SM
-using TileE = SpTile<2, 2, 2, 8, 4, 2>;  // 64 rows x 128 tokens, 4 warps of 32 x 64, 94 KiB, 2 blocks per SM
+
+// Metadata copies, per k-tile: thread tid < kBN/2 copies 16-byte chunk mc = tid % (kBN/4) of step
+// ms = tid / (kBN/4) (a step's kBN words are contiguous: the row permutation stays inside 32-row tiles).
+template <class C>
+struct MetaCopy {
+  int ms;
+  const uint32_t* src;
+  uint32_t dst;  // bytes within a stage
+
+  __device__ __forceinline__ MetaCopy(int tid, int n0, const uint32_t* meta32, int64_t Np) {
+    ms = tid / (C::kBN / 4);
+    const int mc = tid % (C::kBN / 4);
+    // Np % 32 == 0 and n0 < N <= Np: a 4-word chunk is all inside Np or all outside; outside, row n0's.
+    src = meta32 + (n0 + 4 * mc < Np ? n0 + 4 * mc : n0);
+    dst = C::kValBytes + ms * C::kBN * 4 + mc * 16;
+  }
+
+  // Into the stage at shared address st: the words of k-tile kt.
+  __device__ __forceinline__ void copy(int tid, uint32_t st, int kt, int steps, int64_t Np) const {
+    if (tid < C::kBN / 2) {
+      const int s = min(2 * kt + ms, steps - 1);  // a half tile's second step: zero values, any valid word
+      cp_async_16_zfill(st + dst, src + static_cast<int64_t>(s) * Np, true);
+    }
+  }
+};
+
+// A thread's fragment addresses within a stage (bytes); lane l gives row l%8 of ldmatrix matrix l/8.
+struct FragOffsets {
+  uint32_t a;  // A of m16 tile i, step s: + 16 kValRow i + 32 s
+  uint32_t b;  // B of n8 tile j, step s: + 8 kXRow j + 64 s
+  uint32_t e;  // metadata: see load_meta
+};
+
+template <class C>
+__device__ __forceinline__ FragOffsets frag_offsets(int lane, int wn, int wm) {
+  const int lq = lane >> 3, lr = lane & 7, g = lane >> 2, t = lane & 3;
+  // m16 tile i at row wn*kMI*16 + 16i (kMI even): word (wn*kMI*16 + 32(i/2)) + 2(i%2) + 4g + t%2 of step t/2.
+  static_assert(C::kMI % 2 == 0, "m16 tiles in pairs: one 32-row metadata tile");
+  return {static_cast<uint32_t>((wn * C::kMI * 16 + (lq & 1) * 8 + lr) * C::kValRow + (lq >> 1) * 16),
+          static_cast<uint32_t>(C::kValBytes + C::kMetaBytes + (wm * C::kNJ * 8 + lr) * C::kXRow + lq * 16),
+          static_cast<uint32_t>(C::kValBytes + ((t >> 1) * C::kBN + wn * C::kMI * 16 + 4 * g + (t & 1)) * 4)};
+}
+
+// (= {} on the accumulators gives the double-buffered kernel other code, and no fewer registers.)
+template <class C>
+__device__ __forceinline__ void zero(float (&acc)[C::kMI][C::kNJ][4]) {
+#pragma unroll
+  for (int i = 0; i < C::kMI; ++i)
+#pragma unroll
+    for (int j = 0; j < C::kNJ; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.0f;
+}
+
+// The metadata words of a stage (at sp) for the thread's m16 tiles, used with selector 0 for step 0, 1 for step 1.
+template <class C>
+__device__ __forceinline__ void load_meta(uint32_t (&e)[C::kMI], const uint8_t* sp, uint32_t e_off) {
+#pragma unroll
+  for (int i = 0; i < C::kMI; ++i)
+    e[i] = *reinterpret_cast<const uint32_t*>(sp + e_off + ((i >> 1) * 32 + (i & 1) * 2) * 4);
+}
 
 // The epilogue of the tiled GEMMs: accumulators plus bias, rounded to T, as a (token, weight row) tile in
 // shared memory (the pipeline's, drained by the caller), then 16-byte rows out.
@@ -372,18 +412,17 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
   using T = typename Elem<kT>::T;
   constexpr int kBN = C::kBN, kBM = C::kBM, kMI = C::kMI, kNJ = C::kNJ, kStages = C::kStages;
   constexpr int kValRow = C::kValRow, kXRow = C::kXRow, kValBytes = C::kValBytes, kMetaBytes = C::kMetaBytes;
-  constexpr int kStageBytes = C::kStageBytes;
-  constexpr int kVRowStep = C::kThreads / 4, kXRowStep = C::kThreads / 8;  // rows between a thread's copies
+  constexpr int kStageBytes = C::kStageBytes, kVRowStep = C::kVRowStep, kXRowStep = C::kXRowStep;
   extern __shared__ __align__(128) uint8_t smem[];
   const uint32_t sbase = smem_addr(smem);
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wn = warp / C::kWarpsM, wm = warp % C::kWarpsM;
   const int m0 = blockIdx.x * kBM, n0 = blockIdx.y * kBN;
   const int64_t half = Kp / 2;
   const int steps = Kp / 32, ktiles = (Kp + 63) / 64;
 
-  // ---- copies: values chunk tid%4 of rows tid/4 + 64j; x chunk tid%8 of tokens tid/8 + 32j;
-  // metadata 16-byte chunk tid % (kBN/4) of step tid / (kBN/4) for tid < kBN/2.
+  // ---- copies: values chunk tid%4 of rows tid/4 + kVRowStep j; x chunk tid%8 of tokens tid/8 + kXRowStep j;
+  // metadata as MetaCopy says.
   const int vc = tid & 3, vr = tid >> 2, xc = tid & 7, xr = tid >> 3;
   const T* v_src[C::kVCopies];
   bool v_ok[C::kVCopies];
@@ -401,13 +440,10 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
     x_ok[j] = m < M;
     x_src[j] = x + (x_ok[j] ? static_cast<int64_t>(m) * ldx + xc * 8 : 0);
   }
-  const int ms = tid / (kBN / 4), mc = tid % (kBN / 4);
-  // Np % 32 == 0 and n0 < N <= Np: a 4-word chunk is all inside Np or all outside; outside, row n0's.
-  const uint32_t* m_src = meta32 + (n0 + 4 * mc < Np ? n0 + 4 * mc : n0);
+  const MetaCopy<C> meta_copy(tid, n0, meta32, Np);
 
   // Called for kt = 0, 1, 2, ... in order: the sources advance one k-tile per call.
   const uint32_t v_dst = (vr * kValRow + vc * 16), x_dst = kValBytes + kMetaBytes + xr * kXRow + xc * 16;
-  const uint32_t m_dst = kValBytes + ms * kBN * 4 + mc * 16;
   int v_col = vc * 8, x_col = xc * 8;  // the thread's column in values and in x at the current k-tile
   auto load_tile = [&](int stage, int kt) {
     const uint32_t st = sbase + stage * kStageBytes;
@@ -427,25 +463,12 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
     }
     v_col += 32;
     x_col += 64;
-    if (tid < kBN / 2) {
-      const int s = min(2 * kt + ms, steps - 1);  // a half tile's second step: zero values, any valid word
-      cp_async_16_zfill(st + m_dst, m_src + static_cast<int64_t>(s) * Np, true);
-    }
+    meta_copy.copy(tid, st, kt, steps, Np);
   };
 
-  // ---- fragment addresses (bytes within a stage); lane l gives row l%8 of matrix l/8.
-  const int lq = lane >> 3, lr = lane & 7;
-  const uint32_t a_off = (wn * kMI * 16 + (lq & 1) * 8 + lr) * kValRow + (lq >> 1) * 16;  // + 16 kValRow i + 32 s
-  const uint32_t b_off = kValBytes + kMetaBytes + (wm * kNJ * 8 + lr) * kXRow + lq * 16;  // + 8 kXRow j + 64 s
-  // m16 tile i at row wn*kMI*16 + 16i (kMI even): word (wn*kMI*16 + 32(i/2)) + 2(i%2) + 4g + t%2 of step t/2.
-  static_assert(kMI % 2 == 0, "m16 tiles in pairs: one 32-row metadata tile");
-  const uint32_t e_off = kValBytes + ((t >> 1) * kBN + wn * kMI * 16 + 4 * g + (t & 1)) * 4;
-
+  const FragOffsets off = frag_offsets<C>(lane, wn, wm);
   float acc[kMI][kNJ][4];
-#pragma unroll
-  for (int i = 0; i < kMI; ++i)
-#pragma unroll
-    for (int j = 0; j < kNJ; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.0f;
+  zero<C>(acc);
 
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
@@ -460,18 +483,15 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
     cp_async_commit();
     const int stage = kt % kStages;
     const uint32_t st = sbase + stage * kStageBytes;
-    const uint8_t* sp = smem + stage * kStageBytes;
     uint32_t e[kMI];
-#pragma unroll
-    for (int i = 0; i < kMI; ++i)
-      e[i] = *reinterpret_cast<const uint32_t*>(sp + e_off + ((i >> 1) * 32 + (i & 1) * 2) * 4);
+    load_meta<C>(e, smem + stage * kStageBytes, off.e);
 #pragma unroll
     for (int s = 0; s < 2; ++s) {
       uint32_t a[kMI][4], b[kNJ][4];
 #pragma unroll
-      for (int i = 0; i < kMI; ++i) ldmatrix_x4(a[i], st + a_off + i * 16 * kValRow + s * 32);
+      for (int i = 0; i < kMI; ++i) ldmatrix_x4(a[i], st + off.a + i * 16 * kValRow + s * 32);
 #pragma unroll
-      for (int j = 0; j < kNJ; ++j) ldmatrix_x4(b[j], st + b_off + j * 8 * kXRow + s * 64);
+      for (int j = 0; j < kNJ; ++j) ldmatrix_x4(b[j], st + off.b + j * 8 * kXRow + s * 64);
 #pragma unroll
       for (int i = 0; i < kMI; ++i)
 #pragma unroll
@@ -489,9 +509,9 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
   store_tile<kT, C>(smem, acc, bias, out, ldo, M, N, m0, n0, wn, wm, vec_store);
 }
 
-// Variants 4-6: the tiles and shared-memory layout above, with the main loop of CUTLASS's multistage
+// Variants 4, 5: the tiles and shared-memory layout above, with the main loop of CUTLASS's multistage
 // mma (torch's to_sparse_semi_structured, CUTLASS's sm80 sparse GEMM, ran at ~1000 dense-equivalent TFLOP/s
-// on the H200, against ~400 for variants 1 and 2). Variants 1-3 load a step's fragments and
+// on the H200, against ~400 for variant 1 and its 256 x 128 form). Variant 1 loads a step's fragments and
 // then wait on them before its mma.sp, and the barrier lines every warp up on that wait; here the fragments
 // are loaded one k32 step ahead: step 1's ldmatrix go out during step 0's mma.sp, and right after the
 // barrier the next stage's step 0 is loaded during this stage's step-1 mma.sp, so ldmatrix latency hides
@@ -506,28 +526,25 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
                              typename Elem<kT>::T* __restrict__ out, int64_t ldo, int M, int N, int Kp,
                              bool vec_store) {
   using T = typename Elem<kT>::T;
-  constexpr int kBN = C::kBN, kBM = C::kBM, kMI = C::kMI, kNJ = C::kNJ, kStages = C::kStages;
+  constexpr int kBM = C::kBM, kMI = C::kMI, kNJ = C::kNJ, kStages = C::kStages;
   constexpr int kValRow = C::kValRow, kXRow = C::kXRow, kValBytes = C::kValBytes, kMetaBytes = C::kMetaBytes;
-  constexpr int kStageBytes = C::kStageBytes;
-  constexpr int kVRowStep = C::kThreads / 4, kXRowStep = C::kThreads / 8;
+  constexpr int kStageBytes = C::kStageBytes, kVRowStep = C::kVRowStep, kXRowStep = C::kXRowStep;
   extern __shared__ __align__(128) uint8_t smem[];
   const uint32_t sbase = smem_addr(smem);
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wn = warp / C::kWarpsM, wm = warp % C::kWarpsM;
-  const int m0 = blockIdx.x * kBM, n0 = blockIdx.y * kBN;
+  const int m0 = blockIdx.x * kBM, n0 = blockIdx.y * C::kBN;
   const int64_t half = Kp / 2;
   const int steps = Kp / 32, ktiles = (Kp + 63) / 64;
 
-  // ---- copies as in variants 1-3; copy j of a thread is live while j < v_live (x_live).
+  // ---- copies as in variant 1; copy j of a thread is live while j < v_live (x_live).
   const int vc = tid & 3, vr = tid >> 2, xc = tid & 7, xr = tid >> 3;
   const int v_live = n0 + vr < N ? (N - n0 - vr + kVRowStep - 1) / kVRowStep : 0;
   const int x_live = m0 + xr < M ? (M - m0 - xr + kXRowStep - 1) / kXRowStep : 0;
   const T* v_cur = values + (v_live > 0 ? static_cast<int64_t>(n0 + vr) * half : 0) + vc * 8;
   const T* x_cur = x + (x_live > 0 ? static_cast<int64_t>(m0 + xr) * ldx : 0) + xc * 8;
-  const int ms = tid / (kBN / 4), mc = tid % (kBN / 4);
-  const uint32_t* m_src = meta32 + (n0 + 4 * mc < Np ? n0 + 4 * mc : n0);
+  const MetaCopy<C> meta_copy(tid, n0, meta32, Np);
   const uint32_t v_dst = vr * kValRow + vc * 16, x_dst = kValBytes + kMetaBytes + xr * kXRow + xc * 16;
-  const uint32_t m_dst = kValBytes + ms * kBN * 4 + mc * 16;
   auto load_tile = [&](int stage, int kt) {
     const uint32_t st = sbase + stage * kStageBytes;
     const bool vk = 32 * kt + vc * 8 < half;
@@ -544,36 +561,20 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
     }
     v_cur += 32;
     x_cur += 64;
-    if (tid < kBN / 2) {
-      const int s = min(2 * kt + ms, steps - 1);
-      cp_async_16_zfill(st + m_dst, m_src + static_cast<int64_t>(s) * Np, true);
-    }
+    meta_copy.copy(tid, st, kt, steps, Np);
   };
 
-  const int lq = lane >> 3, lr = lane & 7;
-  const uint32_t a_off = (wn * kMI * 16 + (lq & 1) * 8 + lr) * kValRow + (lq >> 1) * 16;
-  const uint32_t b_off = kValBytes + kMetaBytes + (wm * kNJ * 8 + lr) * kXRow + lq * 16;
-  static_assert(kMI % 2 == 0, "m16 tiles in pairs: one 32-row metadata tile");
-  const uint32_t e_off = kValBytes + ((t >> 1) * kBN + wn * kMI * 16 + 4 * g + (t & 1)) * 4;
+  const FragOffsets off = frag_offsets<C>(lane, wn, wm);
   auto load_a = [&](uint32_t(&a)[kMI][4], int stage, int s) {
 #pragma unroll
-    for (int i = 0; i < kMI; ++i) ldmatrix_x4(a[i], sbase + stage * kStageBytes + a_off + i * 16 * kValRow + s * 32);
+    for (int i = 0; i < kMI; ++i) ldmatrix_x4(a[i], sbase + stage * kStageBytes + off.a + i * 16 * kValRow + s * 32);
   };
   auto load_b = [&](uint32_t(&b)[4], int stage, int s, int j) {
-    ldmatrix_x4(b, sbase + stage * kStageBytes + b_off + j * 8 * kXRow + s * 64);
-  };
-  auto load_meta = [&](uint32_t(&e)[kMI], int stage) {
-    const uint8_t* sp = smem + stage * kStageBytes;
-#pragma unroll
-    for (int i = 0; i < kMI; ++i)
-      e[i] = *reinterpret_cast<const uint32_t*>(sp + e_off + ((i >> 1) * 32 + (i & 1) * 2) * 4);
+    ldmatrix_x4(b, sbase + stage * kStageBytes + off.b + j * 8 * kXRow + s * 64);
   };
 
   float acc[kMI][kNJ][4];
-#pragma unroll
-  for (int i = 0; i < kMI; ++i)
-#pragma unroll
-    for (int j = 0; j < kNJ; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.0f;
+  zero<C>(acc);
 
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
@@ -585,7 +586,7 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
   // A double-buffered (a[s] holds step s); B rolling: once column j's mma.sp of a step are issued, b[j] is
   // reloaded for the next step, kNJ - 1 columns of mma.sp ahead of its use. 128 + 32 + 32 registers.
   uint32_t a[2][kMI][4], b[kNJ][4], e[kMI];
-  load_meta(e, 0);
+  load_meta<C>(e, smem, off.e);
   load_a(a[0], 0, 0);
 #pragma unroll
   for (int j = 0; j < kNJ; ++j) load_b(b[j], 0, 0, j);
@@ -614,7 +615,7 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
       for (int i = 0; i < kMI; ++i) mma_sp_16832<kT, 1>(acc[i][j], a[1][i], b[j], e[i]);
       load_b(b[j], read, 0, j);
     }
-    load_meta(e, read);  // the next stage's words, read before the next barrier like its fragments
+    load_meta<C>(e, smem + read * kStageBytes, off.e);  // the next stage's words, read before the next barrier
   }
   cp_async_wait<0>();
   __syncthreads();  // the pipeline's shared memory becomes the epilogue tile
@@ -649,20 +650,22 @@ cudaError_t dispatch(const void* x, int64_t ldx, const void* values, const int16
                      const void* bias, void* out, int64_t ldo, int64_t M, int64_t N, int64_t Kp, bool gemv,
                      int variant, cudaStream_t stream) {
   if (gemv) {
-    if (variant == 1) return launch_gemv_wide<kT, 4, 2>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
-    if (variant == 2) return launch_gemv_wide<kT, 4, 4>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
-    if (variant == 3) return launch_gemv_wide<kT, 1, 8>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
-    if (variant == 4) return launch_gemv_wide<kT, 2, 4>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
-    if (variant == 5) return launch_gemv_wide<kT, 8, 2>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
-    return launch<kT, 2, 1, 4>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
+    switch (variant) {
+      case 0: return launch<kT, 2, 1, 4>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
+      case 1: return launch_gemv_wide<kT, 4, 2>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
+      case 2: return launch_gemv_wide<kT, 4, 4>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
+      case 4: return launch_gemv_wide<kT, 2, 4>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
+      case 5: return launch_gemv_wide<kT, 8, 2>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
+      default: return cudaErrorInvalidValue;
+    }
   }
-  if (variant == 1) return launch_tiled<kT, TileA>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
-  if (variant == 2) return launch_tiled<kT, TileB>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
-  if (variant == 3) return launch_tiled<kT, TileC>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
-  if (variant == 4) return launch_tiled<kT, TileD, true>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
-  if (variant == 5) return launch_tiled<kT, TileB, true>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
-  if (variant == 6) return launch_tiled<kT, TileE, true>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
-  return launch<kT, 8, 4, 1>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
+  switch (variant) {
+    case 0: return launch<kT, 8, 4, 1>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
+    case 1: return launch_tiled<kT, TileA>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
+    case 4: return launch_tiled<kT, TileD, true>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
+    case 5: return launch_tiled<kT, TileB, true>(x, ldx, values, meta, Np, bias, out, ldo, M, N, Kp, stream);
+    default: return cudaErrorInvalidValue;
+  }
 }
 
 }  // namespace
@@ -673,8 +676,7 @@ cudaError_t sparse24_linear(DType t, const void* x, int64_t ldx, const void* val
   if (M < 1 || N < 1 || Kp < 32 || Kp % 32 || Np % 32 || Np < N || ldx % 2 || ldx < Kp || ldo < N ||
       N > INT32_MAX - 256 || M > INT32_MAX - 256 || Kp > INT32_MAX / 2 || (gemv && M > 16) ||
       reinterpret_cast<uintptr_t>(x) % 4 || reinterpret_cast<uintptr_t>(values) % 4 ||
-      reinterpret_cast<uintptr_t>(meta) % 4 || variant < 0 ||
-      variant >= (gemv ? kSparse24GemvVariants : kSparse24GemmVariants))
+      reinterpret_cast<uintptr_t>(meta) % 4 || !sparse24_has_variant(gemv, variant))
     return cudaErrorInvalidValue;
   // The new variants read values (and, in the GEMM, x and meta) 16 bytes at a time.
   if (variant > 0 && (!aligned16(values) || !aligned16(meta) || (!gemv && (!aligned16(x) || ldx % 8))))

@@ -22,8 +22,10 @@ namespace sparse_cuda_binding {
 inline at::Tensor sparse24_linear_cuda(const char* op, const at::Tensor& x_in, const at::Tensor& values,
                                        const at::Tensor& meta, const c10::optional<at::Tensor>& bias, bool gemv,
                                        int64_t variant) {
-  const int variants = gemv ? cuda::kSparse24GemvVariants : cuda::kSparse24GemmVariants;
-  TORCH_CHECK(variant >= 0 && variant < variants, op, ": variant must be in [0, ", variants, "), got ", variant);
+  if (gemv)
+    cuda_binding::check_variant(op, variant, cuda::kSparse24GemvVariants);
+  else
+    cuda_binding::check_variant(op, variant, cuda::kSparse24GemmVariants);
   TORCH_CHECK(x_in.is_cuda() && values.is_cuda() && meta.is_cuda(), op, ": x, values and meta must be CUDA tensors");
   TORCH_CHECK(values.device() == x_in.device() && meta.device() == x_in.device(), op,
               ": values and meta must be on x's device ", x_in.device());
@@ -72,15 +74,25 @@ inline void register_sparse_cuda(pybind11::module_& m) {
            int64_t variant) { return sparse24_linear_cuda("sparse24_gemv_cuda", x, v, e, b, true, variant); },
         py::arg("x"), py::arg("values"), py::arg("meta"), py::arg("bias") = py::none(), py::arg("variant") = 0,
         "2:4 linear for M <= 16 on sparse tensor cores: x (M, Kp), values (N, Kp/2) float16|bfloat16, "
-        "meta (Np, Kp/16) int16, bias (N) or None -> (M, N); variant 0 (default) to 5: see sparse_cuda.h");
+        "meta (Np, Kp/16) int16, bias (N) or None -> (M, N); variant: one of sparse24_gemv_cuda_variants() (0, the "
+        "default; see sparse_cuda.h)");
   m.def("sparse24_gemm_cuda",
         [](const at::Tensor& x, const at::Tensor& v, const at::Tensor& e, const c10::optional<at::Tensor>& b,
            int64_t variant) { return sparse24_linear_cuda("sparse24_gemm_cuda", x, v, e, b, false, variant); },
         py::arg("x"), py::arg("values"), py::arg("meta"), py::arg("bias") = py::none(), py::arg("variant") = 0,
         "2:4 GEMM on sparse tensor cores (mma.sp m16n8k32): x (M, Kp), values (N, Kp/2) float16|bfloat16, "
         "meta (Np, Kp/16) int16, bias (N) or None -> (M, N); variant 0 (default; operands from global memory), "
-        "1, 2 or 3 (cp.async tiles of 128x128, 256x128 or 64x128 weight rows x tokens), 4, 5 or 6 (128x128, "
-        "256x128 or 64x128 with fragments loaded a step ahead)");
+        "1 (cp.async tiles of 128x128 weight rows x tokens), 4 or 5 (128x128 or 256x128 with fragments loaded a "
+        "step ahead)");
+  const auto list = [](const auto& variants) {
+    py::list l;
+    for (int v : variants) l.append(v);
+    return l;
+  };
+  m.def("sparse24_gemv_cuda_variants", [list] { return list(cuda::kSparse24GemvVariants); },
+        "The variant numbers sparse24_gemv_cuda takes, ascending (0 is the default kernel)");
+  m.def("sparse24_gemm_cuda_variants", [list] { return list(cuda::kSparse24GemmVariants); },
+        "The variant numbers sparse24_gemm_cuda takes, ascending (0 is the default kernel)");
 }
 
 }  // namespace pycomp
