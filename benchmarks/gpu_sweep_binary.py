@@ -11,9 +11,10 @@ alpha/bias loaded up front (4 warps split K), 4 = as 3 with 8 warps (twice the w
 3 = persistent blocks holding a 128-row A block and whole-K 128-row W tiles in shared memory, two warp
 groups of 64x64 warp tiles taking the tiles in turn (one's epilogue under the other's mmas), 4 = as 3
 with the outputs staged and stored as whole 16-byte chunks, 5 = as 4 with the weight popcounts counted
-in the kernel (no popc launch). W1A16 2 and XNOR 2 lost on both session-5 runs and are gone.
+in the kernel (no popc launch), 6 / 7 = 4 / 5 with 256-row A blocks and 64-row W tiles (half the W
+copies from L2). W1A16 2 and XNOR 2 lost on both session-5 runs and are gone.
 The XNOR rows "vN" time the whole binding call; "vN:bin" (per-token binarization), "popc" (the weights'
-row popcounts, recomputed every call but by variant 5) and "vN:gemm" (the GEMM alone on precomputed
+row popcounts, recomputed every call but by variants 5 and 7) and "vN:gemm" (the GEMM alone on precomputed
 bits) split it.
 
 `sweep(h) -> str` (h: gpu_check's helper namespace: torch, time_graph, rel_err, log) never raises; as
@@ -29,7 +30,7 @@ SHAPE = (14336, 4096)
 W1A16_MS = (1, 4, 16)
 XNOR_MS = (1024, 4096)
 W1A16_VARIANTS = (0, 1, 3, 4)
-XNOR_VARIANTS = (0, 1, 3, 4, 5)
+XNOR_VARIANTS = (0, 1, 3, 4, 5, 6, 7)
 
 
 def _time(h, fn, want, calls, view=None) -> dict:
@@ -93,7 +94,7 @@ def _rows(h) -> list[dict]:
         for v in XNOR_VARIANTS:
             add("xnor", m, f"v{v}", lambda i, x=x, v=v: C.xnor_gemm_cuda(x, *ps[i % copies_p], 0, None, v), ref)
         for v in XNOR_VARIANTS:
-            vb = min(v, 1)  # variants 3-5 binarize as variant 1
+            vb = min(v, 1)  # variants 3-7 binarize as variant 1
             if v == vb:
                 add("xnor", m, f"v{v}:bin", lambda i, x=x, v=v: C.binarize_per_token_cuda(x, v), beta_ref,
                     view=lambda r: r[1])
@@ -102,7 +103,7 @@ def _rows(h) -> list[dict]:
                 pws = [C.popc_rows_cuda(p) for p, _ in ps]
             except Exception:
                 continue
-            if v == 5:  # it counts the popcounts itself: its GEMM row includes that work
+            if v in (5, 7):  # they count the popcounts themselves: their GEMM rows include that work
                 pws = [None] * len(ps)
             add("xnor", m, f"v{v}:gemm", lambda i, x=x, v=v, bits=bits, beta=beta, popc_a=popc_a, pws=pws:
                 C.xnor_gemm_bits_cuda(bits, beta, popc_a, *ps[i % copies_p], pws[i % copies_p], k, x, None, v), ref)

@@ -58,11 +58,11 @@ def test_w1a16_gemv_tensor_core_variants(dtype, m, n, k, variant):
         assert ((got.double() - want).abs() <= _bound(x, packed, alpha, k, 0, want, dtype)).all()
 
 
-XNOR_VARIANTS = [0, 1, 3, 4, 5]
+XNOR_VARIANTS = [0, 1, 3, 4, 5, 6, 7]
 
 
-# Variants 3-5 give each block a run of 128-column tiles, two warp groups taking them in turn; runs get long
-# only when the A blocks (M / 128) outnumber the SMs or nearly do: (4001, 1101, 1000) gives blocks of 2-3 tiles
+# Variants 3-7 give each block a run of 128-column (6, 7: 64-column) tiles, two warp groups taking them in turn;
+# runs get long only when the A blocks (M / 128, 6 and 7: M / 256) outnumber the SMs or nearly do: (4001, 1101, 1000) gives blocks of 2-3 tiles
 # on 132 SMs (odd N: element stores), (20000, 300, 512) one block per A block and several waves (4 chunks per
 # row: most lanes idle in the copies). K = 8192 does not fit their shared memory: they run variant 1 there.
 @pytest.mark.parametrize("variant", XNOR_VARIANTS)
@@ -84,7 +84,7 @@ def test_xnor_parts_match_the_whole_call(variant):
     # The sweep times the three launches one by one: each part against its reference, and their composition
     # bit for bit against xnor_gemm_cuda (same kernels, same order of operations).
     x, packed, alpha, b = _case(37, 70, 1000, 0, torch.bfloat16, seed=3)
-    bits, beta, popc_a = _ext._C.binarize_per_token_cuda(x, min(variant, 1))  # variants 3-5 binarize as 1
+    bits, beta, popc_a = _ext._C.binarize_per_token_cuda(x, min(variant, 1))  # variants 3-7 binarize as 1
     xf = x.float()
     torch.testing.assert_close(beta, xf.abs().mean(1), rtol=1e-5, atol=0)
     assert torch.equal(popc_a.long().cpu(), (xf < 0).sum(1).cpu())
@@ -92,7 +92,7 @@ def test_xnor_parts_match_the_whole_call(variant):
     assert torch.equal(popc_w.long().cpu(), ops.unpack_signs(packed.cpu(), 1000).lt(0).sum(1))
     got = _ext._C.xnor_gemm_bits_cuda(bits, beta, popc_a, packed, alpha, popc_w, 1000, x, b, variant)
     assert torch.equal(got, _ext._C.xnor_gemm_cuda(x, packed, alpha, 0, b, variant))
-    if variant == 5:  # it counts the weight popcounts itself: popc_w may be left out, and is unused when given
+    if variant in (5, 7):  # they count the weight popcounts themselves: popc_w may be left out, and is unused when given
         no_popc = _ext._C.xnor_gemm_bits_cuda(bits, beta, popc_a, packed, alpha, None, 1000, x, b, variant)
         assert torch.equal(no_popc, got)
         wrong = _ext._C.xnor_gemm_bits_cuda(bits, beta, popc_a, packed, alpha, popc_w + 1, 1000, x, b, variant)
@@ -125,7 +125,7 @@ def test_bad_arguments_raise():
     with pytest.raises(RuntimeError, match="variant must be 0"):
         _ext._C.xnor_gemm_cuda(x, packed, alpha, 0, b, -1)
     xa, pa, aa, ba = _case(4, 32, 1024)
-    for removed_or_unknown in (2, 6):
+    for removed_or_unknown in (2, 8):
         with pytest.raises(RuntimeError, match="variant must be 0"):
             _ext._C.xnor_gemm_cuda(xa, pa, aa, 0, ba, removed_or_unknown)
     with pytest.raises(RuntimeError, match="variant 2 was removed"):

@@ -1,4 +1,4 @@
-"""The XNOR GEMM's CUDA kernels (csrc/cuda/binary/xnor_gemm.cu, variants 1 and 3-5) run on the CPU under the
+"""The XNOR GEMM's CUDA kernels (csrc/cuda/binary/xnor_gemm.cu, variants 1 and 3-7) run on the CPU under the
 emulator in tests/cuda_emu/: their own source text, threads as fibers in random order and at random speeds,
 ldmatrix / mma.sync b1 by the PTX fragment layouts, cp.async landing early or late. This checks the index
 arithmetic, barriers and copy waits of kernels that no GPU here can run; variant 1, correct on the H200 in
@@ -46,7 +46,8 @@ def emu(tmp_path_factory):
 CASES = [(1, 130, 140, 1024, 132, "f32"),
          (3, 100, 700, 256, 2, "f32"), (3, 130, 300, 1000, 132, "bf16"),
          (4, 150, 650, 512, 2, "bf16"), (4, 5, 33, 1020, 132, "bf16"), (4, 64, 100, 4096, 132, "f32"),
-         (5, 70, 520, 1000, 1, "bf16"), (5, 129, 256, 512, 1, "f32")]
+         (5, 70, 520, 1000, 1, "bf16"), (5, 129, 256, 512, 1, "f32"),
+         (6, 300, 330, 512, 2, "bf16"), (7, 257, 200, 1000, 1, "f32"), (7, 40, 64, 4096, 132, "bf16")]
 
 
 @pytest.mark.parametrize("variant,m,n,k,sms,dtype", CASES)

@@ -1,4 +1,4 @@
-// CPU emulation of the XNOR GEMM kernels of csrc/cuda/binary/xnor_gemm.cu (variants 1 and 3-5), for
+// CPU emulation of the XNOR GEMM kernels of csrc/cuda/binary/xnor_gemm.cu (variants 1 and 3-7), for
 // checking their index arithmetic, barriers and shared-memory traffic where no GPU exists.
 //
 // tests/test_cuda_emu_xnor.py pastes the kernels' source text (with three textual substitutions: the

@@ -1,6 +1,6 @@
 // ---- driver (after the kernels' source): xnor_emu VARIANT M N K SMS DTYPE(f32|bf16) SEED
 // Random bits, beta, alpha and bias; the variant's grid as its launcher in xnor_gemm.cu sizes it with
-// SMS multiprocessors (variant 5 gets popc_w = nullptr: it must not read it); every output against
+// SMS multiprocessors (variants 5 and 7 get popc_w = nullptr: they must not read it); every output against
 // out = beta alpha (K - 2 popc(a ^ w)) + bias in double. Prints the worst relative error; exit 0 when
 // within the output type's rounding, 1 when not, 2 on a deadlock.
 #include <string>
@@ -53,7 +53,8 @@ int run(int variant, int M, int N, int K, int sms) {
                                 popc_w.data(), bias.data(), out.data(), M, N, K);
     });
   } else {
-    const int64_t blocks_m = ceil_div(M, kV3Rows), tiles = ceil_div(N, kV3Rows);
+    const int am = variant >= 6 ? 256 : 128;
+    const int64_t blocks_m = ceil_div(M, am), tiles = ceil_div(N, 16384 / am);
     const int64_t fill = sms / blocks_m;
     const int64_t splits = fill < 1 ? 1 : (fill < tiles ? fill : tiles);
     auto go = [&](auto kernel, size_t smem_bytes, const int32_t* pw) {
@@ -63,11 +64,15 @@ int run(int variant, int M, int N, int K, int sms) {
       });
     };
     if (variant == 3)
-      ok = go(xnor_gemm_v3_kernel<kOut, false, false>, v3_smem_bytes<kOut, false, false>(ld_a), popc_w.data());
+      ok = go(xnor_gemm_v3_kernel<kOut, 128, false, false>, v3_smem_bytes<kOut, false, false>(ld_a), popc_w.data());
     else if (variant == 4)
-      ok = go(xnor_gemm_v3_kernel<kOut, true, false>, v3_smem_bytes<kOut, true, false>(ld_a), popc_w.data());
+      ok = go(xnor_gemm_v3_kernel<kOut, 128, true, false>, v3_smem_bytes<kOut, true, false>(ld_a), popc_w.data());
+    else if (variant == 5)
+      ok = go(xnor_gemm_v3_kernel<kOut, 128, true, true>, v3_smem_bytes<kOut, true, true>(ld_a), nullptr);
+    else if (variant == 6)
+      ok = go(xnor_gemm_v3_kernel<kOut, 256, true, false>, v3_smem_bytes<kOut, true, false>(ld_a), popc_w.data());
     else
-      ok = go(xnor_gemm_v3_kernel<kOut, true, true>, v3_smem_bytes<kOut, true, true>(ld_a), nullptr);
+      ok = go(xnor_gemm_v3_kernel<kOut, 256, true, true>, v3_smem_bytes<kOut, true, true>(ld_a), nullptr);
   }
   if (!ok) return 2;
   double worst = 0;
@@ -98,6 +103,10 @@ int main(int argc, char** argv) {
   }
   const int variant = std::atoi(argv[1]), M = std::atoi(argv[2]), N = std::atoi(argv[3]), K = std::atoi(argv[4]);
   const int sms = std::atoi(argv[5]);
+  if (M < 1 || N < 1 || K < 1 || (K + 31) / 32 % 4 != 0) {  // xnor_gemm's preconditions
+    std::fprintf(stderr, "xnor_emu: M, N, K must be positive and ceil(K / 32) a multiple of 4\n");
+    return 64;
+  }
   rng_state = std::strtoull(argv[7], nullptr, 10) * 2654435761ull + 1;
   return std::string(argv[6]) == "f32" ? run<DType::kF32>(variant, M, N, K, sms)
                                        : run<DType::kBF16>(variant, M, N, K, sms);

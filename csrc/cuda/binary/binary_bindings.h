@@ -116,17 +116,17 @@ inline at::Tensor popc_rows_cuda(const at::Tensor& packed) {
   return popc;
 }
 
-constexpr const char* kXnorVariants = "0 (the default kernel), 1, 3, 4 or 5 (variant 2 was removed)";
+constexpr const char* kXnorVariants = "0 (the default kernel), 1 or 3 to 7 (variant 2 was removed)";
 
 // xnor_gemm_bits_cuda: the GEMM alone on binarize_per_token_cuda's and popc_rows_cuda's outputs, for
 // K inputs, out of dtype like (x's dtype). popc_w may be None where the variant counts the weight
-// popcounts itself (cuda::xnor_gemm_counts_popc_w: variant 5 where its tiles fit); it is unused then.
+// popcounts itself (cuda::xnor_gemm_counts_popc_w: variants 5 and 7 where their tiles fit); unused then.
 inline at::Tensor xnor_gemm_bits_cuda(const at::Tensor& bits, const at::Tensor& beta, const at::Tensor& popc_a,
                                       const at::Tensor& packed, const at::Tensor& alpha,
                                       const c10::optional<at::Tensor>& popc_w, int64_t K, const at::Tensor& like,
                                       const c10::optional<at::Tensor>& bias, int64_t variant) {
   const char* op = "xnor_gemm_bits_cuda";
-  check_variant(op, variant, {0, 1, 3, 4, 5}, kXnorVariants);
+  check_variant(op, variant, {0, 1, 3, 4, 5, 6, 7}, kXnorVariants);
   TORCH_CHECK(K > 0 && bits.is_cuda() && bits.dim() == 2 && bits.scalar_type() == at::kInt && bits.is_contiguous() &&
                   bits.size(1) == cuda::xnor_padded_words(K),
               op, ": bits must be binarize_per_token_cuda's contiguous (M, ", cuda::xnor_padded_words(K),
@@ -165,14 +165,14 @@ inline at::Tensor xnor_gemm_bits_cuda(const at::Tensor& bits, const at::Tensor& 
 inline at::Tensor xnor_gemm_cuda(const at::Tensor& x_in, const at::Tensor& packed, const at::Tensor& alpha,
                                  int64_t group_size, const c10::optional<at::Tensor>& bias, int64_t variant) {
   const char* op = "xnor_gemm_cuda";
-  check_variant(op, variant, {0, 1, 3, 4, 5}, kXnorVariants);
+  check_variant(op, variant, {0, 1, 3, 4, 5, 6, 7}, kXnorVariants);
   check_args(op, x_in, packed, alpha, group_size, bias);
   TORCH_CHECK(group_size == 0, op, ": only one alpha per output channel (group_size=0) runs on the GPU kernel");
   const int64_t K = x_in.size(1), KW = (K + 31) / 32;
   TORCH_CHECK(KW % 4 == 0 && aligned16(packed), op, ": ceil(K/32)=", KW,
               " must be a multiple of 4 (weight rows are copied 16 bytes at a time)");
   const cuda::DType t = float_dtype(op, x_in.scalar_type());
-  // Variants 3-5 change the GEMM only and binarize as variant 1; 5 counts the weight popcounts itself.
+  // Variants 3-7 change the GEMM only and binarize as variant 1; 5 and 7 count the weight popcounts.
   const auto [bits, beta, popc_a] = binarize_per_token_cuda(x_in, variant < 1 ? variant : 1);
   const c10::cuda::CUDAGuard guard(x_in.device());
   c10::optional<at::Tensor> popc_w;
@@ -193,8 +193,8 @@ inline void register_binary_cuda(pybind11::module_& m) {
         py::arg("bias") = py::none(), py::arg("variant") = 0,
         "XNOR GEMM on b1 tensor cores: x (M, K) float binarized per token (beta = mean|x|), packed (N, ceil(K/32)) "
         "uint32 with ceil(K/32) % 4 == 0, alpha (N, 1) float32 -> (M, N) x.dtype; variant 1: 64x64 warp tiles, "
-        "4-stage ldmatrix pipeline; variants 3-5: persistent blocks, whole-K tiles, two warp groups in turn "
-        "(4: staged 16-byte stores, 5: 4 with the weight popcounts in the kernel)");
+        "4-stage ldmatrix pipeline; variants 3-7: persistent blocks, whole-K tiles, two warp groups in turn "
+        "(4: staged 16-byte stores, 5: 4 with the weight popcounts in the kernel; 6, 7: 4, 5 on 256x64 group tiles)");
   m.def("binarize_per_token_cuda", &binarize_per_token_cuda, py::arg("x"), py::arg("variant") = 0,
         "xnor_gemm_cuda's first launch: x (M, K) float -> (bits (M, padded words) int32, beta (M) fp32, popc (M) int32)");
   m.def("popc_rows_cuda", &popc_rows_cuda, py::arg("packed"),
@@ -203,7 +203,7 @@ inline void register_binary_cuda(pybind11::module_& m) {
         py::arg("packed"), py::arg("alpha"), py::arg("popc_w"), py::arg("K"), py::arg("like"),
         py::arg("bias") = py::none(), py::arg("variant") = 0,
         "xnor_gemm_cuda's GEMM alone on binarize_per_token_cuda's and popc_rows_cuda's outputs (popc_w may be None "
-        "for variant 5, which counts them itself); out dtype = like's");
+        "for variants 5 and 7, which count them themselves); out dtype = like's");
 }
 
 }  // namespace pycomp

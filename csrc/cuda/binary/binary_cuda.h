@@ -39,19 +39,20 @@ cudaError_t popc_rows(const uint32_t* w, int64_t N, int64_t KW, int32_t* popc, c
 // a 128-row W tile with the whole K in shared memory; the two groups alternate tiles so that one's
 // epilogue and next W copy overlap the other's mmas. 3: variant 1's stores from the mma layout;
 // 4: outputs staged per warp and written as whole 16-byte chunks; 5: 4 plus the weight popcounts
-// counted in the kernel (popc_w is then unused, see xnor_gemm_counts_popc_w). 3-5 run variant 1
-// where the tiles do not fit the device's shared memory (K > 4096 on an H100/H200).
+// counted in the kernel (popc_w is then unused, see xnor_gemm_counts_popc_w). Variants 6 and 7: 4 and
+// 5 with a 256-row A block and 64-row W tiles (half the W copies). 3-7 run variant 1 where the tiles
+// do not fit the device's shared memory (K > 4096 on an H100/H200).
 //   and[m, n] = popc(a[m] & w[n]);  xor = popc_a[m] + popc_w[n] - 2 * and
 //   out[m, n] = beta[m] * alpha[n] * (K - 2 * xor) + bias[n]
 // a: (M, ld_a) bits from binarize_per_token (ld_a = xnor_padded_words(K)); w: (N, KW) with
 // KW % 4 == 0 and 16-byte aligned (rows are copied 16 bytes at a time); popc_w (N) or, where
 // xnor_gemm_counts_popc_w, nullptr; bias of type out_t or nullptr; out: (M, N) of type out_t, row
 // stride N. Any M, N >= 1.
-// Whether `variant` names an XNOR GEMM kernel (0, 1, 3, 4, 5).
+// Whether `variant` names an XNOR GEMM kernel (0, 1, 3-7).
 bool xnor_gemm_variant_exists(int variant);
 
 // Whether xnor_gemm of this variant counts the weight popcounts itself on the current device for
-// this K and output type (variant 5 where its tiles fit), so that popc_w need not be computed.
+// this K and output type (variants 5 and 7 where their tiles fit), so that popc_w need not be computed.
 bool xnor_gemm_counts_popc_w(int64_t K, DType out_t, int variant);
 
 cudaError_t xnor_gemm(const uint32_t* a, int64_t ld_a, const float* beta, const int32_t* popc_a, const uint32_t* w,

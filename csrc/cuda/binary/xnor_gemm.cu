@@ -367,9 +367,12 @@ __global__ void __launch_bounds__(kV1Threads, 2) xnor_gemm_v1_kernel(
 // Variant 3 stores bf16 pairs from the mma layout (v1's epilogue); variant 4 stages each warp's 8 x 64
 // band in shared memory and writes whole 128-byte row segments with 16-byte streaming stores; variant
 // 5 is 4 with the weight rows' popcounts counted from the resident tile, so no popc_rows launch.
-// Shared memory: 3 x 128 padded rows (K = 4096: 198 KB) plus the bands and counts; the launcher runs
+// Variants 6 and 7 (4 and 5 on a 256-row A block, 64-row W tiles, the 4 warps of a group stacked
+// along M): the same shared memory and mmas per tile, and each W byte copied feeds twice the rows,
+// so a tile copies 32 KB (M = 4096: W traffic 117 MB, where 3-5 copy 235 MB).
+// Shared memory: 384 padded rows (K = 4096: 198 KB) plus the bands and counts; the launcher runs
 // variant 1 where that passes the device's opt-in limit (K > 4096 on an H100/H200).
-constexpr int kV3Rows = 128, kV3Threads = 256, kV3MI = 4, kV3NI = 8;
+constexpr int kV3Rows = 384, kV3Threads = 256, kV3MI = 4, kV3NI = 8;  // rows: A block plus two W tiles
 
 template <DType kOut>
 __host__ __device__ constexpr int v3_band_row_bytes() {  // one staged output row of a warp (64 columns) plus 16 bytes against conflicts
@@ -378,7 +381,7 @@ __host__ __device__ constexpr int v3_band_row_bytes() {  // one staged output ro
 
 template <DType kOut, bool kStaged, bool kPopc>
 int64_t v3_smem_bytes(int64_t ld_a) {
-  return 3 * kV3Rows * (ld_a * 4 + 16) + (kStaged ? 8 * 8 * v3_band_row_bytes<kOut>() : 0) + (kPopc ? 2 * kV3Rows * 4 : 0);
+  return kV3Rows * (ld_a * 4 + 16) + (kStaged ? 8 * 8 * v3_band_row_bytes<kOut>() : 0) + (kPopc ? 2 * 128 * 4 : 0);
 }
 
 // The 128 threads of one warp group; immediate barrier ids (1, 2) so the block reserves 3 barriers, not 16.
@@ -389,7 +392,8 @@ __device__ __forceinline__ void group_barrier(int group) {
     asm volatile("bar.sync 2, 128;\n" ::: "memory");
 }
 
-template <DType kOut, bool kStaged, bool kPopc>
+// kAM: A block rows (128 or 256); W tiles have 16384 / kAM rows, so a group's tile is 128 x 128 or 256 x 64.
+template <DType kOut, int kAM, bool kStaged, bool kPopc>
 __global__ void __launch_bounds__(kV3Threads, 1) xnor_gemm_v3_kernel(
     const uint32_t* __restrict__ a, int64_t ld_a, const float* __restrict__ beta, const int32_t* __restrict__ popc_a,
     const uint32_t* __restrict__ w, int64_t KW, const float* __restrict__ alpha, const int32_t* __restrict__ popc_w,
@@ -398,23 +402,26 @@ __global__ void __launch_bounds__(kV3Threads, 1) xnor_gemm_v3_kernel(
   using T = typename Elem<kOut>::T;
   extern __shared__ __align__(128) uint4 smem[];  // A rows, group 0's W rows, group 1's W rows, bands, counts
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const int grp = warp / 4, gw = warp % 4, warp_m = gw / 2, warp_n = gw % 2;
+  constexpr int kWN = 16384 / kAM, kWarpsN = kWN / 64;
+  static_assert(kAM + 2 * kWN == kV3Rows && kWarpsN * (kAM / 64) == 4, "a group's 4 warps tile kAM x kWN");
+  const int grp = warp / 4, gw = warp % 4, warp_m = gw / kWarpsN, warp_n = gw % kWarpsN;
   const int g = lane / 4, t = lane % 4, q = lane / 8, r8 = lane % 8;
-  const int m0 = static_cast<int>(blockIdx.x / splits) * kV3Rows, split = static_cast<int>(blockIdx.x % splits);
-  const int tiles = (N + kV3Rows - 1) / kV3Rows;
+  const int m0 = static_cast<int>(blockIdx.x / splits) * kAM, split = static_cast<int>(blockIdx.x % splits);
+  const int tiles = (N + kWN - 1) / kWN;
   const int t_end = static_cast<int>(static_cast<int64_t>(split + 1) * tiles / splits);
   const int chunks = static_cast<int>(ld_a / 4), row_bytes = 16 * chunks + 16;  // 16-byte chunks per row
   unsigned char* const sbytes = reinterpret_cast<unsigned char*>(smem);
-  const uint32_t sa = smem_addr(smem), sb = sa + (1 + grp) * kV3Rows * row_bytes;
-  unsigned char* const band = sbytes + 3 * kV3Rows * row_bytes + warp * 8 * v3_band_row_bytes<kOut>();
-  int* const counts = reinterpret_cast<int*>(sbytes + 3 * kV3Rows * row_bytes +
-                                             (kStaged ? 8 * 8 * v3_band_row_bytes<kOut>() : 0)) + grp * kV3Rows;
+  const int sb_off = (kAM + grp * kWN) * row_bytes;  // this group's W tile
+  const uint32_t sa = smem_addr(smem), sb = sa + sb_off;
+  unsigned char* const band = sbytes + kV3Rows * row_bytes + warp * 8 * v3_band_row_bytes<kOut>();
+  int* const counts = reinterpret_cast<int*>(sbytes + kV3Rows * row_bytes +
+                                             (kStaged ? 8 * 8 * v3_band_row_bytes<kOut>() : 0)) + grp * 128;
 
-  // 128 rows from row0 of src (row stride ld words, `words` valid words per row, rows < limit) into
+  // `rows` rows from row0 of src (row stride ld words, `words` valid words per row, rows < limit) into
   // dst; warp wi of nw copies rows wi, wi + nw, ..., a lane one 16-byte chunk (a warp: 512 bytes of a row).
-  auto load_rows = [&](uint32_t dst, const uint32_t* src, int64_t ld, int64_t words, int row0, int limit, int wi,
-                       int nw) {
-    for (int r = wi; r < kV3Rows; r += nw) {
+  auto load_rows = [&](uint32_t dst, const uint32_t* src, int64_t ld, int64_t words, int rows, int row0, int limit,
+                       int wi, int nw) {
+    for (int r = wi; r < rows; r += nw) {
       const bool row_ok = row0 + r < limit;
       for (int c = lane; c < chunks; c += 32) {
         const bool ok = row_ok && 4 * c < words;  // words % 4 == 0: a chunk is all in or all out
@@ -425,8 +432,8 @@ __global__ void __launch_bounds__(kV3Threads, 1) xnor_gemm_v3_kernel(
   };
 
   int tile = static_cast<int>(static_cast<int64_t>(split) * tiles / splits) + grp;
-  load_rows(sa, a, ld_a, ld_a, m0, M, warp, 8);
-  if (tile < t_end) load_rows(sb, w, KW, KW, tile * kV3Rows, N, gw, 4);
+  load_rows(sa, a, ld_a, ld_a, kAM, m0, M, warp, 8);
+  if (tile < t_end) load_rows(sb, w, KW, KW, kWN, tile * kWN, N, gw, 4);
   cp_async_commit();
   cp_async_wait<0>();
   __syncthreads();  // both groups read every A row
@@ -439,7 +446,7 @@ __global__ void __launch_bounds__(kV3Threads, 1) xnor_gemm_v3_kernel(
   // a tile's mmas, each group's epilogue falls under the other's mmas.
   const bool stagger = tile - grp + 1 < t_end;  // group 1 has a tile
   for (bool first = true; tile < t_end; tile += 2, first = false) {
-    const int n0 = tile * kV3Rows;
+    const int n0 = tile * kWN;
     if (grp == 1 && first) asm volatile("bar.sync 3, 256;\n" ::: "memory");
     int acc[kV3MI][kV3NI][4] = {};
 #pragma unroll 1
@@ -471,16 +478,18 @@ __global__ void __launch_bounds__(kV3Threads, 1) xnor_gemm_v3_kernel(
     }
     if (grp == 0 && first && stagger) asm volatile("bar.arrive 3, 256;\n" ::: "memory");
     if constexpr (kPopc) {  // thread r of the group counts W row r while the tile is still resident
-      const unsigned char* row = sbytes + (1 + grp) * kV3Rows * row_bytes + (tid % 128) * row_bytes;
-      int c = 0;
-      for (int ch = 0; ch < chunks; ++ch) {
-        const uint4 v = *reinterpret_cast<const uint4*>(row + 16 * ch);
-        c += __popc(v.x) + __popc(v.y) + __popc(v.z) + __popc(v.w);
+      if (tid % 128 < kWN) {
+        const unsigned char* row = sbytes + sb_off + (tid % 128) * row_bytes;
+        int c = 0;
+        for (int ch = 0; ch < chunks; ++ch) {
+          const uint4 v = *reinterpret_cast<const uint4*>(row + 16 * ch);
+          c += __popc(v.x) + __popc(v.y) + __popc(v.z) + __popc(v.w);
+        }
+        counts[tid % 128] = c;
       }
-      counts[tid % 128] = c;
     }
     group_barrier(grp);  // the group is done with this W tile (and its counts are written)
-    if (tile + 2 < t_end) load_rows(sb, w, KW, KW, (tile + 2) * kV3Rows, N, gw, 4);
+    if (tile + 2 < t_end) load_rows(sb, w, KW, KW, kWN, (tile + 2) * kWN, N, gw, 4);
     cp_async_commit();
 
     // dot = (K - 2 popc_w) - 2 popc_a + 4 and, as in variant 1.
@@ -610,18 +619,18 @@ struct Gemm {
     return cudaGetLastError();
   }
 
-  // Blocks: ceil(M / 128) A blocks times `splits` runs of W tiles, as many as fill the SMs once
-  // (M = 4096 on 132 SMs: 32 x 4 blocks of 28 tiles); past one block per SM, one run per A block.
-  template <bool kStaged, bool kPopc>
+  // Blocks: ceil(M / kAM) A blocks times `splits` runs of W tiles, as many as fill the SMs once
+  // (M = 4096 on 132 SMs: 32 x 4 or 16 x 8 blocks of 28 tiles); past one block per SM, one run per A block.
+  template <int kAM, bool kStaged, bool kPopc>
   static cudaError_t v3(const uint32_t* a, int64_t ld_a, const float* beta, const int32_t* popc_a, const uint32_t* w,
                         int64_t KW, const float* alpha, const int32_t* popc_w, const void* bias, void* out, int64_t M,
                         int64_t N, int64_t K, cudaStream_t stream) {
     if (!v3_fits<kT, kStaged, kPopc>(ld_a))
       return v1(a, ld_a, beta, popc_a, w, KW, alpha, popc_w, bias, out, M, N, K, stream);
-    constexpr auto kernel = xnor_gemm_v3_kernel<kT, kStaged, kPopc>;
+    constexpr auto kernel = xnor_gemm_v3_kernel<kT, kAM, kStaged, kPopc>;
     const cudaError_t e = opt_in_dynamic_smem<kernel>(smem_optin());
     if (e != cudaSuccess) return e;
-    const int64_t blocks_m = ceil_div(M, kV3Rows), tiles = ceil_div(N, kV3Rows);
+    const int64_t blocks_m = ceil_div(M, kAM), tiles = ceil_div(N, 16384 / kAM);
     const int64_t fill = sm_count() / blocks_m;
     const int64_t splits = fill < 1 ? 1 : (fill < tiles ? fill : tiles);
     kernel<<<static_cast<unsigned>(blocks_m * splits), kV3Threads, static_cast<size_t>(v3_smem_bytes<kT, kStaged, kPopc>(ld_a)),
@@ -635,9 +644,11 @@ struct Gemm {
                          void* out, int64_t M, int64_t N, int64_t K, cudaStream_t stream, int variant) {
     switch (variant) {
       case 1: return v1(a, ld_a, beta, popc_a, w, KW, alpha, popc_w, bias, out, M, N, K, stream);
-      case 3: return v3<false, false>(a, ld_a, beta, popc_a, w, KW, alpha, popc_w, bias, out, M, N, K, stream);
-      case 4: return v3<true, false>(a, ld_a, beta, popc_a, w, KW, alpha, popc_w, bias, out, M, N, K, stream);
-      case 5: return v3<true, true>(a, ld_a, beta, popc_a, w, KW, alpha, popc_w, bias, out, M, N, K, stream);
+      case 3: return v3<128, false, false>(a, ld_a, beta, popc_a, w, KW, alpha, popc_w, bias, out, M, N, K, stream);
+      case 4: return v3<128, true, false>(a, ld_a, beta, popc_a, w, KW, alpha, popc_w, bias, out, M, N, K, stream);
+      case 5: return v3<128, true, true>(a, ld_a, beta, popc_a, w, KW, alpha, popc_w, bias, out, M, N, K, stream);
+      case 6: return v3<256, true, false>(a, ld_a, beta, popc_a, w, KW, alpha, popc_w, bias, out, M, N, K, stream);
+      case 7: return v3<256, true, true>(a, ld_a, beta, popc_a, w, KW, alpha, popc_w, bias, out, M, N, K, stream);
       default: break;
     }
     const dim3 grid(static_cast<unsigned>(ceil_div(N, kBN)), static_cast<unsigned>(ceil_div(M, kBM)));
@@ -666,7 +677,7 @@ cudaError_t popc_rows(const uint32_t* w, int64_t N, int64_t KW, int32_t* popc, c
   return cudaGetLastError();
 }
 
-bool xnor_gemm_variant_exists(int variant) { return variant == 0 || variant == 1 || (variant >= 3 && variant <= 5); }
+bool xnor_gemm_variant_exists(int variant) { return variant == 0 || variant == 1 || (variant >= 3 && variant <= 7); }
 
 template <DType kT>
 struct CountsPopcW {
@@ -674,7 +685,7 @@ struct CountsPopcW {
 };
 
 bool xnor_gemm_counts_popc_w(int64_t K, DType out_t, int variant) {
-  if (variant != 5 || K < 1) return false;
+  if ((variant != 5 && variant != 7) || K < 1) return false;
   switch (out_t) {
     case DType::kF32: return CountsPopcW<DType::kF32>::run(K);
     case DType::kF16: return CountsPopcW<DType::kF16>::run(K);
@@ -688,8 +699,8 @@ cudaError_t xnor_gemm(const uint32_t* a, int64_t ld_a, const float* beta, const 
                       int64_t N, int64_t K, cudaStream_t stream, int variant) {
   const int64_t KW = ceil_div(K, 32);
   if (!xnor_gemm_variant_exists(variant)) return cudaErrorInvalidValue;
-  // int indices inside the kernel run a tile past M and N; 2 K fits int for any K below 2^30.
-  if (M < 1 || N < 1 || K < 1 || M > INT32_MAX - kBM || N > INT32_MAX - kBN || K > (1 << 30) || KW % 4 != 0 ||
+  // int indices inside the kernel run a tile (up to 256 rows) past M and N; 2 K fits int for any K below 2^30.
+  if (M < 1 || N < 1 || K < 1 || M > INT32_MAX - 2 * kBM || N > INT32_MAX - kBN || K > (1 << 30) || KW % 4 != 0 ||
       ld_a != xnor_padded_words(K) || !aligned16(a) || !aligned16(w))
     return cudaErrorInvalidValue;
   if (popc_w == nullptr && !xnor_gemm_counts_popc_w(K, out_t, variant)) return cudaErrorInvalidValue;
