@@ -449,7 +449,9 @@ __global__ void __launch_bounds__(kV3Threads, 1) xnor_gemm_v3_kernel(
     const int n0 = tile * kWN;
     if (grp == 1 && first) asm volatile("bar.sync 3, 256;\n" ::: "memory");
     int acc[kV3MI][kV3NI][4] = {};
-#pragma unroll 1
+    // Unrolled twice so that the compiler interleaves the next step's ldmatrix with this step's mmas
+    // (once, each step began with 16 ldmatrix whose latency no mma covered); 242-255 registers, no spills.
+#pragma unroll 2
     for (int step = 0; step < steps; ++step) {
 #pragma unroll
       for (int h = 0; h < 2; ++h) {  // chunks 4 step + 2h (words t) and + 1 (words t + 4): one 256-bit slice
