@@ -12,10 +12,11 @@ alpha/bias loaded up front (4 warps split K), 4 = as 3 with 8 warps (twice the w
 groups of 64x64 warp tiles taking the tiles in turn (one's epilogue under the other's mmas), 4 = as 3
 with the outputs staged and stored as whole 16-byte chunks, 5 = as 4 with the weight popcounts counted
 in the kernel (no popc launch), 6 / 7 = 4 / 5 with 256-row A blocks and 64-row W tiles (half the W
-copies from L2). W1A16 2 and XNOR 2 lost on both session-5 runs and are gone.
-The XNOR rows "vN" time the whole binding call; "vN:bin" (per-token binarization), "popc" (the weights'
-row popcounts, recomputed every call but by variants 5 and 7) and "vN:gemm" (the GEMM alone on precomputed
-bits) split it.
+copies from L2), their whole call binarizing by binarization variant 2 (8 loads per lane in flight;
+0-1 by their own number, 3-5 by 1). W1A16 2 and XNOR 2 lost on both session-5 runs and are gone.
+The XNOR rows "vN" time the whole binding call; "vN:bin" (binarization variant N = 0, 1, 2), "popc" (the
+weights' row popcounts, recomputed every call but by variants 5 and 7) and "vN:gemm" (the GEMM alone on
+precomputed bits) split it.
 
 `sweep(h) -> str` (h: gpu_check's helper namespace: torch, time_graph, rel_err, log) never raises; as
 a file named gpu_*.py it is also a gpu_check family: `bench(h) -> (rows, table)`. It took 1 s on the H200
@@ -31,6 +32,12 @@ W1A16_MS = (1, 4, 16)
 XNOR_MS = (1024, 4096)
 W1A16_VARIANTS = (0, 1, 3, 4)
 XNOR_VARIANTS = (0, 1, 3, 4, 5, 6, 7)
+BINARIZE_VARIANTS = (0, 1, 2)
+
+
+def binarize_variant(v: int) -> int:
+    """The binarization XNOR variant v's whole call runs (xnor_binarize_variant in binary_bindings.h)."""
+    return 0 if v == 0 else (2 if v >= 6 else 1)
 
 
 def _time(h, fn, want, calls, view=None) -> dict:
@@ -93,11 +100,11 @@ def _rows(h) -> list[dict]:
         beta_ref = x.float().abs().mean(1)
         for v in XNOR_VARIANTS:
             add("xnor", m, f"v{v}", lambda i, x=x, v=v: C.xnor_gemm_cuda(x, *ps[i % copies_p], 0, None, v), ref)
+        for vb in BINARIZE_VARIANTS:
+            add("xnor", m, f"v{vb}:bin", lambda i, x=x, vb=vb: C.binarize_per_token_cuda(x, vb), beta_ref,
+                view=lambda r: r[1])
         for v in XNOR_VARIANTS:
-            vb = min(v, 1)  # variants 3-7 binarize as variant 1
-            if v == vb:
-                add("xnor", m, f"v{v}:bin", lambda i, x=x, v=v: C.binarize_per_token_cuda(x, v), beta_ref,
-                    view=lambda r: r[1])
+            vb = binarize_variant(v)
             try:  # the GEMM alone needs the parts; a failure here is already on the rows above
                 bits, beta, popc_a = C.binarize_per_token_cuda(x, vb)
                 pws = [C.popc_rows_cuda(p) for p, _ in ps]

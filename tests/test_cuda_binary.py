@@ -84,7 +84,8 @@ def test_xnor_parts_match_the_whole_call(variant):
     # The sweep times the three launches one by one: each part against its reference, and their composition
     # bit for bit against xnor_gemm_cuda (same kernels, same order of operations).
     x, packed, alpha, b = _case(37, 70, 1000, 0, torch.bfloat16, seed=3)
-    bits, beta, popc_a = _ext._C.binarize_per_token_cuda(x, min(variant, 1))  # variants 3-7 binarize as 1
+    bin_variant = 0 if variant == 0 else (2 if variant >= 6 else 1)  # as xnor_gemm_cuda binarizes for it
+    bits, beta, popc_a = _ext._C.binarize_per_token_cuda(x, bin_variant)
     xf = x.float()
     torch.testing.assert_close(beta, xf.abs().mean(1), rtol=1e-5, atol=0)
     assert torch.equal(popc_a.long().cpu(), (xf < 0).sum(1).cpu())
@@ -100,6 +101,21 @@ def test_xnor_parts_match_the_whole_call(variant):
     else:
         with pytest.raises(RuntimeError, match="popc_w"):
             _ext._C.xnor_gemm_bits_cuda(bits, beta, popc_a, packed, alpha, None, 1000, x, b, variant)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m,k", [(1, 8), (37, 1000), (5, 4096), (3, 4100), (2, 1001)])
+def test_binarize_variants_agree(dtype, m, k):
+    # Variant 2 batches variant 1's loads; both fall back to variant 0 where K % 8 != 0 (1001) or rows are
+    # not 16-byte aligned (the slice from column 1). Rows: contiguous, then 8 elements apart (aligned when
+    # K % 8 == 0). Bits and popcounts exactly, beta to the order of fp32 sums.
+    x = torch.randn(m, k + 8, generator=torch.Generator().manual_seed(k)).to(dtype).cuda()
+    for xx in (x[:, :k].contiguous(), x[:, :k], x[:, 1:k + 1]):
+        want = _ext._C.binarize_per_token_cuda(xx, 0)
+        for v in (1, 2):
+            got = _ext._C.binarize_per_token_cuda(xx, v)
+            assert torch.equal(got[0], want[0]) and torch.equal(got[2], want[2])
+            torch.testing.assert_close(got[1], want[1], rtol=1e-5, atol=0)
 
 
 def test_ops_route_to_the_kernels_and_fall_back():

@@ -21,12 +21,13 @@ def assemble() -> str:
     """The emulator's shims, the kernels' source (variant 1 to the launchers), the driver."""
     src = open(os.path.join(ROOT, "csrc", "cuda", "binary", "xnor_gemm.cu")).read()
     consts = src[src.index("constexpr int kBM = 128"):src.index("// One block per row: each warp turns")]
+    binarize = src[src.index("// Variant 1 of the binarization"):src.index("__global__ void __launch_bounds__(256) popc_rows")]
     kern = src[src.index("// Variant 1: 128 x 128 block tile"):src.index("template <template <DType> class F")]
     kern = kern.replace("extern __shared__ __align__(128) uint4 smem[];",
                         "uint4* smem = reinterpret_cast<uint4*>(emu::smem.data());")
     kern = re.sub(r'asm volatile\("bar\.(sync|arrive) (\d+), (\d+);\\n" ::: "memory"\);', r"emu::bar_\1(\2, \3);", kern)
     assert "asm" not in re.sub(r"//.*", "", kern), "inline PTX the emulator does not know"
-    parts = [open(os.path.join(EMU, "xnor_emu.cpp")).read(), consts, kern,
+    parts = [open(os.path.join(EMU, "xnor_emu.cpp")).read(), consts, binarize, kern,
              open(os.path.join(EMU, "xnor_emu_main.cpp")).read()]
     return "\n".join(parts)
 
@@ -56,6 +57,17 @@ def test_xnor_kernel_emulated(emu, variant, m, n, k, sms, dtype):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "0 wrong" in r.stdout
+
+
+# Binarization (bf16 x): variant 1 (correct on the H200) and 2 (8 loads per lane in flight); K = 4096: two
+# batches of 8 loads; K = 1000: lanes past K in the last batch and zero words up to the padded row; ldx > K.
+@pytest.mark.parametrize("variant,m,k,ldx", [(1, 19, 1000, 1000), (2, 19, 1000, 1000), (2, 9, 4096, 4104),
+                                             (2, 3, 8, 8)])
+def test_binarize_emulated(emu, variant, m, k, ldx):
+    r = subprocess.run([emu, "bin", str(variant), str(m), str(k), str(ldx), str(m + k)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert " 0 wrong" in r.stdout
 
 
 def test_the_emulator_sees_a_missing_barrier(emu, tmp_path):

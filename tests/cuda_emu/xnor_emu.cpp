@@ -1,5 +1,6 @@
-// CPU emulation of the XNOR GEMM kernels of csrc/cuda/binary/xnor_gemm.cu (variants 1 and 3-7), for
-// checking their index arithmetic, barriers and shared-memory traffic where no GPU exists.
+// CPU emulation of the XNOR GEMM kernels of csrc/cuda/binary/xnor_gemm.cu (variants 1 and 3-7) and of
+// its vectorized binarization (variants 1 and 2), for checking their index arithmetic, barriers and
+// shared-memory traffic where no GPU exists.
 //
 // tests/test_cuda_emu_xnor.py pastes the kernels' source text (with three textual substitutions: the
 // dynamic shared-memory declaration and the named-barrier asm) after this file's shims and builds it
@@ -112,6 +113,7 @@ struct Idx {
 };
 inline Idx thread_idx() { return {static_cast<unsigned>(cur->tid), 0, 0}; }
 inline Idx block_idx() { return {block_x, block_y, 0}; }
+inline Idx block_dim() { return {static_cast<unsigned>(block_threads), 1, 1}; }
 
 void trampoline();
 std::function<void()> body;
@@ -177,6 +179,7 @@ bool launch(unsigned grid_x, unsigned grid_y, int threads, size_t smem_bytes, co
 
 #define threadIdx (emu::thread_idx())
 #define blockIdx (emu::block_idx())
+#define blockDim (emu::block_dim())
 
 // ---- the CUDA surface the kernels use
 enum class DType { kF32, kF16, kBF16 };
@@ -288,6 +291,27 @@ inline void mma_b1_and_popc(int (&d)[4], const uint32_t (&a)[4], const uint32_t 
   }
   emu::warp_sync();
 }
+
+// Lane l receives lane (l ^ off)'s value: every lane posts, then reads.
+template <class V>
+inline V __shfl_xor_sync(unsigned, V v, int off) {
+  static_assert(sizeof(V) == 4, "32-bit shuffles only");
+  emu::Warp& w = emu::warp();
+  const int l = emu::lane();
+  std::memcpy(&w.addr[l], &v, 4);
+  emu::warp_sync();
+  V r;
+  std::memcpy(&r, &w.addr[l ^ off], 4);
+  emu::warp_sync();
+  return r;
+}
+
+inline uint4 ldg_stream_128(const void* p) {
+  uint4 v;
+  std::memcpy(&v, p, 16);
+  return v;
+}
+inline uint4 make_uint4(uint32_t x, uint32_t y, uint32_t z, uint32_t w) { return {x, y, z, w}; }
 
 inline float fmaf_(float a, float b, float c) { return std::fma(a, b, c); }
 #define fmaf fmaf_

@@ -94,11 +94,62 @@ int run(int variant, int M, int N, int K, int sms) {
   return bad ? 1 : 0;
 }
 
+// Binarization variant 1 or 2 of x (M, K) random, row stride ldx >= K: bits, beta, popc against the
+// plain loops (bits exactly, zero up to the padded row; beta to fp32 rounding).
+template <DType kT>
+int run_binarize(int variant, int M, int K, int ldx) {
+  using T = typename Elem<kT>::T;
+  const int ld_bits = static_cast<int>(ceil_div(ceil_div(K, 32), kBKW) * kBKW);
+  std::vector<T> x(static_cast<size_t>(M) * ldx);
+  for (auto& v : x) v = Elem<kT>::from_float(rnd_float() * 4.f - 2.f);
+  std::vector<uint32_t> bits(static_cast<size_t>(M) * ld_bits, 0xDEADBEEFu);
+  std::vector<float> beta(M, -1.f);
+  std::vector<int32_t> popc(M, -1);
+  const unsigned blocks = static_cast<unsigned>(ceil_div(M, 8));
+  const bool ok = emu::launch(blocks, 1, 256, 0, [&] {
+    if (variant == 2)
+      binarize_vec_kernel<kT, 8>(x.data(), ldx, bits.data(), ld_bits, beta.data(), popc.data(), M, K);
+    else
+      binarize_vec_kernel<kT, 1>(x.data(), ldx, bits.data(), ld_bits, beta.data(), popc.data(), M, K);
+  });
+  if (!ok) return 2;
+  int bad = 0;
+  for (int m = 0; m < M; ++m) {
+    double s = 0;
+    int c = 0;
+    for (int wd = 0; wd < ld_bits; ++wd) {
+      uint32_t want = 0;
+      for (int j = 0; j < 32; ++j) {
+        const int k = 32 * wd + j;
+        if (k < K && Elem<kT>::to_float(x[static_cast<size_t>(m) * ldx + k]) < 0.f) want |= 1u << j;
+      }
+      c += __builtin_popcount(want);
+      if (bits[static_cast<size_t>(m) * ld_bits + wd] != want && bad++ < 5)
+        std::fprintf(stderr, "bits[%d, %d] = %08x, want %08x\n", m, wd, bits[static_cast<size_t>(m) * ld_bits + wd], want);
+    }
+    for (int k = 0; k < K; ++k) s += std::fabs(Elem<kT>::to_float(x[static_cast<size_t>(m) * ldx + k]));
+    if (popc[m] != c && bad++ < 5) std::fprintf(stderr, "popc[%d] = %d, want %d\n", m, popc[m], c);
+    if (!(std::fabs(beta[m] - s / K) <= 1e-5 * s / K) && bad++ < 5)
+      std::fprintf(stderr, "beta[%d] = %g, want %g\n", m, beta[m], s / K);
+  }
+  std::printf("binarize variant %d M=%d K=%d ldx=%d: %d wrong\n", variant, M, K, ldx, bad);
+  return bad ? 1 : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 7 && std::string(argv[1]) == "bin") {  // xnor_emu bin VARIANT M K LDX SEED (bf16 x)
+    rng_state = std::strtoull(argv[6], nullptr, 10) * 2654435761ull + 1;
+    const int M = std::atoi(argv[3]), K = std::atoi(argv[4]), ldx = std::atoi(argv[5]);
+    if (M < 1 || K < 1 || K % 8 != 0 || ldx < K || ldx % 8 != 0) {  // the vectorized kernels' preconditions
+      std::fprintf(stderr, "xnor_emu bin: K and LDX must be multiples of 8, LDX >= K\n");
+      return 64;
+    }
+    return run_binarize<DType::kBF16>(std::atoi(argv[2]), M, K, ldx);
+  }
   if (argc != 8) {
-    std::fprintf(stderr, "usage: xnor_emu VARIANT M N K SMS f32|bf16 SEED\n");
+    std::fprintf(stderr, "usage: xnor_emu VARIANT M N K SMS f32|bf16 SEED | xnor_emu bin VARIANT M K LDX SEED\n");
     return 64;
   }
   const int variant = std::atoi(argv[1]), M = std::atoi(argv[2]), N = std::atoi(argv[3]), K = std::atoi(argv[4]);

@@ -86,7 +86,7 @@ inline at::Tensor w1a16_gemv_cuda(const at::Tensor& x_in, const at::Tensor& pack
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor> binarize_per_token_cuda(const at::Tensor& x_in,
                                                                                int64_t variant) {
   const char* op = "binarize_per_token_cuda";
-  check_variant(op, variant, {0, 1}, "0 (the default kernel) or 1");
+  check_variant(op, variant, {0, 1, 2}, "0 (the default kernel), 1 or 2");
   TORCH_CHECK(x_in.is_cuda() && x_in.dim() == 2 && x_in.size(1) > 0, op, ": x must be a 2-D CUDA tensor with K > 0");
   const cuda::DType t = float_dtype(op, x_in.scalar_type());
   const c10::cuda::CUDAGuard guard(x_in.device());
@@ -115,6 +115,9 @@ inline at::Tensor popc_rows_cuda(const at::Tensor& packed) {
                                    popc.data_ptr<int32_t>(), c10::cuda::getCurrentCUDAStream()));
   return popc;
 }
+
+// The binarization each XNOR GEMM variant's whole call runs (benchmarks/gpu_sweep_binary.py mirrors it).
+inline int64_t xnor_binarize_variant(int64_t variant) { return variant == 0 ? 0 : (variant >= 6 ? 2 : 1); }
 
 constexpr const char* kXnorVariants = "0 (the default kernel), 1 or 3 to 7 (variant 2 was removed)";
 
@@ -172,8 +175,9 @@ inline at::Tensor xnor_gemm_cuda(const at::Tensor& x_in, const at::Tensor& packe
   TORCH_CHECK(KW % 4 == 0 && aligned16(packed), op, ": ceil(K/32)=", KW,
               " must be a multiple of 4 (weight rows are copied 16 bytes at a time)");
   const cuda::DType t = float_dtype(op, x_in.scalar_type());
-  // Variants 3-7 change the GEMM only and binarize as variant 1; 5 and 7 count the weight popcounts.
-  const auto [bits, beta, popc_a] = binarize_per_token_cuda(x_in, variant < 1 ? variant : 1);
+  // Variants 3-7 change the GEMM; 3-5 binarize as variant 1, 6 and 7 by binarization variant 2 (more loads
+  // in flight); 5 and 7 count the weight popcounts themselves.
+  const auto [bits, beta, popc_a] = binarize_per_token_cuda(x_in, xnor_binarize_variant(variant));
   const c10::cuda::CUDAGuard guard(x_in.device());
   c10::optional<at::Tensor> popc_w;
   if (!cuda::xnor_gemm_counts_popc_w(K, t, static_cast<int>(variant))) popc_w = popc_rows_cuda(packed);
@@ -194,7 +198,8 @@ inline void register_binary_cuda(pybind11::module_& m) {
         "XNOR GEMM on b1 tensor cores: x (M, K) float binarized per token (beta = mean|x|), packed (N, ceil(K/32)) "
         "uint32 with ceil(K/32) % 4 == 0, alpha (N, 1) float32 -> (M, N) x.dtype; variant 1: 64x64 warp tiles, "
         "4-stage ldmatrix pipeline; variants 3-7: persistent blocks, whole-K tiles, two warp groups in turn "
-        "(4: staged 16-byte stores, 5: 4 with the weight popcounts in the kernel; 6, 7: 4, 5 on 256x64 group tiles)");
+        "(4: staged 16-byte stores, 5: 4 with the weight popcounts in the kernel; 6, 7: 4, 5 on 256x64 group tiles "
+        "with binarization variant 2)");
   m.def("binarize_per_token_cuda", &binarize_per_token_cuda, py::arg("x"), py::arg("variant") = 0,
         "xnor_gemm_cuda's first launch: x (M, K) float -> (bits (M, padded words) int32, beta (M) fp32, popc (M) int32)");
   m.def("popc_rows_cuda", &popc_rows_cuda, py::arg("packed"),

@@ -23,7 +23,8 @@ int64_t xnor_padded_words(int64_t K);
 // Per-token binarization: bits (M, ld_bits) uint32 (ld_bits >= xnor_padded_words(K), zero past K),
 // beta[m] = mean_k |x[m, k]| (fp32), popc[m] = number of negative entries. x: (M, K) of type xt,
 // row stride ldx. Any M, K >= 1. variant 0: a block per row, element loads and ballots; variant 1:
-// a warp per row, 16-byte loads (runs variant 0 unless K % 8 == 0 and rows are 16-byte aligned).
+// a warp per row, 16-byte loads; variant 2: as 1 with 8 loads per lane in flight (1 and 2 run
+// variant 0 unless K % 8 == 0 and rows are 16-byte aligned).
 cudaError_t binarize_per_token(DType xt, const void* x, int64_t ldx, uint32_t* bits, int64_t ld_bits, float* beta,
                                int32_t* popc, int64_t M, int64_t K, cudaStream_t stream, int variant = 0);
 
