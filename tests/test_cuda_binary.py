@@ -62,9 +62,10 @@ XNOR_VARIANTS = [0, 1, 3, 4, 5, 6, 7]
 
 
 # Variants 3-7 give each block a run of 128-column (6, 7: 64-column) tiles, two warp groups taking them in turn;
-# runs get long only when the A blocks (M / 128, 6 and 7: M / 256) outnumber the SMs or nearly do: (4001, 1101, 1000) gives blocks of 2-3 tiles
-# on 132 SMs (odd N: element stores), (20000, 300, 512) one block per A block and several waves (4 chunks per
-# row: most lanes idle in the copies). K = 8192 does not fit their shared memory: they run variant 1 there.
+# runs get long only when the A blocks (M / 128, 6 and 7: M / 256) outnumber the SMs or nearly do: on 132 SMs
+# (4001, 1101, 1000) gives blocks of 2-3 tiles (odd N: element stores), (4096, 2048, 4096) of 4, (20000, 300,
+# 512) one block per A block and several waves (4 chunks per row: most lanes idle in the copies). K = 8192 does
+# not fit their shared memory: they run variant 1 there.
 @pytest.mark.parametrize("variant", XNOR_VARIANTS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("m,n,k", [(1, 8, 128), (17, 9, 384), (130, 140, 1024), (300, 257, 4096), (64, 64, 640),
@@ -93,7 +94,7 @@ def test_xnor_parts_match_the_whole_call(variant):
     assert torch.equal(popc_w.long().cpu(), ops.unpack_signs(packed.cpu(), 1000).lt(0).sum(1))
     got = _ext._C.xnor_gemm_bits_cuda(bits, beta, popc_a, packed, alpha, popc_w, 1000, x, b, variant)
     assert torch.equal(got, _ext._C.xnor_gemm_cuda(x, packed, alpha, 0, b, variant))
-    if variant in (5, 7):  # they count the weight popcounts themselves: popc_w may be left out, and is unused when given
+    if variant in (5, 7):  # they count the weight popcounts themselves: popc_w may be left out (unused if given)
         no_popc = _ext._C.xnor_gemm_bits_cuda(bits, beta, popc_a, packed, alpha, None, 1000, x, b, variant)
         assert torch.equal(no_popc, got)
         wrong = _ext._C.xnor_gemm_bits_cuda(bits, beta, popc_a, packed, alpha, popc_w + 1, 1000, x, b, variant)

@@ -21,7 +21,8 @@ def assemble() -> str:
     """The emulator's shims, the kernels' source (variant 1 to the launchers), the driver."""
     src = open(os.path.join(ROOT, "csrc", "cuda", "binary", "xnor_gemm.cu")).read()
     consts = src[src.index("constexpr int kBM = 128"):src.index("// One block per row: each warp turns")]
-    binarize = src[src.index("// Variant 1 of the binarization"):src.index("__global__ void __launch_bounds__(256) popc_rows")]
+    binarize = src[src.index("// Variant 1 of the binarization"):
+                   src.index("__global__ void __launch_bounds__(256) popc_rows")]
     kern = src[src.index("// Variant 1: 128 x 128 block tile"):src.index("template <template <DType> class F")]
     kern = kern.replace("extern __shared__ __align__(128) uint4 smem[];",
                         "uint4* smem = reinterpret_cast<uint4*>(emu::smem.data());")

@@ -124,8 +124,8 @@ int run_binarize(int variant, int M, int K, int ldx) {
         if (k < K && Elem<kT>::to_float(x[static_cast<size_t>(m) * ldx + k]) < 0.f) want |= 1u << j;
       }
       c += __builtin_popcount(want);
-      if (bits[static_cast<size_t>(m) * ld_bits + wd] != want && bad++ < 5)
-        std::fprintf(stderr, "bits[%d, %d] = %08x, want %08x\n", m, wd, bits[static_cast<size_t>(m) * ld_bits + wd], want);
+      const uint32_t got = bits[static_cast<size_t>(m) * ld_bits + wd];
+      if (got != want && bad++ < 5) std::fprintf(stderr, "bits[%d, %d] = %08x, want %08x\n", m, wd, got, want);
     }
     for (int k = 0; k < K; ++k) s += std::fabs(Elem<kT>::to_float(x[static_cast<size_t>(m) * ldx + k]));
     if (popc[m] != c && bad++ < 5) std::fprintf(stderr, "popc[%d] = %d, want %d\n", m, popc[m], c);

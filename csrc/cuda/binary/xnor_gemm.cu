@@ -385,8 +385,9 @@ __global__ void __launch_bounds__(kV1Threads, 2) xnor_gemm_v1_kernel(
 // variant 1 where that passes the device's opt-in limit (K > 4096 on an H100/H200).
 constexpr int kV3Rows = 384, kV3Threads = 256, kV3MI = 4, kV3NI = 8;  // rows: A block plus two W tiles
 
+// One staged output row of a warp (64 columns) plus 16 bytes against bank conflicts.
 template <DType kOut>
-__host__ __device__ constexpr int v3_band_row_bytes() {  // one staged output row of a warp (64 columns) plus 16 bytes against conflicts
+__host__ __device__ constexpr int v3_band_row_bytes() {
   return 64 * static_cast<int>(sizeof(typename Elem<kOut>::T)) + 16;
 }
 
@@ -395,7 +396,8 @@ int64_t v3_smem_bytes(int64_t ld_a) {
   return kV3Rows * (ld_a * 4 + 16) + (kStaged ? 8 * 8 * v3_band_row_bytes<kOut>() : 0) + (kPopc ? 2 * 128 * 4 : 0);
 }
 
-// The 128 threads of one warp group; immediate barrier ids (1, 2) so the block reserves 3 barriers, not 16.
+// The 128 threads of one warp group. Immediate barrier ids (1, 2; 3 for the groups' start) so that the
+// block reserves 4 barriers, not 16.
 __device__ __forceinline__ void group_barrier(int group) {
   if (group == 0)
     asm volatile("bar.sync 1, 128;\n" ::: "memory");
@@ -650,9 +652,10 @@ struct Gemm {
     const int64_t blocks_m = ceil_div(M, kAM), tiles = ceil_div(N, 16384 / kAM);
     const int64_t fill = sm_count() / blocks_m;
     const int64_t splits = fill < 1 ? 1 : (fill < tiles ? fill : tiles);
-    kernel<<<static_cast<unsigned>(blocks_m * splits), kV3Threads, static_cast<size_t>(v3_smem_bytes<kT, kStaged, kPopc>(ld_a)),
-             stream>>>(a, ld_a, beta, popc_a, w, KW, alpha, popc_w, static_cast<const T*>(bias), static_cast<T*>(out),
-                       static_cast<int>(M), static_cast<int>(N), static_cast<int>(K), static_cast<int>(splits));
+    const auto smem = static_cast<size_t>(v3_smem_bytes<kT, kStaged, kPopc>(ld_a));
+    kernel<<<static_cast<unsigned>(blocks_m * splits), kV3Threads, smem, stream>>>(
+        a, ld_a, beta, popc_a, w, KW, alpha, popc_w, static_cast<const T*>(bias), static_cast<T*>(out),
+        static_cast<int>(M), static_cast<int>(N), static_cast<int>(K), static_cast<int>(splits));
     return cudaGetLastError();
   }
 
