@@ -5,12 +5,18 @@ weights (copies rotated beyond 4x the L2), as CUDA-graph replays.
 
 Targets (issue 4): W1A16 at M=1 >= 8x bf16; XNOR at M=4096 >= 5x the bf16 GEMM. Variants
 (csrc/cuda/binary/binary_cuda.h): W1A16 0 = fp32 sign-flip FMAs, 1 = bits expanded to +-1 pairs for
-mma.sync m16n8k16, 2 = as 1 with mantissa-class pairs (one lop3 each), 3 = as 1 with x staged once per
-block in shared memory as B-fragment pairs, alpha/bias loaded up front (4 warps split K), 4 = as 3 with
-8 warps (twice the warps per SM); XNOR 0 = 64x32 warp tiles, 2 stages, 1 = 64x64 warp tiles, 4-stage
-ldmatrix ring, vectorized binarization, 2 = as 1 on 128x256 blocks of 8 warps (one per SM).
-The XNOR rows "vN" time the whole binding call; "vN:bin" (per-token binarization), "popc" (the weights'
-row popcounts, recomputed every call) and "vN:gemm" (the GEMM alone on precomputed bits) split it.
+mma.sync m16n8k16, 3 = as 1 with x staged once per block in shared memory as B-fragment pairs,
+alpha/bias loaded up front (4 warps split K), 4 = as 3 with 8 warps (twice the warps per SM); XNOR 0 =
+64x32 warp tiles, 2 stages, 1 = 64x64 warp tiles, 4-stage ldmatrix ring, vectorized binarization,
+3 = persistent blocks holding a 128-row A block and whole-K 128-row W tiles in shared memory, two warp
+groups of 64x64 warp tiles taking the tiles in turn (one's epilogue under the other's mmas), 4 = as 3
+with the outputs staged and stored as whole 16-byte chunks, 5 = as 4 with the weight popcounts counted
+in the kernel (no popc launch), 6 / 7 = 4 / 5 with 256-row A blocks and 64-row W tiles (half the W
+copies from L2), their whole call binarizing by binarization variant 2 (8 loads per lane in flight;
+0-1 by their own number, 3-5 by 1). W1A16 2 and XNOR 2 lost on both session-5 runs and are gone.
+The XNOR rows "vN" time the whole binding call; "vN:bin" (binarization variant N = 0, 1, 2), "popc" (the
+weights' row popcounts, recomputed every call but by variants 5 and 7) and "vN:gemm" (the GEMM alone on
+precomputed bits) split it.
 
 `sweep(h) -> str` (h: gpu_check's helper namespace: torch, time_graph, rel_err, log) never raises; as
 a file named gpu_*.py it is also a gpu_check family: `bench(h) -> (rows, table)`. It took 1 s on the H200
@@ -24,8 +30,14 @@ NAME = "sweep_binary"
 SHAPE = (14336, 4096)
 W1A16_MS = (1, 4, 16)
 XNOR_MS = (1024, 4096)
-W1A16_VARIANTS = (0, 1, 2, 3, 4)
-XNOR_VARIANTS = (0, 1, 2)
+W1A16_VARIANTS = (0, 1, 3, 4)
+XNOR_VARIANTS = (0, 1, 3, 4, 5, 6, 7)
+BINARIZE_VARIANTS = (0, 1, 2)
+
+
+def binarize_variant(v: int) -> int:
+    """The binarization XNOR variant v's whole call runs (xnor_binarize_variant in binary_bindings.h)."""
+    return 0 if v == 0 else (2 if v >= 6 else 1)
 
 
 def _time(h, fn, want, calls, view=None) -> dict:
@@ -88,16 +100,18 @@ def _rows(h) -> list[dict]:
         beta_ref = x.float().abs().mean(1)
         for v in XNOR_VARIANTS:
             add("xnor", m, f"v{v}", lambda i, x=x, v=v: C.xnor_gemm_cuda(x, *ps[i % copies_p], 0, None, v), ref)
+        for vb in BINARIZE_VARIANTS:
+            add("xnor", m, f"v{vb}:bin", lambda i, x=x, vb=vb: C.binarize_per_token_cuda(x, vb), beta_ref,
+                view=lambda r: r[1])
         for v in XNOR_VARIANTS:
-            vb = min(v, 1)  # variant 2 binarizes as variant 1
-            if v == vb:
-                add("xnor", m, f"v{v}:bin", lambda i, x=x, v=v: C.binarize_per_token_cuda(x, v), beta_ref,
-                    view=lambda r: r[1])
+            vb = binarize_variant(v)
             try:  # the GEMM alone needs the parts; a failure here is already on the rows above
                 bits, beta, popc_a = C.binarize_per_token_cuda(x, vb)
                 pws = [C.popc_rows_cuda(p) for p, _ in ps]
             except Exception:
                 continue
+            if v in (5, 7):  # they count the popcounts themselves: their GEMM rows include that work
+                pws = [None] * len(ps)
             add("xnor", m, f"v{v}:gemm", lambda i, x=x, v=v, bits=bits, beta=beta, popc_a=popc_a, pws=pws:
                 C.xnor_gemm_bits_cuda(bits, beta, popc_a, *ps[i % copies_p], pws[i % copies_p], k, x, None, v), ref)
             del bits, beta, popc_a, pws

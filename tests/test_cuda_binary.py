@@ -45,10 +45,9 @@ def test_w1a16_gemv(dtype, m, n, k, group_size):
 @pytest.mark.parametrize("m,n,k", [(1, 7, 33), (1, 256, 4096), (1, 100, 4000), (2, 33, 1000), (5, 64, 2080),
                                    (8, 48, 512), (9, 130, 3000), (12, 50, 1000), (16, 130, 3000), (2, 40, 9000),
                                    (3, 40, 9000), (20, 70, 4096)])
-@pytest.mark.parametrize("variant", [1, 2, 3, 4])
+@pytest.mark.parametrize("variant", [1, 3, 4])
 def test_w1a16_gemv_tensor_core_variants(dtype, m, n, k, variant):
-    # Variant 1: bits become exact +-1 values, products of x by them are exact, the sums are fp32. Variant 2:
-    # weights 1 + bit * 2^(c-4), exact too; the class correction multiplies fp32 rounding by at most 32.
+    # Variant 1: bits become exact +-1 values, products of x by them are exact, the sums are fp32.
     # Variants 3 and 4 (x staged in shared memory) fall back to variant 1 where min(M, 8) staged rows pass 48 KB
     # ((9, 130, 3000), (3, 40, 9000), (20, 70, 4096)); (2, 40, 9000) gives each warp several K units.
     x, packed, alpha, b = _case(m, n, k, 0, dtype, seed=m + k)
@@ -59,10 +58,19 @@ def test_w1a16_gemv_tensor_core_variants(dtype, m, n, k, variant):
         assert ((got.double() - want).abs() <= _bound(x, packed, alpha, k, 0, want, dtype)).all()
 
 
-@pytest.mark.parametrize("variant", [0, 1, 2])
+XNOR_VARIANTS = [0, 1, 3, 4, 5, 6, 7]
+
+
+# Variants 3-7 give each block a run of 128-column (6, 7: 64-column) tiles, two warp groups taking them in turn;
+# runs get long only when the A blocks (M / 128, 6 and 7: M / 256) outnumber the SMs or nearly do: on 132 SMs
+# (4001, 1101, 1000) gives blocks of 2-3 tiles (odd N: element stores), (4096, 2048, 4096) of 4, (20000, 300,
+# 512) one block per A block and several waves (4 chunks per row: most lanes idle in the copies). K = 8192 does
+# not fit their shared memory: they run variant 1 there.
+@pytest.mark.parametrize("variant", XNOR_VARIANTS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("m,n,k", [(1, 8, 128), (17, 9, 384), (130, 140, 1024), (300, 257, 4096), (64, 64, 640),
-                                   (129, 300, 8192), (5, 33, 1020)])
+                                   (129, 300, 8192), (5, 33, 1020), (4001, 1101, 1000), (20000, 300, 512),
+                                   (4096, 2048, 4096)])
 def test_xnor_gemm(dtype, m, n, k, variant):
     x, packed, alpha, b = _case(m, n, k, 0, dtype)
     got = _ext._C.xnor_gemm_cuda(x, packed, alpha, 0, b, variant)
@@ -72,12 +80,13 @@ def test_xnor_gemm(dtype, m, n, k, variant):
     assert ((got.double() - want).abs() <= ROUNDING[dtype] * want.abs() + 1e-5 * scale + 1e-4).all()
 
 
-@pytest.mark.parametrize("variant", [0, 1, 2])
+@pytest.mark.parametrize("variant", XNOR_VARIANTS)
 def test_xnor_parts_match_the_whole_call(variant):
     # The sweep times the three launches one by one: each part against its reference, and their composition
     # bit for bit against xnor_gemm_cuda (same kernels, same order of operations).
     x, packed, alpha, b = _case(37, 70, 1000, 0, torch.bfloat16, seed=3)
-    bits, beta, popc_a = _ext._C.binarize_per_token_cuda(x, min(variant, 1))  # variant 2 binarizes as 1
+    bin_variant = 0 if variant == 0 else (2 if variant >= 6 else 1)  # as xnor_gemm_cuda binarizes for it
+    bits, beta, popc_a = _ext._C.binarize_per_token_cuda(x, bin_variant)
     xf = x.float()
     torch.testing.assert_close(beta, xf.abs().mean(1), rtol=1e-5, atol=0)
     assert torch.equal(popc_a.long().cpu(), (xf < 0).sum(1).cpu())
@@ -85,6 +94,29 @@ def test_xnor_parts_match_the_whole_call(variant):
     assert torch.equal(popc_w.long().cpu(), ops.unpack_signs(packed.cpu(), 1000).lt(0).sum(1))
     got = _ext._C.xnor_gemm_bits_cuda(bits, beta, popc_a, packed, alpha, popc_w, 1000, x, b, variant)
     assert torch.equal(got, _ext._C.xnor_gemm_cuda(x, packed, alpha, 0, b, variant))
+    if variant in (5, 7):  # they count the weight popcounts themselves: popc_w may be left out (unused if given)
+        no_popc = _ext._C.xnor_gemm_bits_cuda(bits, beta, popc_a, packed, alpha, None, 1000, x, b, variant)
+        assert torch.equal(no_popc, got)
+        wrong = _ext._C.xnor_gemm_bits_cuda(bits, beta, popc_a, packed, alpha, popc_w + 1, 1000, x, b, variant)
+        assert torch.equal(wrong, got)
+    else:
+        with pytest.raises(RuntimeError, match="popc_w"):
+            _ext._C.xnor_gemm_bits_cuda(bits, beta, popc_a, packed, alpha, None, 1000, x, b, variant)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m,k", [(1, 8), (37, 1000), (5, 4096), (3, 4100), (2, 1001)])
+def test_binarize_variants_agree(dtype, m, k):
+    # Variant 2 batches variant 1's loads; both fall back to variant 0 where K % 8 != 0 (1001) or rows are
+    # not 16-byte aligned (the slice from column 1). Rows: contiguous, then 8 elements apart (aligned when
+    # K % 8 == 0). Bits and popcounts exactly, beta to the order of fp32 sums.
+    x = torch.randn(m, k + 8, generator=torch.Generator().manual_seed(k)).to(dtype).cuda()
+    for xx in (x[:, :k].contiguous(), x[:, :k], x[:, 1:k + 1]):
+        want = _ext._C.binarize_per_token_cuda(xx, 0)
+        for v in (1, 2):
+            got = _ext._C.binarize_per_token_cuda(xx, v)
+            assert torch.equal(got[0], want[0]) and torch.equal(got[2], want[2])
+            torch.testing.assert_close(got[1], want[1], rtol=1e-5, atol=0)
 
 
 def test_ops_route_to_the_kernels_and_fall_back():
@@ -110,9 +142,12 @@ def test_bad_arguments_raise():
     with pytest.raises(RuntimeError, match="variant must be 0"):
         _ext._C.xnor_gemm_cuda(x, packed, alpha, 0, b, -1)
     xa, pa, aa, ba = _case(4, 32, 1024)
-    with pytest.raises(RuntimeError, match="variant must be 0"):
-        _ext._C.xnor_gemm_cuda(xa, pa, aa, 0, ba, 3)
-    with pytest.raises(RuntimeError, match="variants 1 to 4"):
+    for removed_or_unknown in (2, 8):
+        with pytest.raises(RuntimeError, match="variant must be 0"):
+            _ext._C.xnor_gemm_cuda(xa, pa, aa, 0, ba, removed_or_unknown)
+    with pytest.raises(RuntimeError, match="variant 2 was removed"):
+        _ext._C.w1a16_gemv_cuda(x, packed, alpha, 0, b, 2)
+    with pytest.raises(RuntimeError, match="variants 1, 3 and 4"):
         _ext._C.w1a16_gemv_cuda(x.float(), packed, alpha, 0, b.float(), 1)
     xg, pg, ag, bg = _case(4, 32, 1024, group_size=64)
     with pytest.raises(RuntimeError, match="group_size=0"):

@@ -7,7 +7,9 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <tuple>
 
 #include "cuda/binary/binary_cuda.h"
@@ -51,19 +53,20 @@ inline at::Tensor aligned_rows(const at::Tensor& x) {
 }
 
 // variant picks the kernel (binary_cuda.h): 0 the default, the others candidates the GPU run times beside it.
-inline void check_variant(const char* op, int64_t variant, int64_t last) {
-  TORCH_CHECK(variant >= 0 && variant <= last, op, ": variant must be 0 (the default kernel) .. ", last, ", got ",
+// `valid` lists the numbers in use (a removed variant keeps its number unused); `names` spells them out.
+inline void check_variant(const char* op, int64_t variant, std::initializer_list<int64_t> valid, const char* names) {
+  TORCH_CHECK(std::find(valid.begin(), valid.end(), variant) != valid.end(), op, ": variant must be ", names, ", got ",
               variant);
 }
 
 inline at::Tensor w1a16_gemv_cuda(const at::Tensor& x_in, const at::Tensor& packed, const at::Tensor& alpha,
                                   int64_t group_size, const c10::optional<at::Tensor>& bias, int64_t variant) {
   const char* op = "w1a16_gemv_cuda";
-  check_variant(op, variant, 4);
+  check_variant(op, variant, {0, 1, 3, 4}, "0 (the default kernel), 1, 3 or 4 (variant 2 was removed)");
   const int64_t N = check_args(op, x_in, packed, alpha, group_size, bias);
   const cuda::DType t = float_dtype(op, x_in.scalar_type());
   TORCH_CHECK(variant == 0 || (group_size == 0 && t != cuda::DType::kF32), op,
-              ": variants 1 to 4 (tensor cores) take bf16 or fp16 x and one alpha per row (group_size=0)");
+              ": variants 1, 3 and 4 (tensor cores) take bf16 or fp16 x and one alpha per row (group_size=0)");
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = aligned_rows(x_in);
   const int64_t M = x.size(0), K = x.size(1), KW = (K + 31) / 32;
@@ -83,7 +86,7 @@ inline at::Tensor w1a16_gemv_cuda(const at::Tensor& x_in, const at::Tensor& pack
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor> binarize_per_token_cuda(const at::Tensor& x_in,
                                                                                int64_t variant) {
   const char* op = "binarize_per_token_cuda";
-  check_variant(op, variant, 1);
+  check_variant(op, variant, {0, 1, 2}, "0 (the default kernel), 1 or 2");
   TORCH_CHECK(x_in.is_cuda() && x_in.dim() == 2 && x_in.size(1) > 0, op, ": x must be a 2-D CUDA tensor with K > 0");
   const cuda::DType t = float_dtype(op, x_in.scalar_type());
   const c10::cuda::CUDAGuard guard(x_in.device());
@@ -113,14 +116,20 @@ inline at::Tensor popc_rows_cuda(const at::Tensor& packed) {
   return popc;
 }
 
+// The binarization each XNOR GEMM variant's whole call runs (benchmarks/gpu_sweep_binary.py mirrors it).
+inline int64_t xnor_binarize_variant(int64_t variant) { return variant == 0 ? 0 : (variant >= 6 ? 2 : 1); }
+
+constexpr const char* kXnorVariants = "0 (the default kernel), 1 or 3 to 7 (variant 2 was removed)";
+
 // xnor_gemm_bits_cuda: the GEMM alone on binarize_per_token_cuda's and popc_rows_cuda's outputs, for
-// K inputs, out of dtype like (x's dtype).
+// K inputs, out of dtype like (x's dtype). popc_w may be None where the variant counts the weight
+// popcounts itself (cuda::xnor_gemm_counts_popc_w: variants 5 and 7 where their tiles fit); unused then.
 inline at::Tensor xnor_gemm_bits_cuda(const at::Tensor& bits, const at::Tensor& beta, const at::Tensor& popc_a,
-                                      const at::Tensor& packed, const at::Tensor& alpha, const at::Tensor& popc_w,
-                                      int64_t K, const at::Tensor& like, const c10::optional<at::Tensor>& bias,
-                                      int64_t variant) {
+                                      const at::Tensor& packed, const at::Tensor& alpha,
+                                      const c10::optional<at::Tensor>& popc_w, int64_t K, const at::Tensor& like,
+                                      const c10::optional<at::Tensor>& bias, int64_t variant) {
   const char* op = "xnor_gemm_bits_cuda";
-  check_variant(op, variant, 2);
+  check_variant(op, variant, {0, 1, 3, 4, 5, 6, 7}, kXnorVariants);
   TORCH_CHECK(K > 0 && bits.is_cuda() && bits.dim() == 2 && bits.scalar_type() == at::kInt && bits.is_contiguous() &&
                   bits.size(1) == cuda::xnor_padded_words(K),
               op, ": bits must be binarize_per_token_cuda's contiguous (M, ", cuda::xnor_padded_words(K),
@@ -133,20 +142,24 @@ inline at::Tensor xnor_gemm_bits_cuda(const at::Tensor& bits, const at::Tensor& 
   auto vec = [&](const at::Tensor& v, int64_t n, at::ScalarType st) {
     return v.device() == bits.device() && v.numel() == n && v.scalar_type() == st && v.is_contiguous();
   };
-  TORCH_CHECK(vec(beta, M, at::kFloat) && vec(popc_a, M, at::kInt) && vec(alpha, N, at::kFloat) &&
-                  vec(popc_w, N, at::kInt),
-              op, ": beta (M) fp32, popc_a (M) int32, alpha (N) fp32 and popc_w (N) int32 must be contiguous on bits' device");
+  TORCH_CHECK(vec(beta, M, at::kFloat) && vec(popc_a, M, at::kInt) && vec(alpha, N, at::kFloat),
+              op, ": beta (M) fp32, popc_a (M) int32 and alpha (N) fp32 must be contiguous on bits' device");
   const cuda::DType t = float_dtype(op, like.scalar_type());
+  const c10::cuda::CUDAGuard guard(bits.device());
+  const bool counts = cuda::xnor_gemm_counts_popc_w(K, t, static_cast<int>(variant));
+  TORCH_CHECK(counts || popc_w, op, ": popc_w (popc_rows_cuda(packed)) is needed by variant ", variant, " at K=", K);
+  if (popc_w) {
+    TORCH_CHECK(vec(*popc_w, N, at::kInt), op, ": popc_w must be a contiguous (N) int32 tensor on bits' device");
+  }
   if (bias) {
     TORCH_CHECK(vec(*bias, N, like.scalar_type()) && bias->dim() == 1, op,
                 ": bias must be a contiguous vector of N=", N, " values of like's dtype");
   }
-  const c10::cuda::CUDAGuard guard(bits.device());
   at::Tensor out = at::empty({M, N}, bits.options().dtype(like.scalar_type()));
   if (M == 0) return out;
   check_launch(op, cuda::xnor_gemm(static_cast<const uint32_t*>(bits.data_ptr()), bits.size(1), beta.data_ptr<float>(),
                                    popc_a.data_ptr<int32_t>(), static_cast<const uint32_t*>(packed.data_ptr()),
-                                   alpha.data_ptr<float>(), popc_w.data_ptr<int32_t>(),
+                                   alpha.data_ptr<float>(), popc_w ? popc_w->data_ptr<int32_t>() : nullptr,
                                    bias ? bias->data_ptr() : nullptr, t, out.data_ptr(), M, N, K,
                                    c10::cuda::getCurrentCUDAStream(), static_cast<int>(variant)));
   return out;
@@ -155,16 +168,20 @@ inline at::Tensor xnor_gemm_bits_cuda(const at::Tensor& bits, const at::Tensor& 
 inline at::Tensor xnor_gemm_cuda(const at::Tensor& x_in, const at::Tensor& packed, const at::Tensor& alpha,
                                  int64_t group_size, const c10::optional<at::Tensor>& bias, int64_t variant) {
   const char* op = "xnor_gemm_cuda";
-  check_variant(op, variant, 2);
+  check_variant(op, variant, {0, 1, 3, 4, 5, 6, 7}, kXnorVariants);
   check_args(op, x_in, packed, alpha, group_size, bias);
   TORCH_CHECK(group_size == 0, op, ": only one alpha per output channel (group_size=0) runs on the GPU kernel");
   const int64_t K = x_in.size(1), KW = (K + 31) / 32;
   TORCH_CHECK(KW % 4 == 0 && aligned16(packed), op, ": ceil(K/32)=", KW,
               " must be a multiple of 4 (weight rows are copied 16 bytes at a time)");
-  float_dtype(op, x_in.scalar_type());
-  // Variant 2 changes the GEMM only and binarizes as variant 1.
-  const auto [bits, beta, popc_a] = binarize_per_token_cuda(x_in, variant < 1 ? variant : 1);
-  return xnor_gemm_bits_cuda(bits, beta, popc_a, packed, alpha, popc_rows_cuda(packed), K, x_in, bias, variant);
+  const cuda::DType t = float_dtype(op, x_in.scalar_type());
+  // Variants 3-7 change the GEMM; 3-5 binarize as variant 1, 6 and 7 by binarization variant 2 (more loads
+  // in flight); 5 and 7 count the weight popcounts themselves.
+  const auto [bits, beta, popc_a] = binarize_per_token_cuda(x_in, xnor_binarize_variant(variant));
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  c10::optional<at::Tensor> popc_w;
+  if (!cuda::xnor_gemm_counts_popc_w(K, t, static_cast<int>(variant))) popc_w = popc_rows_cuda(packed);
+  return xnor_gemm_bits_cuda(bits, beta, popc_a, packed, alpha, popc_w, K, x_in, bias, variant);
 }
 
 }  // namespace binary_cuda_bindings
@@ -175,12 +192,14 @@ inline void register_binary_cuda(pybind11::module_& m) {
   m.def("w1a16_gemv_cuda", &w1a16_gemv_cuda, py::arg("x"), py::arg("packed"), py::arg("alpha"),
         py::arg("group_size"), py::arg("bias") = py::none(), py::arg("variant") = 0,
         "W1A16 for small M: x (M, K) bf16/fp16/fp32, packed (N, ceil(K/32)) uint32, alpha (N, G) float32 -> "
-        "(M, N) x.dtype; variants 1 to 4: tensor-core kernels (bf16/fp16, group_size=0)");
+        "(M, N) x.dtype; variants 1, 3 and 4: tensor-core kernels (bf16/fp16, group_size=0)");
   m.def("xnor_gemm_cuda", &xnor_gemm_cuda, py::arg("x"), py::arg("packed"), py::arg("alpha"), py::arg("group_size"),
         py::arg("bias") = py::none(), py::arg("variant") = 0,
         "XNOR GEMM on b1 tensor cores: x (M, K) float binarized per token (beta = mean|x|), packed (N, ceil(K/32)) "
         "uint32 with ceil(K/32) % 4 == 0, alpha (N, 1) float32 -> (M, N) x.dtype; variant 1: 64x64 warp tiles, "
-        "4-stage ldmatrix pipeline; variant 2: as 1 on 128x256 blocks of 8 warps");
+        "4-stage ldmatrix pipeline; variants 3-7: persistent blocks, whole-K tiles, two warp groups in turn "
+        "(4: staged 16-byte stores, 5: 4 with the weight popcounts in the kernel; 6, 7: 4, 5 on 256x64 group tiles "
+        "with binarization variant 2)");
   m.def("binarize_per_token_cuda", &binarize_per_token_cuda, py::arg("x"), py::arg("variant") = 0,
         "xnor_gemm_cuda's first launch: x (M, K) float -> (bits (M, padded words) int32, beta (M) fp32, popc (M) int32)");
   m.def("popc_rows_cuda", &popc_rows_cuda, py::arg("packed"),
@@ -188,7 +207,8 @@ inline void register_binary_cuda(pybind11::module_& m) {
   m.def("xnor_gemm_bits_cuda", &xnor_gemm_bits_cuda, py::arg("bits"), py::arg("beta"), py::arg("popc_a"),
         py::arg("packed"), py::arg("alpha"), py::arg("popc_w"), py::arg("K"), py::arg("like"),
         py::arg("bias") = py::none(), py::arg("variant") = 0,
-        "xnor_gemm_cuda's GEMM alone on binarize_per_token_cuda's and popc_rows_cuda's outputs; out dtype = like's");
+        "xnor_gemm_cuda's GEMM alone on binarize_per_token_cuda's and popc_rows_cuda's outputs (popc_w may be None "
+        "for variants 5 and 7, which count them themselves); out dtype = like's");
 }
 
 }  // namespace pycomp

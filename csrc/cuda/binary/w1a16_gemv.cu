@@ -125,30 +125,7 @@ __device__ __forceinline__ uint32_t pm1_pair(uint32_t word, int i) {
   return r;
 }
 
-// Variant 2's encoding: a weight bit goes to the top 4 mantissa bits of +1.0 instead of the sign,
-// w = 1 + bit * 2^(c - 4) for class c = 0..3 (mantissa bit p0 + c: bf16 p0 = 3, f16 p0 = 6). Bits
-// 4q + c (and 4q + c + 16) of a word reach their place by one shift per q, shared by the 4 classes,
-// so a pair costs one lop3 (plus a quarter of a shift) instead of two instructions. Each class keeps
-// its own accumulator A_c and the class sums S_c of x (an mma with all-ones A), and
-//   sum_k x (1 - 2 bit) = sum_c S_c - 2^(5 - c) (A_c - S_c).
-template <DType kT>
-__device__ __forceinline__ uint32_t mant_shift(uint32_t word, int q) {
-  constexpr int p0 = kT == DType::kBF16 ? 3 : 6;
-  const int d = 4 * q - p0;
-  return d < 0 ? word << -d : word >> d;
-}
-
-template <DType kT>
-__device__ __forceinline__ uint32_t mant_pair(uint32_t shifted, int c) {
-  constexpr uint32_t kOne = kT == DType::kBF16 ? 0x3F803F80u : 0x3C003C00u;
-  constexpr int p0 = kT == DType::kBF16 ? 3 : 6;
-  uint32_t r;
-  asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(r) : "r"(shifted), "r"((1u << (p0 + c)) | (1u << (p0 + c + 16))),
-      "r"(kOne));
-  return r;
-}
-
-template <DType kT, int NT, bool kVecW, bool kSplit>
+template <DType kT, int NT, bool kVecW>
 __global__ void __launch_bounds__(kV1Warps * 32) w1a16_mma_kernel(
     const typename Elem<kT>::T* __restrict__ x, int64_t ldx, const uint32_t* __restrict__ w, int64_t KW,
     const float* __restrict__ alpha, const typename Elem<kT>::T* __restrict__ bias, typename Elem<kT>::T* __restrict__ out,
@@ -185,8 +162,7 @@ __global__ void __launch_bounds__(kV1Warps * 32) w1a16_mma_kernel(
       }
   };
 
-  constexpr int kC = kSplit ? 4 : 1;  // accumulator classes
-  float acc[kC][2][NT][4] = {}, sums[kC][NT][4] = {};
+  float acc[2][NT][4] = {};
   uint4 cur[2][2], nxt[2][2] = {};
   int64_t u = warp;
   if (u < units) load_unit(u, cur);
@@ -225,47 +201,14 @@ __global__ void __launch_bounds__(kV1Warps * 32) w1a16_mma_kernel(
       for (int r = 0; r < 2; ++r) {
         const uint32_t w_lo = reinterpret_cast<const uint32_t*>(&cur[r][0])[j];  // row g
         const uint32_t w_hi = reinterpret_cast<const uint32_t*>(&cur[r][1])[j];  // row g + 8
-        if constexpr (!kSplit) {
-#pragma unroll
-          for (int s = 0; s < 8; ++s) {
-            const uint32_t a[4] = {pm1_pair<kT>(w_lo, 2 * s), pm1_pair<kT>(w_hi, 2 * s),
-                                   pm1_pair<kT>(w_lo, 2 * s + 1), pm1_pair<kT>(w_hi, 2 * s + 1)};
-#pragma unroll
-            for (int nt = 0; nt < NT; ++nt) {
-              const uint32_t b[2] = {xp[nt][2 * s], xp[nt][2 * s + 1]};
-              mma_16816<kT == DType::kF16>(acc[0][r][nt], a, b);
-            }
-          }
-        } else {
-          uint32_t sh_lo[4], sh_hi[4];
-#pragma unroll
-          for (int q = 0; q < 4; ++q) {
-            sh_lo[q] = mant_shift<kT>(w_lo, q);
-            sh_hi[q] = mant_shift<kT>(w_hi, q);
-          }
-#pragma unroll
-          for (int s = 0; s < 8; ++s) {  // mma s: class s % 4, pairs 4 qa + c (a0, a1) and 4 (qa + 1) + c (a2, a3)
-            const int c = s % 4, qa = 2 * (s / 4);
-            const uint32_t a[4] = {mant_pair<kT>(sh_lo[qa], c), mant_pair<kT>(sh_hi[qa], c),
-                                   mant_pair<kT>(sh_lo[qa + 1], c), mant_pair<kT>(sh_hi[qa + 1], c)};
-#pragma unroll
-            for (int nt = 0; nt < NT; ++nt) {
-              const uint32_t b[2] = {xp[nt][4 * qa + c], xp[nt][4 * qa + 4 + c]};
-              mma_16816<kT == DType::kF16>(acc[c][r][nt], a, b);
-            }
-          }
-        }
-      }
-      if constexpr (kSplit) {  // the class sums of x: one all-ones mma per pair of x registers, shared by the rows
-        constexpr uint32_t kOne = kT == DType::kBF16 ? 0x3F803F80u : 0x3C003C00u;
-        const uint32_t ones[4] = {kOne, kOne, kOne, kOne};
 #pragma unroll
         for (int s = 0; s < 8; ++s) {
-          const int c = s % 4, qa = 2 * (s / 4);
+          const uint32_t a[4] = {pm1_pair<kT>(w_lo, 2 * s), pm1_pair<kT>(w_hi, 2 * s),
+                                 pm1_pair<kT>(w_lo, 2 * s + 1), pm1_pair<kT>(w_hi, 2 * s + 1)};
 #pragma unroll
           for (int nt = 0; nt < NT; ++nt) {
-            const uint32_t b[2] = {xp[nt][4 * qa + c], xp[nt][4 * qa + 4 + c]};
-            mma_16816<kT == DType::kF16>(sums[c][nt], ones, b);
+            const uint32_t b[2] = {xp[nt][2 * s], xp[nt][2 * s + 1]};
+            mma_16816<kT == DType::kF16>(acc[r][nt], a, b);
           }
         }
       }
@@ -283,16 +226,7 @@ __global__ void __launch_bounds__(kV1Warps * 32) w1a16_mma_kernel(
     for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
-        float v = acc[0][r][nt][c] + sums[0][nt][c];  // sums stay 0 without classes
-        if constexpr (kSplit) {
-          v = 0.f;
-#pragma unroll
-          for (int cl = 0; cl < kC; ++cl) {
-            const float f = static_cast<float>(32 >> cl);  // 2^(5 - class)
-            v += sums[cl][nt][c] - f * (acc[cl][r][nt][c] - sums[cl][nt][c]);
-          }
-        }
-        part[warp][16 * r + g + 8 * (c / 2)][8 * nt + 2 * t + c % 2] = v;
+        part[warp][16 * r + g + 8 * (c / 2)][8 * nt + 2 * t + c % 2] = acc[r][nt][c];
       }
   __syncthreads();
   for (int i = threadIdx.x; i < kV1Rows * 8 * NT; i += blockDim.x) {
@@ -308,7 +242,7 @@ __global__ void __launch_bounds__(kV1Warps * 32) w1a16_mma_kernel(
   }
 }
 
-template <DType kT, int NT, bool kSplit>
+template <DType kT, int NT>
 cudaError_t launch_mma(const void* x, int64_t ldx, const uint32_t* w, const float* alpha, const void* bias, void* out,
                        int64_t ldo, int64_t M, int64_t N, int64_t K, cudaStream_t stream) {
   using T = typename Elem<kT>::T;
@@ -318,19 +252,19 @@ cudaError_t launch_mma(const void* x, int64_t ldx, const uint32_t* w, const floa
   const auto* bt = static_cast<const T*>(bias);
   auto* ot = static_cast<T*>(out);
   if (KW % 4 == 0)
-    w1a16_mma_kernel<kT, NT, true, kSplit><<<grid, kV1Warps * 32, 0, stream>>>(
+    w1a16_mma_kernel<kT, NT, true><<<grid, kV1Warps * 32, 0, stream>>>(
         xt, ldx, w, KW, alpha, bt, ot, ldo, static_cast<int>(M), static_cast<int>(N), K);
   else
-    w1a16_mma_kernel<kT, NT, false, kSplit><<<grid, kV1Warps * 32, 0, stream>>>(
+    w1a16_mma_kernel<kT, NT, false><<<grid, kV1Warps * 32, 0, stream>>>(
         xt, ldx, w, KW, alpha, bt, ot, ldo, static_cast<int>(M), static_cast<int>(N), K);
   return cudaGetLastError();
 }
 
-template <DType kT, bool kSplit>
+template <DType kT>
 cudaError_t by_m_mma(const void* x, int64_t ldx, const uint32_t* w, const float* alpha, const void* bias, void* out,
                      int64_t ldo, int64_t M, int64_t N, int64_t K, cudaStream_t stream) {
-  if (M <= 8) return launch_mma<kT, 1, kSplit>(x, ldx, w, alpha, bias, out, ldo, M, N, K, stream);
-  return launch_mma<kT, 2, kSplit>(x, ldx, w, alpha, bias, out, ldo, M, N, K, stream);
+  if (M <= 8) return launch_mma<kT, 1>(x, ldx, w, alpha, bias, out, ldo, M, N, K, stream);
+  return launch_mma<kT, 2>(x, ldx, w, alpha, bias, out, ldo, M, N, K, stream);
 }
 
 
@@ -500,7 +434,7 @@ cudaError_t launch_staged(const void* x, int64_t ldx, const uint32_t* w, const f
   const int64_t smem = (M < 8 ? M : 8) * (units * kV1Unit * 64 + kStageRowPad);
   // Static (part) and dynamic shared memory together within the 48 KB a launch gets without opting in.
   if (smem + kW * kV1Rows * 8 * 4 > 48 * 1024)
-    return by_m_mma<kT, false>(x, ldx, w, alpha, bias, out, ldo, M, N, K, stream);
+    return by_m_mma<kT>(x, ldx, w, alpha, bias, out, ldo, M, N, K, stream);
   const dim3 grid(static_cast<unsigned>(ceil_div(N, kV1Rows)), static_cast<unsigned>(ceil_div(M, 8)));
   const auto* xt = static_cast<const T*>(x);
   const auto* bt = static_cast<const T*>(bias);
@@ -535,15 +469,10 @@ cudaError_t w1a16_gemv(DType t, const void* x, int64_t ldx, const uint32_t* w, c
                           : launch_staged<DType::kF16, 8>(x, ldx, w, alpha, bias, out, ldo, M, N, K, stream);
     return cudaErrorInvalidValue;
   }
-  if (variant == 1 || variant == 2) {
+  if (variant == 1) {
     if (G != 1 || N > INT32_MAX - kV1Rows) return cudaErrorInvalidValue;
-    const bool split = variant == 2;
-    if (t == DType::kBF16)
-      return split ? by_m_mma<DType::kBF16, true>(x, ldx, w, alpha, bias, out, ldo, M, N, K, stream)
-                   : by_m_mma<DType::kBF16, false>(x, ldx, w, alpha, bias, out, ldo, M, N, K, stream);
-    if (t == DType::kF16)
-      return split ? by_m_mma<DType::kF16, true>(x, ldx, w, alpha, bias, out, ldo, M, N, K, stream)
-                   : by_m_mma<DType::kF16, false>(x, ldx, w, alpha, bias, out, ldo, M, N, K, stream);
+    if (t == DType::kBF16) return by_m_mma<DType::kBF16>(x, ldx, w, alpha, bias, out, ldo, M, N, K, stream);
+    if (t == DType::kF16) return by_m_mma<DType::kF16>(x, ldx, w, alpha, bias, out, ldo, M, N, K, stream);
     return cudaErrorInvalidValue;
   }
   if (variant != 0) return cudaErrorInvalidValue;
