@@ -46,8 +46,9 @@ def main():
     print(f"{args.threads} threads, hot weights, M=1, {n}x{k}; ms per call, median of {args.repeats}")
     print(f"{'op':>10} {'back to back':>13} " + " ".join(f"{'after ' + g:>20}" for g in gaps))
     for name, op in ops.items():
-        alone = median_ms(time_interleaved({"op": op}, repeats=args.repeats)["op"])
-        after = [median_ms(time_interleaved({"gap": gap, "op": op}, repeats=args.repeats)["op"]) for gap in gaps.values()]
+        alone = median_ms(time_interleaved({"op": op}, repeats=args.repeats, block=1)["op"])
+        after = [median_ms(time_interleaved({"gap": gap, "op": op}, repeats=args.repeats, block=1)["op"])
+                 for gap in gaps.values()]
         print(f"{name:>10} {alone:13.3f} " + " ".join(f"{t:20.3f}" for t in after))
     print(f"{'fp32':>10} {median_ms(time_interleaved({'f': gaps['fp32 F.linear']}, repeats=args.repeats)['f']):13.3f}")
 

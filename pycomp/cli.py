@@ -190,22 +190,27 @@ def cmd_explore(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from pycomp.benchmark import cpu_binary, cpu_int4, cpu_int8, cpu_sparse
+    from pycomp.benchmark import cpu_binary, cpu_int4, cpu_int8, cpu_sparse, timing
     from pycomp.benchmark.machine import machine_info
 
+    if args.block < 1:
+        raise SystemExit(f"pycomp bench: --block must be at least 1 call, got {args.block}")
     torch.set_num_threads(args.threads)
+    timing.BLOCK = args.block
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     ms = [int(m) for m in args.m.split(",")]
     family = {"int8": cpu_int8, "int4": cpu_int4, "binary": cpu_binary, "sparse": cpu_sparse}[args.family]
     result = family.run(shapes, ms, repeats=args.repeats)
     result["machine"] = machine_info()
+    result["block"] = args.block
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     con = _console()
     mi = result["machine"]
+    turns = "call by call" if args.block == 1 else f"in turns of {args.block} calls, the first untimed"
     con.print(f"{mi['cpu']}, {mi['threads']} threads, kernels {mi['cpu_isa']}, torch {mi['torch']}; "
-              f"memory read ceiling {result['read_bandwidth_gbs']:.1f} GB/s; cold weights")
+              f"memory read ceiling {result['read_bandwidth_gbs']:.1f} GB/s; cold weights; ops interleaved {turns}")
     if args.family in ("binary", "sparse"):
         con.print(family.table(result), highlight=False)
         return 0
@@ -267,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shapes", default="4096x4096", help="comma-separated NxK, e.g. 4096x4096,11008x4096")
     p.add_argument("--m", default="1,16,128", help="comma-separated batch sizes")
     p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--block", type=int, default=4,
+                   help="calls per turn when the implementations take turns, the first untimed (1: every call "
+                        "timed, each after another implementation's; see pycomp.benchmark.timing.BLOCK)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_bench)
     args = parser.parse_args(argv)

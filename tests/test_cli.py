@@ -67,6 +67,25 @@ def test_time_interleaved_takes_turns_with_one_call_count():
 
     calls = []
     times = time_interleaved({"a": lambda i: calls.append(("a", i)), "b": lambda i: calls.append(("b", i))},
-                             repeats=3, warmup=1)
+                             repeats=3, warmup=1, block=1)
     assert calls == [("a", 0), ("b", 1), ("a", 2), ("b", 3), ("a", 4), ("b", 5), ("a", 6), ("b", 7)]
     assert sorted(times) == ["a", "b"] and all(len(v) == 3 and min(v) >= 0 for v in times.values())
+
+
+def test_time_interleaved_in_turns_times_all_but_the_first_call_of_each_turn():
+    from pycomp.benchmark import timing
+
+    calls, clock = [], iter(range(1000))
+    real = timing.time.perf_counter
+    timing.time.perf_counter = lambda: float(next(clock))  # each call then "takes" 1 s, exactly
+    try:
+        times = timing.time_interleaved({"a": lambda i: calls.append(("a", i)), "b": lambda i: calls.append(("b", i))},
+                                        repeats=3, warmup=0, block=3)
+    finally:
+        timing.time.perf_counter = real
+    # 2 rounds of 3 calls each (3 timed calls need 2 turns of 2 timed), one index count over all calls
+    assert calls == [("a", 0), ("a", 1), ("a", 2), ("b", 3), ("b", 4), ("b", 5),
+                     ("a", 6), ("a", 7), ("a", 8), ("b", 9), ("b", 10), ("b", 11)]
+    assert times == {"a": [1.0, 1.0, 1.0], "b": [1.0, 1.0, 1.0]}
+    with pytest.raises(ValueError, match="block"):
+        timing.time_interleaved({"a": lambda i: None}, block=0)

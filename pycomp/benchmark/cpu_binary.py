@@ -2,8 +2,8 @@
 
 Cold weights: each timed call uses the next of several weight copies whose total exceeds 4x the
 last-level cache (BENCHMARKING.md); the packed bits are 32x smaller than fp32, so they rotate
-through more copies. fp32, W1A32 and XNOR take turns call by call (timing.time_interleaved), so a drift in
-the machine's speed lands on all three alike. Every row checks our output against the reference op before
+through more copies. fp32, W1A32 and XNOR take turns (timing.time_interleaved, in turns of timing.BLOCK
+calls), so a drift in the machine's speed lands on all three alike. Every row checks our output against the reference op before
 it is timed.
 Targets (issue 4, 4096x4096): W1A32 at M=1 >= 10x fp32; XNOR at M=128 >= 15x fp32.
 """

@@ -3,7 +3,7 @@ torch's own int4 CPU kernel, `torch._weight_int4pack_mm_for_cpu`.
 
 Cold weights: each timed call uses the next of several weight copies whose total
 exceeds 4x the last-level cache, so memory traffic is real (BENCHMARKING.md).
-fp32 and ours take turns call by call (timing.time_interleaved), so a drift in the machine's
+fp32 and ours take turns (timing.time_interleaved, in turns of timing.BLOCK calls), so a drift in the machine's
 speed lands on both alike; torch's peer (seconds per call at M >= 16) is timed on its own.
 Every row checks both int4 outputs against the reference op before timing them.
 

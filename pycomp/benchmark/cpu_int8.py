@@ -6,7 +6,7 @@ zero point, fbgemm's own numerics (apples to apples with it).
 
 Cold weights: each timed call uses the next of several weight copies whose total
 exceeds 4x the last-level cache, so memory traffic is real (BENCHMARKING.md).
-The implementations take turns call by call (timing.time_interleaved), so a drift in the
+The implementations take turns (timing.time_interleaved, in turns of timing.BLOCK calls), so a drift in the
 machine's speed lands on all of them alike.
 Every row checks our output against the reference op before timing it.
 """

@@ -6,8 +6,8 @@ what SparseLinear.quantized stores), weight-only. Every row goes through pycomp.
 
 Cold weights: each timed call uses the next of several copies of its weight (dense, ours, torch's), each set
 beyond 4x the last-level cache (BENCHMARKING.md). Every row checks our output against the reference op, and
-torch's CSR against the dense product, before timing. fp32, ours and torch's take turns call by call
-(timing.time_interleaved), so a drift in the machine's speed lands on all of them alike.
+torch's CSR against the dense product, before timing. fp32, ours and torch's take turns (timing.time_interleaved,
+in turns of timing.BLOCK calls), so a drift in the machine's speed lands on all of them alike.
 """
 from __future__ import annotations
 

@@ -42,24 +42,44 @@ def time_calls(fn: Callable[[int], object], *, repeats: int = 20, warmup: int = 
     return times
 
 
+# Calls per turn of time_interleaved when the caller does not say. On the 2-vCPU VMs here the first op of any
+# kind after a few milliseconds of other work (a Python spin, a sleep, another op) pays 0.15-0.35 ms more than
+# the same op back to back: a 1 MB torch sum took 0.026 ms back to back and 0.180 after a 4 ms spin, an
+# L2-resident 256^3 fp32 matmul 0.465 and 0.673 (benchmarks/RESULTS.md, session 6).
+# Taking turns call by call charges that to every call, which compresses the ratio of a 0.3 ms kernel against a
+# 4 ms one; turns of BLOCK calls, the first untimed, measure each op in its steady state while a slow drift of
+# the machine still lands on every op alike. pycomp bench --block 1 gives the call-by-call figures.
+BLOCK = 4
+
+
 def time_interleaved(fns: dict[str, Callable[[int], object]], *, repeats: int = 20, warmup: int = 3,
-                     device: torch.device | None = None) -> dict[str, list[float]]:
-    """Seconds per call of each fn, the fns taking turns: round r calls every fn once, in order.
+                     device: torch.device | None = None, block: int | None = None) -> dict[str, list[float]]:
+    """Seconds per call of each fn, the fns taking turns: round r calls every fn `block` times, in order.
 
     Side by side on a shared machine, a slow drift (a neighbour's burst, a clock change) then lands on
     every implementation alike instead of on whichever loop it hit, so the ratios hold still between runs.
-    Each call gets the next index of one count over all calls (round r, fn k: r * len(fns) + k), so fns
-    that rotate through the same weight copies never find the copy the previous call just read in cache.
+    In each turn of `block` calls (default BLOCK) the first is untimed: it absorbs the cost of switching from
+    the previous fn (see BLOCK); with block=1 every call is timed and pays it. Each call gets the next index
+    of one count over all calls, so fns that rotate through the same weight copies never find the copy the
+    previous call just read in cache. Every fn gets `repeats` timed calls.
     """
+    block = BLOCK if block is None else block
+    if block < 1:
+        raise ValueError(f"time_interleaved: block must be >= 1 call, got {block}")
+    timed_per_turn = max(1, block - 1)
+    rounds = -(-repeats // timed_per_turn)
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for r in range(warmup + repeats):
-        for k, (name, fn) in enumerate(fns.items()):
-            _sync(device)
-            t0 = time.perf_counter()
-            fn(r * len(fns) + k)
-            _sync(device)
-            if r >= warmup:
-                times[name].append(time.perf_counter() - t0)
+    count = 0
+    for r in range(warmup + rounds):
+        for name, fn in fns.items():
+            for j in range(block):
+                _sync(device)
+                t0 = time.perf_counter()
+                fn(count)
+                _sync(device)
+                count += 1
+                if r >= warmup and (j > 0 or block == 1) and len(times[name]) < repeats:
+                    times[name].append(time.perf_counter() - t0)
     return times
 
 

@@ -99,8 +99,9 @@ def _outputs(model: nn.Module, data) -> tuple[Tensor, Tensor | None]:
 
 @torch.no_grad()
 def _latencies(original: nn.Module, compressed: nn.Module, x: Tensor, repeats: int) -> list[tuple[float, float]]:
-    """(median ms, p99 ms) of each model on x, the two taking turns call by call (timing.time_interleaved), so
-    that a drift in the machine's speed lands on both and their ratio, the speed-up, holds still."""
+    """(median ms, p99 ms) of each model on x, the two taking turns (timing.time_interleaved, turns of
+    timing.BLOCK calls, the first untimed), so that a drift in the machine's speed lands on both and their ratio,
+    the speed-up, holds still."""
     models = {"original": original, "compressed": compressed}
     inputs = {name: x.to(_device(m)) for name, m in models.items()}
     times = time_interleaved({name: (lambda i, m=m, name=name: m(inputs[name])) for name, m in models.items()},
