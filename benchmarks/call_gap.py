@@ -3,8 +3,11 @@
 The M=1 GEMVs take a few tenths of a millisecond. Timed back to back they look faster than when each call
 follows other work (fp32 F.linear in an interleaved benchmark, a sleep, a Python spin): on the 2-core VMs
 here an isolated call paid about 0.15-0.25 ms more (benchmarks/RESULTS.md, session 4). This prints, for
-W1A32, CSR 90% and int4 g128 at M=1 on 4096x4096 (hot weights), the median per call back to back and after
-each kind of gap, and fp32 F.linear for scale.
+W1A32, CSR 90% and int4 g128 at M=1 on 4096x4096 (hot weights), and for two torch ops that have nothing of
+ours in them (a 1 MB sum, an L2-resident 256^3 fp32 matmul), the median per call back to back and after each
+kind of gap, and fp32 F.linear for scale. Session 6 found torch's own ops pay the same: the cost belongs to
+the machine, not to a kernel, so the CPU benchmarks now time each implementation in turns of a few calls
+(pycomp.benchmark.timing.BLOCK).
 """
 import argparse
 import time
@@ -34,6 +37,8 @@ def main():
     ops = {"W1A32": lambda i: binary.w1a16_linear(x, bits, alpha, 0, b),
            "CSR 90%": lambda i: sparse.csr_linear(x, *csr, k, b),
            "int4 g128": lambda i: int4.w4a16_linear(x, packed, scales, zeros, b, 128, k)}
+    small, vec = torch.randn(256, 256), torch.randn(1 << 18)
+    ops.update({"sum 1 MB": lambda i: vec.sum(), "mm 256^3": lambda i: small @ small})
     w2 = w.clone()
 
     def spin(i):
