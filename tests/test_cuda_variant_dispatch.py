@@ -34,7 +34,7 @@ def test_int8_w8a8_takes_the_tma_gemm_from_its_threshold(monkeypatch):
 
 
 def test_int4_gemv_variant_by_m_and_the_dequantize_path(monkeypatch):
-    assert [int4_cuda.gemv_variant(m) for m in (1, 2, 8, 9, 16)] == [1, 5, 5, 11, 11]
+    assert [int4_cuda.gemv_variant(m) for m in (1, 2, 4, 5, 8, 9, 16)] == [1, 5, 5, 10, 10, 11, 11]
     calls = []
     out = lambda x, p, *a: x.new_zeros(x.shape[0], p.shape[0])  # noqa: E731
     fake = types.SimpleNamespace(w4a16_linear=_recorder(calls, "fused", out),

@@ -54,11 +54,12 @@ def gemv_variant(M: int) -> int:
     14336x4096 / 28672x8192):
     - M=1: variant 1 (scales and zeros copied raw with the first chunk, exact (code - zero), the scale applied
       per chunk): 14.6 / 40.6 against variant 0's 18.1 / 57.3;
-    - M=2..8: variant 5 (64 rows per block): 17.8 / 57.2 at M=4 against 25.0 / 66.7, 23.7 / 67.8 at M=8
-      against 28.6 / 82.7;
+    - M=2..4: variant 5 (64 rows per block): 17.8 / 57.2 at M=4 against 25.0 / 66.7;
+    - M=5..8: variant 10 (variant 5 with the zero point folded into an fp32 correction): 22.7 / 66.9 at M=8
+      against variant 5's 23.7 / 67.8 (session 6 run 1: 22.8 / 65.9 against 24.0 / 67.0; at M=4 the two tie);
     - M=9..16: variant 11 (128 rows per block, x through the copy ring, zero point folded into an fp32
       correction): 28.5 / 90.1 at M=16 against 36.5 / 111.6."""
-    return 1 if M == 1 else 5 if M <= 8 else 11
+    return 1 if M == 1 else 5 if M <= 4 else 10 if M <= 8 else 11
 
 
 def _gemv_ok(x2: Tensor, packed: Tensor) -> bool:
