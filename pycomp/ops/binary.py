@@ -34,7 +34,8 @@ CUDA_GEMV_MAX_M = 16
 CUDA_GEMV_DTYPES = (torch.float16, torch.bfloat16)
 CUDA_GEMV_TC_VARIANT = 4
 # The XNOR GEMM's variant 1 (64x64 warp tiles, 4-stage cp.async ring, ldmatrix; vectorized binarization): 208.5
-# against variant 0's 264.2 us at M=4096 and 71.6 against 85.3 at M=1024 on the same run (variant 2: 235.3, 78.9).
+# against variant 0's 264.2 us at M=4096 and 71.6 against 85.3 at M=1024 on the same run (variant 2, since removed:
+# 235.3, 78.9). Variants 3-7 (persistent, whole-K tiles in shared memory; session 6) have not run on a card yet.
 CUDA_XNOR_VARIANT = 1
 # The CUDA XNOR GEMM copies weight rows 16 bytes (4 words) at a time.
 CUDA_XNOR_WORD_MULTIPLE = 4
