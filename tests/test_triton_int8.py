@@ -194,13 +194,16 @@ def test_int8_tma_variant_falls_back_when_unaligned():
                        tk.int8_linear_dynamic(x, qweight, wscale, variant=0))
 
 
-# Variant 2 (quantization fused into the TMA GEMM) and variant 3 (PDL, plain variant 1 under
-# the interpreter). The interpreter runs variant 2's two phases as two launches of two programs
-# (so rows are split between programs, QROWS at a time, with a masked tail); a one-program launch
-# crosses the grid barrier itself.
+# Variant 2 (quantization fused into the TMA GEMM), 4 (the TMA GEMM's second config list) and 3
+# (4 with PDL, plain 4 under the interpreter). The interpreter runs variant 2's two phases as two
+# launches of two programs (so rows are split between programs, QROWS at a time, with a masked
+# tail); a one-program launch crosses the grid barrier itself. CTAS_PER_SM = 2 doubles the
+# programs (four here), which then take half the rows and every fourth tile.
+@pytest.mark.parametrize("ctas_per_sm", [1, 2])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("M,N,K", [(1, 16, 32), (17, 40, 48), (33, 24, 96)])
-def test_int8_linear_fused_and_pdl_variants(M, N, K, dtype):
+def test_int8_linear_fused_and_pdl_variants(M, N, K, dtype, ctas_per_sm, monkeypatch):
+    monkeypatch.setitem(tk._INTERP_TMA_META, "CTAS_PER_SM", ctas_per_sm)
     gen = torch.Generator().manual_seed(5 * M + N + K)
     x = (torch.randn(M, K + 3, generator=gen) * 2).to(dtype).to(DEVICE)[:, :K]  # strided rows
     x[M // 2].zero_()
@@ -209,14 +212,15 @@ def test_int8_linear_fused_and_pdl_variants(M, N, K, dtype):
     assert tk.fused_eligible(x, qweight, torch.empty(M, N, dtype=dtype, device=DEVICE))
     xq, xscale = ref_quantize(x)
     ref, mag = ref_gemm(xq, xscale, qweight, wscale, bias)
-    for variant in (2, 3):
+    for variant in (2, 3, 4):
         out = tk.int8_linear_dynamic(x, qweight, wscale, bias, variant=variant)
         assert out.shape == (M, N) and out.dtype == dtype
         assert_close_scaled(out, ref, mag, dtype)
     xq_got, xscale_got = tk.quantize_per_token_int8(x, pdl=True)
     assert torch.equal(xq_got, xq) and torch.equal(xscale_got, xscale)
-    out = tk.int8_gemm_dequant(xq, xscale, qweight, wscale, bias, out_dtype=dtype, variant=3)
-    assert_close_scaled(out, ref, mag, dtype)
+    for variant in (3, 4):
+        out = tk.int8_gemm_dequant(xq, xscale, qweight, wscale, bias, out_dtype=dtype, variant=variant)
+        assert_close_scaled(out, ref, mag, dtype)
 
 
 def test_int8_fused_one_program_crosses_the_grid_barrier():
@@ -225,10 +229,10 @@ def test_int8_fused_one_program_crosses_the_grid_barrier():
     x = torch.randn(M, K, generator=gen).bfloat16().to(DEVICE)
     qweight, wscale = rand_weight(N, K, gen)
     counter = tk._barrier_counter(torch.device(DEVICE), 1)
-    before = int(counter.item())
+    before = int(counter[0].item())
     out = torch.empty(M, N, dtype=torch.bfloat16, device=DEVICE)
     q, scale = tk._int8_linear_fused_launch(x, qweight, wscale, None, out, None, programs=1)
-    assert int(counter.item()) == before + 1  # one arrival: the counter stays a multiple of the grid size
+    assert int(counter[0].item()) == before + 1  # one arrival: the counter stays a multiple of the grid size
     xq, xscale = ref_quantize(x)
     assert torch.equal(q, xq) and torch.equal(scale, xscale)  # the fused quantization is bit-exact
     ref, mag = ref_gemm(xq, xscale, qweight, wscale, None)
@@ -303,10 +307,10 @@ def test_bad_inputs_raise():
         tk.quantize_per_token_int8(torch.randn(2, 3, 4, device=DEVICE))
     with pytest.raises(TypeError, match="xscale"):
         tk.int8_gemm_dequant(qweight, torch.ones(2, device=DEVICE), qweight, wscale)
-    with pytest.raises(ValueError, match="variant must be 0, 1 or 3"):
+    with pytest.raises(ValueError, match="variant must be 0, 1, 3 or 4"):
         tk.int8_gemm_dequant(qweight, torch.ones(3, device=DEVICE), qweight, wscale, variant=2)
-    with pytest.raises(ValueError, match="int8_linear_dynamic: variant must be 0, 1, 2 or 3"):
-        tk.int8_linear_dynamic(x, qweight, wscale, variant=4)
+    with pytest.raises(ValueError, match="int8_linear_dynamic: variant must be 0, 1, 2, 3 or 4"):
+        tk.int8_linear_dynamic(x, qweight, wscale, variant=5)
     with pytest.raises(ValueError, match="K=9"):
         tk.int8_linear_dynamic(torch.randn(4, 9, device=DEVICE), qweight, wscale, variant=2)
 

@@ -226,10 +226,10 @@ def _tma_tile(tile, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M:
 
 
 @triton.jit
-def _tma_gemm_tiles(a_desc, ascale_ptr, w_desc, wscale_ptr, bias_ptr, out_desc, M, N, K, NUM_SMS,
+def _tma_gemm_tiles(a_desc, ascale_ptr, w_desc, wscale_ptr, bias_ptr, out_desc, M, N, K, PROGRAMS,
                     HAS_BIAS: tl.constexpr, FLATTEN: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
-    # Persistent: min(NUM_SMS, tiles) programs; each walks the tiles in grouped order, so the
+    # Persistent: PROGRAMS programs; each walks the tiles in grouped order, so the
     # next tile's TMA loads overlap this tile's epilogue once the loops are flattened. TMA
     # zero-fills the M, N and K tails (no masks, no wrapped rows), and the output goes out
     # through a descriptor in two (BLOCK_M, BLOCK_N / 2) halves, which halves the epilogue's
@@ -237,7 +237,7 @@ def _tma_gemm_tiles(a_desc, ascale_ptr, w_desc, wscale_ptr, bias_ptr, out_desc, 
     num_tiles = tl.cdiv(M, BLOCK_M) * tl.cdiv(N, BLOCK_N)
     k_tiles = tl.cdiv(K, BLOCK_K)
     HALF: tl.constexpr = BLOCK_N // 2
-    for tile in tl.range(tl.program_id(0), num_tiles, NUM_SMS, flatten=FLATTEN):
+    for tile in tl.range(tl.program_id(0), num_tiles, PROGRAMS, flatten=FLATTEN):
         off_m, off_n = _tma_tile(tile, M, N, BLOCK_M, BLOCK_N, GROUP_M)
 
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
@@ -280,14 +280,16 @@ def _int8_gemm_tma_kernel(a_desc, ascale_ptr, w_ptr, w_desc, wscale_ptr, bias_pt
                           M, N, K, stride_wn, M_BUCKET, NUM_SMS,
                           HAS_BIAS: tl.constexpr, FLATTEN: tl.constexpr, PDL: tl.constexpr,
                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                          GROUP_M: tl.constexpr):
+                          GROUP_M: tl.constexpr, CTAS_PER_SM: tl.constexpr):
     # M_BUCKET is only an autotune key. PDL (variant 3; launched with launch_pdl behind the
     # quantization kernel): this program starts while the quantization finishes, prefetches its
     # first weights into L2 (they do not depend on it), then waits for it before touching xq.
+    # CTAS_PER_SM = 2: up to twice NUM_SMS programs, two per SM (see _INT8_TMA_BY_BUCKET).
     if PDL:
         _prefetch_first_weights(w_ptr, stride_wn, M, N, K, BLOCK_M, BLOCK_N, GROUP_M, 4 * BLOCK_K)
         gdc_wait()
-    _tma_gemm_tiles(a_desc, ascale_ptr, w_desc, wscale_ptr, bias_ptr, out_desc, M, N, K, NUM_SMS,
+    # The grid is min(NUM_SMS * CTAS_PER_SM, tiles): with fewer tiles each program takes one.
+    _tma_gemm_tiles(a_desc, ascale_ptr, w_desc, wscale_ptr, bias_ptr, out_desc, M, N, K, NUM_SMS * CTAS_PER_SM,
                     HAS_BIAS, FLATTEN, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M)
 
 
@@ -349,22 +351,25 @@ def _int8_linear_fused_kernel(x_ptr, q_ptr, ascale_ptr, counter_ptr, a_desc, w_p
                               BARRIER: tl.constexpr, GEMM: tl.constexpr, INTERPRET: tl.constexpr,
                               HAS_BIAS: tl.constexpr, FLATTEN: tl.constexpr,
                               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                              GROUP_M: tl.constexpr):
+                              GROUP_M: tl.constexpr, CTAS_PER_SM: tl.constexpr):
     # Variant 2: the per-token quantization and the persistent TMA GEMM in one launch of exactly
-    # NUM_SMS programs. Each program quantizes its share of the rows into q (QROWS at a time,
-    # round robin), then all meet at a grid barrier, then walk the GEMM tiles; while they
-    # quantize, each program's first weight tile is being prefetched into L2. The interpreter
-    # runs programs one after another, so there the phases run as separate launches (QUANT,
-    # then GEMM) or a one-program launch crosses the barrier.
+    # NUM_SMS * CTAS_PER_SM programs. Each program quantizes its share of the rows into q (QROWS
+    # at a time, round robin; QROWS is sized for one program per SM, so two a SM take half),
+    # then all meet at a grid barrier, then walk the GEMM tiles; while they quantize, each
+    # program's first weight tile is being prefetched into L2. The interpreter runs programs one
+    # after another, so there the phases run as separate launches (QUANT, then GEMM) or a
+    # one-program launch crosses the barrier.
+    programs = NUM_SMS * CTAS_PER_SM
+    QR: tl.constexpr = max(QROWS // CTAS_PER_SM, 1)
     if GEMM and not INTERPRET:
         _prefetch_first_weights(w_ptr, stride_wn, M, N, K, BLOCK_M, BLOCK_N, GROUP_M, 4 * BLOCK_K)
     if QUANT:
-        _quantize_rows(x_ptr, q_ptr, ascale_ptr, M, K, stride_xm, tl.program_id(0) * QROWS, NUM_SMS * QROWS,
-                       QROWS, QBLOCK_K, INTERPRET)
-    if BARRIER:
-        _grid_barrier(counter_ptr, NUM_SMS, INTERPRET)
+        _quantize_rows(x_ptr, q_ptr, ascale_ptr, M, K, stride_xm, tl.program_id(0) * QR, programs * QR,
+                       QR, QBLOCK_K, INTERPRET)
+    if BARRIER:  # one counter per grid size (see _barrier_counter)
+        _grid_barrier(counter_ptr + CTAS_PER_SM - 1, programs, INTERPRET)
     if GEMM:
-        _tma_gemm_tiles(a_desc, ascale_ptr, w_desc, wscale_ptr, bias_ptr, out_desc, M, N, K, NUM_SMS,
+        _tma_gemm_tiles(a_desc, ascale_ptr, w_desc, wscale_ptr, bias_ptr, out_desc, M, N, K, programs,
                         HAS_BIAS, FLATTEN, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M)
 
 
@@ -434,8 +439,9 @@ def _tma_block_shapes(nargs):
     nargs["out_desc"].block_shape = [bm, bn // 2]
 
 
-def _tma_cfg(bm, bn, stages, warps=8, bk=128):
-    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "FLATTEN": True},
+def _tma_cfg(bm, bn, stages, warps=8, bk=128, ctas_per_sm=1):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "FLATTEN": True,
+                          "CTAS_PER_SM": ctas_per_sm},
                          num_stages=stages, num_warps=warps, pre_hook=_tma_block_shapes)
 
 
@@ -452,15 +458,26 @@ _INT8_TMA_BY_BUCKET = {
            _tma_cfg(128, 128, 3, bk=256)],
 }
 
-# Variant 2 (quantization fused into the persistent TMA GEMM): short lists, since every config
-# compiles once more for this kernel. At M = 1024 the two tiles that tied or won for variant 1
-# on the H200 (run 3): 128x256x128 s3 and 128x128x256 s3 (s4 of 128x256 leaves no room for the
-# quantization phase's reduction scratch).
-_FUSED_BY_BUCKET = {
-    16: [_T["64x64"]], 32: [_T["64x64"]], 64: [_T["64x64"]], 128: [_T["64x128"]],
-    256: [_T["64x128"], _T["128x128"]], 512: [_T["128x256"], _tma_cfg(128, 128, 3, bk=256)],
-    1024: [_T["128x256"], _tma_cfg(128, 128, 3, bk=256)],
+# Variants 3 and 4: the same kernel with two programs per SM added at M >= 512. Triton never
+# keeps an int32-accumulator wgmma in flight across loop iterations (its pipeliner makes only
+# fp32-accumulator dots "properly async"; int8 gets wgmma.wait_group 0 after every K step, seen
+# in the PTX of both 3.6 and 3.9), so one program per SM leaves the tensor cores idle while
+# that program waits, releases the stage and issues the next loads. A second program on the
+# SM fills those gaps. 128x128x128 tiles with 3 stages take 112.5 KB of shared memory, under
+# the 113 KB a program may have for two to fit in 228 KB; 4 warps (one warpgroup, 207
+# registers) or 8 (128 registers: two programs fill the register file exactly); no spills.
+_T2 = {"w4": _tma_cfg(128, 128, 3, 4, ctas_per_sm=2), "w8": _tma_cfg(128, 128, 3, 8, ctas_per_sm=2)}
+_INT8_TMA2_BY_BUCKET = {
+    16: [_T["64x64"]], 32: [_T["64x64"]], 64: [_T["64x128"]], 128: [_T["64x128"]],
+    256: [_T["64x128"], _T["128x128"]],
+    512: [_T["128x256"], _tma_cfg(128, 128, 3, bk=256), _T2["w4"], _T2["w8"]],
+    1024: [_T["128x256"], _tma_cfg(128, 128, 3, bk=256), _T2["w4"], _T2["w8"]],
 }
+
+# Variant 2 (quantization fused into the persistent TMA GEMM): short lists, since every config
+# compiles once more for this kernel. At M >= 512 the two tiles that tied or won for variant 1
+# on the H200 (run 3), 128x256x128 s3 and 128x128x256 s3, and two programs per SM (as above).
+_FUSED_BY_BUCKET = {**_INT8_TMA2_BY_BUCKET, 512: _INT8_TMA2_BY_BUCKET[512][:3], 1024: _INT8_TMA2_BY_BUCKET[1024][:3]}
 # The fused kernel keeps whole rows of x in registers: K up to this, else variant 2 runs variant 3.
 FUSED_MAX_K = 16384
 
@@ -496,6 +513,7 @@ def _build(kernel, by_bucket, wrap=_even_k):
 _int8_gemm = _build(_int8_gemm_kernel, _INT8_GEMM_BY_BUCKET)
 _w8a16 = _build(_w8a16_kernel, _W8A16_BY_BUCKET)
 _int8_gemm_tma = _build(_int8_gemm_tma_kernel, _INT8_TMA_BY_BUCKET, wrap=lambda k: k)
+_int8_gemm_tma2 = _build(_int8_gemm_tma_kernel, _INT8_TMA2_BY_BUCKET, wrap=lambda k: k)
 _int8_linear_fused = _build(_int8_linear_fused_kernel, _FUSED_BY_BUCKET, wrap=lambda k: k)
 # Untuned, for a caller's fixed `config` (benchmarks time each config with cold weights; the
 # autotuner times them with the weights hot in L2).
@@ -505,7 +523,7 @@ _int8_gemm_tma_fixed = _int8_gemm_tma_kernel
 _int8_linear_fused_fixed = _int8_linear_fused_kernel
 # Under the interpreter: K tiles of 32 so the tests' K = 48 has a zero-filled tail, and two
 # persistent programs so each walks several tiles.
-_INTERP_TMA_META = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "GROUP_M": 2, "FLATTEN": True}
+_INTERP_TMA_META = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "GROUP_M": 2, "FLATTEN": True, "CTAS_PER_SM": 1}
 _INTERP_PROGRAMS = 2
 
 
@@ -598,15 +616,18 @@ def int8_gemm_dequant(xq: torch.Tensor, xscale: torch.Tensor, qweight: torch.Ten
     out = (xq @ qweight.T as int32) * xscale[:, None] * wscale[None, :] + bias.
     variant: 0 the pointer-load kernel (the default); 1 the persistent TMA kernel, which
     needs 16-byte aligned rows (K % 16 == 0, N * out element size % 16 == 0, aligned base
-    pointers) and runs variant 0 where they are not (tma_eligible says which); 3 variant 1
-    launched with programmatic dependent launch: it starts (and prefetches its first weight
-    tiles into L2) while the kernel before it finishes, then waits for that kernel's results
-    (plain variant 1 under the interpreter). Variant 2 exists only in int8_linear_dynamic.
+    pointers) and runs variant 0 where they are not (tma_eligible says which); 4 the TMA
+    kernel tuned over a list with two programs per SM at M >= 512 (_INT8_TMA2_BY_BUCKET);
+    3 variant 4 launched with programmatic dependent launch: it starts (and prefetches its
+    first weight tiles into L2) while the kernel before it finishes, then waits for that
+    kernel's results (plain variant 4 under the interpreter). Variant 2 exists only in
+    int8_linear_dynamic.
     config: on a GPU, a fixed tile (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages;
-    FLATTEN for variants 1 and 3) instead of the autotuned choice; ignored by the interpreter.
+    FLATTEN and CTAS_PER_SM for variants 1, 3, 4) instead of the autotuned choice; ignored by
+    the interpreter.
     """
-    if variant not in (0, 1, 3):
-        raise ValueError(f"triton int8_gemm_dequant: variant must be 0, 1 or 3, got {variant}")
+    if variant not in (0, 1, 3, 4):
+        raise ValueError(f"triton int8_gemm_dequant: variant must be 0, 1, 3 or 4, got {variant}")
     xq = _activation(xq, "xq", (torch.int8,))
     M, K = xq.shape
     if xscale.dtype != torch.float32 or xscale.shape != (M,):
@@ -619,8 +640,9 @@ def int8_gemm_dequant(xq: torch.Tensor, xscale: torch.Tensor, qweight: torch.Ten
     out = torch.empty((M, N), dtype=out_dtype, device=xq.device)
     if M == 0 or N == 0:
         return out
-    if variant in (1, 3) and tma_eligible(xq, qweight, out):
-        _int8_gemm_tma_launch(xq, xscale.contiguous(), qweight, wscale, bias, out, config, pdl=variant == 3)
+    if variant in (1, 3, 4) and tma_eligible(xq, qweight, out):
+        _int8_gemm_tma_launch(xq, xscale.contiguous(), qweight, wscale, bias, out, config,
+                              _int8_gemm_tma if variant == 1 else _int8_gemm_tma2, pdl=variant == 3)
         return out
     kernel, meta = _launch(_int8_gemm, _int8_gemm_fixed, config, _INTERP_META)
     kernel[_grid(M, N)](xq, xscale.contiguous(), qweight, wscale,
@@ -651,7 +673,7 @@ def _tma_kernel_meta(tuned, fixed, config, interp_meta):
         return fixed, dict(interp_meta)
     if config is None:
         return tuned, {}
-    return fixed, {"FLATTEN": True, **config}
+    return fixed, {"FLATTEN": True, "CTAS_PER_SM": 1, **config}
 
 
 def _tma_descriptors(xq, qweight, out, meta):
@@ -666,16 +688,16 @@ def _tma_descriptors(xq, qweight, out, meta):
             TensorDescriptor(out, [M, N], [out.stride(0), 1], [bm, max(bn // 2, 1)]))
 
 
-def _int8_gemm_tma_launch(xq, xscale, qweight, wscale, bias, out, config, pdl=False):
+def _int8_gemm_tma_launch(xq, xscale, qweight, wscale, bias, out, config, tuned, pdl=False):
     M, K = xq.shape
     N = qweight.shape[0]
-    kernel, meta = _tma_kernel_meta(_int8_gemm_tma, _int8_gemm_tma_fixed, config, _INTERP_TMA_META)
+    kernel, meta = _tma_kernel_meta(tuned, _int8_gemm_tma_fixed, config, _INTERP_TMA_META)
     a_desc, w_desc, out_desc = _tma_descriptors(xq, qweight, out, meta)
     pdl = pdl and not _INTERPRET
     if pdl:
         meta["launch_pdl"] = True
     programs = _programs(xq.device)
-    grid = lambda m: (min(programs, triton.cdiv(M, m["BLOCK_M"]) * triton.cdiv(N, m["BLOCK_N"])),)  # noqa: E731
+    grid = lambda m: (min(programs * m["CTAS_PER_SM"], triton.cdiv(M, m["BLOCK_M"]) * triton.cdiv(N, m["BLOCK_N"])),)  # noqa: E731,E501
     kernel[grid](a_desc, xscale, qweight, w_desc, wscale, bias if bias is not None else wscale, out_desc,
                  M, N, K, qweight.stride(0), _m_bucket(M), programs, HAS_BIAS=bias is not None, PDL=pdl, **meta)
 
@@ -684,14 +706,15 @@ _BARRIER_COUNTERS = {}
 
 
 def _barrier_counter(device, programs):
-    # One counter per (device, grid size): the barrier needs it at a multiple of the grid size
-    # when a launch starts, which every completed launch of that grid size leaves it at.
+    # One counter per grid size: the barrier needs it at a multiple of the grid size when a
+    # launch starts, which every completed launch of that grid size leaves it at. Slot c - 1
+    # serves grids of c * programs (CTAS_PER_SM = c).
     key = (str(device), programs)
     if key not in _BARRIER_COUNTERS:
         if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
             raise RuntimeError("triton int8_linear_dynamic variant 2: call it once before CUDA-graph capture "
                                "(it allocates its grid-barrier counter and autotunes on the first call)")
-        _BARRIER_COUNTERS[key] = torch.zeros(1, dtype=torch.int64, device=device)
+        _BARRIER_COUNTERS[key] = torch.zeros(2, dtype=torch.int64, device=device)
     return _BARRIER_COUNTERS[key]
 
 
@@ -718,13 +741,14 @@ def _int8_linear_fused_launch(x, qweight, wscale, bias, out, config, programs=No
             bias if bias is not None else wscale, out_desc, M, N, K, x.stride(0), qweight.stride(0), _m_bucket(M),
             programs)
     common = dict(QROWS=qrows, QBLOCK_K=qblock_k, INTERPRET=_INTERPRET, HAS_BIAS=bias is not None, **meta)
+    grid = lambda m: (programs * m["CTAS_PER_SM"],)  # noqa: E731
     if not _INTERPRET:
-        kernel[(programs,)](*args, QUANT=True, BARRIER=True, GEMM=True, launch_cooperative_grid=True, **common)
-    elif programs == 1:
-        kernel[(1,)](*args, QUANT=True, BARRIER=True, GEMM=True, **common)
+        kernel[grid](*args, QUANT=True, BARRIER=True, GEMM=True, launch_cooperative_grid=True, **common)
+    elif grid(meta) == (1,):
+        kernel[grid](*args, QUANT=True, BARRIER=True, GEMM=True, **common)
     else:  # the interpreter runs programs in turn: a barrier between them would never open
-        kernel[(programs,)](*args, QUANT=True, BARRIER=False, GEMM=False, **common)
-        kernel[(programs,)](*args, QUANT=False, BARRIER=False, GEMM=True, **common)
+        kernel[grid](*args, QUANT=True, BARRIER=False, GEMM=False, **common)
+        kernel[grid](*args, QUANT=False, BARRIER=False, GEMM=True, **common)
     return q, xscale
 
 
@@ -733,14 +757,14 @@ def int8_linear_dynamic(x: torch.Tensor, qweight: torch.Tensor, wscale: torch.Te
     """W8A8 linear with per-token dynamic activation quantization.
 
     x: (M, K) float32/float16/bfloat16, qweight: (N, K) int8, wscale: (N,) float32,
-    bias: (N,) or None -> (M, N) x.dtype. variant: 0, 1 or 3, the GEMM's (see
+    bias: (N,) or None -> (M, N) x.dtype. variant: 0, 1, 3 or 4, the GEMM's (see
     int8_gemm_dequant; 3 also has the quantization kernel release the GEMM early); 2 one
-    launch: the quantization fused into the persistent TMA GEMM ahead of a grid barrier
-    (a cooperative launch of one program per SM), where fused_eligible, else variant 3.
+    launch: the quantization fused into the persistent TMA GEMM ahead of a grid barrier (a
+    cooperative launch of one or two programs per SM), where fused_eligible, else variant 3.
     config: a fixed GEMM tile on a GPU (see int8_gemm_dequant).
     """
-    if variant not in (0, 1, 2, 3):
-        raise ValueError(f"triton int8_linear_dynamic: variant must be 0, 1, 2 or 3, got {variant}")
+    if variant not in (0, 1, 2, 3, 4):
+        raise ValueError(f"triton int8_linear_dynamic: variant must be 0, 1, 2, 3 or 4, got {variant}")
     if variant == 2:
         x = _activation(x, "x", _FLOAT_DTYPES)
         M, K = x.shape
