@@ -239,6 +239,28 @@ def test_int8_fused_one_program_crosses_the_grid_barrier():
     assert_close_scaled(out, ref, mag, torch.bfloat16)
 
 
+def test_grid_barrier_counts_and_gives_up(monkeypatch):
+    # The interpreter runs programs in turn: with two arrivals expected, the first program can only
+    # give up (after _SPIN_LIMIT polls, made small here); the second finds the count complete.
+    if not tk._INTERPRET:
+        pytest.skip("runs the barrier's arithmetic in the interpreter")
+    import triton
+    import triton.language as tl
+
+    monkeypatch.setattr(tk, "_SPIN_LIMIT", tl.constexpr(8))
+
+    @triton.jit
+    def barrier_kernel(counter_ptr, ok_ptr, NUM_PROGS):
+        tl.store(ok_ptr + tl.program_id(0), tk._grid_barrier(counter_ptr, NUM_PROGS, True).to(tl.int32))
+
+    counter = torch.zeros(1, dtype=torch.int64)
+    ok = torch.full((2,), -1, dtype=torch.int32)
+    barrier_kernel[(2,)](counter, ok, 2)
+    assert ok.tolist() == [0, 1] and counter.item() == 2
+    barrier_kernel[(1,)](counter, ok, 1)  # 2 -> 3: one arrival completes a one-program grid
+    assert ok[0].item() == 1 and counter.item() == 3
+
+
 def test_int8_fused_variant_falls_back_when_not_eligible():
     # K = 40: the int8 copy's 40-byte rows cannot be TMA boxes, so variant 2 runs variant 3, and
     # that (not TMA-eligible either) the pointer kernel: the result equals variant 0's.

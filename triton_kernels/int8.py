@@ -320,7 +320,9 @@ def _fence_proxy_async():
                               is_pure=False, pack=1)
 
 
-_SPIN_LIMIT = tl.constexpr(1 << 20)
+# About 0.05-0.1 s of polling; a legitimate wait is microseconds (the slowest program's share of
+# the quantization, or a late start behind the previous kernel's last programs).
+_SPIN_LIMIT = tl.constexpr(1 << 16)
 
 
 @triton.jit
@@ -328,7 +330,8 @@ def _grid_barrier(counter_ptr, NUM_PROGS, INTERPRET: tl.constexpr):
     # Every program of the (cooperative, all co-resident) grid waits here for all the others.
     # The int64 counter only ever grows: a launch's NUM_PROGS arrivals take it from one multiple
     # of NUM_PROGS to the next, so it needs no reset between launches or CUDA-graph replays.
-    # The spin is bounded so that a broken invariant shows as a wrong result, never a hang.
+    # The spin is bounded so that a broken invariant can never hang the GPU; returns False
+    # when it gave up.
     if not INTERPRET:
         _fence_proxy_async()
     tl.debug_barrier()
@@ -342,6 +345,7 @@ def _grid_barrier(counter_ptr, NUM_PROGS, INTERPRET: tl.constexpr):
     if not INTERPRET:
         _fence_proxy_async()
     tl.debug_barrier()
+    return cur >= target
 
 
 @triton.jit
@@ -367,7 +371,11 @@ def _int8_linear_fused_kernel(x_ptr, q_ptr, ascale_ptr, counter_ptr, a_desc, w_p
         _quantize_rows(x_ptr, q_ptr, ascale_ptr, M, K, stride_xm, tl.program_id(0) * QR, programs * QR,
                        QR, QBLOCK_K, INTERPRET)
     if BARRIER:  # one counter per grid size (see _barrier_counter)
-        _grid_barrier(counter_ptr + CTAS_PER_SM - 1, programs, INTERPRET)
+        if not _grid_barrier(counter_ptr + CTAS_PER_SM - 1, programs, INTERPRET):
+            # Gave up waiting: poison every row's scale so the output is NaN, never silently wrong.
+            for r0 in range(0, M, 1024):
+                r = r0 + tl.arange(0, 1024)
+                tl.store(ascale_ptr + r, float("nan"), mask=r < M)
     if GEMM:
         _tma_gemm_tiles(a_desc, ascale_ptr, w_desc, wscale_ptr, bias_ptr, out_desc, M, N, K, programs,
                         HAS_BIAS, FLATTEN, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M)
