@@ -14,9 +14,9 @@ it early; W8A8fus: 2, the quantization fused into the TMA GEMM, one launch; at M
 variants 0 and 2); then W4A16 (14336x4096, M = 16, 128, 1024; asymmetric, group 128; W4A16dq at
 M = 128, 1024: the weight dequantized to bf16 by a Triton kernel, then cuBLAS, with the
 dequantization alone in the "quant" column), W8A16 (4096x4096 and 14336x4096, M = 128, 1024) and
-W1A16 (14336x4096, M = 16, 128; per-channel alpha); bf16 activations. Each output is checked against a float32 reference (relative error < 2e-2, else
-WRONG and not timed) before CUDA-graph timing with cold weights (copies rotated beyond 4x the
-L2). "best" is the autotuner's choice for the row's key, read from kernel.best_config after the
+W1A16 (14336x4096, M = 16, 128; per-channel alpha); bf16 activations. Each output is checked
+against a float32 reference (relative error < 2e-2, else WRONG and not timed) before CUDA-graph
+timing with cold weights (copies rotated beyond 4x the L2). "best" is the autotuner's choice for the row's key, read from kernel.best_config after the
 first call; the autotuner times with the weights hot in L2, so the cold per-config times that
 follow each row may rank the configs differently. Per-config times come second, while the time
 budget lasts (BUDGET_S: gpu_check gives the sweep 25 s; configs already compiled by an earlier
@@ -177,7 +177,8 @@ def _w8a8_rows(s: _Sweep):
     bf16_out = torch.bfloat16
     for n, k in shapes:
         q, ws, w, cb, cq, wbs, qs, calls = _int8_weight(s, n, k)
-        ms = sorted((set(W8A8[1]) if (n, k) in W8A8[0] else set()) | (set(small_ms) if (n, k) == small_shape else set()))
+        ms = sorted((set(W8A8[1]) if (n, k) in W8A8[0] else set())
+                    | (set(small_ms) if (n, k) == small_shape else set()))
         for m in ms:
             bucket = tk._m_bucket(m)
             x = torch.randn(m, k, device=DEVICE, dtype=torch.bfloat16)

@@ -284,7 +284,7 @@ def _int8_gemm_tma_kernel(a_desc, ascale_ptr, w_ptr, w_desc, wscale_ptr, bias_pt
     # M_BUCKET is only an autotune key. PDL (variant 3; launched with launch_pdl behind the
     # quantization kernel): this program starts while the quantization finishes, prefetches its
     # first weights into L2 (they do not depend on it), then waits for it before touching xq.
-    # CTAS_PER_SM = 2: up to twice NUM_SMS programs, two per SM (see _INT8_TMA_BY_BUCKET).
+    # CTAS_PER_SM = 2: up to twice NUM_SMS programs, two per SM (see _INT8_TMA2_BY_BUCKET).
     if PDL:
         _prefetch_first_weights(w_ptr, stride_wn, M, N, K, BLOCK_M, BLOCK_N, GROUP_M, 4 * BLOCK_K)
         gdc_wait()
@@ -705,7 +705,10 @@ def _int8_gemm_tma_launch(xq, xscale, qweight, wscale, bias, out, config, tuned,
     if pdl:
         meta["launch_pdl"] = True
     programs = _programs(xq.device)
-    grid = lambda m: (min(programs * m["CTAS_PER_SM"], triton.cdiv(M, m["BLOCK_M"]) * triton.cdiv(N, m["BLOCK_N"])),)  # noqa: E731,E501
+
+    def grid(m):
+        return (min(programs * m["CTAS_PER_SM"], triton.cdiv(M, m["BLOCK_M"]) * triton.cdiv(N, m["BLOCK_N"])),)
+
     kernel[grid](a_desc, xscale, qweight, w_desc, wscale, bias if bias is not None else wscale, out_desc,
                  M, N, K, qweight.stride(0), _m_bucket(M), programs, HAS_BIAS=bias is not None, PDL=pdl, **meta)
 
