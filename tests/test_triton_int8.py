@@ -199,9 +199,9 @@ def test_int8_tma_variant_falls_back_when_unaligned():
 # launches of two programs (so rows are split between programs, QROWS at a time, with a masked
 # tail); a one-program launch crosses the grid barrier itself. CTAS_PER_SM = 2 doubles the
 # programs (four here), which then take half the rows and every fourth tile.
-@pytest.mark.parametrize("ctas_per_sm", [1, 2])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("M,N,K", [(1, 16, 32), (17, 40, 48), (33, 24, 96)])
+@pytest.mark.parametrize("M,N,K,dtype,ctas_per_sm", [
+    (1, 16, 32, torch.float32, 1), (1, 16, 32, torch.bfloat16, 2), (17, 40, 48, torch.float32, 2),
+    (17, 40, 48, torch.bfloat16, 1), (33, 24, 96, torch.float32, 1), (33, 24, 96, torch.bfloat16, 2)])
 def test_int8_linear_fused_and_pdl_variants(M, N, K, dtype, ctas_per_sm, monkeypatch):
     monkeypatch.setitem(tk._INTERP_TMA_META, "CTAS_PER_SM", ctas_per_sm)
     gen = torch.Generator().manual_seed(5 * M + N + K)
