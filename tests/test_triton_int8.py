@@ -231,7 +231,9 @@ def test_int8_fused_one_program_crosses_the_grid_barrier():
     counter = tk._barrier_counter(torch.device(DEVICE), 1)
     before = int(counter[0].item())
     out = torch.empty(M, N, dtype=torch.bfloat16, device=DEVICE)
-    q, scale = tk._int8_linear_fused_launch(x, qweight, wscale, None, out, None, programs=1)
+    # A fixed tile on a GPU (the autotuner would launch more than once); ignored by the interpreter.
+    config = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 8, "num_warps": 4, "num_stages": 3}
+    q, scale = tk._int8_linear_fused_launch(x, qweight, wscale, None, out, config, programs=1)
     assert int(counter[0].item()) == before + 1  # one arrival: the counter stays a multiple of the grid size
     xq, xscale = ref_quantize(x)
     assert torch.equal(q, xq) and torch.equal(scale, xscale)  # the fused quantization is bit-exact
