@@ -313,16 +313,22 @@ def _table(rows: list[dict], h=None) -> str:
     return "\n".join(lines)
 
 
+def _timed_table(h) -> tuple[list[dict], str]:
+    t0 = time.time()
+    rows = _rows(h)
+    # The wall time, compiles and autotuning included, against gpu_check's 25 s for the sweep.
+    return rows, _table(rows, h) + (f"\nsweep took {time.time() - t0:.1f} s" if rows else "")
+
+
 def sweep(h) -> str:
     try:
-        return _table(_rows(h), h)
+        return _timed_table(h)[1]
     except Exception as exc:  # never raise into gpu_check
         return f"triton sweep FAILED: {type(exc).__name__}: {exc}"
 
 
 def bench(h) -> tuple[list[dict], str]:
     try:
-        rows = _rows(h)
-        return rows, _table(rows, h)
+        return _timed_table(h)
     except Exception as exc:
         return [], f"triton sweep FAILED: {type(exc).__name__}: {exc}"

@@ -76,6 +76,7 @@ def test_sweep_runs_end_to_end_in_the_interpreter(monkeypatch):
     h = types.SimpleNamespace(torch=torch, time_graph=lambda torch_, fn, calls: fn(1) is not None and 1e-3,
                               rel_err=rel_err, log=lambda msg: None)
     rows, table = mod.bench(h)
+    assert table.splitlines()[-1].startswith("sweep took ")
     kinds = [(r["kernel"], r["m"]) for r in rows]
     large = [("W8A8", 17), ("W8A8tma", 17), ("W8A8v4", 17), ("W8A8pdl", 17), ("W8A8fus", 17)]
     assert kinds == large + [("W8A8", 3), ("W8A8fus", 3)] + large + [
