@@ -7,6 +7,8 @@ tolerances: its float32 -> bfloat16 cast truncates instead of rounding to neares
 (the W8A16 kernel widens to fp32 there; on a GPU it runs the bf16 MMA).
 """
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -212,13 +214,13 @@ def test_int8_linear_fused_and_pdl_variants(M, N, K, dtype, ctas_per_sm, monkeyp
     assert tk.fused_eligible(x, qweight, torch.empty(M, N, dtype=dtype, device=DEVICE))
     xq, xscale = ref_quantize(x)
     ref, mag = ref_gemm(xq, xscale, qweight, wscale, bias)
-    for variant in (2, 3, 4):
+    for variant in (2, 3, 4, 5):  # 5 (Gluon) runs variant 1 under the interpreter
         out = tk.int8_linear_dynamic(x, qweight, wscale, bias, variant=variant)
         assert out.shape == (M, N) and out.dtype == dtype
         assert_close_scaled(out, ref, mag, dtype)
     xq_got, xscale_got = tk.quantize_per_token_int8(x, pdl=True)
     assert torch.equal(xq_got, xq) and torch.equal(xscale_got, xscale)
-    for variant in (3, 4):
+    for variant in (3, 4, 5):
         out = tk.int8_gemm_dequant(xq, xscale, qweight, wscale, bias, out_dtype=dtype, variant=variant)
         assert_close_scaled(out, ref, mag, dtype)
 
@@ -261,6 +263,62 @@ def test_grid_barrier_counts_and_gives_up(monkeypatch):
     assert ok.tolist() == [0, 1] and counter.item() == 2
     barrier_kernel[(1,)](counter, ok, 1)  # 2 -> 3: one arrival completes a one-program grid
     assert ok[0].item() == 1 and counter.item() == 3
+
+
+_GLUON_COMPILE = """
+import importlib.util, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon._runtime import GluonASTSource
+
+spec = importlib.util.spec_from_file_location("int8_gluon", sys.argv[1])
+int8_gluon = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(int8_gluon)
+bm, bn, bk, stages, warps = int8_gluon.CONFIGS["128x128"]
+
+
+def desc(dtype, name, block):
+    return f"tensordesc<{name}[{block[0]}, {block[1]}],{gl.NVMMASharedLayout.get_default_for(block, dtype)!r}>"
+
+
+sig = {"a_desc": desc(gl.int8, "i8", [bm, bk]), "w_desc": desc(gl.int8, "i8", [bn, bk]),
+       "out_desc": desc(gl.bfloat16, "bf16", [bm, bn]), "ascale_ptr": "*fp32", "wscale_ptr": "*fp32",
+       "bias_ptr": "*fp32", "M": "i32", "N": "i32", "K": "i32"}
+const = {"HAS_BIAS": True, "GROUP_M": 8, "STAGES": stages, "INSTR_N": 128, "num_warps": warps}
+sig.update({name: "constexpr" for name in const})
+kernel = triton.compile(GluonASTSource(int8_gluon._int8_gemm_gluon_kernel, sig, const, {}),
+                        target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+print(kernel.asm["ptx"])
+"""
+
+
+def test_int8_gluon_kernel_compiles_for_sm90():
+    # Gluon has no interpreter: compile variant 5's kernel for sm_90a without a GPU, so that a Triton
+    # whose experimental API moved fails here rather than on the card, and check in its PTX that the
+    # int8 wgmma stays in flight across K steps (the reason variant 5 exists). In a subprocess: the
+    # interpreter, once it has run a kernel in this process, leaves tensor methods patched.
+    pytest.importorskip("triton.experimental.gluon")
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "triton_kernels",
+                        "int8_gluon.py")
+    done = subprocess.run([sys.executable, "-c", _GLUON_COMPILE, path], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8" in done.stdout
+    assert "wgmma.wait_group.sync.aligned 1;" in done.stdout
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="Gluon has no interpreter: variant 5 itself runs on a GPU only")
+@pytest.mark.parametrize("config", ["128x256", "128x128"])
+def test_int8_gemm_gluon_on_gpu(config):
+    gen = torch.Generator().manual_seed(23)
+    M, N, K = 200, 264, 320  # M and N tails, K = 2.5 K tiles
+    xq = torch.randint(-127, 128, (M, K), dtype=torch.int8, generator=gen).to(DEVICE)
+    xscale = (torch.rand(M, generator=gen) + 0.01).to(DEVICE)
+    qweight, wscale = rand_weight(N, K, gen)
+    bias = torch.randn(N, generator=gen).bfloat16().to(DEVICE)
+    out = tk.int8_gemm_dequant(xq, xscale, qweight, wscale, bias, out_dtype=torch.bfloat16, config=config, variant=5)
+    ref, mag = ref_gemm(xq, xscale, qweight, wscale, bias)
+    assert_close_scaled(out, ref, mag, torch.bfloat16)
 
 
 def test_int8_fused_variant_falls_back_when_not_eligible():
@@ -331,10 +389,10 @@ def test_bad_inputs_raise():
         tk.quantize_per_token_int8(torch.randn(2, 3, 4, device=DEVICE))
     with pytest.raises(TypeError, match="xscale"):
         tk.int8_gemm_dequant(qweight, torch.ones(2, device=DEVICE), qweight, wscale)
-    with pytest.raises(ValueError, match="variant must be 0, 1, 3 or 4"):
+    with pytest.raises(ValueError, match="variant must be 0, 1, 3, 4 or 5"):
         tk.int8_gemm_dequant(qweight, torch.ones(3, device=DEVICE), qweight, wscale, variant=2)
-    with pytest.raises(ValueError, match="int8_linear_dynamic: variant must be 0, 1, 2, 3 or 4"):
-        tk.int8_linear_dynamic(x, qweight, wscale, variant=5)
+    with pytest.raises(ValueError, match="int8_linear_dynamic: variant must be 0 to 5"):
+        tk.int8_linear_dynamic(x, qweight, wscale, variant=6)
     with pytest.raises(ValueError, match="K=9"):
         tk.int8_linear_dynamic(torch.randn(4, 9, device=DEVICE), qweight, wscale, variant=2)
 
