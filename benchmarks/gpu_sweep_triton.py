@@ -8,9 +8,10 @@ each of its configs timed alone with cold weights.
 Rows, in this order: W8A8 first (issue 2's M = 1024 target; 4096x4096 and 14336x4096 at M = 1024,
 14336x4096 at M = 16 and 128): per-token quantization + int8 GEMM with "gemm" the GEMM alone and
 "quant" the quantization alone, one row per W8A8 variant of triton_kernels/int8.py (W8A8: variant
-0, the pointer GEMM; W8A8tma: 1, the persistent TMA GEMM; W8A8v4: 4, TMA over the list with two
-programs per SM; W8A8pdl: 3, variant 4 launched with PDL behind a quantization kernel that releases
-it early; W8A8fus: 2, the quantization fused into the TMA GEMM, one launch; at M = 16 and 128 only
+0, the pointer GEMM; W8A8tma: 1, the persistent TMA GEMM; W8A8glu: 5, the Gluon GEMM that keeps a
+wgmma in flight, its tiles in the configs line; W8A8fus: 2, the quantization fused into the TMA
+GEMM, one launch; W8A8v4: 4, TMA over the list with two programs per SM; W8A8pdl: 3, variant 4
+launched with PDL behind a quantization kernel that releases it early; at M = 16 and 128 only
 variants 0 and 2); then W4A16 (14336x4096, M = 16, 128, 1024; asymmetric, group 128; W4A16dq at
 M = 128, 1024: the weight dequantized to bf16 by a Triton kernel, then cuBLAS, with the
 dequantization alone in the "quant" column), W8A16 (4096x4096 and 14336x4096, M = 128, 1024) and
@@ -39,7 +40,7 @@ W8A8_SMALL = ((14336, 4096), (16, 128))  # beside the current dispatch (variant 
 W1A16 = ((14336, 4096), (16, 128))
 # Speed-up over bf16 each row should reach, where an issue sets one (W8A8 includes the quantization).
 TARGETS = {("W4A16", 16): 2.5, ("W4A16", 128): 1.3, ("W4A16", 1024): 0.95,
-           **{(k, 1024): 1.4 for k in ("W8A8", "W8A8tma", "W8A8v4", "W8A8pdl", "W8A8fus")},
+           **{(k, 1024): 1.4 for k in ("W8A8", "W8A8tma", "W8A8glu", "W8A8fus", "W8A8v4", "W8A8pdl")},
            ("W4A16dq", 128): 1.3, ("W4A16dq", 1024): 0.95}
 
 
@@ -67,7 +68,9 @@ class _Sweep:
         self.t0 = time.time()
         self.rows: list[dict] = []
         self.later: list = []  # (row, [(label, fn)], want, calls): per-config timings, after every main row
-        self.l2 = self.torch.cuda.get_device_properties(0).L2_cache_size if DEVICE == "cuda" else 0
+        props = self.torch.cuda.get_device_properties(0) if DEVICE == "cuda" else None
+        self.l2 = props.L2_cache_size if props else 0
+        self.sms = props.multi_processor_count if props else 2  # the interpreter's persistent programs
 
     def left(self) -> float:
         return BUDGET_S - (time.time() - self.t0)
@@ -207,11 +210,7 @@ def _w8a8_rows(s: _Sweep):
             if large:
                 s.row("W8A8tma", (n, k), m, bf16, linear(1), want, calls, tk._int8_gemm_tma, extra=[("gemm", gemm(1))],
                       configs=gemm_configs(1, tk._INT8_TMA_BY_BUCKET))
-                s.row("W8A8v4", (n, k), m, bf16, linear(4), want, calls, tk._int8_gemm_tma2, extra=[("gemm", gemm(4))],
-                      configs=gemm_configs(4, tk._INT8_TMA2_BY_BUCKET))
-                # "gemm": variant 3 behind the previous call's GEMM; "quant": the quantization that releases it early.
-                s.row("W8A8pdl", (n, k), m, bf16, linear(3), want, calls, tk._int8_gemm_tma2,
-                      extra=[("gemm", gemm(3)), ("quant", lambda i, x=x: tk.quantize_per_token_int8(x, pdl=True))])
+                _gluon_row(s, (n, k), m, bf16, linear, gemm, want, calls)
             s.row("W8A8fus", (n, k), m, bf16, linear(2), want, calls, tk._int8_linear_fused,
                   configs=[(cfg_str(c), linear(2, _fixed(c))) for c in tk._FUSED_BY_BUCKET[bucket]] if large else ())
             out = torch.empty_like(want, dtype=bf16_out)
@@ -220,7 +219,26 @@ def _w8a8_rows(s: _Sweep):
                 got_q, got_s = tk._int8_linear_fused_launch(x, q, ws, None, out, None)
                 if not (torch.equal(got_q, xq) and torch.equal(got_s, xs)):
                     s.rows[-1]["notes"].append("fused quant WRONG (not bit-exact)")
+            if large:
+                s.row("W8A8v4", (n, k), m, bf16, linear(4), want, calls, tk._int8_gemm_tma2, extra=[("gemm", gemm(4))],
+                      configs=gemm_configs(4, tk._INT8_TMA2_BY_BUCKET))
+                # "gemm": variant 3 behind the previous call's GEMM; "quant": the quantization that releases it early.
+                s.row("W8A8pdl", (n, k), m, bf16, linear(3), want, calls, tk._int8_gemm_tma2,
+                      extra=[("gemm", gemm(3)), ("quant", lambda i, x=x: tk.quantize_per_token_int8(x, pdl=True))])
         del wbs, qs
+
+
+def _gluon_row(s: _Sweep, shape, m, bf16, linear, gemm, want, calls):
+    """Variant 5 (the Gluon GEMM): its default tile in the row, each of its tiles in the configs line."""
+    try:
+        from pycomp.triton_kernels import int8_gluon
+    except Exception as exc:  # the experimental API may be missing: say so in the table
+        s.rows.append({"kernel": "W8A8glu", "shape": f"{shape[0]}x{shape[1]}", "m": m, "configs": [],
+                       "notes": [f"FAILED import: {type(exc).__name__}: {str(exc)[:120]}"]})
+        return
+    s.row("W8A8glu", shape, m, bf16, linear(5), want, calls, extra=[("gemm", gemm(5))],
+          configs=[(f"gluon {name}", gemm(5, name)) for name in int8_gluon.CONFIGS])
+    s.rows[-1]["best"] = f"gluon {int8_gluon.default_config(m, shape[0], s.sms)} (default)"
 
 
 def _int8_rows(s: _Sweep):

@@ -650,11 +650,13 @@ def int8_gemm_dequant(xq: torch.Tensor, xscale: torch.Tensor, qweight: torch.Ten
     out = torch.empty((M, N), dtype=out_dtype, device=xq.device)
     if M == 0 or N == 0:
         return out
-    if variant == 5 and not _INTERPRET and tma_eligible(xq, qweight, out):
-        from . import int8_gluon  # the experimental Gluon API: loaded only when this variant runs
+    if variant == 5:
+        if not _INTERPRET and tma_eligible(xq, qweight, out):
+            from . import int8_gluon  # the experimental Gluon API: loaded only when this variant runs
 
-        config = config or int8_gluon.default_config(M, N, _programs(xq.device))
-        return int8_gluon.int8_gemm_gluon(xq, xscale.contiguous(), qweight, wscale, bias, out, config)
+            config = config or int8_gluon.default_config(M, N, _programs(xq.device))
+            return int8_gluon.int8_gemm_gluon(xq, xscale.contiguous(), qweight, wscale, bias, out, config)
+        config = None  # a Gluon config names no tile of the variants that stand in for it
     if variant in (1, 3, 4, 5) and tma_eligible(xq, qweight, out):
         _int8_gemm_tma_launch(xq, xscale.contiguous(), qweight, wscale, bias, out, config,
                               _int8_gemm_tma if variant in (1, 5) else _int8_gemm_tma2, pdl=variant == 3)
