@@ -9,10 +9,10 @@ Rows, in this order: W8A8 first (issue 2's M = 1024 target; 4096x4096 and 14336x
 14336x4096 at M = 16 and 128): per-token quantization + int8 GEMM with "gemm" the GEMM alone and
 "quant" the quantization alone, one row per W8A8 variant of triton_kernels/int8.py (W8A8: variant
 0, the pointer GEMM; W8A8tma: 1, the persistent TMA GEMM; W8A8glu: 5, the Gluon GEMM that keeps a
-wgmma in flight, its tiles in the configs line; W8A8fus: 2, the quantization fused into the TMA
-GEMM, one launch; W8A8v4: 4, TMA over the list with two programs per SM; W8A8pdl: 3, variant 4
-launched with PDL behind a quantization kernel that releases it early; at M = 16 and 128 only
-variants 0 and 2); then W4A16 (14336x4096, M = 16, 128, 1024; asymmetric, group 128; W4A16dq at
+wgmma in flight, its tiles in the configs line; W8A8glp: 6, the same launched with PDL behind a
+quantization kernel that releases it early; W8A8fus: 2, the quantization fused into the TMA GEMM,
+one launch; W8A8v4: 4, TMA over the list with two programs per SM; W8A8pdl: 3, variant 4 with PDL
+as 6 is to 5; at M = 16 and 128 only variants 0 and 2); then W4A16 (14336x4096, M = 16, 128, 1024; asymmetric, group 128; W4A16dq at
 M = 128, 1024: the weight dequantized to bf16 by a Triton kernel, then cuBLAS, with the
 dequantization alone in the "quant" column), W8A16 (4096x4096 and 14336x4096, M = 128, 1024) and
 W1A16 (14336x4096, M = 16, 128; per-channel alpha); bf16 activations. Each output is checked
@@ -40,7 +40,8 @@ W8A8_SMALL = ((14336, 4096), (16, 128))  # beside the current dispatch (variant 
 W1A16 = ((14336, 4096), (16, 128))
 # Speed-up over bf16 each row should reach, where an issue sets one (W8A8 includes the quantization).
 TARGETS = {("W4A16", 16): 2.5, ("W4A16", 128): 1.3, ("W4A16", 1024): 0.95,
-           **{(k, 1024): 1.4 for k in ("W8A8", "W8A8tma", "W8A8glu", "W8A8fus", "W8A8v4", "W8A8pdl")},
+           **{(k, 1024): 1.4 for k in ("W8A8", "W8A8tma", "W8A8glu", "W8A8glp", "W8A8fus", "W8A8v4",
+                                        "W8A8pdl")},
            ("W4A16dq", 128): 1.3, ("W4A16dq", 1024): 0.95}
 
 
@@ -233,16 +234,21 @@ def _w8a8_rows(s: _Sweep):
 
 
 def _gluon_row(s: _Sweep, shape, m, bf16, linear, gemm, want, calls):
-    """Variant 5 (the Gluon GEMM): its default tile in the row, each of its tiles in the configs line."""
+    """Variants 5 and 6 (the Gluon GEMM, without and with PDL): the default tile in the rows, each
+    tile of variant 5 in its configs line."""
     try:
         from pycomp.triton_kernels import int8_gluon
     except Exception as exc:  # the experimental API may be missing: say so in the table
         s.rows.append({"kernel": "W8A8glu", "shape": f"{shape[0]}x{shape[1]}", "m": m, "configs": [],
                        "notes": [f"FAILED import: {type(exc).__name__}: {str(exc)[:120]}"]})
         return
+    default = f"gluon {int8_gluon.default_config(m, shape[0], s.sms)} (default)"
     s.row("W8A8glu", shape, m, bf16, linear(5), want, calls, extra=[("gemm", gemm(5))],
           configs=[(f"gluon {name}", gemm(5, name)) for name in int8_gluon.CONFIGS])
-    s.rows[-1]["best"] = f"gluon {int8_gluon.default_config(m, shape[0], s.sms)} (default)"
+    s.rows[-1]["best"] = default
+    # Variant 6: the same launched with PDL behind the quantization kernel that releases it early.
+    s.row("W8A8glp", shape, m, bf16, linear(6), want, calls, extra=[("gemm", gemm(6))])
+    s.rows[-1]["best"] = default
 
 
 def _int8_rows(s: _Sweep):

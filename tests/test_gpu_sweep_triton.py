@@ -78,15 +78,16 @@ def test_sweep_runs_end_to_end_in_the_interpreter(monkeypatch):
     rows, table = mod.bench(h)
     assert table.splitlines()[-1].startswith("sweep took ")
     kinds = [(r["kernel"], r["m"]) for r in rows]
-    large = [("W8A8", 17), ("W8A8tma", 17), ("W8A8glu", 17), ("W8A8fus", 17), ("W8A8v4", 17), ("W8A8pdl", 17)]
+    large = [("W8A8", 17), ("W8A8tma", 17), ("W8A8glu", 17), ("W8A8glp", 17), ("W8A8fus", 17), ("W8A8v4", 17),
+             ("W8A8pdl", 17)]
     assert kinds == large + large + [("W8A8", 3), ("W8A8fus", 3)] + [
         ("W4A16", 3), ("W4A16", 17), ("W4A16dq", 17), ("W8A16", 3), ("W8A16", 17),
         ("W1A16", 2), ("W1A16", 17)], kinds
-    no_configs = {("W4A16dq", 17), ("W8A8pdl", 17), ("W8A8fus", 3)}
+    no_configs = {("W4A16dq", 17), ("W8A8pdl", 17), ("W8A8glp", 17), ("W8A8fus", 3)}
     for r in rows:
         assert r["notes"] == [] and r["bf16_ms"] and r["ours_ms"], (r, table)
         assert (r["kernel"], r["m"]) in no_configs or r["configs"] and all(ms for _, ms, _ in r["configs"]), \
             (r["configs"], table)
     assert all(r["gemm_ms"] and r["quant_ms"] for r in rows if r["kernel"] in ("W8A8", "W8A8pdl"))
-    assert all(r["gemm_ms"] for r in rows if r["kernel"] in ("W8A8tma", "W8A8v4", "W8A8glu"))
+    assert all(r["gemm_ms"] for r in rows if r["kernel"] in ("W8A8tma", "W8A8v4", "W8A8glu", "W8A8glp"))
     assert all(r["quant_ms"] for r in rows if r["kernel"] == "W4A16dq")

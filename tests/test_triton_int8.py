@@ -214,13 +214,13 @@ def test_int8_linear_fused_and_pdl_variants(M, N, K, dtype, ctas_per_sm, monkeyp
     assert tk.fused_eligible(x, qweight, torch.empty(M, N, dtype=dtype, device=DEVICE))
     xq, xscale = ref_quantize(x)
     ref, mag = ref_gemm(xq, xscale, qweight, wscale, bias)
-    for variant in (2, 3, 4, 5):  # 5 (Gluon) runs variant 1 under the interpreter
+    for variant in (2, 3, 4, 5, 6):  # 5 and 6 (Gluon) run variant 1 under the interpreter
         out = tk.int8_linear_dynamic(x, qweight, wscale, bias, variant=variant)
         assert out.shape == (M, N) and out.dtype == dtype
         assert_close_scaled(out, ref, mag, dtype)
     xq_got, xscale_got = tk.quantize_per_token_int8(x, pdl=True)
     assert torch.equal(xq_got, xq) and torch.equal(xscale_got, xscale)
-    for variant in (3, 4, 5):
+    for variant in (3, 4, 5, 6):
         out = tk.int8_gemm_dequant(xq, xscale, qweight, wscale, bias, out_dtype=dtype, variant=variant)
         assert_close_scaled(out, ref, mag, dtype)
 
@@ -285,7 +285,7 @@ def desc(dtype, name, block):
 sig = {"a_desc": desc(gl.int8, "i8", [bm, bk]), "w_desc": desc(gl.int8, "i8", [bn, bk]),
        "out_desc": desc(gl.bfloat16, "bf16", [bm, bn]), "ascale_ptr": "*fp32", "wscale_ptr": "*fp32",
        "bias_ptr": "*fp32", "M": "i32", "N": "i32", "K": "i32"}
-const = {"HAS_BIAS": True, "GROUP_M": 8, "STAGES": stages, "INSTR_N": 128, "num_warps": warps}
+const = {"HAS_BIAS": True, "GROUP_M": 8, "STAGES": stages, "INSTR_N": 128, "PDL": True, "num_warps": warps}
 sig.update({name: "constexpr" for name in const})
 kernel = triton.compile(GluonASTSource(int8_gluon._int8_gemm_gluon_kernel, sig, const, {}),
                         target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
@@ -305,18 +305,20 @@ def test_int8_gluon_kernel_compiles_for_sm90():
     assert done.returncode == 0, done.stderr[-3000:]
     assert "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8" in done.stdout
     assert "wgmma.wait_group.sync.aligned 1;" in done.stdout
+    assert "griddepcontrol.wait;" in done.stdout  # variant 6's wait for the kernel before it
 
 
 @pytest.mark.skipif(DEVICE != "cuda", reason="Gluon has no interpreter: variant 5 itself runs on a GPU only")
-@pytest.mark.parametrize("config", ["128x256", "128x128"])
-def test_int8_gemm_gluon_on_gpu(config):
+@pytest.mark.parametrize("config,variant", [("128x256", 5), ("128x128", 6)])
+def test_int8_gemm_gluon_on_gpu(config, variant):
     gen = torch.Generator().manual_seed(23)
     M, N, K = 200, 264, 320  # M and N tails, K = 2.5 K tiles
     xq = torch.randint(-127, 128, (M, K), dtype=torch.int8, generator=gen).to(DEVICE)
     xscale = (torch.rand(M, generator=gen) + 0.01).to(DEVICE)
     qweight, wscale = rand_weight(N, K, gen)
     bias = torch.randn(N, generator=gen).bfloat16().to(DEVICE)
-    out = tk.int8_gemm_dequant(xq, xscale, qweight, wscale, bias, out_dtype=torch.bfloat16, config=config, variant=5)
+    out = tk.int8_gemm_dequant(xq, xscale, qweight, wscale, bias, out_dtype=torch.bfloat16, config=config,
+                               variant=variant)
     ref, mag = ref_gemm(xq, xscale, qweight, wscale, bias)
     assert_close_scaled(out, ref, mag, torch.bfloat16)
 
@@ -389,10 +391,10 @@ def test_bad_inputs_raise():
         tk.quantize_per_token_int8(torch.randn(2, 3, 4, device=DEVICE))
     with pytest.raises(TypeError, match="xscale"):
         tk.int8_gemm_dequant(qweight, torch.ones(2, device=DEVICE), qweight, wscale)
-    with pytest.raises(ValueError, match="variant must be 0, 1, 3, 4 or 5"):
+    with pytest.raises(ValueError, match="variant must be 0, 1, 3, 4, 5 or 6"):
         tk.int8_gemm_dequant(qweight, torch.ones(3, device=DEVICE), qweight, wscale, variant=2)
-    with pytest.raises(ValueError, match="int8_linear_dynamic: variant must be 0 to 5"):
-        tk.int8_linear_dynamic(x, qweight, wscale, variant=6)
+    with pytest.raises(ValueError, match="int8_linear_dynamic: variant must be 0 to 6"):
+        tk.int8_linear_dynamic(x, qweight, wscale, variant=7)
     with pytest.raises(ValueError, match="K=9"):
         tk.int8_linear_dynamic(torch.randn(4, 9, device=DEVICE), qweight, wscale, variant=2)
 

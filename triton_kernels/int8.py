@@ -630,14 +630,15 @@ def int8_gemm_dequant(xq: torch.Tensor, xscale: torch.Tensor, qweight: torch.Ten
     first weight tiles into L2) while the kernel before it finishes, then waits for that
     kernel's results (plain variant 4 under the interpreter); 5 the Gluon kernel of
     triton_kernels/int8_gluon.py, which keeps one wgmma in flight across K steps (GPU only:
-    variant 1 under the interpreter). Variant 2 exists only in int8_linear_dynamic.
+    variant 1 under the interpreter); 6 variant 5 launched with programmatic dependent launch
+    (as 3 is to 4). Variant 2 exists only in int8_linear_dynamic.
     config: on a GPU, a fixed tile (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages;
     FLATTEN and CTAS_PER_SM for variants 1, 3, 4; for variant 5 a key of int8_gluon.CONFIGS)
     instead of the autotuned (variant 5: int8_gluon.default_config) choice; ignored by the
     interpreter.
     """
-    if variant not in (0, 1, 3, 4, 5):
-        raise ValueError(f"triton int8_gemm_dequant: variant must be 0, 1, 3, 4 or 5, got {variant}")
+    if variant not in (0, 1, 3, 4, 5, 6):
+        raise ValueError(f"triton int8_gemm_dequant: variant must be 0, 1, 3, 4, 5 or 6, got {variant}")
     xq = _activation(xq, "xq", (torch.int8,))
     M, K = xq.shape
     if xscale.dtype != torch.float32 or xscale.shape != (M,):
@@ -650,16 +651,17 @@ def int8_gemm_dequant(xq: torch.Tensor, xscale: torch.Tensor, qweight: torch.Ten
     out = torch.empty((M, N), dtype=out_dtype, device=xq.device)
     if M == 0 or N == 0:
         return out
-    if variant == 5:
+    if variant in (5, 6):
         if not _INTERPRET and tma_eligible(xq, qweight, out):
             from . import int8_gluon  # the experimental Gluon API: loaded only when this variant runs
 
             config = config or int8_gluon.default_config(M, N, _programs(xq.device))
-            return int8_gluon.int8_gemm_gluon(xq, xscale.contiguous(), qweight, wscale, bias, out, config)
+            return int8_gluon.int8_gemm_gluon(xq, xscale.contiguous(), qweight, wscale, bias, out, config,
+                                              pdl=variant == 6)
         config = None  # a Gluon config names no tile of the variants that stand in for it
-    if variant in (1, 3, 4, 5) and tma_eligible(xq, qweight, out):
+    if variant in (1, 3, 4, 5, 6) and tma_eligible(xq, qweight, out):
         _int8_gemm_tma_launch(xq, xscale.contiguous(), qweight, wscale, bias, out, config,
-                              _int8_gemm_tma if variant in (1, 5) else _int8_gemm_tma2, pdl=variant == 3)
+                              _int8_gemm_tma if variant in (1, 5, 6) else _int8_gemm_tma2, pdl=variant in (3, 6))
         return out
     kernel, meta = _launch(_int8_gemm, _int8_gemm_fixed, config, _INTERP_META)
     kernel[_grid(M, N)](xq, xscale.contiguous(), qweight, wscale,
@@ -777,14 +779,14 @@ def int8_linear_dynamic(x: torch.Tensor, qweight: torch.Tensor, wscale: torch.Te
     """W8A8 linear with per-token dynamic activation quantization.
 
     x: (M, K) float32/float16/bfloat16, qweight: (N, K) int8, wscale: (N,) float32,
-    bias: (N,) or None -> (M, N) x.dtype. variant: 0, 1, 3, 4 or 5, the GEMM's (see
-    int8_gemm_dequant; 3 also has the quantization kernel release the GEMM early); 2 one
+    bias: (N,) or None -> (M, N) x.dtype. variant: 0, 1, 3, 4, 5 or 6, the GEMM's (see
+    int8_gemm_dequant; 3 and 6 also have the quantization kernel release the GEMM early); 2 one
     launch: the quantization fused into the persistent TMA GEMM ahead of a grid barrier (a
     cooperative launch of one or two programs per SM), where fused_eligible, else variant 3.
     config: a fixed GEMM tile on a GPU (see int8_gemm_dequant).
     """
-    if variant not in (0, 1, 2, 3, 4, 5):
-        raise ValueError(f"triton int8_linear_dynamic: variant must be 0 to 5, got {variant}")
+    if variant not in (0, 1, 2, 3, 4, 5, 6):
+        raise ValueError(f"triton int8_linear_dynamic: variant must be 0 to 6, got {variant}")
     if variant == 2:
         x = _activation(x, "x", _FLOAT_DTYPES)
         M, K = x.shape
@@ -797,7 +799,7 @@ def int8_linear_dynamic(x: torch.Tensor, qweight: torch.Tensor, wscale: torch.Te
             _int8_linear_fused_launch(x, qweight, wscale, bias, out, config)
             return out
         variant = 3
-    xq, xscale = quantize_per_token_int8(x, pdl=variant == 3)
+    xq, xscale = quantize_per_token_int8(x, pdl=variant in (3, 6))
     return int8_gemm_dequant(xq, xscale, qweight, wscale, bias, out_dtype=x.dtype, config=config, variant=variant)
 
 

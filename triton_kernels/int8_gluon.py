@@ -30,7 +30,9 @@ _tma_store = getattr(tma, "async_store", None) or tma.async_copy_shared_to_globa
 @gluon.jit
 def _int8_gemm_gluon_kernel(a_desc, w_desc, out_desc, ascale_ptr, wscale_ptr, bias_ptr, M, N, K,
                             HAS_BIAS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr,
-                            INSTR_N: gl.constexpr, num_warps: gl.constexpr):
+                            INSTR_N: gl.constexpr, PDL: gl.constexpr, num_warps: gl.constexpr):
+    # PDL (variant 6: launched with launch_pdl behind a quantization kernel that releases it
+    # early): set up, then wait for that kernel's results before the first load of xq.
     BLOCK_M: gl.constexpr = a_desc.block_type.shape[0]
     BLOCK_K: gl.constexpr = a_desc.block_type.shape[1]
     BLOCK_N: gl.constexpr = w_desc.block_type.shape[0]
@@ -58,6 +60,9 @@ def _int8_gemm_gluon_kernel(a_desc, w_desc, out_desc, ascale_ptr, wscale_ptr, bi
 
     k_tiles = gl.cdiv(K, BLOCK_K)
     stage_bytes: gl.constexpr = a_desc.block_type.nbytes + w_desc.block_type.nbytes
+    if PDL:
+        gl.inline_asm_elementwise("griddepcontrol.wait; // dummy $0", "=r", [], dtype=gl.int32, is_pure=False,
+                                  pack=1)
     # Prologue: STAGES - 1 loads in flight (TMA zero-fills K beyond the tensor).
     for i in gl.static_range(STAGES - 1):
         pred = i < k_tiles
@@ -118,14 +123,17 @@ def _desc(t, block):
     return TensorDescriptor(t, list(t.shape), [t.stride(0), 1], block, layout)
 
 
-def int8_gemm_gluon(xq, xscale, qweight, wscale, bias, out, config="128x256"):
-    """out = (xq @ qweight.T) * xscale[:, None] * wscale[None, :] (+ bias), written into out."""
+def int8_gemm_gluon(xq, xscale, qweight, wscale, bias, out, config="128x256", pdl=False):
+    """out = (xq @ qweight.T) * xscale[:, None] * wscale[None, :] (+ bias), written into out.
+
+    pdl: launch with programmatic dependent launch, waiting in the kernel for the one before.
+    """
     bm, bn, bk, stages, warps = CONFIGS[config]
     M, N = out.shape
     instr_n = max(n for n in range(8, 225, 8) if bn % n == 0 and n <= bn)
     grid = (triton.cdiv(M, bm) * triton.cdiv(N, bn),)
     _int8_gemm_gluon_kernel[grid](_desc(xq, [bm, bk]), _desc(qweight, [bn, bk]), _desc(out, [bm, bn]), xscale, wscale,
                                   bias if bias is not None else wscale, M, N, xq.shape[1],
-                                  HAS_BIAS=bias is not None, GROUP_M=8, STAGES=stages, INSTR_N=instr_n,
-                                  num_warps=warps)
+                                  HAS_BIAS=bias is not None, GROUP_M=8, STAGES=stages, INSTR_N=instr_n, PDL=pdl,
+                                  num_warps=warps, launch_pdl=pdl)
     return out
