@@ -1,5 +1,5 @@
-"""W8A8 GEMM in Gluon (Triton's explicit-layout dialect) for Hopper: variant 5 of
-triton_kernels.int8.int8_gemm_dequant.
+"""W8A8 GEMM in Gluon (Triton's explicit-layout dialect) for Hopper: variants 5 and 6 (the same
+launched with PDL) of triton_kernels.int8.int8_gemm_dequant.
 
 Why Gluon: Triton's pipeliner makes a wgmma "properly async" only when its accumulator is fp32,
 so the tl.dot int8 GEMMs (variants 0-4) wait for every K step's wgmma to finish before issuing
@@ -9,10 +9,11 @@ step k-1 read is refilled by TMA only after that wait has retired it.
 
 Layout: the same as the other variants (xq (M, K) int8, qweight (N, K) int8, K contiguous; one
 fp32 scale per row of each). Needs TMA: 16-byte aligned bases and row strides. GPU only: Gluon
-has no interpreter, so under TRITON_INTERPRET=1 the caller runs variant 1 instead.
+has no interpreter, so under TRITON_INTERPRET=1 the caller runs variant 1 instead (the tests
+compile this kernel for sm_90a there and check its PTX).
 
 Imported lazily by triton_kernels.int8 (the Gluon API is experimental; this module is only
-loaded when variant 5 runs on a GPU). Compiled for sm_90a with Triton 3.6 and 3.9.
+loaded when variant 5 or 6 runs on a GPU). Compiled for sm_90a with Triton 3.6 and 3.9.
 """
 import triton
 from triton.experimental import gluon
