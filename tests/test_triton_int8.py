@@ -205,6 +205,8 @@ def test_int8_tma_variant_falls_back_when_unaligned():
     (1, 16, 32, torch.float32, 1), (1, 16, 32, torch.bfloat16, 2), (17, 40, 48, torch.float32, 2),
     (17, 40, 48, torch.bfloat16, 1), (33, 24, 96, torch.float32, 1), (33, 24, 96, torch.bfloat16, 2)])
 def test_int8_linear_fused_and_pdl_variants(M, N, K, dtype, ctas_per_sm, monkeypatch):
+    if DEVICE == "cuda" and ctas_per_sm != 1:
+        pytest.skip("on a GPU the autotuner picks the programs per SM: this case repeats another's compiles")
     monkeypatch.setitem(tk._INTERP_TMA_META, "CTAS_PER_SM", ctas_per_sm)
     gen = torch.Generator().manual_seed(5 * M + N + K)
     x = (torch.randn(M, K + 3, generator=gen) * 2).to(dtype).to(DEVICE)[:, :K]  # strided rows
