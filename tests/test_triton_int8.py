@@ -70,6 +70,19 @@ def test_quantize_matches_reference(M, K, dtype):
     assert torch.equal(scale.cpu(), scale_ref.cpu())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("M", [1, 17])
+@pytest.mark.parametrize("K", [7, 33, 100])
+def test_quantize_variant_1_matches_reference(M, K, dtype):
+    # Several whole rows a program (two under the interpreter: M = 17 leaves a masked last program).
+    gen = torch.Generator().manual_seed(M * 1000 + K + 7)
+    x = (torch.randn(M, K + 5, generator=gen) * 3).to(dtype).to(DEVICE)[:, :K]  # strided rows
+    x[M // 2].zero_()
+    q, scale = tk.quantize_per_token_int8(x, variant=1)
+    q_ref, scale_ref = ref_quantize(x)
+    assert torch.equal(q.cpu(), q_ref.cpu()) and torch.equal(scale.cpu(), scale_ref.cpu())
+
+
 def test_quantize_ties_round_half_to_even():
     # amax 127 -> inv exactly 1; amax 254 -> inv exactly 0.5: x * inv lands on .5 exactly.
     halves = [0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 125.5, -126.5, 3.5, 127.0]
@@ -391,6 +404,8 @@ def test_bad_inputs_raise():
         tk.w8a16_linear(x.double(), qweight, wscale)
     with pytest.raises(ValueError, match="2-D"):
         tk.quantize_per_token_int8(torch.randn(2, 3, 4, device=DEVICE))
+    with pytest.raises(ValueError, match="quantize_per_token_int8: variant must be 0 or 1"):
+        tk.quantize_per_token_int8(x, variant=2)
     with pytest.raises(TypeError, match="xscale"):
         tk.int8_gemm_dequant(qweight, torch.ones(2, device=DEVICE), qweight, wscale)
     with pytest.raises(ValueError, match="variant must be 0, 1, 3, 4, 5 or 6"):
