@@ -6,22 +6,25 @@ each of its configs timed alone with cold weights.
 
 `h` is gpu_check's helper namespace (h.torch, h.time_graph(torch, fn, calls), h.rel_err, h.log).
 Rows, in this order: W8A8 first (issue 2's M = 1024 target; 4096x4096 and 14336x4096 at M = 1024,
-14336x4096 at M = 16 and 128): per-token quantization + int8 GEMM with "gemm" the GEMM alone and
-"quant" the quantization alone, one row per W8A8 variant of triton_kernels/int8.py (W8A8: variant
-0, the pointer GEMM; W8A8tma: 1, the persistent TMA GEMM; W8A8glu: 5, the Gluon GEMM that keeps a
-wgmma in flight, its tiles in the configs line; W8A8glp: 6, the same launched with PDL behind a
-quantization kernel that releases it early; W8A8fus: 2, the quantization fused into the TMA GEMM,
-one launch; W8A8v4: 4, TMA over the list with two programs per SM; W8A8pdl: 3, variant 4 with PDL
-as 6 is to 5; at M = 16 and 128 only variants 0 and 2); then W4A16 (14336x4096, M = 16, 128, 1024; asymmetric, group 128; W4A16dq at
-M = 128, 1024: the weight dequantized to bf16 by a Triton kernel, then cuBLAS, with the
-dequantization alone in the "quant" column), W8A16 (4096x4096 and 14336x4096, M = 128, 1024) and
-W1A16 (14336x4096, M = 16, 128; per-channel alpha); bf16 activations. Each output is checked
-against a float32 reference (relative error < 2e-2, else WRONG and not timed) before CUDA-graph
-timing with cold weights (copies rotated beyond 4x the L2). "best" is the autotuner's choice for the row's key, read from kernel.best_config after the
-first call; the autotuner times with the weights hot in L2, so the cold per-config times that
-follow each row may rank the configs differently. Per-config times come second, while the time
-budget lasts (BUDGET_S: gpu_check gives the sweep 25 s; configs already compiled by an earlier
-family in the same process cost no compile).
+14336x4096 at M = 16 and 128): per-token quantization + int8 GEMM, with "gemm" the GEMM alone and
+"quant" the quantization alone (variants 3-6 quantize with quantize_per_token_int8's variant 1,
+timed in the W8A8glu and W8A8pdl rows), one row per W8A8 variant of triton_kernels/int8.py:
+W8A8 variant 0, the pointer GEMM; W8A8tma 1, the persistent TMA GEMM; W8A8glu 5, the Gluon GEMM
+that keeps a wgmma in flight, its tiles in the configs line; W8A8glp 6, the same launched with
+PDL behind a quantization kernel that releases it early; W8A8fus 2, the quantization fused into
+the TMA GEMM, one launch; W8A8v4 4, TMA over the list with two programs per SM; W8A8pdl 3,
+variant 4 with PDL as 6 is to 5; at M = 16 and 128 only variants 0 and 2. Then W4A16
+(14336x4096, M = 16, 128, 1024; asymmetric, group 128; W4A16dq at M = 128, 1024: the weight
+dequantized to bf16 by a Triton kernel, then cuBLAS, with the dequantization alone in the
+"quant" column), W8A16 (4096x4096 and 14336x4096, M = 128, 1024) and W1A16 (14336x4096,
+M = 16, 128; per-channel alpha); bf16 activations. Each output is checked against a float32
+reference (relative error < 2e-2, else WRONG and not timed) before CUDA-graph timing with cold
+weights (copies rotated beyond 4x the L2). "best" is the autotuner's choice for the row's key,
+read from kernel.best_config after the first call; the autotuner times with the weights hot in
+L2, so the cold per-config times that follow each row may rank the configs differently.
+Per-config times come second, while the time budget lasts (BUDGET_S: gpu_check gives the sweep
+25 s; configs already compiled by an earlier family in the same process cost no compile). The
+table ends with the sweep's wall time.
 """
 from __future__ import annotations
 
@@ -212,7 +215,8 @@ def _w8a8_rows(s: _Sweep):
             if large:
                 s.row("W8A8tma", (n, k), m, bf16, linear(1), want, calls, tk._int8_gemm_tma, extra=[("gemm", gemm(1))],
                       configs=gemm_configs(1, tk._INT8_TMA_BY_BUCKET))
-                _gluon_row(s, (n, k), m, bf16, linear, gemm, want, calls)
+                _gluon_row(s, (n, k), m, bf16, linear, gemm, want, calls,
+                           lambda i, x=x: tk.quantize_per_token_int8(x, variant=1))
             s.row("W8A8fus", (n, k), m, bf16, linear(2), want, calls, tk._int8_linear_fused,
                   configs=[(cfg_str(c), linear(2, _fixed(c))) for c in tk._FUSED_BY_BUCKET[bucket]] if large else ())
             out = torch.empty_like(want, dtype=bf16_out)
@@ -229,13 +233,14 @@ def _w8a8_rows(s: _Sweep):
                       configs=gemm_configs(4, tk._INT8_TMA2_BY_BUCKET))
                 # "gemm": variant 3 behind the previous call's GEMM; "quant": the quantization that releases it early.
                 s.row("W8A8pdl", (n, k), m, bf16, linear(3), want, calls, tk._int8_gemm_tma2,
-                      extra=[("gemm", gemm(3)), ("quant", lambda i, x=x: tk.quantize_per_token_int8(x, pdl=True))])
+                      extra=[("gemm", gemm(3)),
+                             ("quant", lambda i, x=x: tk.quantize_per_token_int8(x, pdl=True, variant=1))])
         del wbs, qs
 
 
-def _gluon_row(s: _Sweep, shape, m, bf16, linear, gemm, want, calls):
+def _gluon_row(s: _Sweep, shape, m, bf16, linear, gemm, want, calls, quant):
     """Variants 5 and 6 (the Gluon GEMM, without and with PDL): the default tile in the rows, each
-    tile of variant 5 in its configs line."""
+    tile of variant 5 in its configs line; "quant" is the quantization variant 1 they use."""
     try:
         from pycomp.triton_kernels import int8_gluon
     except Exception as exc:  # the experimental API may be missing: say so in the table
@@ -243,7 +248,7 @@ def _gluon_row(s: _Sweep, shape, m, bf16, linear, gemm, want, calls):
                        "notes": [f"FAILED import: {type(exc).__name__}: {str(exc)[:120]}"]})
         return
     default = f"gluon {int8_gluon.default_config(m, shape[0], s.sms)} (default)"
-    s.row("W8A8glu", shape, m, bf16, linear(5), want, calls, extra=[("gemm", gemm(5))],
+    s.row("W8A8glu", shape, m, bf16, linear(5), want, calls, extra=[("gemm", gemm(5)), ("quant", quant)],
           configs=[(f"gluon {name}", gemm(5, name)) for name in int8_gluon.CONFIGS])
     s.rows[-1]["best"] = default
     # Variant 6: the same launched with PDL behind the quantization kernel that releases it early.
