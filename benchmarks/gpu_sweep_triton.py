@@ -5,18 +5,26 @@ each of its configs timed alone with cold weights.
     bench(h) -> (rows, table)       the same, in the form gpu_check's family discovery calls
 
 `h` is gpu_check's helper namespace (h.torch, h.time_graph(torch, fn, calls), h.rel_err, h.log).
-Rows: W4A16 (14336x4096, M = 16, 128, 1024; asymmetric, group 128; W4A16dq at M = 128, 1024: the
-weight dequantized to bf16 by a Triton kernel, then cuBLAS, with the dequantization alone in the
-"quant" column), W8A16 (4096x4096 and 14336x4096, M = 128, 1024), W8A8 at M = 1024
-(per-token quantization + int8 GEMM, the GEMM alone and the quantization alone; W8A8tma: the same
-with the persistent TMA GEMM, variant 1) and W1A16 (14336x4096, M = 16, 128; per-channel alpha); bf16
-activations. Each output is checked against a float32 reference (relative error < 2e-2, else
-WRONG and not timed) before CUDA-graph timing with cold weights (copies rotated beyond 4x the
-L2). "best" is the autotuner's choice for the row's key, read from kernel.best_config after the
-first call; the autotuner times with the weights hot in L2, so the cold per-config times that
-follow each row may rank the configs differently. Per-config times come second, while the time
-budget lasts (BUDGET_S: gpu_check gives the sweep 25 s; configs already compiled by an earlier
-family in the same process cost no compile).
+Rows, in this order: W8A8 first (issue 2's M = 1024 target; 4096x4096 and 14336x4096 at M = 1024,
+14336x4096 at M = 16 and 128): per-token quantization + int8 GEMM, with "gemm" the GEMM alone and
+"quant" the quantization alone (variants 3-6 quantize with quantize_per_token_int8's variant 1,
+timed in the W8A8glu and W8A8pdl rows), one row per W8A8 variant of triton_kernels/int8.py:
+W8A8 variant 0, the pointer GEMM; W8A8tma 1, the persistent TMA GEMM; W8A8glu 5, the Gluon GEMM
+that keeps a wgmma in flight, its tiles in the configs line; W8A8glp 6, the same launched with
+PDL behind a quantization kernel that releases it early; W8A8fus 2, the quantization fused into
+the TMA GEMM, one launch; W8A8v4 4, TMA over the list with two programs per SM; W8A8pdl 3,
+variant 4 with PDL as 6 is to 5; at M = 16 and 128 only variants 0 and 2. Then W4A16
+(14336x4096, M = 16, 128, 1024; asymmetric, group 128; W4A16dq at M = 128, 1024: the weight
+dequantized to bf16 by a Triton kernel, then cuBLAS, with the dequantization alone in the
+"quant" column), W8A16 (4096x4096 and 14336x4096, M = 128, 1024) and W1A16 (14336x4096,
+M = 16, 128; per-channel alpha); bf16 activations. Each output is checked against a float32
+reference (relative error < 2e-2, else WRONG and not timed) before CUDA-graph timing with cold
+weights (copies rotated beyond 4x the L2). "best" is the autotuner's choice for the row's key,
+read from kernel.best_config after the first call; the autotuner times with the weights hot in
+L2, so the cold per-config times that follow each row may rank the configs differently.
+Per-config times come second, while the time budget lasts (BUDGET_S: gpu_check gives the sweep
+25 s; configs already compiled by an earlier family in the same process cost no compile). The
+table ends with the sweep's wall time.
 """
 from __future__ import annotations
 
@@ -31,19 +39,23 @@ W4A16 = ((14336, 4096), (16, 128, 1024))
 W4A16_DEQUANT_M = (128, 1024)
 W8A16 = (((4096, 4096), (14336, 4096)), (128, 1024))
 W8A8 = (((4096, 4096), (14336, 4096)), (1024,))
+W8A8_SMALL = ((14336, 4096), (16, 128))  # beside the current dispatch (variant 0), so nothing regresses there
 W1A16 = ((14336, 4096), (16, 128))
 # Speed-up over bf16 each row should reach, where an issue sets one (W8A8 includes the quantization).
-TARGETS = {("W4A16", 16): 2.5, ("W4A16", 128): 1.3, ("W4A16", 1024): 0.95, ("W8A8", 1024): 1.4, ("W8A8tma", 1024): 1.4,
+TARGETS = {("W4A16", 16): 2.5, ("W4A16", 128): 1.3, ("W4A16", 1024): 0.95,
+           **{(k, 1024): 1.4 for k in ("W8A8", "W8A8tma", "W8A8glu", "W8A8glp", "W8A8fus", "W8A8v4",
+                                        "W8A8pdl")},
            ("W4A16dq", 128): 1.3, ("W4A16dq", 1024): 0.95}
 
 
 def cfg_str(c) -> str:
-    """A triton.Config (or its kwargs dict plus warps/stages) as 'MxNxK sS wW [swap]', M the token tile."""
+    """A triton.Config (or its kwargs dict plus warps/stages) as 'MxNxK sS wW [swap] [C/SM]', M the token tile."""
     kw = dict(c.kwargs) if hasattr(c, "kwargs") else dict(c)
     warps = getattr(c, "num_warps", kw.pop("num_warps", "?"))
     stages = getattr(c, "num_stages", kw.pop("num_stages", "?"))
     swap = " swap" if kw.get("SWAP_AB") else ""
-    return f"{kw.get('BLOCK_M')}x{kw.get('BLOCK_N')}x{kw.get('BLOCK_K')} s{stages} w{warps}{swap}"
+    per_sm = f" {kw['CTAS_PER_SM']}/SM" if kw.get("CTAS_PER_SM", 1) > 1 else ""
+    return f"{kw.get('BLOCK_M')}x{kw.get('BLOCK_N')}x{kw.get('BLOCK_K')} s{stages} w{warps}{swap}{per_sm}"
 
 
 def _fixed(c) -> dict:
@@ -60,7 +72,9 @@ class _Sweep:
         self.t0 = time.time()
         self.rows: list[dict] = []
         self.later: list = []  # (row, [(label, fn)], want, calls): per-config timings, after every main row
-        self.l2 = self.torch.cuda.get_device_properties(0).L2_cache_size if DEVICE == "cuda" else 0
+        props = self.torch.cuda.get_device_properties(0) if DEVICE == "cuda" else None
+        self.l2 = props.L2_cache_size if props else 0
+        self.sms = props.multi_processor_count if props else 2  # the interpreter's persistent programs
 
     def left(self) -> float:
         return BUDGET_S - (time.time() - self.t0)
@@ -146,58 +160,118 @@ def _w4a16_rows(s: _Sweep):
                   want, calls, extra=extra)
 
 
-def _int8_rows(s: _Sweep):
+def _int8_weight(s: _Sweep, n: int, k: int):
+    """(q, ws, w, cb, cq, wbs, qs, calls): an int8 weight, its float form, and cold copies of both."""
+    torch = s.torch
+    gen = torch.Generator(device=DEVICE).manual_seed(1)
+    q = torch.randint(-127, 128, (n, k), generator=gen, device=DEVICE, dtype=torch.int8)
+    ws = (torch.rand(n, generator=gen, device=DEVICE) + 0.5) / (127 * math.sqrt(k))
+    w = q.float() * ws[:, None]
+    cb, cq = _copies(n * k * 2, s.l2), _copies(n * k, s.l2)
+    return q, ws, w, cb, cq, [w.bfloat16() for _ in range(cb)], [(q.clone(), ws.clone()) for _ in range(cq)], \
+        2 * max(cb, cq)
+
+
+def _w8a8_rows(s: _Sweep):
     torch = s.torch
     import torch.nn.functional as F
 
     from pycomp.ops.int8 import quantize_per_token_int8_ref
     from pycomp.triton_kernels import int8 as tk
 
-    shapes = sorted(set(W8A16[0]) | set(W8A8[0]))
+    small_shape, small_ms = W8A8_SMALL
+    shapes = sorted(set(W8A8[0]) | {small_shape})
+    bf16_out = torch.bfloat16
     for n, k in shapes:
-        gen = torch.Generator(device=DEVICE).manual_seed(1)
-        q = torch.randint(-127, 128, (n, k), generator=gen, device=DEVICE, dtype=torch.int8)
-        ws = (torch.rand(n, generator=gen, device=DEVICE) + 0.5) / (127 * math.sqrt(k))
-        w = q.float() * ws[:, None]
-        cb, cq = _copies(n * k * 2, s.l2), _copies(n * k, s.l2)
-        wbs = [w.bfloat16() for _ in range(cb)]
-        qs = [(q.clone(), ws.clone()) for _ in range(cq)]
-        calls = 2 * max(cb, cq)
-        bucket = tk._m_bucket
-        for m in sorted(set(W8A16[1]) | set(W8A8[1])):
+        q, ws, w, cb, cq, wbs, qs, calls = _int8_weight(s, n, k)
+        # The target's M first, while the time budget is fresh.
+        ms = sorted((set(W8A8[1]) if (n, k) in W8A8[0] else set())
+                    | (set(small_ms) if (n, k) == small_shape else set()), key=lambda m: (m not in W8A8[1], m))
+        for m in ms:
+            bucket = tk._m_bucket(m)
             x = torch.randn(m, k, device=DEVICE, dtype=torch.bfloat16)
+            xq, xs = quantize_per_token_int8_ref(x)
+            want = (xq.float() @ q.float().t()) * xs[:, None] * ws[None, :]
             bf16 = lambda i, x=x, wbs=wbs, cb=cb: F.linear(x, wbs[i % cb])  # noqa: E731
-            if (n, k) in W8A16[0] and m in W8A16[1]:
-                want = (x.float() @ q.float().t()) * ws[None, :]
-                configs = [(cfg_str(c), lambda i, c=c, x=x, qs=qs, cq=cq: tk.w8a16_linear(x, *qs[i % cq],
-                                                                                          config=_fixed(c)))
-                           for c in tk._W8A16_BY_BUCKET[bucket(m)]]
-                s.row("W8A16", (n, k), m, bf16, lambda i, x=x, qs=qs, cq=cq: tk.w8a16_linear(x, *qs[i % cq]), want,
-                      calls, tk._w8a16, configs=configs)
-            if (n, k) in W8A8[0] and m in W8A8[1]:
-                xq, xs = quantize_per_token_int8_ref(x)
-                want = (xq.float() @ q.float().t()) * xs[:, None] * ws[None, :]
-                configs = [(cfg_str(c), lambda i, c=c, xq=xq, xs=xs, qs=qs, cq=cq: tk.int8_gemm_dequant(
-                    xq, xs, *qs[i % cq], out_dtype=torch.bfloat16, config=_fixed(c)))
-                    for c in tk._INT8_GEMM_BY_BUCKET[bucket(m)]]
-                extra = [("gemm", lambda i, xq=xq, xs=xs, qs=qs, cq=cq: tk.int8_gemm_dequant(xq, xs, *qs[i % cq],
-                                                                              out_dtype=torch.bfloat16)),
-                         ("quant", lambda i, x=x: tk.quantize_per_token_int8(x))]
-                s.row("W8A8", (n, k), m, bf16, lambda i, x=x, qs=qs, cq=cq: tk.int8_linear_dynamic(x, *qs[i % cq]),
-                      want, calls, tk._int8_gemm, extra=extra, configs=configs)
-                # The quantization kernel must match the reference exactly (the GEMM check above uses its own).
-                got_q, got_s = tk.quantize_per_token_int8(x)
-                if not (torch.equal(got_q, xq) and torch.equal(got_s, xs)):
-                    s.rows[-1]["notes"].append("quant WRONG (not bit-exact)")
-                # Variant 1: the persistent TMA GEMM (same quantization).
-                configs = [(cfg_str(c), lambda i, c=c, xq=xq, xs=xs, qs=qs, cq=cq: tk.int8_gemm_dequant(
-                    xq, xs, *qs[i % cq], out_dtype=torch.bfloat16, config=_fixed(c), variant=1))
-                    for c in tk._INT8_TMA_BY_BUCKET[bucket(m)]]
-                extra = [("gemm", lambda i, xq=xq, xs=xs, qs=qs, cq=cq: tk.int8_gemm_dequant(
-                    xq, xs, *qs[i % cq], out_dtype=torch.bfloat16, variant=1))]
-                s.row("W8A8tma", (n, k), m, bf16,
-                      lambda i, x=x, qs=qs, cq=cq: tk.int8_linear_dynamic(x, *qs[i % cq], variant=1),
-                      want, calls, tk._int8_gemm_tma, extra=extra, configs=configs)
+
+            def linear(variant, config=None, x=x, qs=qs, cq=cq):
+                return lambda i: tk.int8_linear_dynamic(x, *qs[i % cq], variant=variant, config=config)
+
+            def gemm(variant, config=None, xq=xq, xs=xs, qs=qs, cq=cq):
+                return lambda i: tk.int8_gemm_dequant(xq, xs, *qs[i % cq], out_dtype=bf16_out, config=config,
+                                                      variant=variant)
+
+            def gemm_configs(variant, by_bucket):
+                return [(cfg_str(c), gemm(variant, _fixed(c))) for c in by_bucket[bucket]]
+
+            large = m in W8A8[1] and (n, k) in W8A8[0]
+            s.row("W8A8", (n, k), m, bf16, linear(0), want, calls, tk._int8_gemm,
+                  extra=[("gemm", gemm(0)), ("quant", lambda i, x=x: tk.quantize_per_token_int8(x))],
+                  configs=gemm_configs(0, tk._INT8_GEMM_BY_BUCKET))
+            # The quantization kernel must match the reference exactly (the GEMM checks use their own).
+            got_q, got_s = tk.quantize_per_token_int8(x)
+            if not (torch.equal(got_q, xq) and torch.equal(got_s, xs)):
+                s.rows[-1]["notes"].append("quant WRONG (not bit-exact)")
+            if large:
+                s.row("W8A8tma", (n, k), m, bf16, linear(1), want, calls, tk._int8_gemm_tma, extra=[("gemm", gemm(1))],
+                      configs=gemm_configs(1, tk._INT8_TMA_BY_BUCKET))
+                _gluon_row(s, (n, k), m, bf16, linear, gemm, want, calls,
+                           lambda i, x=x: tk.quantize_per_token_int8(x, variant=1))
+            s.row("W8A8fus", (n, k), m, bf16, linear(2), want, calls, tk._int8_linear_fused,
+                  configs=[(cfg_str(c), linear(2, _fixed(c))) for c in tk._FUSED_BY_BUCKET[bucket]] if large else ())
+            out = torch.empty_like(want, dtype=bf16_out)
+            if s.rows[-1]["err"] is not None and tk.fused_eligible(x, q, out):
+                # The fused kernel's own quantization, read back from one more call, must be bit-exact too.
+                try:
+                    got_q, got_s = tk._int8_linear_fused_launch(x, q, ws, None, out, None)
+                    if not (torch.equal(got_q, xq) and torch.equal(got_s, xs)):
+                        s.rows[-1]["notes"].append("fused quant WRONG (not bit-exact)")
+                except Exception as exc:  # the rows after this one still run
+                    s.rows[-1]["notes"].append(f"fused quant check FAILED {type(exc).__name__}: {str(exc)[:80]}")
+            if large:
+                s.row("W8A8v4", (n, k), m, bf16, linear(4), want, calls, tk._int8_gemm_tma2, extra=[("gemm", gemm(4))],
+                      configs=gemm_configs(4, tk._INT8_TMA2_BY_BUCKET))
+                # "gemm": variant 3 behind the previous call's GEMM; "quant": the quantization that releases it early.
+                s.row("W8A8pdl", (n, k), m, bf16, linear(3), want, calls, tk._int8_gemm_tma2,
+                      extra=[("gemm", gemm(3)),
+                             ("quant", lambda i, x=x: tk.quantize_per_token_int8(x, pdl=True, variant=1))])
+        del wbs, qs
+
+
+def _gluon_row(s: _Sweep, shape, m, bf16, linear, gemm, want, calls, quant):
+    """Variants 5 and 6 (the Gluon GEMM, without and with PDL): the default tile in the rows, each
+    tile of variant 5 in its configs line; "quant" is the quantization variant 1 they use."""
+    try:
+        from pycomp.triton_kernels import int8_gluon
+    except Exception as exc:  # the experimental API may be missing: say so in the table
+        s.rows.append({"kernel": "W8A8glu", "shape": f"{shape[0]}x{shape[1]}", "m": m, "configs": [],
+                       "notes": [f"FAILED import: {type(exc).__name__}: {str(exc)[:120]}"]})
+        return
+    default = f"gluon {int8_gluon.default_config(m, shape[0], s.sms)} (default)"
+    s.row("W8A8glu", shape, m, bf16, linear(5), want, calls, extra=[("gemm", gemm(5)), ("quant", quant)],
+          configs=[(f"gluon {name}", gemm(5, name)) for name in int8_gluon.CONFIGS])
+    s.rows[-1]["best"] = default
+    # Variant 6: the same launched with PDL behind the quantization kernel that releases it early.
+    s.row("W8A8glp", shape, m, bf16, linear(6), want, calls, extra=[("gemm", gemm(6))])
+    s.rows[-1]["best"] = default
+
+
+def _int8_rows(s: _Sweep):
+    torch = s.torch
+    import torch.nn.functional as F
+
+    from pycomp.triton_kernels import int8 as tk
+
+    for n, k in W8A16[0]:
+        q, ws, w, cb, cq, wbs, qs, calls = _int8_weight(s, n, k)
+        for m in W8A16[1]:
+            x = torch.randn(m, k, device=DEVICE, dtype=torch.bfloat16)
+            want = (x.float() @ q.float().t()) * ws[None, :]
+            configs = [(cfg_str(c), lambda i, c=c, x=x, qs=qs, cq=cq: tk.w8a16_linear(x, *qs[i % cq], config=_fixed(c)))
+                       for c in tk._W8A16_BY_BUCKET[tk._m_bucket(m)]]
+            s.row("W8A16", (n, k), m, lambda i, x=x, wbs=wbs, cb=cb: F.linear(x, wbs[i % cb]),
+                  lambda i, x=x, qs=qs, cq=cq: tk.w8a16_linear(x, *qs[i % cq]), want, calls, tk._w8a16, configs=configs)
+        del wbs, qs
 
 
 def _w1a16_rows(s: _Sweep):
@@ -234,7 +308,7 @@ def _rows(h) -> list[dict]:
     if DEVICE == "cuda" and not torch.cuda.is_available():
         return []
     s = _Sweep(h)
-    for part in (_w4a16_rows, _int8_rows, _w1a16_rows):
+    for part in (_w8a8_rows, _w4a16_rows, _int8_rows, _w1a16_rows):
         if s.left() <= 0:
             s.rows.append({"kernel": part.__name__[1:-5], "shape": "-", "m": 0, "notes": ["skipped: time budget"],
                            "configs": []})
@@ -272,16 +346,22 @@ def _table(rows: list[dict], h=None) -> str:
     return "\n".join(lines)
 
 
+def _timed_table(h) -> tuple[list[dict], str]:
+    t0 = time.time()
+    rows = _rows(h)
+    # The wall time, compiles and autotuning included, against gpu_check's 25 s for the sweep.
+    return rows, _table(rows, h) + (f"\nsweep took {time.time() - t0:.1f} s" if rows else "")
+
+
 def sweep(h) -> str:
     try:
-        return _table(_rows(h), h)
+        return _timed_table(h)[1]
     except Exception as exc:  # never raise into gpu_check
         return f"triton sweep FAILED: {type(exc).__name__}: {exc}"
 
 
 def bench(h) -> tuple[list[dict], str]:
     try:
-        rows = _rows(h)
-        return rows, _table(rows, h)
+        return _timed_table(h)
     except Exception as exc:
         return [], f"triton sweep FAILED: {type(exc).__name__}: {exc}"

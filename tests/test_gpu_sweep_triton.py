@@ -40,6 +40,8 @@ def test_cfg_str():
     assert mod.cfg_str(c) == "16x64x128 s3 w4 swap"
     assert mod.cfg_str({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "num_warps": 8, "num_stages": 4}) == \
         "64x128x64 s4 w8"
+    assert mod.cfg_str({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128, "CTAS_PER_SM": 2, "num_warps": 4,
+                        "num_stages": 3}) == "128x128x128 s3 w4 2/SM"
 
 
 def test_sweep_without_cuda_returns_a_table():
@@ -64,6 +66,7 @@ def test_sweep_runs_end_to_end_in_the_interpreter(monkeypatch):
     monkeypatch.setattr(mod, "W4A16_DEQUANT_M", (17,))
     monkeypatch.setattr(mod, "W8A16", (((24, 64),), (3, 17)))
     monkeypatch.setattr(mod, "W8A8", (((24, 64), (8, 96)), (17,)))
+    monkeypatch.setattr(mod, "W8A8_SMALL", ((24, 64), (3,)))
     monkeypatch.setattr(mod, "W1A16", ((20, 96), (2, 17)))
     monkeypatch.setattr(mod, "BUDGET_S", 600.0)
 
@@ -73,12 +76,18 @@ def test_sweep_runs_end_to_end_in_the_interpreter(monkeypatch):
     h = types.SimpleNamespace(torch=torch, time_graph=lambda torch_, fn, calls: fn(1) is not None and 1e-3,
                               rel_err=rel_err, log=lambda msg: None)
     rows, table = mod.bench(h)
+    assert table.splitlines()[-1].startswith("sweep took ")
     kinds = [(r["kernel"], r["m"]) for r in rows]
-    assert kinds == [("W4A16", 3), ("W4A16", 17), ("W4A16dq", 17), ("W8A8", 17), ("W8A8tma", 17), ("W8A16", 3),
-                     ("W8A16", 17), ("W8A8", 17), ("W8A8tma", 17), ("W1A16", 2), ("W1A16", 17)], kinds
+    large = [("W8A8", 17), ("W8A8tma", 17), ("W8A8glu", 17), ("W8A8glp", 17), ("W8A8fus", 17), ("W8A8v4", 17),
+             ("W8A8pdl", 17)]
+    assert kinds == large + large + [("W8A8", 3), ("W8A8fus", 3)] + [
+        ("W4A16", 3), ("W4A16", 17), ("W4A16dq", 17), ("W8A16", 3), ("W8A16", 17),
+        ("W1A16", 2), ("W1A16", 17)], kinds
+    no_configs = {("W4A16dq", 17), ("W8A8pdl", 17), ("W8A8glp", 17), ("W8A8fus", 3)}
     for r in rows:
         assert r["notes"] == [] and r["bf16_ms"] and r["ours_ms"], (r, table)
-        assert r["kernel"] == "W4A16dq" or r["configs"] and all(ms for _, ms, _ in r["configs"]), (r["configs"], table)
-    assert all(r["gemm_ms"] and r["quant_ms"] for r in rows if r["kernel"] == "W8A8")
-    assert all(r["gemm_ms"] for r in rows if r["kernel"] == "W8A8tma")
+        assert (r["kernel"], r["m"]) in no_configs or r["configs"] and all(ms for _, ms, _ in r["configs"]), \
+            (r["configs"], table)
+    assert all(r["gemm_ms"] and r["quant_ms"] for r in rows if r["kernel"] in ("W8A8", "W8A8pdl"))
+    assert all(r["gemm_ms"] for r in rows if r["kernel"] in ("W8A8tma", "W8A8v4", "W8A8glu", "W8A8glp"))
     assert all(r["quant_ms"] for r in rows if r["kernel"] == "W4A16dq")

@@ -7,6 +7,8 @@ tolerances: its float32 -> bfloat16 cast truncates instead of rounding to neares
 (the W8A16 kernel widens to fp32 there; on a GPU it runs the bf16 MMA).
 """
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -66,6 +68,19 @@ def test_quantize_matches_reference(M, K, dtype):
     assert q.dtype == torch.int8 and scale.dtype == torch.float32
     assert torch.equal(q.cpu(), q_ref.cpu())
     assert torch.equal(scale.cpu(), scale_ref.cpu())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("M", [1, 17])
+@pytest.mark.parametrize("K", [7, 33, 100])
+def test_quantize_variant_1_matches_reference(M, K, dtype):
+    # Several whole rows a program (two under the interpreter: M = 17 leaves a masked last program).
+    gen = torch.Generator().manual_seed(M * 1000 + K + 7)
+    x = (torch.randn(M, K + 5, generator=gen) * 3).to(dtype).to(DEVICE)[:, :K]  # strided rows
+    x[M // 2].zero_()
+    q, scale = tk.quantize_per_token_int8(x, variant=1)
+    q_ref, scale_ref = ref_quantize(x)
+    assert torch.equal(q.cpu(), q_ref.cpu()) and torch.equal(scale.cpu(), scale_ref.cpu())
 
 
 def test_quantize_ties_round_half_to_even():
@@ -194,6 +209,152 @@ def test_int8_tma_variant_falls_back_when_unaligned():
                        tk.int8_linear_dynamic(x, qweight, wscale, variant=0))
 
 
+# Variant 2 (quantization fused into the TMA GEMM), 4 (the TMA GEMM's second config list) and 3
+# (4 with PDL, plain 4 under the interpreter). The interpreter runs variant 2's two phases as two
+# launches of two programs (so rows are split between programs, QROWS at a time, with a masked
+# tail); a one-program launch crosses the grid barrier itself. CTAS_PER_SM = 2 doubles the
+# programs (four here), which then take half the rows and every fourth tile.
+@pytest.mark.parametrize("M,N,K,dtype,ctas_per_sm", [
+    (1, 16, 32, torch.float32, 1), (1, 16, 32, torch.bfloat16, 2), (17, 40, 48, torch.float32, 2),
+    (17, 40, 48, torch.bfloat16, 1), (33, 24, 96, torch.float32, 1), (33, 24, 96, torch.bfloat16, 2)])
+def test_int8_linear_fused_and_pdl_variants(M, N, K, dtype, ctas_per_sm, monkeypatch):
+    if DEVICE == "cuda" and ctas_per_sm != 1:
+        pytest.skip("on a GPU the autotuner picks the programs per SM: this case repeats another's compiles")
+    monkeypatch.setitem(tk._INTERP_TMA_META, "CTAS_PER_SM", ctas_per_sm)
+    gen = torch.Generator().manual_seed(5 * M + N + K)
+    x = (torch.randn(M, K + 3, generator=gen) * 2).to(dtype).to(DEVICE)[:, :K]  # strided rows
+    x[M // 2].zero_()
+    qweight, wscale = rand_weight(N, K, gen)
+    bias = torch.randn(N, generator=gen).to(dtype).to(DEVICE) if M % 2 else None
+    assert tk.fused_eligible(x, qweight, torch.empty(M, N, dtype=dtype, device=DEVICE))
+    xq, xscale = ref_quantize(x)
+    ref, mag = ref_gemm(xq, xscale, qweight, wscale, bias)
+    for variant in (2, 3, 4, 5, 6):  # 5 and 6 (Gluon) run variant 1 under the interpreter
+        out = tk.int8_linear_dynamic(x, qweight, wscale, bias, variant=variant)
+        assert out.shape == (M, N) and out.dtype == dtype
+        assert_close_scaled(out, ref, mag, dtype)
+    xq_got, xscale_got = tk.quantize_per_token_int8(x, pdl=True)
+    assert torch.equal(xq_got, xq) and torch.equal(xscale_got, xscale)
+    for variant in (3, 4, 5, 6):
+        out = tk.int8_gemm_dequant(xq, xscale, qweight, wscale, bias, out_dtype=dtype, variant=variant)
+        assert_close_scaled(out, ref, mag, dtype)
+
+
+def test_int8_fused_one_program_crosses_the_grid_barrier():
+    gen = torch.Generator().manual_seed(13)
+    M, N, K = 19, 24, 64
+    x = torch.randn(M, K, generator=gen).bfloat16().to(DEVICE)
+    qweight, wscale = rand_weight(N, K, gen)
+    counter = tk._barrier_counter(torch.device(DEVICE), 1)
+    before = int(counter[0].item())
+    out = torch.empty(M, N, dtype=torch.bfloat16, device=DEVICE)
+    # A fixed tile on a GPU (the autotuner would launch more than once); ignored by the interpreter.
+    config = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 8, "num_warps": 4, "num_stages": 3}
+    q, scale = tk._int8_linear_fused_launch(x, qweight, wscale, None, out, config, programs=1)
+    assert int(counter[0].item()) == before + 1  # one arrival: the counter stays a multiple of the grid size
+    xq, xscale = ref_quantize(x)
+    assert torch.equal(q, xq) and torch.equal(scale, xscale)  # the fused quantization is bit-exact
+    ref, mag = ref_gemm(xq, xscale, qweight, wscale, None)
+    assert_close_scaled(out, ref, mag, torch.bfloat16)
+
+
+def test_grid_barrier_counts_and_gives_up(monkeypatch):
+    # The interpreter runs programs in turn: with two arrivals expected, the first program can only
+    # give up (after _SPIN_LIMIT polls, made small here); the second finds the count complete.
+    if not tk._INTERPRET:
+        pytest.skip("runs the barrier's arithmetic in the interpreter")
+    import triton
+    import triton.language as tl
+
+    monkeypatch.setattr(tk, "_SPIN_LIMIT", tl.constexpr(8))
+
+    @triton.jit
+    def barrier_kernel(counter_ptr, ok_ptr, NUM_PROGS):
+        tl.store(ok_ptr + tl.program_id(0), tk._grid_barrier(counter_ptr, NUM_PROGS, True).to(tl.int32))
+
+    counter = torch.zeros(1, dtype=torch.int64)
+    ok = torch.full((2,), -1, dtype=torch.int32)
+    barrier_kernel[(2,)](counter, ok, 2)
+    assert ok.tolist() == [0, 1] and counter.item() == 2
+    barrier_kernel[(1,)](counter, ok, 1)  # 2 -> 3: one arrival completes a one-program grid
+    assert ok[0].item() == 1 and counter.item() == 3
+
+
+_GLUON_COMPILE = """
+import importlib.util, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon._runtime import GluonASTSource
+
+spec = importlib.util.spec_from_file_location("int8_gluon", sys.argv[1])
+int8_gluon = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(int8_gluon)
+bm, bn, bk, stages, warps = int8_gluon.CONFIGS["128x128"]
+
+
+def desc(dtype, name, block):
+    return f"tensordesc<{name}[{block[0]}, {block[1]}],{gl.NVMMASharedLayout.get_default_for(block, dtype)!r}>"
+
+
+sig = {"a_desc": desc(gl.int8, "i8", [bm, bk]), "w_desc": desc(gl.int8, "i8", [bn, bk]),
+       "out_desc": desc(gl.bfloat16, "bf16", [bm, bn]), "ascale_ptr": "*fp32", "wscale_ptr": "*fp32",
+       "bias_ptr": "*fp32", "M": "i32", "N": "i32", "K": "i32"}
+const = {"HAS_BIAS": True, "GROUP_M": 8, "STAGES": stages, "INSTR_N": 128, "PDL": True, "num_warps": warps}
+sig.update({name: "constexpr" for name in const})
+kernel = triton.compile(GluonASTSource(int8_gluon._int8_gemm_gluon_kernel, sig, const, {}),
+                        target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+print(kernel.asm["ptx"])
+"""
+
+
+def test_int8_gluon_kernel_compiles_for_sm90():
+    # Gluon has no interpreter: compile variant 5's kernel for sm_90a without a GPU, so that a Triton
+    # whose experimental API moved fails here rather than on the card, and check in its PTX that the
+    # int8 wgmma stays in flight across K steps (the reason variant 5 exists). In a subprocess: the
+    # interpreter, once it has run a kernel in this process, leaves tensor methods patched.
+    pytest.importorskip("triton.experimental.gluon")
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "triton_kernels",
+                        "int8_gluon.py")
+    done = subprocess.run([sys.executable, "-c", _GLUON_COMPILE, path], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8" in done.stdout
+    assert "wgmma.wait_group.sync.aligned 1;" in done.stdout
+    assert "griddepcontrol.wait;" in done.stdout  # variant 6's wait for the kernel before it
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="Gluon has no interpreter: variant 5 itself runs on a GPU only")
+@pytest.mark.parametrize("config,variant", [("128x256", 5), ("128x128", 6)])
+def test_int8_gemm_gluon_on_gpu(config, variant):
+    gen = torch.Generator().manual_seed(23)
+    M, N, K = 200, 264, 320  # M and N tails, K = 2.5 K tiles
+    xq = torch.randint(-127, 128, (M, K), dtype=torch.int8, generator=gen).to(DEVICE)
+    xscale = (torch.rand(M, generator=gen) + 0.01).to(DEVICE)
+    qweight, wscale = rand_weight(N, K, gen)
+    bias = torch.randn(N, generator=gen).bfloat16().to(DEVICE)
+    out = tk.int8_gemm_dequant(xq, xscale, qweight, wscale, bias, out_dtype=torch.bfloat16, config=config,
+                               variant=variant)
+    ref, mag = ref_gemm(xq, xscale, qweight, wscale, bias)
+    assert_close_scaled(out, ref, mag, torch.bfloat16)
+
+
+def test_int8_fused_variant_falls_back_when_not_eligible():
+    # K = 40: the int8 copy's 40-byte rows cannot be TMA boxes, so variant 2 runs variant 3, and
+    # that (not TMA-eligible either) the pointer kernel: the result equals variant 0's.
+    gen = torch.Generator().manual_seed(17)
+    x = torch.randn(5, 40, generator=gen).to(DEVICE)
+    qweight, wscale = rand_weight(7, 40, gen)
+    assert not tk.fused_eligible(x, qweight, torch.empty(5, 7, device=DEVICE))
+    assert torch.equal(tk.int8_linear_dynamic(x, qweight, wscale, variant=2),
+                       tk.int8_linear_dynamic(x, qweight, wscale, variant=0))
+    # N = 7 with a float32 output: 28-byte output rows, same fallback.
+    x = torch.randn(5, 32, generator=gen).to(DEVICE)
+    qweight, wscale = rand_weight(7, 32, gen)
+    assert not tk.fused_eligible(x, qweight, torch.empty(5, 7, device=DEVICE))
+    assert torch.equal(tk.int8_linear_dynamic(x, qweight, wscale, variant=2),
+                       tk.int8_linear_dynamic(x, qweight, wscale, variant=0))
+
+
 # ----------------------------------------------------------------------------- W8A16
 
 
@@ -243,10 +404,16 @@ def test_bad_inputs_raise():
         tk.w8a16_linear(x.double(), qweight, wscale)
     with pytest.raises(ValueError, match="2-D"):
         tk.quantize_per_token_int8(torch.randn(2, 3, 4, device=DEVICE))
+    with pytest.raises(ValueError, match="quantize_per_token_int8: variant must be 0 or 1"):
+        tk.quantize_per_token_int8(x, variant=2)
     with pytest.raises(TypeError, match="xscale"):
         tk.int8_gemm_dequant(qweight, torch.ones(2, device=DEVICE), qweight, wscale)
-    with pytest.raises(ValueError, match="variant must be 0 or 1"):
+    with pytest.raises(ValueError, match="variant must be 0, 1, 3, 4, 5 or 6"):
         tk.int8_gemm_dequant(qweight, torch.ones(3, device=DEVICE), qweight, wscale, variant=2)
+    with pytest.raises(ValueError, match="int8_linear_dynamic: variant must be 0 to 6"):
+        tk.int8_linear_dynamic(x, qweight, wscale, variant=7)
+    with pytest.raises(ValueError, match="K=9"):
+        tk.int8_linear_dynamic(torch.randn(4, 9, device=DEVICE), qweight, wscale, variant=2)
 
 
 def test_is_available():
