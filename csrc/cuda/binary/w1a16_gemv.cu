@@ -125,6 +125,41 @@ __device__ __forceinline__ uint32_t pm1_pair(uint32_t word, int i) {
   return r;
 }
 
+// A lane's weight rows in the mma kernels: tile r, half h -> row n0 + 16 r + 8 h + g (clamped: rows past N
+// are computed, not stored); load(u) brings words 4t..4t+3 of 16-word unit u of each, zeros past KW.
+template <bool kVecW>
+struct UnitRows {
+  const uint32_t* row[2][2];
+  int64_t KW;
+
+  __device__ __forceinline__ UnitRows(const uint32_t* w, int64_t KW_, int N, int n0, int g) : KW(KW_) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int n = n0 + 16 * r + 8 * h + g;
+        row[r][h] = w + static_cast<int64_t>(n < N ? n : N - 1) * KW;
+      }
+  }
+
+  __device__ __forceinline__ void load(int64_t u, int t, uint4 (&dst)[2][2]) const {
+    const int64_t w0 = u * kV1Unit + 4 * t;
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        if constexpr (kVecW) {  // KW % 4 == 0: the 4 words are all in K or all past it
+          dst[r][h] = w0 < KW ? ldg_stream_128(row[r][h] + w0) : make_uint4(0, 0, 0, 0);
+        } else {
+          dst[r][h].x = w0 < KW ? __ldg(row[r][h] + w0) : 0u;
+          dst[r][h].y = w0 + 1 < KW ? __ldg(row[r][h] + w0 + 1) : 0u;
+          dst[r][h].z = w0 + 2 < KW ? __ldg(row[r][h] + w0 + 2) : 0u;
+          dst[r][h].w = w0 + 3 < KW ? __ldg(row[r][h] + w0 + 3) : 0u;
+        }
+      }
+  }
+};
+
 template <DType kT, int NT, bool kVecW>
 __global__ void __launch_bounds__(kV1Warps * 32) w1a16_mma_kernel(
     const typename Elem<kT>::T* __restrict__ x, int64_t ldx, const uint32_t* __restrict__ w, int64_t KW,
@@ -136,31 +171,8 @@ __global__ void __launch_bounds__(kV1Warps * 32) w1a16_mma_kernel(
   const int n0 = blockIdx.x * kV1Rows, m0 = blockIdx.y * 8 * NT;
   const int64_t units = (KW + kV1Unit - 1) / kV1Unit;
 
-  // Rows of this lane: tile r, half h -> n0 + 16 r + 8 h + g (clamped: rows past N are computed, not stored).
-  const uint32_t* wrow[2][2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int n = n0 + 16 * r + 8 * h + g;
-      wrow[r][h] = w + static_cast<int64_t>(n < N ? n : N - 1) * KW;
-    }
-  auto load_unit = [&](int64_t u, uint4 (&dst)[2][2]) {
-    const int64_t w0 = u * kV1Unit + 4 * t;
-#pragma unroll
-    for (int r = 0; r < 2; ++r)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        if constexpr (kVecW) {  // KW % 4 == 0: the 4 words are all in K or all past it
-          dst[r][h] = w0 < KW ? ldg_stream_128(wrow[r][h] + w0) : make_uint4(0, 0, 0, 0);
-        } else {
-          dst[r][h].x = w0 < KW ? __ldg(wrow[r][h] + w0) : 0u;
-          dst[r][h].y = w0 + 1 < KW ? __ldg(wrow[r][h] + w0 + 1) : 0u;
-          dst[r][h].z = w0 + 2 < KW ? __ldg(wrow[r][h] + w0 + 2) : 0u;
-          dst[r][h].w = w0 + 3 < KW ? __ldg(wrow[r][h] + w0 + 3) : 0u;
-        }
-      }
-  };
+  const UnitRows<kVecW> wrows(w, KW, N, n0, g);
+  auto load_unit = [&](int64_t u, uint4 (&dst)[2][2]) { wrows.load(u, t, dst); };
 
   float acc[2][NT][4] = {};
   uint4 cur[2][2], nxt[2][2] = {};
@@ -298,30 +310,8 @@ __global__ void __launch_bounds__(kW * 32, 4) w1a16_staged_kernel(
   const int rows = M - m0 < 8 ? M - m0 : 8;
   const int64_t units = (KW + kV1Unit - 1) / kV1Unit, row_bytes = units * kV1Unit * 64 + kStageRowPad;
 
-  const uint32_t* wrow[2][2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int n = n0 + 16 * r + 8 * h + g;
-      wrow[r][h] = w + static_cast<int64_t>(n < N ? n : N - 1) * KW;
-    }
-  auto load_unit = [&](int64_t u, uint4 (&dst)[2][2]) {
-    const int64_t w0 = u * kV1Unit + 4 * t;
-#pragma unroll
-    for (int r = 0; r < 2; ++r)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        if constexpr (kVecW) {
-          dst[r][h] = w0 < KW ? ldg_stream_128(wrow[r][h] + w0) : make_uint4(0, 0, 0, 0);
-        } else {
-          dst[r][h].x = w0 < KW ? __ldg(wrow[r][h] + w0) : 0u;
-          dst[r][h].y = w0 + 1 < KW ? __ldg(wrow[r][h] + w0 + 1) : 0u;
-          dst[r][h].z = w0 + 2 < KW ? __ldg(wrow[r][h] + w0 + 2) : 0u;
-          dst[r][h].w = w0 + 3 < KW ? __ldg(wrow[r][h] + w0 + 3) : 0u;
-        }
-      }
-  };
+  const UnitRows<kVecW> wrows(w, KW, N, n0, g);
+  auto load_unit = [&](int64_t u, uint4 (&dst)[2][2]) { wrows.load(u, t, dst); };
   // 4 warps hold the next unit in flight too; 8 warps (one unit each at K = 4096) keep their
   // registers under 64 for 4 blocks per SM instead.
   constexpr bool kAhead = kW == 4;
