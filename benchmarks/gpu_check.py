@@ -33,6 +33,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import types
 
@@ -206,7 +207,7 @@ def helpers(torch, pycomp, ceil: dict) -> types.SimpleNamespace:
 
 def run_sweep_isolated(name: str, ceil: dict) -> str:
     """One sweep module in a child process (`--one-sweep NAME`); its table, or why there is none."""
-    fd, path = __import__("tempfile").mkstemp(suffix=".txt")
+    fd, path = tempfile.mkstemp(suffix=".txt")
     os.close(fd)
     cmd = [sys.executable, os.path.abspath(__file__), "--one-sweep", name, "--sweep-out", path,
            "--ceilings", json.dumps(ceil)]

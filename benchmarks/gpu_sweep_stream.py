@@ -34,6 +34,10 @@ TARGETS = [
 ]
 
 
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
 def _kernels():
     import triton
     import triton.language as tl
@@ -111,7 +115,7 @@ class _Sweep:
         dev = self.device
         sms = torch.cuda.get_device_properties(0).multi_processor_count if dev == "cuda" else 2
         # One int32 per program: the one-block-each reads of the largest weight launch the most programs.
-        most = max(-(-(-(-t[3] // 4)) // BLOCK) for t in self.targets)
+        most = max(_ceil(_ceil(t[3], 4), BLOCK) for t in self.targets)
         out = torch.zeros(max(64 * sms, most), dtype=torch.int32, device=dev)
         floor = self.time(lambda i: noop[(sms,)](out), 64)
         self.notes.append(f"empty kernel ({sms} programs): {floor * 1e3:.2f} us per call in the graph" if floor
@@ -121,7 +125,7 @@ class _Sweep:
             if time.time() - self.t0 > BUDGET_S:
                 self.notes.append(f"{what} {n}x{k}: skipped, past the {BUDGET_S:.0f} s budget")
                 continue
-            words = -(-nbytes // 4)
+            words = _ceil(nbytes, 4)
             copies = self.h.cold_copies(4 * words)
             srcs = [torch.randint(-8, 9, (words,), dtype=torch.int32, device=dev) for _ in range(copies)]
             row = {"what": what, "shape": f"{n}x{k}", "bytes": 4 * words, "target": target}

@@ -41,7 +41,7 @@ def _run(h) -> str:
     from pycomp.ops.int4_cuda import gemv_variant
 
     C = _ext._C
-    if C is None or not hasattr(C, "w4a16_tiled_linear_cuda") or not torch.cuda.is_available():
+    if not _ext.has_c("w4a16_tiled_linear_cuda") or not torch.cuda.is_available():
         return "tiled sweep: skipped (no CUDA build with the tiled GEMV, or no GPU)"
     t0, notes, lines = time.time(), [], []
     configs = list(range(C.w4a16_tiled_cuda_configs()))

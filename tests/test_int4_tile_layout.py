@@ -4,6 +4,7 @@ fragment ownership as the PTX ISA defines it. The kernel itself runs only on a G
 import pytest
 import torch
 
+from pycomp import _ext
 from pycomp.formats.int4 import dequantize_int4, pack_nibbles, pack_tile16x64, unpack_tile16x64
 
 
@@ -77,7 +78,7 @@ def test_sweep_reports_skipped_without_a_gpu():
     assert "skipped" in mod.sweep(types.SimpleNamespace(torch=torch))
 
 
-HAS_TILED = torch.cuda.is_available() and hasattr(__import__("pycomp._ext", fromlist=["_C"])._C, "w4a16_tiled_linear_cuda")
+HAS_TILED = torch.cuda.is_available() and _ext.has_c("w4a16_tiled_linear_cuda")
 
 
 @pytest.mark.skipif(not HAS_TILED, reason="needs a GPU and pycomp._C built with CUDA")
@@ -86,8 +87,7 @@ HAS_TILED = torch.cuda.is_available() and hasattr(__import__("pycomp._ext", from
     (4112, 4096, 8, 128, False, torch.bfloat16), (272, 16384, 5, 128, False, torch.float16),
     (528, 2048, 13, 128, False, torch.bfloat16), (32, 4096, 16, 64, True, torch.float16)])
 def test_cuda_kernel_every_config_matches_the_reference(n, k, m, group, symmetric, dtype):
-    from pycomp._ext import _C
-
+    _C = _ext._C
     gen = torch.Generator().manual_seed(n + k)
     codes = torch.randint(0, 16, (n, k), generator=gen, dtype=torch.uint8)
     scales = (torch.rand(n, k // group, generator=gen) * 0.02 + 1e-3).half()
