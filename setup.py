@@ -51,7 +51,10 @@ def _extensions():
 
     cpu_sources = _rel(glob.glob(os.path.join(ROOT, "csrc", "cpu", "**", "*.cpp"), recursive=True))
     sources = ["csrc/bindings.cpp", *cpu_sources]
-    cxx = ["-O3", "-std=c++17", "-fno-math-errno"]
+    # -fno-wrapv undoes the -fwrapv of Python's own CFLAGS, which torch's build passes on: with signed overflow
+    # defined, GCC cannot treat int64_t loop counters as affine, and the XNOR table kernel ran 40% slower
+    # (C++ harness, 1 thread, M=128: 8.0 against 5.5 ms). No kernel relies on signed wraparound.
+    cxx = ["-O3", "-std=c++17", "-fno-math-errno", "-fno-wrapv"]
     link = []
     if sys.platform.startswith("linux"):
         # at::parallel_for is an inline `#pragma omp parallel`: without -fopenmp the CPU kernels
