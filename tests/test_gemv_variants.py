@@ -7,7 +7,6 @@ with W dequantized exactly; tolerance max |out - ref| / max |ref| as in test_cud
 test_cuda_int8.py (bf16 1e-2, fp16 4e-3 / 5e-3): the int4 variants round no weight at all
 ((code - zero) is exact, the fp32 scale multiplies the chunk's fp32 sum), so they sit inside it.
 """
-import importlib.util
 import os
 import types
 
@@ -18,13 +17,14 @@ from pycomp import _ext
 from pycomp.formats.int4 import dequantize_int4, pack_nibbles
 from pycomp.ops import int4_cuda
 
+from bench_modules import load_benchmark
+
 C = _ext._C
 HAS_VARIANTS = _ext.has_c("w4a16_gemv_cuda_variants") and _ext.has_c("w8a16_gemv_cuda_variants")
 needs_build = pytest.mark.skipif(not HAS_VARIANTS, reason="needs pycomp._C built with CUDA")
 needs_gpu = pytest.mark.skipif(not (HAS_VARIANTS and torch.cuda.is_available()), reason="needs a GPU and a CUDA build")
 TOL4 = {torch.bfloat16: 1e-2, torch.float16: 4e-3}
 TOL8 = {torch.bfloat16: 1e-2, torch.float16: 5e-3, torch.float32: 1e-4}
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def rel_err(out, ref):
@@ -138,16 +138,8 @@ def test_int8_variants_match_reference(M, N, K, dtype):
 # ----------------------------------------------------------------------------- the sweep module
 
 
-def _load_sweep():
-    path = os.path.join(ROOT, "benchmarks", "gpu_sweep_gemv.py")
-    spec = importlib.util.spec_from_file_location("gpu_sweep_gemv", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_sweep_table_renders_with_no_rows_and_with_failures():
-    mod = _load_sweep()
+    mod = load_benchmark("gpu_sweep_gemv")
     assert mod._table([]).startswith("decode GEMV variants")
     row = {"family": "int4", "shape": "14336x4096", "m": 1, "bytes": 30_000_000, "variants": [0, 1, 2],
            "bf16": 0.032, "v0": 0.018, "v1": None, "v1_why": "WRONG 3.1e-01", "v2": 0.010}
@@ -159,7 +151,7 @@ def test_sweep_table_renders_with_no_rows_and_with_failures():
 
 def test_sweep_table_columns_are_variant_numbers():
     """int4's variants skip removed numbers and int8's do not: a column per number, '-' where a family lacks it."""
-    mod = _load_sweep()
+    mod = load_benchmark("gpu_sweep_gemv")
     rows = [{"family": "int4", "shape": "14336x4096", "m": 1, "bytes": 30_000_000, "variants": [0, 1, 5],
              "bf16": 0.032, "v0": 0.018, "v1": 0.016, "v5": 0.010},
             {"family": "int8", "shape": "4096x4096", "m": 1, "bytes": 16_000_000, "variants": [0, 1, 2],
@@ -173,7 +165,7 @@ def test_sweep_table_columns_are_variant_numbers():
 
 
 def test_sweep_never_raises():
-    mod = _load_sweep()
+    mod = load_benchmark("gpu_sweep_gemv")
 
     def boom(*a, **k):
         raise RuntimeError("no device")
@@ -187,7 +179,7 @@ def test_sweep_never_raises():
 
 
 def test_sweep_launch_legends_from_a_fake_extension():
-    mod = _load_sweep()
+    mod = load_benchmark("gpu_sweep_gemv")
 
     def launch(m, n, k, gs, v):
         if v == 2:

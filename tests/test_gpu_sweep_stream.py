@@ -1,25 +1,19 @@
 """benchmarks/gpu_sweep_stream.py runs only on a lent GPU. Here its read kernels run in the Triton interpreter on
 CPU tensors: every kernel's sum must match torch's (else the row would say WRONG and the sweep's ceiling would
 be a number for a read that skipped bytes), and the table renders with and without rows."""
-import importlib.util
 import os
 import types
 
 import pytest
 import torch
 
+from bench_modules import load_benchmark
+
 PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "gpu_sweep_stream.py")
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("gpu_sweep_stream", PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_empty_table_and_no_gpu():
-    mod = _load()
+    mod = load_benchmark(PATH)
     assert len(mod._table([]).splitlines()) == 2
     if not torch.cuda.is_available():
         assert "skipped" in mod.sweep(types.SimpleNamespace(torch=torch))
@@ -29,7 +23,7 @@ def test_empty_table_and_no_gpu():
                     reason="runs the kernels in the Triton interpreter on CPU tensors")
 def test_every_read_kernel_sums_all_bytes():
     pytest.importorskip("triton")
-    mod = _load()
+    mod = load_benchmark(PATH)
     calls = []
     h = types.SimpleNamespace(torch=torch, log=lambda msg: None, cold_copies=lambda nbytes: 2,
                               time_graph=lambda t, fn, n: (calls.append(fn(1)), 1e-3)[1])
