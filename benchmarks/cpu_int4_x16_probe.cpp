@@ -25,10 +25,9 @@
 #include <random>
 #include <vector>
 
-#include <omp.h>
-
 #include "cpu/cpu_features.h"
 #include "cpu/int4/int4_linear.h"
+#include "cpu/parallel.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -163,12 +162,11 @@ int main(int argc, char** argv) {
   };
   auto probe = [&](int c) {
     const X16 X = round_x(x.data(), K, gs);
-    const int threads = omp_get_max_threads();
-#pragma omp parallel num_threads(threads)
-    {
-      const int64_t per = (N / 4 + threads - 1) / threads * 4, b = omp_get_thread_num() * per, e = std::min(N, b + per);
-      if (b < e) gemv_x16(X, packed[size_t(c)].data(), scales[size_t(c)].data(), zeros[size_t(c)].data(), out.data(), b, e, K, gs);
-    }
+    // Tiles of 4 rows, split over the threads as the shipped GEMV splits them.
+    pycomp::parallel_for(N / 4, 1, [&](int64_t b, int64_t e) {
+      gemv_x16(X, packed[size_t(c)].data(), scales[size_t(c)].data(), zeros[size_t(c)].data(), out.data(), 4 * b,
+               4 * e, K, gs);
+    });
   };
   shipped(x.data(), ref.data(), 0);
   shipped(xb.data(), bf.data(), 0);

@@ -1,17 +1,14 @@
 """benchmarks/gpu_sweep_binary.py runs once, on the lead's GPU run: here it must import, render its table
 with no rows and with failed rows, and turn any failure into text instead of raising."""
-import os
 import types
 
 import torch
 
 from bench_modules import load_benchmark
 
-PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "gpu_sweep_binary.py")
-
 
 def test_table_renders_empty_and_failed_rows():
-    mod = load_benchmark(PATH)
+    mod = load_benchmark("gpu_sweep_binary")
     assert mod._table([]).splitlines()[1].startswith("op ")
     rows = [{"op": "w1a16", "m": 1, "impl": "bf16", "ms": 0.0306, "err": None, "note": ""},
             {"op": "w1a16", "m": 1, "impl": "v1", "ms": 0.005, "err": 1e-3, "note": ""},
@@ -28,7 +25,7 @@ def test_table_renders_empty_and_failed_rows():
 
 
 def test_time_reports_wrong_and_failing_variants_without_timing_them():
-    mod = load_benchmark(PATH)
+    mod = load_benchmark("gpu_sweep_binary")
     timed = []
     h = types.SimpleNamespace(torch=torch, rel_err=lambda got, want: float((got - want).norm() / want.norm()),
                               time_graph=lambda t, fn, calls: timed.append(fn) or 0.001)
@@ -42,7 +39,7 @@ def test_time_reports_wrong_and_failing_variants_without_timing_them():
 
 
 def test_sweep_and_bench_never_raise():
-    mod = load_benchmark(PATH)
+    mod = load_benchmark("gpu_sweep_binary")
     h = types.SimpleNamespace(torch=None, log=print)  # no CUDA here: _rows fails at once
     assert mod.sweep(h).startswith("sweep_binary FAILED")
     rows, text = mod.bench(h)

@@ -1,17 +1,14 @@
 """benchmarks/gpu_sweep_sparse.py runs only on a lent GPU: here it must import, render its table (empty and with
 every kind of cell), and return a string instead of raising where there is no GPU."""
-import os
 import types
 
 import torch
 
 from bench_modules import load_benchmark
 
-PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "gpu_sweep_sparse.py")
-
 
 def test_table_renders_with_no_rows():
-    text = load_benchmark(PATH)._table([], None)
+    text = load_benchmark("gpu_sweep_sparse")._table([], None)
     header = text.splitlines()[2]
     assert len(text.splitlines()) == 3
     # a column per variant number; those of removed variants (GEMV 3, GEMM 2, 3, 6) are gone
@@ -19,7 +16,7 @@ def test_table_renders_with_no_rows():
 
 
 def test_table_renders_times_ratios_rates_and_failures():
-    mod = load_benchmark(PATH)
+    mod = load_benchmark("gpu_sweep_sparse")
     rows = [{"shape": "14336x4096", "m": 1, "bytes": 66_000_000, "bf16": 0.0331, "gemv0": 0.0313,
              "gemv1": "WRONG 3.1e-01", "gemv2": "FAILED"},
             {"shape": "14336x4096", "m": 1024, "bytes": 0, "bf16": "skipped", "gemm0": 2.391, "gemm1": 0.1}]
@@ -32,7 +29,7 @@ def test_table_renders_times_ratios_rates_and_failures():
 
 
 def test_sweep_never_raises_without_a_gpu():
-    mod = load_benchmark(PATH)
+    mod = load_benchmark("gpu_sweep_sparse")
     logged = []
     h = types.SimpleNamespace(torch=torch, time_graph=lambda *a: 1.0, rel_err=lambda a, b: 0.0, log=logged.append)
     text = mod.sweep(h)

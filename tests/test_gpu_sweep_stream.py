@@ -9,11 +9,9 @@ import torch
 
 from bench_modules import load_benchmark
 
-PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "gpu_sweep_stream.py")
-
 
 def test_empty_table_and_no_gpu():
-    mod = load_benchmark(PATH)
+    mod = load_benchmark("gpu_sweep_stream")
     assert len(mod._table([]).splitlines()) == 2
     if not torch.cuda.is_available():
         assert "skipped" in mod.sweep(types.SimpleNamespace(torch=torch))
@@ -23,7 +21,7 @@ def test_empty_table_and_no_gpu():
                     reason="runs the kernels in the Triton interpreter on CPU tensors")
 def test_every_read_kernel_sums_all_bytes():
     pytest.importorskip("triton")
-    mod = load_benchmark(PATH)
+    mod = load_benchmark("gpu_sweep_stream")
     calls = []
     h = types.SimpleNamespace(torch=torch, log=lambda msg: None, cold_copies=lambda nbytes: 2,
                               time_graph=lambda t, fn, n: (calls.append(fn(1)), 1e-3)[1])

@@ -1,24 +1,21 @@
 """benchmarks/gpu_sweep_triton.py runs only on a lent GPU: here, that it imports, renders its table
 (empty, and with a row of each kind of cell) and returns a table without CUDA instead of raising."""
-import os
 import types
 
 import pytest
 
 from bench_modules import load_benchmark
 
-PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "gpu_sweep_triton.py")
-
 
 def test_entry_points_and_empty_table():
-    mod = load_benchmark(PATH)
+    mod = load_benchmark("gpu_sweep_triton")
     assert callable(mod.sweep) and callable(mod.bench)
     table = mod._table([], None)
     assert "bf16" in table and len(table.splitlines()) == 2
 
 
 def test_table_renders_rows_configs_and_notes():
-    mod = load_benchmark(PATH)
+    mod = load_benchmark("gpu_sweep_triton")
     row = {"kernel": "W4A16", "shape": "14336x4096", "m": 128, "bf16_ms": 0.0341, "ours_ms": 0.0262, "err": 1e-3,
            "best": "128x128x128 s3 w8 swap", "notes": ["bf16 FAILED x"],
            "configs": [("64x128x64 s4 w4", 0.05, ""), ("128x128x128 s3 w8 swap", None, "WRONG (rel err 1.0e+00)")]}
@@ -29,7 +26,7 @@ def test_table_renders_rows_configs_and_notes():
 
 def test_cfg_str():
     triton = pytest.importorskip("triton")
-    mod = load_benchmark(PATH)
+    mod = load_benchmark("gpu_sweep_triton")
     c = triton.Config({"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "SWAP_AB": True}, num_warps=4, num_stages=3)
     assert mod.cfg_str(c) == "16x64x128 s3 w4 swap"
     assert mod.cfg_str({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "num_warps": 8, "num_stages": 4}) == \
@@ -39,7 +36,7 @@ def test_cfg_str():
 
 
 def test_sweep_without_cuda_returns_a_table():
-    mod = load_benchmark(PATH)
+    mod = load_benchmark("gpu_sweep_triton")
     fake_torch = types.SimpleNamespace(cuda=types.SimpleNamespace(is_available=lambda: False))
     h = types.SimpleNamespace(torch=fake_torch, log=print)
     assert mod.sweep(h) == mod._table([], h)
@@ -54,7 +51,7 @@ def test_sweep_runs_end_to_end_in_the_interpreter(monkeypatch):
     if torch.cuda.is_available():
         pytest.skip("on a GPU the sweep runs for real in gpu_check")
     pytest.importorskip("pycomp.triton_kernels.int4")
-    mod = load_benchmark(PATH)
+    mod = load_benchmark("gpu_sweep_triton")
     monkeypatch.setattr(mod, "DEVICE", "cpu")
     monkeypatch.setattr(mod, "W4A16", ((24, 256), (3, 17)))
     monkeypatch.setattr(mod, "W4A16_DEQUANT_M", (17,))
