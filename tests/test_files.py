@@ -99,7 +99,7 @@ def test_manifest_fields_and_settings_rebuild(tmp_path):
     assert conv["class"] == "Int4Conv2d" and conv["format"]["layout"] == "k-nibble"
     assert conv["settings"] == {"in_channels": 4, "out_channels": 8, "kernel_size": [3, 3], "stride": [1, 1],
                                 "padding": [1, 1], "dilation": [1, 1], "groups": 2, "bias": True,
-                                "group_size": 32, "symmetric": False}
+                                "group_size": 32, "symmetric": False, "round_x": True}
     assert m["layers"]["2"]["settings"]["padding"] == "same"
     assert conv["nbytes"] == sum(t.nbytes for t in small[0].state_dict().values())
     assert m["nbytes"]["compressed"] == m["nbytes"]["tensors"] == model_nbytes(small)

@@ -269,11 +269,20 @@ def test_linear_matches_float_layer_on_dequantized_weights(method, symmetric):
     calib = [torch.randn(100, 150), torch.randn(2, 50, 150)] if method == "gptq" else None
     layer = Int4Linear.from_float(lin, group_size=64, method=method, calib=calib, symmetric=symmetric, name="fc")
     x = torch.randn(4, 5, 150)
-    torch.testing.assert_close(layer(x), F.linear(x, layer.dequantize(), lin.bias), rtol=1e-5, atol=1e-5)
+    # by default x may be rounded to int16 per group: the rounded product exactly, within its bound of the float one
+    q = (layer.packed, layer.scales, layer.zeros)
+    torch.testing.assert_close(layer(x), ops.w4a16_linear_ref(x, *q, lin.bias, 64, 150, round_x=True).float(),
+                               rtol=1e-5, atol=1e-5)
+    exact = F.linear(x.double(), layer.dequantize().double(), lin.bias.double())
+    assert ((layer(x) - exact).abs() <= ops.round_x_bound(x, *q, 64, 150) + 1e-5).all()
     assert (layer(x) - lin(x)).norm() / lin(x).norm() < 0.12
-    assert layer.backend == ops.plan("cpu") and layer.backend_for(1) == ops.plan("cpu", 1, 150)
+    assert layer.backend == ops.plan("cpu", round_x=True) and layer.backend_for(1) == ops.plan("cpu", 1, 150, None, True)
     assert layer.backend_for(1, torch.float64) == "reference"
-    assert "group_size=64" in repr(layer) and f"symmetric={symmetric}" in repr(layer)
+    assert "group_size=64" in repr(layer) and f"symmetric={symmetric}" in repr(layer) and "round_x=True" in repr(layer)
+    exact_layer = Int4Linear.from_float(lin, group_size=64, method=method, calib=calib, symmetric=symmetric,
+                                        round_x=False)
+    torch.testing.assert_close(exact_layer(x), F.linear(x, layer.dequantize(), lin.bias), rtol=1e-5, atol=1e-5)
+    assert exact_layer.backend == ops.plan("cpu")
     assert layer.nbytes() == 11 * 75 + 11 * 3 * 2 + (0 if symmetric else 11 * 3)
 
 
@@ -292,11 +301,15 @@ def test_conv_matches_conv2d_on_dequantized_weights(cfg, method):
     torch.manual_seed(0)
     conv = nn.Conv2d(6, 8, **cfg)
     calib = [torch.randn(3, 6, 11, 9), torch.randn(2, 6, 11, 9)] if method == "gptq" else None
-    layer = Int4Conv2d.from_float(conv, group_size=32, method=method, calib=calib, name="conv")
+    layer = Int4Conv2d.from_float(conv, group_size=32, method=method, calib=calib, name="conv", round_x=False)
     x = torch.randn(2, 6, 11, 9)
     want = F.conv2d(x, layer.dequantize(), conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
     torch.testing.assert_close(layer(x), want, rtol=1e-5, atol=1e-5)
     assert (layer(x) - conv(x)).norm() / conv(x).norm() < 0.12
+    # x rounded to int16 per group moves an output by at most max|x| / 65534 * sum |w[n]| (round_x_bound's ceiling)
+    layer.round_x = True
+    w_l1 = layer.dequantize().abs().flatten(1).sum(1).max()
+    assert (layer(x) - want).abs().max() <= x.abs().max() / 65534 * w_l1 + 1e-5
 
 
 def test_layers_keep_exact_float16_scales_under_dtype_changes():
@@ -365,7 +378,8 @@ def test_digits_cnn_retention():
     for method, limit in (("rtn", 0.01), ("gptq", 0.005)):
         small = pycomp.compress(model, "int4", group_size=128, method=method, calib=train)
         assert isinstance(small.fc1, Int4Linear) and isinstance(small.conv2, Int4Conv2d)
-        assert small.fc1.backend == small.conv2.backend == ops.plan("cpu")  # the C++ kernel where built
+        # the C++ kernel where built, on x rounded to int16 per group
+        assert small.fc1.backend == small.conv2.backend == ops.plan("cpu", round_x=True)
         r = pycomp.retention.evaluate(model, small, test, latency=False).to_dict()
         assert r["accuracy_original"] > 0.95
         assert r["accuracy_original"] - r["accuracy_compressed"] <= limit + 1e-9, r

@@ -23,9 +23,10 @@ class _Int4Weights(CompressedLayer):
 
     layout = LAYOUTS[0]
 
-    def _init_weights(self, n: int, k: int, bias: bool, group_size: int, symmetric: bool, device, dtype) -> None:
+    def _init_weights(self, n: int, k: int, bias: bool, group_size: int, symmetric: bool, round_x: bool, device,
+                      dtype) -> None:
         check_group_size(group_size, self.label)
-        self.group_size, self.symmetric, self.k = group_size, symmetric, k
+        self.group_size, self.symmetric, self.k, self.round_x = group_size, symmetric, k, bool(round_x)
         g = n_groups(k, group_size)
         self.register_buffer("packed", torch.zeros(n, (k + 1) // 2, dtype=torch.uint8, device=device))
         self.register_buffer("scales", torch.ones(n, g, dtype=SCALE_DTYPE, device=device))
@@ -86,7 +87,8 @@ class _Int4Weights(CompressedLayer):
 
     def _linear(self, x: Tensor, rows: slice = ALL_ROWS) -> Tensor:
         packed, scales, zeros = take_rows(self.packed, rows), take_rows(self.scales, rows), take_rows(self.zeros, rows)
-        return int4_ops.w4a16_linear(x, packed, scales, zeros, take_rows(self.bias, rows), self.group_size, self.k)
+        return int4_ops.w4a16_linear(x, packed, scales, zeros, take_rows(self.bias, rows), self.group_size, self.k,
+                                     self.round_x)
 
     def _dequantize(self) -> Tensor:
         return dequantize_int4(self.packed, self.scales, self.zeros, self.group_size, self.k)
@@ -101,7 +103,7 @@ class _Int4Weights(CompressedLayer):
         """The backend for a batch of `m` rows of `dtype` (default: the bias dtype, else float32)."""
         if dtype is None:
             dtype = self.bias.dtype if self.bias is not None else torch.float32
-        return int4_ops.plan(self.packed.device, m, self.k, dtype)
+        return int4_ops.plan(self.packed.device, m, self.k, dtype, self.round_x)
 
     def check_buffers(self) -> None:
         check_int4(self.packed, self.scales, self.zeros, self.group_size, self.k, where=self.label)
@@ -117,27 +119,32 @@ class _Int4Weights(CompressedLayer):
                 "zero_dtype": None if self.symmetric else "uint8"}
 
     def _int4_repr(self) -> str:
-        return f"group_size={self.group_size}, symmetric={self.symmetric}, layout={self.layout}"
+        return (f"group_size={self.group_size}, symmetric={self.symmetric}, layout={self.layout}, "
+                f"round_x={self.round_x}")
 
 
 class Int4Linear(_Int4Weights):
     """Drop-in nn.Linear with group-wise int4 weights (W4A16).
 
     x: (..., in_features) float32/bfloat16/float16 -> (..., out_features) in x's dtype.
+    round_x (default True): the CPU kernels may round x to int16 per weight group and multiply in
+    integers (see pycomp.ops.int4; at most 2^-16 of the group's largest |x| per input, faster);
+    round_x=False keeps the exact float32 product.
     """
 
     float_type = nn.Linear
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, group_size: int = 128,
-                 symmetric: bool = False, device=None, dtype=torch.float32, name: str = ""):
+                 symmetric: bool = False, round_x: bool = True, device=None, dtype=torch.float32, name: str = ""):
         super().__init__()
         self.name = name
         self.in_features, self.out_features = in_features, out_features
-        self._init_weights(out_features, in_features, bias, group_size, symmetric, device, dtype)
+        self._init_weights(out_features, in_features, bias, group_size, symmetric, round_x, device, dtype)
 
     @classmethod
     def from_float(cls, linear: nn.Linear, group_size: int = 128, method: str = "rtn", calib=None,
-                   symmetric: bool = False, act_order: bool = False, name: str = "") -> "Int4Linear":
+                   symmetric: bool = False, act_order: bool = False, round_x: bool = True,
+                   name: str = "") -> "Int4Linear":
         """Quantize `linear`. method="gptq" needs calib: its input activations, a (..., in_features)
         tensor or a list of them (at least in_features rows in all); method="rtn" ignores calib.
         """
@@ -145,7 +152,7 @@ class Int4Linear(_Int4Weights):
             raise TypeError(f"Int4Linear.from_float '{name}': expected nn.Linear, got {type(linear).__name__}")
         w = linear.weight
         layer = cls(linear.in_features, linear.out_features, linear.bias is not None, group_size, symmetric,
-                    device=w.device, dtype=w.dtype, name=name)
+                    round_x, device=w.device, dtype=w.dtype, name=name)
         layer._quantize(w, linear.bias, method, calib, act_order)
         return layer
 
@@ -177,22 +184,24 @@ class Int4Conv2d(_Int4Weights, Im2ColConv2d):
     float_type = nn.Conv2d
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 groups: int = 1, bias: bool = True, group_size: int = 128, symmetric: bool = False, device=None,
-                 dtype=torch.float32, name: str = ""):
+                 groups: int = 1, bias: bool = True, group_size: int = 128, symmetric: bool = False,
+                 round_x: bool = True, device=None, dtype=torch.float32, name: str = ""):
         super().__init__()
         self.name = name
         k = self._init_conv(in_channels, out_channels, kernel_size, stride, padding, dilation, groups)
-        self._init_weights(out_channels, k, bias, group_size, symmetric, device, dtype)
+        self._init_weights(out_channels, k, bias, group_size, symmetric, round_x, device, dtype)
 
     @classmethod
     def from_float(cls, conv: nn.Conv2d, group_size: int = 128, method: str = "rtn", calib=None,
-                   symmetric: bool = False, act_order: bool = False, name: str = "") -> "Int4Conv2d":
+                   symmetric: bool = False, act_order: bool = False, round_x: bool = True,
+                   name: str = "") -> "Int4Conv2d":
         """Quantize `conv`. method="gptq" needs calib: its input activations, (B, C, H, W) batches;
         GPTQ sees their im2col patches (one row per output position) and needs at least K of them.
         """
         settings = conv_settings(conv, f"Int4Conv2d.from_float '{name}'")
         w = conv.weight
-        layer = cls(**settings, group_size=group_size, symmetric=symmetric, device=w.device, dtype=w.dtype, name=name)
+        layer = cls(**settings, group_size=group_size, symmetric=symmetric, round_x=round_x, device=w.device,
+                    dtype=w.dtype, name=name)
         layer._quantize(w, conv.bias, method, calib, act_order)
         return layer
 

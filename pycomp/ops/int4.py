@@ -5,8 +5,18 @@ a fake impl for torch.compile and torch.export, CPU and CUDA impls and a
 straight-through backward for x. Kernels read the canonical k-nibble layout
 (pycomp.formats.int4) in place. On the CPU the C++ kernels (csrc/cpu/int4) run
 float32, bfloat16 and float16 x (converted to float32 around the kernel, which
-accumulates in float32); float64 x runs the reference. The CUDA impl runs the
-reference until its kernels land. `plan()` names what runs.
+accumulates in float32); float64 x runs the reference. On CUDA the decode GEMV
+and the Triton GEMM take x in bfloat16 or float16. `plan()` names what runs.
+
+round_x=True lets the CPU kernels round x to int16 per (row, weight group),
+q = round(x / s), s = max|x_g| / 32767, and multiply in integers (vpmaddwd: 16
+products per instruction, no int->float conversion per weight): 1.3-1.6x faster
+at M=1 and about 1.5-2x in the GEMM on AVX2 (benchmarks/RESULTS.md). The error
+is at most s / 2 = 2^-16 max|x_g| per input, so |out - exact| <= sum_g
+max|x_g| / 65534 * sum_{k in g} |w[n, k]| (round_x_bound); bfloat16 x rounds
+every input within 2^7 of its group's largest more coarsely. round_x_ref is
+that product's definition. The CUDA kernels ignore the flag: they round x to
+bfloat16 or float16 either way. Int4Linear and Int4Conv2d set it by default.
 
 Shapes: x (..., K) float -> (..., N) in x's dtype; packed (N, ceil(K/2)) uint8
 (column 2j in the low nibble of byte j); scales (N, G) float16 and zeros
@@ -23,15 +33,45 @@ from pycomp.formats.int4 import GROUP_SIZES, dequantize_int4, n_groups
 from pycomp.ops._library import LIB, check, cpu_dense_route, run
 
 LIB.define("w4a16_linear(Tensor x, Tensor packed, Tensor scales, Tensor? zeros, Tensor? bias, "
-           "int group_size, int in_features) -> Tensor")
+           "int group_size, int in_features, bool round_x=False) -> Tensor")
+
+# int16 range of the rounded x (symmetric: -32767..32767).
+X16_MAX = 32767
+
+
+def round_x_ref(x: Tensor, group_size: int) -> Tensor:
+    """x (..., K) float rounded as the CPU kernels round it under round_x, returned as the float64 values
+    q * s: per row and group of `group_size` columns, s = max|x_g| / 32767 in float32 (1 for an all-zero
+    group, NaN for one holding NaN or inf), q = round(x / s) (half to even), clamped to +-32767."""
+    k = x.shape[-1]
+    g = -(-k // group_size)
+    xf = torch.nn.functional.pad(x.to(torch.float32), (0, g * group_size - k)).reshape(*x.shape[:-1], g, group_size)
+    amax = xf.abs().amax(-1, keepdim=True)
+    finite = torch.isfinite(xf).all(-1, keepdim=True)
+    s = torch.where(amax > 0, amax / X16_MAX, torch.ones_like(amax))
+    q = torch.round(torch.where(finite, xf, torch.zeros_like(xf)) / torch.where(finite, s, torch.ones_like(s)))
+    q = q.clamp(-X16_MAX, X16_MAX)
+    s = torch.where(finite, s, torch.full_like(s, float("nan")))
+    return (q.double() * s.double()).reshape(*x.shape[:-1], g * group_size)[..., :k]
+
+
+def round_x_bound(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor | None, group_size: int,
+                  in_features: int) -> Tensor:
+    """(..., N) float64: the most round_x can move each output, sum_g max|x_g| / 65534 * sum_{k in g} |w[n, k]|."""
+    k, g = in_features, n_groups(in_features, group_size)
+    w = dequantize_int4(packed, scales, zeros, group_size, in_features, torch.float64).abs()
+    wg = torch.nn.functional.pad(w, (0, g * group_size - k)).reshape(w.shape[0], g, group_size).sum(-1)  # (N, G)
+    xf = torch.nn.functional.pad(x.double().abs(), (0, g * group_size - k)).reshape(*x.shape[:-1], g, group_size)
+    return (xf.amax(-1) / (2 * X16_MAX)) @ wg.t()
 
 
 def w4a16_linear_ref(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor | None, bias: Tensor | None,
-                     group_size: int, in_features: int) -> Tensor:
-    """The definition: dequantize exactly to float32, matmul in float32 (float64 when x is float64)."""
-    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+                     group_size: int, in_features: int, round_x: bool = False) -> Tensor:
+    """The definition: dequantize exactly to float32, matmul in float32 (float64 when x is float64);
+    with round_x, x first rounded by round_x_ref and the product taken in float64."""
+    compute = torch.float64 if x.dtype == torch.float64 or round_x else torch.float32
     w = dequantize_int4(packed, scales, zeros, group_size, in_features, compute)
-    out = x.to(compute) @ w.t()
+    out = (round_x_ref(x, group_size) if round_x else x.to(compute)) @ w.t()
     if bias is not None:
         out = out + bias.to(compute)
     return out.to(x.dtype)
@@ -71,7 +111,7 @@ def _check(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor | None, bias
 
 
 @torch.library.register_fake("pycomp::w4a16_linear")
-def _fake(x, packed, scales, zeros, bias, group_size, in_features):
+def _fake(x, packed, scales, zeros, bias, group_size, in_features, round_x=False):
     _check(x, packed, scales, zeros, bias, group_size, in_features)
     return x.new_empty((*x.shape[:-1], packed.shape[0]))
 
@@ -81,9 +121,10 @@ CPU_KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def plan(device: torch.device | str, M: int | None = None, K: int | None = None,
-         dtype: torch.dtype | None = None) -> str:
-    """Name of the backend that runs w4a16_linear for this device, shape and x dtype:
-    "cpu-avx512", "cpu-avx2", "cpu-portable" (the C++ kernels), "cpu-dense" (a large batch of a small
+         dtype: torch.dtype | None = None, round_x: bool = False) -> str:
+    """Name of the backend that runs w4a16_linear for this device, shape, x dtype and round_x:
+    "cpu-avx512", "cpu-avx2", "cpu-portable" (the C++ kernels), "cpu-avx2-x16" (round_x on an AVX2
+    CPU: the int16 kernels), "cpu-dense" (a large batch of a small
     layer: MKL on the weight decoded once, pycomp.ops._library.cpu_dense_route), "cuda" (the decode GEMV,
     M <= 16), "triton" (the GEMM) or "reference".
 
@@ -92,7 +133,7 @@ def plan(device: torch.device | str, M: int | None = None, K: int | None = None,
     """
     device = torch.device(device)
     if device.type == "cpu" and _ext.has_c("w4a16_linear_cpu") and (dtype is None or dtype in CPU_KERNEL_DTYPES):
-        return "cpu-dense" if cpu_dense_route(M, K) else f"cpu-{_ext._C.w4a16_cpu_kernel()}"
+        return "cpu-dense" if cpu_dense_route(M, K) else f"cpu-{_ext._C.w4a16_cpu_kernel('', round_x)}"
     if device.type == "cuda":
         from pycomp.ops.int4_cuda import plan_cuda
 
@@ -100,17 +141,18 @@ def plan(device: torch.device | str, M: int | None = None, K: int | None = None,
     return "reference"
 
 
-def _linear_cuda(x, packed, scales, zeros, bias, group_size, in_features):
+def _linear_cuda(x, packed, scales, zeros, bias, group_size, in_features, round_x=False):
     from pycomp.ops.int4_cuda import cuda_impl  # imports this module's _check and reference
 
-    return cuda_impl(x, packed, scales, zeros, bias, group_size, in_features)
+    return cuda_impl(x, packed, scales, zeros, bias, group_size, in_features)  # x in 16 bits either way
 
 
-def _linear_cpu(x, packed, scales, zeros, bias, group_size, in_features):
+def _linear_cpu(x, packed, scales, zeros, bias, group_size, in_features, round_x=False):
     """The C++ entry (csrc/cpu/int4/int4_ops.h: checks, rows, float32 conversion, kernel) for the kernels' x
-    dtypes; the checked reference for the others (float64) and without the extension."""
+    dtypes; the checked reference (exact: round_x only ever permits rounding) for the others (float64) and
+    without the extension."""
     if x.dtype in CPU_KERNEL_DTYPES and _ext._C is not None:
-        return _ext._C.w4a16_linear_op(x, packed, scales, zeros, bias, group_size, in_features)
+        return _ext._C.w4a16_linear_op(x, packed, scales, zeros, bias, group_size, in_features, round_x)
     _check(x, packed, scales, zeros, bias, group_size, in_features)
     return w4a16_linear_ref(x, packed, scales, zeros, bias, group_size, in_features)
 
@@ -120,7 +162,7 @@ LIB.impl("w4a16_linear", _linear_cuda, "CUDA")
 
 
 def _setup_ctx(ctx, inputs, output):
-    x, packed, scales, zeros, bias, group_size, in_features = inputs
+    x, packed, scales, zeros, bias, group_size, in_features, _round_x = inputs
     ctx.save_for_backward(packed, scales, zeros)
     ctx.shape = (group_size, in_features)
     ctx.x_dtype = x.dtype
@@ -132,13 +174,14 @@ def _backward(ctx, grad_out):
     w = dequantize_int4(packed, scales, zeros, *ctx.shape, dtype=grad_out.dtype)
     grad_x = (grad_out @ w).to(ctx.x_dtype)
     grad_bias = grad_out.reshape(-1, grad_out.shape[-1]).sum(0) if ctx.has_bias else None
-    return grad_x, None, None, None, grad_bias, None, None
+    return grad_x, None, None, None, grad_bias, None, None, None
 
 
 torch.library.register_autograd("pycomp::w4a16_linear", _backward, setup_context=_setup_ctx)
 
 
 def w4a16_linear(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor | None, bias: Tensor | None,
-                 group_size: int, in_features: int) -> Tensor:
-    """W4A16: x (..., K) float -> (..., N) in x's dtype; group-wise int4 weights dequantized on the fly."""
-    return run(torch.ops.pycomp.w4a16_linear, x, packed, scales, zeros, bias, group_size, in_features)
+                 group_size: int, in_features: int, round_x: bool = False) -> Tensor:
+    """W4A16: x (..., K) float -> (..., N) in x's dtype; group-wise int4 weights dequantized on the fly.
+    round_x: the CPU kernels may round x to int16 per weight group (see the module docstring)."""
+    return run(torch.ops.pycomp.w4a16_linear, x, packed, scales, zeros, bias, group_size, in_features, round_x)

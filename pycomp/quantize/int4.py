@@ -102,13 +102,15 @@ class Int4Config:
 
     method="gptq" calibrates on the layers' inputs (compress collects them from `calib`);
     act_order=True quantizes GPTQ's columns by decreasing Hessian diagonal, with
-    static groups (see pycomp.quantize.gptq).
+    static groups (see pycomp.quantize.gptq). round_x=False keeps the CPU kernels' product of
+    float32 x exact instead of rounding x to int16 per group (see pycomp.ops.int4).
     """
 
     group_size: int = 128
     method: Literal["rtn", "gptq"] = "rtn"
     symmetric: bool = False
     act_order: bool = False
+    round_x: bool = True
 
     def __post_init__(self):
         check_group_size(self.group_size, "int4")
@@ -132,4 +134,4 @@ class Int4Config:
         if cls is None:
             return None
         return cls.from_float(module, group_size=self.group_size, method=self.method, calib=calib,
-                              symmetric=self.symmetric, act_order=self.act_order, name=name)
+                              symmetric=self.symmetric, act_order=self.act_order, round_x=self.round_x, name=name)

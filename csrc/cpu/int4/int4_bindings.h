@@ -21,7 +21,8 @@ namespace int4_bindings {
 // (N, G) float16, zeros (N, G) uint8 or None, all contiguous; bias (N) float32 or None.
 inline at::Tensor w4a16_linear_cpu(const at::Tensor& x_in, const at::Tensor& packed, const at::Tensor& scales,
                                    const c10::optional<at::Tensor>& zeros, const c10::optional<at::Tensor>& bias,
-                                   int64_t group_size, int64_t in_features, const std::string& isa) {
+                                   int64_t group_size, int64_t in_features, const std::string& isa,
+                                   bool round_x) {
   const char* op = "w4a16_linear_cpu";
   TORCH_CHECK(group_size == 32 || group_size == 64 || group_size == 128, op,
               ": group_size must be 32, 64 or 128, got ", group_size);
@@ -54,7 +55,7 @@ inline at::Tensor w4a16_linear_cpu(const at::Tensor& x_in, const at::Tensor& pac
                         packed.data_ptr<uint8_t>(),
                         reinterpret_cast<const uint16_t*>(scales.data_ptr<at::Half>()),
                         zeros ? zeros->data_ptr<uint8_t>() : nullptr, bias ? bias->data_ptr<float>() : nullptr,
-                        out.data_ptr<float>(), N, M, N, K, int(group_size));
+                        out.data_ptr<float>(), N, M, N, K, int(group_size), round_x);
   return out;
 }
 
@@ -64,13 +65,15 @@ inline void register_int4_cpu(pybind11::module_& m) {
   namespace py = pybind11;
   m.def("w4a16_linear_cpu", &int4_bindings::w4a16_linear_cpu, py::arg("x"), py::arg("packed"), py::arg("scales"),
         py::arg("zeros"), py::arg("bias"), py::arg("group_size"), py::arg("in_features"), py::arg("isa") = "",
+        py::arg("round_x") = false,
         "W4A16 linear: x (M, K) float32, k-nibble int4 weight (N, ceil(K/2)) uint8, float16 scales and uint8 "
-        "zeros (N, ceil(K/group_size)) -> (M, N) float32");
+        "zeros (N, ceil(K/group_size)) -> (M, N) float32; round_x: x rounded to int16 per group where AVX2 runs");
   m.def("w4a16_cpu_kernel",
-        [](const std::string& isa) {
-          return std::string(cpu::w4a16_kernel_name(cpu::isa_arg("w4a16_cpu_kernel", isa)));
+        [](const std::string& isa, bool round_x) {
+          return std::string(cpu::w4a16_kernel_name(cpu::isa_arg("w4a16_cpu_kernel", isa), round_x));
         },
-        py::arg("isa") = "", "The int4 kernel family that `isa` runs: 'avx512', 'avx2' or 'portable'");
+        py::arg("isa") = "", py::arg("round_x") = false,
+        "The int4 kernel family that `isa` runs: 'avx512', 'avx2', 'portable', or with round_x 'avx2-x16'");
 }
 
 }  // namespace pycomp

@@ -14,6 +14,8 @@ PYCOMP_INT4_ISA_ENTRY_POINT(portable)
 #if defined(__x86_64__)
 PYCOMP_INT4_ISA_ENTRY_POINT(avx2)
 PYCOMP_INT4_ISA_ENTRY_POINT(avx512)
+// x rounded to int16 per weight group (int4_avx2_x16.cpp): any AVX2 + F16C CPU.
+PYCOMP_INT4_ISA_ENTRY_POINT(x16_avx2)
 #endif
 
 #undef PYCOMP_INT4_ISA_ENTRY_POINT

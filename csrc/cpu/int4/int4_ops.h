@@ -40,7 +40,7 @@ inline void check_w4a16(const at::Tensor& x, const at::Tensor& packed, const at:
 
 inline at::Tensor w4a16_linear(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
                                const c10::optional<at::Tensor>& zeros, const c10::optional<at::Tensor>& bias,
-                               int64_t group_size, int64_t in_features) {
+                               int64_t group_size, int64_t in_features, bool round_x) {
   check_w4a16(x, packed, scales, zeros, bias, group_size, in_features);
   const at::Tensor x2 = rows_f32(x);
   if (x2.size(0) == 0 || packed.size(0) == 0) return empty_out(x, packed.size(0));
@@ -49,8 +49,9 @@ inline at::Tensor w4a16_linear(const at::Tensor& x, const at::Tensor& packed, co
   const at::Tensor p = packed.contiguous(), s = scales.contiguous();
   return finish(weight_only_rows(x2, bias_f32(bias),
                                  [&](const at::Tensor& rows, const c10::optional<at::Tensor>& b) {
+                                   // The dense route decodes W with an identity: exactly, not rounded.
                                    return int4_bindings::w4a16_linear_cpu(rows, p, s, z, b, group_size, in_features,
-                                                                          "");
+                                                                          "", round_x && rows.is_same(x2));
                                  }),
                 x);
 }
