@@ -21,7 +21,7 @@ from pycomp.quantize.int4 import rtn_int4
 
 SHAPES = [(4096, 4096), (11008, 4096)]
 MS = [1, 16, 128]
-IMPLS = ["fp32", "int4pack", "w4a16"]
+IMPLS = ["fp32", "int4pack", "w4a16", "w4a16_round_x"]  # round_x: the layers' default (x rounded to int16)
 GROUP = 128
 
 
@@ -56,7 +56,8 @@ def _call(impl, wts, x):
 
         return peer
     pool = itertools.cycle(wts["int4"])
-    return lambda: ops.w4a16_linear(x, *next(pool), b, GROUP, k)
+    round_x = impl == "w4a16_round_x"
+    return lambda: ops.w4a16_linear(x, *next(pool), b, GROUP, k, round_x)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -68,6 +69,9 @@ def test_cpu_int4_linear(benchmark, weights, m, impl):
     if impl == "w4a16":
         torch.testing.assert_close(ops.w4a16_linear(x, *weights["q"], weights["b"], GROUP, k), want,
                                    rtol=1e-4, atol=1e-4)
+    if impl == "w4a16_round_x":
+        got = ops.w4a16_linear(x, *weights["q"], weights["b"], GROUP, k, True).double()
+        assert ((got - want.double()).abs() <= ops.round_x_bound(x, *weights["q"], GROUP, k) + 1e-4).all()
     if impl == "int4pack":
         wp, sz = torch_int4pack(*weights["q"], GROUP, k)
         torch.testing.assert_close(torch._weight_int4pack_mm_for_cpu(x, wp, GROUP, sz) + weights["b"], want,

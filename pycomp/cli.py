@@ -220,10 +220,11 @@ def cmd_bench(args) -> int:
         opt = lambda v, fmt: "-" if v is None else fmt.format(v)  # noqa: E731
         rows = [[r["shape"], r["m"], r["group_size"], f"{r['fp32_ms']:.3f}", opt(r["int4pack_ms"], "{:.3f}"),
                  f"{r['ours_ms']:.3f}", f"{r['vs_fp32']:.2f}x", opt(r["vs_int4pack"], "{:.2f}x"), rate(r),
-                 r["backend"]] for r in result["rows"]]
-        con.print(_table("CPU int4 weight-only linear (ms, median)",
+                 r["backend"], f"{r['ours_f32x_ms']:.3f}", f"{r['f32x_vs_fp32']:.2f}x"] for r in result["rows"]]
+        con.print(_table("CPU int4 weight-only linear (ms, median; ours = x rounded to int16 per group, the layers' "
+                         "default; fp32 x = round_x=False)",
                          ["shape", "M", "group", "fp32", "int4pack_mm", "ours W4A16", "vs fp32", "vs int4pack",
-                          "rate", "backend"], rows))
+                          "rate", "backend", "ours fp32 x", "fp32 x vs fp32"], rows))
         return 0
     rate8 = lambda r, v, p: f"{v:.2f} {r['rate_unit']}" + (f" ({p:.0f}%)" if p else "")  # noqa: E731
     rows = [[r["shape"], r["m"], f"{r['fp32_ms']:.3f}", f"{r['fbgemm_ms']:.3f}", f"{r['w8a8_ms']:.3f}",

@@ -1,6 +1,10 @@
 """CPU int4 weight-only linear benchmark: ours (W4A16 on the C++ kernels) against fp32 F.linear and
 torch's own int4 CPU kernel, `torch._weight_int4pack_mm_for_cpu`.
 
+"ours" is what Int4Linear runs by default: round_x=True, x rounded to int16 per weight group
+(pycomp.ops.int4), checked against round_x_ref and within round_x_bound of the exact product;
+"ours fp32 x" (round_x=False) is the exact-float32 kernel, timed in the same turns.
+
 Cold weights: each timed call uses the next of several weight copies whose total
 exceeds 4x the last-level cache, so memory traffic is real (BENCHMARKING.md).
 fp32 and ours take turns (timing.time_interleaved, in turns of timing.BLOCK calls), so a drift in the machine's
@@ -37,8 +41,10 @@ class Row:
     backend: str
     fp32_ms: float
     int4pack_ms: float | None  # torch._weight_int4pack_mm_for_cpu; None where it cannot run the shape
-    ours_ms: float
+    ours_ms: float  # round_x=True, the layers' default
     vs_fp32: float  # fp32_ms / ours_ms: > 1 means we are faster
+    ours_f32x_ms: float  # round_x=False: x kept in float32
+    f32x_vs_fp32: float
     vs_int4pack: float | None
     rate: float  # GB/s of weight traffic (memory-bound rows) or TFLOP/s
     rate_unit: str
@@ -72,9 +78,17 @@ def bench_shape(n: int, k: int, ms: list[int], repeats: int, ceiling_gbs: float,
         x = torch.randn(m, k)
         with torch.no_grad():
             want = int4_ops.w4a16_linear_ref(x, packed, scales, zeros, b, group_size, k)
-            ours = lambda i: int4_ops.w4a16_linear(x, *q_sets[i % n_q], b, group_size, k)  # noqa: E731
-            torch.testing.assert_close(ours(0), want, rtol=1e-4, atol=1e-4)
-            t = time_interleaved({"fp32": lambda i: F.linear(x, w_sets[i % n_f32], b), "ours": ours}, repeats=repeats)
+            ours = lambda i: int4_ops.w4a16_linear(x, *q_sets[i % n_q], b, group_size, k, True)  # noqa: E731
+            f32x = lambda i: int4_ops.w4a16_linear(x, *q_sets[i % n_q], b, group_size, k)  # noqa: E731
+            torch.testing.assert_close(f32x(0), want, rtol=1e-4, atol=1e-4)
+            got = ours(0)
+            torch.testing.assert_close(got, int4_ops.w4a16_linear_ref(x, packed, scales, zeros, b, group_size, k, True),
+                                       rtol=1e-4, atol=1e-4)
+            got = got.double()
+            assert ((got - want.double()).abs()
+                    <= int4_ops.round_x_bound(x, packed, scales, zeros, group_size, k) + 1e-4).all()
+            t = time_interleaved({"fp32": lambda i: F.linear(x, w_sets[i % n_f32], b), "ours": ours, "f32x": f32x},
+                                 repeats=repeats)
             if peer:
                 theirs = lambda i: torch._weight_int4pack_mm_for_cpu(x, *p_sets[i % n_q][:1], group_size,  # noqa: E731
                                                                      p_sets[i % n_q][1]) + b
@@ -88,8 +102,9 @@ def bench_shape(n: int, k: int, ms: list[int], repeats: int, ceiling_gbs: float,
         else:
             rate, unit, pct = 2 * m * n * k / med["ours"] / 1e9, "TFLOP/s", None
         ip = med.get("int4pack")
-        rows.append(Row(f"{n}x{k}", m, group_size, int4_ops.plan("cpu", m, k, x.dtype), med["fp32"], ip, med["ours"],
-                        med["fp32"] / med["ours"], None if ip is None else ip / med["ours"], rate, unit, pct))
+        rows.append(Row(f"{n}x{k}", m, group_size, int4_ops.plan("cpu", m, k, x.dtype, True), med["fp32"], ip,
+                        med["ours"], med["fp32"] / med["ours"], med["f32x"], med["fp32"] / med["f32x"],
+                        None if ip is None else ip / med["ours"], rate, unit, pct))
     return rows
 
 
