@@ -15,7 +15,7 @@
 // GEMV (M <= kGemvMaxM): the weights are unpacked in registers, a chunk of 16
 // bytes (32 columns) at a time: vpmovzxbw, AND 15 gives the even columns and a
 // 16-bit shift the odd ones, so x is stored per chunk as its 16 even then its 16
-// odd values. The zero point is applied per group from per-lane sums of q.
+// odd values. The zero point is applied per group from the group's sum of q, in integers.
 // GEMM: per (n panel, k block) the weights are decoded once into an int16 panel
 // of code - zero pairs (two k per 32-bit lane, 16 weight rows per strip),
 // transposed so that a 6 x 16 register tile broadcasts a pair of x values
@@ -123,8 +123,8 @@ struct X16Gemv {
   const Int4Weights* w;  // chunk geometry for 16-byte chunks
   const int16_t* q;      // rows in chunk order: per chunk 16 even then 16 odd columns
   int64_t ldq;
-  const float* s;      // (M, G)
-  const float* lanes;  // (M, G, 8): lane l of group g sums q over the group's columns 32c + 4l .. 32c + 4l + 3
+  const float* s;     // (M, G)
+  const int32_t* xg;  // (M, G): sum of q over the group, for the zero point
   int mr;
   int64_t n0, n1;
   const float* bias;
@@ -150,11 +150,41 @@ PYCOMP_X16_INLINE void gemv_step(__m256i (&acc)[MR][NR], const int16_t* const (&
   });
 }
 
-// Rows [n, n + NR) against MR rows of x over all of K.
-template <int MR, int NR, int CPG>
-PYCOMP_X16 void gemv_tile(const X16Gemv& t, int64_t n) {
+// Per (x row i, weight row j, group g) of a tile: sc = scale[j, g] s[i, g] and zx = zero[j, g] xg[i, g], so
+// that a group ends in three instructions: (acc - zx in lane 0) -> fp32, times sc, into the total.
+// sc and zx: MR * NR * G each, [(i * NR + j) * G + g].
+template <int MR, int NR>
+PYCOMP_X16 void tile_group_terms(const X16Gemv& t, int64_t n, float* sc, int32_t* zx) {
   const Int4Weights& w = *t.w;
   const int64_t G = w.G;
+  for (int j = 0; j < NR; ++j) {
+    const uint16_t* sh = w.scales + (n + j) * G;
+    const uint8_t* zr = w.zeros ? w.zeros + (n + j) * G : nullptr;
+    int64_t g = 0;
+    for (; g + 8 <= G; g += 8) {
+      const __m256 sw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sh + g)));
+      const __m256i z = zr ? _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zr + g)))
+                           : _mm256_set1_epi32(kSymmetricZero);
+      for (int i = 0; i < MR; ++i) {
+        _mm256_storeu_ps(sc + (i * NR + j) * G + g, _mm256_mul_ps(sw, _mm256_loadu_ps(t.s + i * G + g)));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(zx + (i * NR + j) * G + g),
+                            _mm256_mullo_epi32(z, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.xg + i * G + g))));
+      }
+    }
+    for (; g < G; ++g)
+      for (int i = 0; i < MR; ++i) {
+        sc[(i * NR + j) * G + g] = _cvtsh_ss(sh[g]) * t.s[i * G + g];
+        zx[(i * NR + j) * G + g] = (zr ? zr[g] : kSymmetricZero) * t.xg[i * G + g];
+      }
+  }
+}
+
+// Rows [n, n + NR) against MR rows of x over all of K; sc, zx: scratch for tile_group_terms.
+template <int MR, int NR, int CPG>
+PYCOMP_X16 void gemv_tile(const X16Gemv& t, int64_t n, float* sc, int32_t* zx) {
+  const Int4Weights& w = *t.w;
+  const int64_t G = w.G;
+  tile_group_terms<MR, NR>(t, n, sc, zx);
   const uint8_t* row[NR];
   unroll<NR>([&](auto j) PYCOMP_X16_LAMBDA { row[j] = w.packed + (n + j) * w.Kb; });
   __m256 total[MR][NR];
@@ -191,12 +221,10 @@ PYCOMP_X16 void gemv_tile(const X16Gemv& t, int64_t n) {
       step(cf, p);
     }
     unroll<MR>([&](auto i) PYCOMP_X16_LAMBDA {
-      const float si = t.s[i * G + g];
-      const __m256 lanes = _mm256_loadu_ps(t.lanes + (i * G + g) * 8);
       unroll<NR>([&](auto j) PYCOMP_X16_LAMBDA {
-        const __m256 sc = _mm256_set1_ps(_cvtsh_ss(w.scales[(n + j) * G + g]) * si);
-        const __m256 z = _mm256_set1_ps(float(w.zero(n + j, g)));
-        total[i][j] = _mm256_fmadd_ps(sc, _mm256_fnmadd_ps(z, lanes, _mm256_cvtepi32_ps(acc[i][j])), total[i][j]);
+        const int64_t e = (i * NR + j) * G + g;
+        const __m256i a = _mm256_sub_epi32(acc[i][j], _mm256_castsi128_si256(_mm_cvtsi32_si128(zx[e])));
+        total[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_broadcast_ss(sc + e), total[i][j]);
       });
     });
   }
@@ -211,9 +239,11 @@ PYCOMP_X16 void gemv_tile(const X16Gemv& t, int64_t n) {
 template <int MR, int CPG>
 void gemv_rows(const X16Gemv& t) {
   constexpr int NR = kGemvNr<MR>;
+  Scratch<float> sc(MR * NR * t.w->G);
+  Scratch<int32_t> zx(MR * NR * t.w->G);
   int64_t n = t.n0;
-  for (; n + NR <= t.n1; n += NR) gemv_tile<MR, NR, CPG>(t, n);
-  for (; n < t.n1; ++n) gemv_tile<MR, 1, CPG>(t, n);
+  for (; n + NR <= t.n1; n += NR) gemv_tile<MR, NR, CPG>(t, n, sc.get(), zx.get());
+  for (; n < t.n1; ++n) gemv_tile<MR, 1, CPG>(t, n, sc.get(), zx.get());
 }
 
 template <int MR>
@@ -239,10 +269,10 @@ void linear_gemv(const float* x, int64_t ldx, const Int4Weights& w, const float*
   const int gs = w.gs;
   const int64_t G = w.G;
   RoundedX r = round_x(x, ldx, M, w.K, gs);
-  // Chunk order and per-lane sums for the zero points.
+  // Chunk order, and sums of q per group for the zero points.
   const int64_t Kq = r.Kq, ldq = (Kq * 2) % 1024 == 0 ? Kq + 32 : Kq;  // rows 1 KB apart would share L1 sets
   Scratch<int16_t> q(M * ldq);
-  Scratch<float> lanes(M * G * 8);
+  Scratch<int32_t> xg(M * G);
   for (int64_t m = 0; m < M; ++m) {
     const int16_t* src = r.q.get() + m * Kq;
     int16_t* dst = q.get() + m * ldq;
@@ -251,13 +281,11 @@ void linear_gemv(const float* x, int64_t ldx, const Int4Weights& w, const float*
         dst[c + l] = src[c + 2 * l];
         dst[c + 16 + l] = src[c + 2 * l + 1];
       }
-    for (int64_t g = 0; g < G; ++g)
-      for (int l = 0; l < 8; ++l) {
-        int32_t sum = 0;
-        for (int64_t c = g * gs; c < (g + 1) * gs; c += 32)
-          for (int e = 0; e < 4; ++e) sum += src[c + 4 * l + e];
-        lanes[(m * G + g) * 8 + l] = float(sum);
-      }
+    for (int64_t g = 0; g < G; ++g) {
+      int32_t sum = 0;
+      for (int64_t k = g * gs; k < (g + 1) * gs; ++k) sum += src[k];
+      xg[m * G + g] = sum;
+    }
   }
   const int64_t passes = ceil_div(M, kGemvMaxMr);
   const int64_t block = std::max<int64_t>(1, kGemvBlockBytes / w.Kb / 24) * 24;
@@ -266,7 +294,7 @@ void linear_gemv(const float* x, int64_t ldx, const Int4Weights& w, const float*
       const int64_t b1 = passes > 1 ? std::min(n1, b0 + block) : n1;
       for (int64_t p = 0; p < passes; ++p) {
         const int64_t m0 = M * p / passes, m1 = M * (p + 1) / passes;
-        gemv(X16Gemv{&w, q.get() + m0 * ldq, ldq, r.s.get() + m0 * G, lanes.get() + m0 * G * 8, int(m1 - m0), b0, b1,
+        gemv(X16Gemv{&w, q.get() + m0 * ldq, ldq, r.s.get() + m0 * G, xg.get() + m0 * G, int(m1 - m0), b0, b1,
                      bias, out + m0 * ldo, ldo});
       }
     }
