@@ -22,7 +22,7 @@ from torch import Tensor
 
 from pycomp import _ext
 from pycomp.formats.binary import WORD_BITS, dequantize_binary, num_groups, pack_signs, unpack_signs, words
-from pycomp.ops._library import LIB, check, cpu_dense_route, cpu_entry, rows, run
+from pycomp.ops._library import LIB, check, cpu_dense_route, cpu_entry, impl_cpu, rows, run
 
 # Largest M the CUDA W1A16 GEMV serves; above it the Triton kernel (tensor cores on ±1 tiles). For 16-bit x with one
 # α per channel it runs CUDA_GEMV_TC_VARIANT: bits expanded to ±1 pairs in registers for mma.sync with the weights
@@ -205,8 +205,8 @@ def _triton_w1a16(x2, packed, alpha, group_size, bias):
 
 # CPU: the C++ entries (csrc/cpu/binary/binary_ops.h: these checks, rows, float32 conversion, kernel); without
 # the extension, plan() says "reference" and _impl runs it.
-LIB.impl("w1a16_linear", cpu_entry("w1a16_linear_op") or _impl("w1a16", w1a16_linear_ref, {}), "CPU")
-LIB.impl("xnor_linear", cpu_entry("xnor_linear_op") or _impl("xnor", xnor_linear_ref, {}), "CPU")
+impl_cpu("w1a16_linear", cpu_entry("w1a16_linear_op") or _impl("w1a16", w1a16_linear_ref, {}))
+impl_cpu("xnor_linear", cpu_entry("xnor_linear_op") or _impl("xnor", xnor_linear_ref, {}))
 LIB.impl("w1a16_linear", _impl("w1a16", w1a16_linear_ref,
                                {"cuda": _w1a16_cuda, "triton": _triton_w1a16}), "CUDA")
 LIB.impl("xnor_linear", _impl("xnor", xnor_linear_ref, {"cuda": _xnor_cuda}), "CUDA")

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pycomp import _ext
-from pycomp.ops._library import LIB, check, run
+from pycomp.ops._library import LIB, check, impl_cpu, run
 
 LIB.define("im2col(Tensor x, int[] kernel, int[] stride, int[] dilation) -> Tensor")
 
@@ -55,7 +55,7 @@ def _other(x, kernel, stride, dilation):
     return im2col_ref(x, kernel, stride, dilation)
 
 
-LIB.impl("im2col", _cpu, "CPU")
+impl_cpu("im2col", _cpu)
 LIB.impl("im2col", _other, "CUDA")
 
 

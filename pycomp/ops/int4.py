@@ -30,7 +30,7 @@ from torch import Tensor
 
 from pycomp import _ext
 from pycomp.formats.int4 import GROUP_SIZES, dequantize_int4, n_groups
-from pycomp.ops._library import LIB, check, cpu_dense_route, run
+from pycomp.ops._library import LIB, check, cpu_dense_route, impl_cpu, run
 
 LIB.define("w4a16_linear(Tensor x, Tensor packed, Tensor scales, Tensor? zeros, Tensor? bias, "
            "int group_size, int in_features, bool round_x=False) -> Tensor")
@@ -157,7 +157,7 @@ def _linear_cpu(x, packed, scales, zeros, bias, group_size, in_features, round_x
     return w4a16_linear_ref(x, packed, scales, zeros, bias, group_size, in_features)
 
 
-LIB.impl("w4a16_linear", _linear_cpu, "CPU")
+impl_cpu("w4a16_linear", _linear_cpu)
 LIB.impl("w4a16_linear", _linear_cuda, "CUDA")
 
 

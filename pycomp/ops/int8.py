@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from pycomp import _ext
-from pycomp.ops._library import LIB, check, cpu_entry, rows, run
+from pycomp.ops._library import LIB, check, cpu_entry, impl_cpu, rows, run
 
 # Largest M the CUDA W8A16 GEMV serves; above it the Triton GEMM wins (tuned on the GPU run).
 CUDA_GEMV_MAX_M = 16
@@ -320,16 +320,16 @@ def _linear_cuda(mode: str):
     return impl
 
 
-LIB.impl("quantize_per_token_int8", cpu_entry("quantize_per_token_int8_op")
-         or _checked(_check_features("quantize_per_token_int8"), quantize_per_token_int8_ref), "CPU")
-LIB.impl("quantize_per_token_uint7", cpu_entry("quantize_per_token_uint7_op")
-         or _checked(_check_features("quantize_per_token_uint7"), quantize_per_token_uint7_ref), "CPU")
-LIB.impl("int8_linear_dynamic", cpu_entry("int8_linear_dynamic_op")
-         or _checked(_check_dynamic, int8_linear_dynamic_ref), "CPU")
-LIB.impl("int8_linear_weight_only", cpu_entry("int8_linear_weight_only_op")
-         or _checked(_CHECKS["weight_only"], int8_linear_weight_only_ref), "CPU")
-LIB.impl("int8_linear_dynamic_reduce_range", cpu_entry("int8_linear_dynamic_reduce_range_op")
-         or _checked(_check_reduce_range, int8_linear_dynamic_reduce_range_ref), "CPU")
+impl_cpu("quantize_per_token_int8", cpu_entry("quantize_per_token_int8_op")
+         or _checked(_check_features("quantize_per_token_int8"), quantize_per_token_int8_ref))
+impl_cpu("quantize_per_token_uint7", cpu_entry("quantize_per_token_uint7_op")
+         or _checked(_check_features("quantize_per_token_uint7"), quantize_per_token_uint7_ref))
+impl_cpu("int8_linear_dynamic", cpu_entry("int8_linear_dynamic_op")
+         or _checked(_check_dynamic, int8_linear_dynamic_ref))
+impl_cpu("int8_linear_weight_only", cpu_entry("int8_linear_weight_only_op")
+         or _checked(_CHECKS["weight_only"], int8_linear_weight_only_ref))
+impl_cpu("int8_linear_dynamic_reduce_range", cpu_entry("int8_linear_dynamic_reduce_range_op")
+         or _checked(_check_reduce_range, int8_linear_dynamic_reduce_range_ref))
 LIB.impl("quantize_per_token_uint7", quantize_per_token_uint7_ref, "CUDA")
 LIB.impl("int8_linear_dynamic_reduce_range", _checked(_check_reduce_range, int8_linear_dynamic_reduce_range_ref),
          "CUDA")

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from pycomp import _ext
 from pycomp.formats import sparse as fmt
-from pycomp.ops._library import LIB, check, cpu_dense_route, rows, run
+from pycomp.ops._library import LIB, check, cpu_dense_route, impl_cpu, rows, run
 
 PATTERNS = ("2:4", "unstructured", "block")
 # Largest M the CUDA 2:4 GEMV serves (it streams the kept values once for up to 16 rows); above, the mma.sp GEMM.
@@ -272,9 +272,9 @@ def _cpu(entry: str, values_at: int, kernel_dtypes: tuple, impl):
     return run
 
 
-LIB.impl("sparse24_linear", _cpu("sparse24_linear_op", 1, (torch.float32, torch.int8), _sparse24_impl), "CPU")
-LIB.impl("csr_linear", _cpu("csr_linear_op", 3, (torch.float32,), _csr_impl), "CPU")
-LIB.impl("bsr_linear", _cpu("bsr_linear_op", 3, (torch.float32,), _bsr_impl), "CPU")
+impl_cpu("sparse24_linear", _cpu("sparse24_linear_op", 1, (torch.float32, torch.int8), _sparse24_impl))
+impl_cpu("csr_linear", _cpu("csr_linear_op", 3, (torch.float32,), _csr_impl))
+impl_cpu("bsr_linear", _cpu("bsr_linear_op", 3, (torch.float32,), _bsr_impl))
 for _name, _impl in (("sparse24_linear", _sparse24_impl), ("csr_linear", _csr_impl), ("bsr_linear", _bsr_impl)):
     LIB.impl(_name, _impl, "CUDA")
 
