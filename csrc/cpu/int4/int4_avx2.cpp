@@ -10,6 +10,7 @@
 
 #include <immintrin.h>
 
+#include "cpu/avx2_common.h"
 #include "cpu/int4/int4_driver.h"
 #include "cpu/int4/int4_kernels.h"
 
@@ -22,6 +23,8 @@ namespace {
 
 constexpr int V = 8;
 
+using avx2::hsum;
+
 // f(integral_constant<int, I>) for I < N: constant indices keep accumulator arrays in registers.
 template <int N, class F, int... I>
 PYCOMP_AVX2_INLINE void unroll_impl(F&& f, std::integer_sequence<int, I...>) {
@@ -30,13 +33,6 @@ PYCOMP_AVX2_INLINE void unroll_impl(F&& f, std::integer_sequence<int, I...>) {
 template <int N, class F>
 PYCOMP_AVX2_INLINE void unroll(F&& f) {
   unroll_impl<N>(f, std::make_integer_sequence<int, N>{});
-}
-
-PYCOMP_AVX2_INLINE float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-  return _mm_cvtss_f32(s);
 }
 
 PYCOMP_AVX2_INLINE float half(uint16_t h) { return _cvtsh_ss(h); }

@@ -28,6 +28,7 @@
 #include <cfloat>
 #include <cmath>
 
+#include "cpu/avx2_common.h"
 #include "cpu/int4/int4_driver.h"
 #include "cpu/int4/int4_kernels.h"
 
@@ -44,6 +45,9 @@ constexpr int kChunkBytes = 16;  // GEMV: 32 columns per chunk
 // (ms, passes / GEMM): M=8 2.6-3.3 / 4.5-5.0, 16 5.1 / 5.9-6.1, 24 7.8 / 7.7-7.8, 32 10.2-10.6 / 9.2-9.4.
 constexpr int64_t kGemvMaxM = 16;
 
+using avx2::hmax;
+using avx2::hsum;
+
 template <int N, class F, int... I>
 PYCOMP_X16_INLINE void unroll_impl(F&& f, std::integer_sequence<int, I...>) {
   (f(std::integral_constant<int, I>{}), ...);
@@ -51,20 +55,6 @@ PYCOMP_X16_INLINE void unroll_impl(F&& f, std::integer_sequence<int, I...>) {
 template <int N, class F>
 PYCOMP_X16_INLINE void unroll(F&& f) {
   unroll_impl<N>(f, std::make_integer_sequence<int, N>{});
-}
-
-PYCOMP_X16_INLINE float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-  return _mm_cvtss_f32(s);
-}
-
-PYCOMP_X16_INLINE float hmax(__m256 v) {
-  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_max_ss(s, _mm_shuffle_ps(s, s, 1));
-  return _mm_cvtss_f32(s);
 }
 
 // x rounded per group, rows of Kq = G * gs int16 in natural column order (zero past K), and s (M, G).

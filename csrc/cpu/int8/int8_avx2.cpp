@@ -39,6 +39,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "cpu/avx2_common.h"
 #include "cpu/int8/int8_driver.h"
 #include "cpu/int8/int8_tiles.h"
 
@@ -251,19 +252,7 @@ PYCOMP_AVX2 Uint7Params quantize_row_uint7_padded(const float* x, int64_t K, uin
 
 // --------------------------------------------------------------- horizontal sums
 
-PYCOMP_AVX2_INLINE int32_t hsum(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
-  return _mm_cvtsi128_si32(s);
-}
-
-PYCOMP_AVX2_INLINE float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-  return _mm_cvtss_f32(s);
-}
+using avx2::hsum;
 
 // Calls f(integral_constant<int, 0>) .. f(integral_constant<int, N - 1>): the
 // indices are constants before any optimization pass runs, so GCC keeps
