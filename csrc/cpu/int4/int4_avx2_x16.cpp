@@ -18,7 +18,7 @@
 // odd values. The zero point is applied per group from the group's sum of q, in integers.
 // GEMM: per (n panel, k block) the weights are decoded once into an int16 panel
 // of code - zero pairs (two k per 32-bit lane, 16 weight rows per strip),
-// transposed so that a 6 x 16 register tile broadcasts a pair of x values
+// transposed so that a 4 x 16 register tile broadcasts a pair of x values
 // against 8 weight rows per vpmaddwd; the tile's int32 sums become fp32 at the
 // end of each group.
 #if defined(__x86_64__)
@@ -316,7 +316,7 @@ PYCOMP_X16_INLINE void transpose8(__m256i (&r)[8]) {
   }
 }
 
-// Weight rows [nb, nb + nlen) (rows past n1 read as zero), pairs [p0, p1) into the panel:
+// Weight rows [nb, nb + nlen) (the strip rows past nlen read as zero), pairs [p0, p1) into the panel:
 // panel[(strip * kKcPairs + p - p0) * 16 + j] = (lo - zero) | (hi - zero) << 16 of byte p of row
 // nb + 16 strip + j; and the rows' scales, sw[(strip * gb + g - g0) * 16 + j].
 PYCOMP_X16 void decode_panel(const Int4Weights& w, int64_t nb, int64_t nlen, int64_t p0, int64_t p1, int32_t* panel,
