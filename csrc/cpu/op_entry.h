@@ -92,12 +92,19 @@ inline bool dense_route(int64_t M, int64_t K) {
 }
 
 // A weight-only entry's product of float32 rows x2 (M, K) and its weight, by its kernel or the dense route.
-// run(rows, bias) -> (rows, N) float32 is the entry's kernel call.
+// run(rows, bias) -> (rows, N) float32 is the entry's kernel call; decode(eye) -> (K, N) = W^T is the kernel
+// on the identity, exact (an entry whose kernel rounds x, int4's round_x, decodes without it).
+template <class Run, class Decode>
+at::Tensor weight_only_rows(const at::Tensor& x2, const c10::optional<at::Tensor>& bias, Run&& run, Decode&& decode) {
+  if (!dense_route(x2.size(0), x2.size(1))) return run(x2, bias);
+  const at::Tensor wt = decode(at::eye(x2.size(1), x2.options()));
+  return bias ? at::addmm(*bias, x2, wt) : at::mm(x2, wt);
+}
+
+// The same where the kernel is exact on the identity: decode is run without a bias.
 template <class Run>
 at::Tensor weight_only_rows(const at::Tensor& x2, const c10::optional<at::Tensor>& bias, Run&& run) {
-  if (!dense_route(x2.size(0), x2.size(1))) return run(x2, bias);
-  const at::Tensor wt = run(at::eye(x2.size(1), x2.options()), c10::nullopt);  // (K, N) = W^T
-  return bias ? at::addmm(*bias, x2, wt) : at::mm(x2, wt);
+  return weight_only_rows(x2, bias, run, [&](const at::Tensor& eye) { return run(eye, c10::nullopt); });
 }
 
 // The op's result for an empty batch: (..., N) in x's dtype.

@@ -277,17 +277,9 @@ void linear_gemv(const float* x, int64_t ldx, const Int4Weights& w, const float*
       xg[m * G + g] = sum;
     }
   }
-  const int64_t passes = ceil_div(M, kGemvMaxMr);
-  const int64_t block = std::max<int64_t>(1, kGemvBlockBytes / w.Kb / 24) * 24;
-  parallel_tasks(1, N, M * w.K, 1, 4, [&](int64_t, int64_t, int64_t n0, int64_t n1) {
-    for (int64_t b0 = n0; b0 < n1; b0 += passes > 1 ? block : n1 - n0) {
-      const int64_t b1 = passes > 1 ? std::min(n1, b0 + block) : n1;
-      for (int64_t p = 0; p < passes; ++p) {
-        const int64_t m0 = M * p / passes, m1 = M * (p + 1) / passes;
-        gemv(X16Gemv{&w, q.get() + m0 * ldq, ldq, r.s.get() + m0 * G, xg.get() + m0 * G, int(m1 - m0), b0, b1,
-                     bias, out + m0 * ldo, ldo});
-      }
-    }
+  gemv_passes(M, N, w.K, w.Kb, kGemvNr<1>, [&](int64_t m0, int64_t m1, int64_t b0, int64_t b1) {
+    gemv(X16Gemv{&w, q.get() + m0 * ldq, ldq, r.s.get() + m0 * G, xg.get() + m0 * G, int(m1 - m0), b0, b1, bias,
+                 out + m0 * ldo, ldo});
   });
 }
 
@@ -430,9 +422,8 @@ void linear_gemm(const float* x, int64_t ldx, const Int4Weights& w, const float*
         decode_panel(w, nb, nlen, p0, p1, panel.get(), sw.get());
         // The next block's weight bytes, fetched while this one's tiles compute.
         const bool last = p1 >= P;
-        const int64_t pn = last ? nb + kNc : nb, b0 = last ? 0 : p1, b1 = std::min(b0 + kKcPairs, w.Kb);
-        for (int64_t n = pn; n < std::min(pn + kNc, n1); ++n)
-          for (int64_t b = b0; b < b1; b += 64) __builtin_prefetch(w.packed + n * w.Kb + b);
+        const int64_t pn = last ? nb + kNc : nb, b0 = last ? 0 : p1;
+        prefetch_rows(w, pn, std::min(pn + kNc, n1), b0, std::min(b0 + kKcPairs, w.Kb));
         // A strip (8 KB) stays in L1 while the x tiles stream past it.
         for (int64_t s = 0; s < strips; ++s)
           for (int64_t mt = m0; mt < m1; mt += kMr)

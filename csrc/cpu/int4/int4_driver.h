@@ -202,6 +202,29 @@ void parallel_tasks(int64_t M, int64_t N, int64_t K, int64_t m_unit, int64_t n_u
   });
 }
 
+// The GEMV schedule: M in passes of at most kGemvMaxMr rows, as even as can be (5 = 3 + 2), each pass over one
+// block of weight rows at a time (every pass after the first finds the block in L2), N split over the threads in
+// units of n_unit rows. fn(m0, m1, b0, b1): rows [m0, m1) of x against weight rows [b0, b1). 24 rows per block:
+// whole tiles for every ISA's tile heights (2..8).
+template <class Fn>
+void gemv_passes(int64_t M, int64_t N, int64_t K, int64_t Kb, int64_t n_unit, const Fn& fn) {
+  const int64_t passes = ceil_div(M, kGemvMaxMr);
+  const int64_t block = std::max<int64_t>(1, kGemvBlockBytes / Kb / 24) * 24;
+  parallel_tasks(1, N, M * K, 1, n_unit, [&](int64_t, int64_t, int64_t n0, int64_t n1) {
+    for (int64_t b0 = n0; b0 < n1; b0 += passes > 1 ? block : n1 - n0) {
+      const int64_t b1 = passes > 1 ? std::min(n1, b0 + block) : n1;
+      for (int64_t p = 0; p < passes; ++p) fn(M * p / passes, M * (p + 1) / passes, b0, b1);
+    }
+  });
+}
+
+// Bytes [b0, b1) of weight rows [n0, n1), fetched while the GEMMs compute the block before: a block reads a few
+// cache lines from each of many rows, too short a run for the hardware prefetcher.
+inline void prefetch_rows(const Int4Weights& w, int64_t n0, int64_t n1, int64_t b0, int64_t b1) {
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t b = b0; b < b1; b += 64) __builtin_prefetch(w.packed + n * w.Kb + b);
+}
+
 template <class T>
 void w4a16_linear(const float* x, int64_t ldx, const uint8_t* packed, const uint16_t* scales, const uint8_t* zeros,
                   const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t K, int gs) {
@@ -227,19 +250,9 @@ void w4a16_linear(const float* x, int64_t ldx, const uint8_t* packed, const uint
           for (int l = 0; l < V; ++l) o[l] += px.p[m * lda + c * 2 * V + l] + px.p[m * lda + c * 2 * V + V + l];
       }
     T::prepare_gemv_x(xp.get(), lda, M, Kp);
-    // M in passes of at most kGemvMaxMr rows, as even as can be (5 = 3 + 2), each pass over one
-    // block of weight rows at a time. 24 rows: whole tiles for every ISA's tile heights (2..8).
-    const int64_t passes = ceil_div(M, kGemvMaxMr);
-    const int64_t block = std::max<int64_t>(1, kGemvBlockBytes / w.Kb / 24) * 24;
-    parallel_tasks(1, N, M * K, 1, T::kGemvNr, [&](int64_t, int64_t, int64_t n0, int64_t n1) {
-      for (int64_t b0 = n0; b0 < n1; b0 += passes > 1 ? block : n1 - n0) {
-        const int64_t b1 = passes > 1 ? std::min(n1, b0 + block) : n1;
-        for (int64_t p = 0; p < passes; ++p) {
-          const int64_t m0 = M * p / passes, m1 = M * (p + 1) / passes;
-          T::gemv(GemvTask{&w, PackedX{px.p + m0 * lda, lda}, xsum.get() + m0 * ldxs, ldxs, int(m1 - m0), b0, b1, bias,
-                           out + m0 * ldo, ldo});
-        }
-      }
+    gemv_passes(M, N, K, w.Kb, T::kGemvNr, [&](int64_t m0, int64_t m1, int64_t b0, int64_t b1) {
+      T::gemv(GemvTask{&w, PackedX{px.p + m0 * lda, lda}, xsum.get() + m0 * ldxs, ldxs, int(m1 - m0), b0, b1, bias,
+                       out + m0 * ldo, ldo});
     });
     return;
   }
@@ -260,12 +273,10 @@ void w4a16_linear(const float* x, int64_t ldx, const uint8_t* packed, const uint
       for (int64_t kb = 0; kb < Kp; kb += kc) {
         const int64_t klen = std::min(kc, Kp - kb);
         T::dequant(w, nb, nlen, kb / (2 * V), (kb + klen) / (2 * V), panel.get(), kc);
-        // The next block's weight bytes, fetched while this one's tiles compute: a block reads
-        // a few cache lines from each of many rows, too short a run for the hardware prefetcher.
+        // The next block's weight bytes, fetched while this one's tiles compute.
         const bool last_k = kb + kc >= Kp;
-        const int64_t pn = last_k ? nb + nc : nb, pb0 = (last_k ? 0 : kb + kc) / 2, pb1 = std::min(pb0 + kc / 2, w.Kb);
-        for (int64_t n = pn; n < std::min(pn + nc, n1); ++n)
-          for (int64_t b = pb0; b < pb1; b += 64) __builtin_prefetch(w.packed + n * w.Kb + b);
+        const int64_t pn = last_k ? nb + nc : nb, pb0 = (last_k ? 0 : kb + kc) / 2;
+        prefetch_rows(w, pn, std::min(pn + nc, n1), pb0, std::min(pb0 + kc / 2, w.Kb));
         for (int64_t mt = m0; mt < m1; mt += MT) {
           const int mv = int(ceil_div(std::min<int64_t>(MT, m1 - mt), V));
           const float* xtile = xt.get() + (mt / MT * Kp + kb) * MT;

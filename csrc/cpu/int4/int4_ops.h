@@ -47,12 +47,13 @@ inline at::Tensor w4a16_linear(const at::Tensor& x, const at::Tensor& packed, co
   c10::optional<at::Tensor> z;
   if (zeros) z = zeros->contiguous();
   const at::Tensor p = packed.contiguous(), s = scales.contiguous();
-  return finish(weight_only_rows(x2, bias_f32(bias),
-                                 [&](const at::Tensor& rows, const c10::optional<at::Tensor>& b) {
-                                   // The dense route decodes W with an identity: exactly, not rounded.
-                                   return int4_bindings::w4a16_linear_cpu(rows, p, s, z, b, group_size, in_features,
-                                                                          "", round_x && rows.is_same(x2));
-                                 }),
+  auto kernel = [&](const at::Tensor& rows, const c10::optional<at::Tensor>& b, bool rx) {
+    return int4_bindings::w4a16_linear_cpu(rows, p, s, z, b, group_size, in_features, "", rx);
+  };
+  return finish(weight_only_rows(
+                    x2, bias_f32(bias),
+                    [&](const at::Tensor& rows, const c10::optional<at::Tensor>& b) { return kernel(rows, b, round_x); },
+                    [&](const at::Tensor& eye) { return kernel(eye, c10::nullopt, false); }),
                 x);
 }
 
