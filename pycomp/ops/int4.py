@@ -39,30 +39,33 @@ LIB.define("w4a16_linear(Tensor x, Tensor packed, Tensor scales, Tensor? zeros, 
 X16_MAX = 32767
 
 
+def _by_group(t: Tensor, group_size: int) -> Tensor:
+    """(..., K) -> (..., G, group_size), the last group zero-padded."""
+    k = t.shape[-1]
+    g = -(-k // group_size)
+    return torch.nn.functional.pad(t, (0, g * group_size - k)).reshape(*t.shape[:-1], g, group_size)
+
+
 def round_x_ref(x: Tensor, group_size: int) -> Tensor:
     """x (..., K) float rounded as the CPU kernels round it under round_x, returned as the float64 values
     q * s: per row and group of `group_size` columns, s = max|x_g| / 32767 in float32 (1 for an all-zero
     group, NaN for one holding NaN or inf), q = round(x / s) (half to even), clamped to +-32767."""
-    k = x.shape[-1]
-    g = -(-k // group_size)
-    xf = torch.nn.functional.pad(x.to(torch.float32), (0, g * group_size - k)).reshape(*x.shape[:-1], g, group_size)
+    xf = _by_group(x.to(torch.float32), group_size)
     amax = xf.abs().amax(-1, keepdim=True)
     finite = torch.isfinite(xf).all(-1, keepdim=True)
     s = torch.where(amax > 0, amax / X16_MAX, torch.ones_like(amax))
     q = torch.round(torch.where(finite, xf, torch.zeros_like(xf)) / torch.where(finite, s, torch.ones_like(s)))
     q = q.clamp(-X16_MAX, X16_MAX)
     s = torch.where(finite, s, torch.full_like(s, float("nan")))
-    return (q.double() * s.double()).reshape(*x.shape[:-1], g * group_size)[..., :k]
+    return (q.double() * s.double()).flatten(-2)[..., :x.shape[-1]]
 
 
 def round_x_bound(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor | None, group_size: int,
                   in_features: int) -> Tensor:
     """(..., N) float64: the most round_x can move each output, sum_g max|x_g| / 65534 * sum_{k in g} |w[n, k]|."""
-    k, g = in_features, n_groups(in_features, group_size)
     w = dequantize_int4(packed, scales, zeros, group_size, in_features, torch.float64).abs()
-    wg = torch.nn.functional.pad(w, (0, g * group_size - k)).reshape(w.shape[0], g, group_size).sum(-1)  # (N, G)
-    xf = torch.nn.functional.pad(x.double().abs(), (0, g * group_size - k)).reshape(*x.shape[:-1], g, group_size)
-    return (xf.amax(-1) / (2 * X16_MAX)) @ wg.t()
+    wg = _by_group(w, group_size).sum(-1)  # (N, G)
+    return (_by_group(x.double().abs(), group_size).amax(-1) / (2 * X16_MAX)) @ wg.t()
 
 
 def w4a16_linear_ref(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor | None, bias: Tensor | None,
