@@ -37,10 +37,13 @@ def _case(m, n, k, group_size, seed=0):
 # (7, 19, 2100) and (130, 21, 77): several W1A32 tiles (3 x 4 on AVX2) with leftover x rows and weight rows,
 # and K blocks of 1024 inputs with a partial last one. AVX2's table paths: W1A32 for M <= 64 in tiles of 4 rows
 # of x and passes of 32 weight rows ((1, 77, 100), (4, 70, 300): whole and partial passes, 8-word transposes with
-# tails), XNOR for M >= 8 in blocks of 64 weight rows and tiles of 4 activation rows ((9, 130, 300): a partial
-# block and tile; (8, 3, 70000): more words than one run of 16-bit counts holds).
+# tails), XNOR for M >= 4 on pairs of x rows in blocks of 128 weight rows ((9, 130, 300): an odd last pair and a
+# partial block; (130, 21, 77): 65 pairs, three blocks of 32 pairs; (8, 3, 70000): more words than one run of 16-bit
+# counts holds; (11, 257, 1601): passes of 16 words with a partial last one, 60-step count chunks and a 1- or
+# 2-step tail).
 SHAPES = [(1, 1, 1), (1, 7, 33), (3, 5, 31), (2, 9, 64), (5, 13, 100), (17, 6, 257), (4, 8, 8200), (33, 11, 1000),
-          (7, 19, 2100), (130, 21, 77), (1, 77, 100), (4, 70, 300), (9, 130, 300), (8, 3, 70000)]
+          (7, 19, 2100), (130, 21, 77), (1, 77, 100), (4, 70, 300), (9, 130, 300), (8, 3, 70000),
+          (11, 257, 1601)]
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -64,6 +67,32 @@ def test_xnor(isa, m, n, k, group_size):
     # exact counts; then beta (summed in fp32), alpha, and the G-term sum each round once or so
     scale = x.abs().mean(1, keepdim=True).double() * (alpha.double().sum(1) * min(k, group_size or k)) + b.abs()
     assert ((got.double() - want).abs() <= 1e-5 * scale).all(), (got.double() - want).abs().max()
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("k", [1919, 4100])
+def test_xnor_extreme_counts(isa, k):
+    """Counts at their largest and smallest side by side: the AVX2 table path keeps two rows of x per byte and
+    separates them only at the end of each run of steps, so a row of x whose every bit differs from a weight row
+    (popc = k), paired with a row that agrees everywhere (popc = 0), is where a carry between the two would show."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(12, k, generator=g)
+    x[0::3] = -x[0::3].abs()  # every bit set
+    x[1::3] = x[1::3].abs()   # no bit set
+    w = torch.randn(140, k, generator=g)
+    w[0::3] = w[0::3].abs()
+    w[1::3] = -w[1::3].abs()
+    packed, alpha = fmt.binarize_weight(w, 0)
+    b = torch.zeros(140)
+    got = _C.xnor_linear_cpu(x, packed, alpha, 0, b, isa)
+    want = ops.xnor_linear_ref(x.double(), packed, alpha, 0, b)
+    scale = x.abs().mean(1, keepdim=True).double() * alpha.double().sum(1) * k
+    assert ((got.double() - want).abs() <= 1e-5 * scale).all(), (got.double() - want).abs().max()
+    # the all-equal and all-different pairs are exactly +-beta * alpha * k
+    beta = x.abs().mean(1).double()
+    torch.testing.assert_close(got[0, 0].double(), -beta[0] * alpha[0, 0].double() * k, rtol=1e-5, atol=0)
+    torch.testing.assert_close(got[1, 0].double(), beta[1] * alpha[0, 0].double() * k, rtol=1e-5, atol=0)
+    torch.testing.assert_close(got[0, 1].double(), beta[0] * alpha[1, 0].double() * k, rtol=1e-5, atol=0)
 
 
 @pytest.mark.parametrize("isa", ISAS)

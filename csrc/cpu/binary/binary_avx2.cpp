@@ -6,7 +6,8 @@
 // vector serving 3 rows of x; leftover rows of x go through vpsllvd + vblendvps select/add (dot_row). The weights
 // never become floats in memory.
 //
-// XNOR from 8 rows of x: table lookup (xnor_lut), per 4 inputs and 32 weight rows one vpshufb. Fewer rows:
+// XNOR from 4 rows of x: table lookup on pairs of x rows (xnor_pair), per 4 inputs, 32 weight rows and 2 rows of x
+// one vpshufb. Fewer rows:
 // AVX2 has no vector popcount, so bytes are counted with the vpshufb nibble table
 // (popc(v) = lut[v & 15] + lut[v >> 4] per byte), 256 bits per step for a 2 x 4 tile of
 // activation and weight rows; byte counts (at most 8 per step) are summed for up to 31 steps
@@ -291,27 +292,38 @@ PYCOMP_AVX2 void xor_popc(const uint32_t* a, int64_t lda, int mr, const uint32_t
     for (int j = 0; j < nr; ++j) xor_popc_tile<1, 1>(a + i * lda, lda, w + j * ldw, ldw, nwords, counts + i * nr + j, 1);
 }
 
-// XNOR by table lookup: counts popc(a xor w) a nibble at a time with vpshufb, whose 32 byte lanes are 32 weight
-// rows and whose 16-byte table is kPopXor[a] (entry v: popc(a xor v)) for the activation's nibble a, the same for
-// all lanes: per 4 inputs and 32 weight rows one vpshufb and one vpaddb, against 8 instructions per 256 inputs of
-// one weight row for xor_popc (twice the inputs per instruction). The weights are transposed once per call
-// into nibble vectors (xnor_lut_prep); the activations become byte offsets into kPopXor (xnor_lut_anib).
-struct PopXorTable {
-  alignas(16) uint8_t v[16][16];
+// XNOR by table lookup on pairs of activation rows. vpshufb's 32 byte lanes are 32 weight rows (one nibble of
+// each, xnor_pair_prep) and its 16-byte table, the same for all lanes, is kPairPop[a1 | a2 << 4] for the nibbles
+// a1, a2 of two activation rows at that position: entry v = popc(a1 xor v) + 16 popc(a2 xor v), both counts in one
+// byte. Per 4 inputs, 32 weight rows and 2 activation rows: one vpshufb, one vpaddb, and a third of a 3-op flush.
+// (The single-row table it replaced spent a vpshufb and a vpaddb per 4 inputs x 32 rows x 1 activation row.)
+//
+// Counting: each nibble field of a byte holds at most 4 per step, so 3 steps are summed bytewise (at most 12 per
+// field) before a flush adds them to two byte accumulators, A1 += acc and A2 += acc >> 4 (a 16-bit shift). The
+// fields are not separated there; with L, H the true sums of the low and high fields of a byte and e, o the even
+// and odd byte of each 16-bit word, the accumulators hold (mod 256)
+//   A1_e = L_e + 16 H_e,   A1_o = L_o + 16 H_o,   A2_e = H_e + 16 L_o,   A2_o = H_o,
+// from which pair_recover takes L = A1 - 16 A2 (bytewise: the 16 L_o term drops out mod 256) and then
+// H = A2 - 16 L_o (even bytes), exact while every true sum is at most 255: kPairChunkSteps steps (4 per step).
+struct PairPopTable {
+  alignas(16) uint8_t v[256][16];
 };
-constexpr PopXorTable make_pop_xor() {
-  PopXorTable t{};
-  for (int a = 0; a < 16; ++a)
+constexpr PairPopTable make_pair_pop() {
+  PairPopTable t{};
+  for (int a = 0; a < 256; ++a)
     for (int v = 0; v < 16; ++v) {
-      const int d = a ^ v;
-      t.v[a][v] = static_cast<uint8_t>((d & 1) + (d >> 1 & 1) + (d >> 2 & 1) + (d >> 3 & 1));
+      const int d1 = (a & 15) ^ v, d2 = (a >> 4) ^ v;
+      const int p1 = (d1 & 1) + (d1 >> 1 & 1) + (d1 >> 2 & 1) + (d1 >> 3 & 1);
+      const int p2 = (d2 & 1) + (d2 >> 1 & 1) + (d2 >> 2 & 1) + (d2 >> 3 & 1);
+      t.v[a][v] = static_cast<uint8_t>(p1 + 16 * p2);
     }
   return t;
 }
-constexpr PopXorTable kPopXor = make_pop_xor();
+constexpr PairPopTable kPairPop = make_pair_pop();
+constexpr int64_t kPairChunkSteps = 60;  // 60 steps x 4 = 240 <= 255; a multiple of the 3-step flush
 
-// Which of its 32 rows xnor_lut_prep reads for each lane. Its shuffles leave virtual row 8 (d % 4) + 4 (d / 4) + e
-// in byte lane p = 4 d + e, and xnor_lut widens byte lanes to 16-bit counts with unpacklo/unpackhi, whose
+// Which of its 32 rows xnor_pair_prep reads for each lane. Its shuffles leave virtual row 8 (d % 4) + 4 (d / 4) + e
+// in byte lane p = 4 d + e, and xnor_pair widens byte lanes to 16-bit counts with unpacklo/unpackhi, whose
 // element order is lanes 0-7, 16-23 (lo), 8-15, 24-31 (hi): kPrepRow maps each virtual row to the row that makes
 // count element e that of row e, so no permutation is left for the counts.
 struct PrepRows {
@@ -328,28 +340,22 @@ constexpr PrepRows make_prep_rows() {
 }
 constexpr PrepRows kPrepRow = make_prep_rows();
 
-// anib[c] = 16 * nibble c of the bits (the offset of its table in kPopXor), for 8 * nwords nibbles.
-PYCOMP_AVX2 void xnor_lut_anib(const uint32_t* bits, int64_t nwords, uint8_t* anib) {
-  const uint8_t* b = reinterpret_cast<const uint8_t*>(bits);
-  const __m128i high = _mm_set1_epi8(static_cast<char>(0xf0));
-  int64_t i = 0;
-  for (; i + 16 <= nwords * 4; i += 16) {
-    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + i));
-    const __m128i lo = _mm_and_si128(_mm_slli_epi16(v, 4), high), hi = _mm_and_si128(v, high);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(anib + 2 * i), _mm_unpacklo_epi8(lo, hi));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(anib + 2 * i + 16), _mm_unpackhi_epi8(lo, hi));
-  }
-  for (; i < nwords * 4; ++i) {
-    anib[2 * i] = static_cast<uint8_t>(b[i] << 4);
-    anib[2 * i + 1] = static_cast<uint8_t>(b[i] & 0xf0);
+// off[c] = 16 * (nibble c of a1 | nibble c of a2 << 4): the byte offset of the step's table in kPairPop.
+PYCOMP_AVX2 void xnor_pair_offsets(const uint32_t* a1, const uint32_t* a2, int64_t nwords, uint16_t* off) {
+  const uint8_t* b1 = reinterpret_cast<const uint8_t*>(a1);
+  const uint8_t* b2 = reinterpret_cast<const uint8_t*>(a2);
+  for (int64_t i = 0; i < nwords * 4; ++i) {
+    off[2 * i] = static_cast<uint16_t>(16 * ((b1[i] & 15) | (b2[i] & 15) << 4));
+    off[2 * i + 1] = static_cast<uint16_t>(16 * ((b1[i] >> 4) | (b2[i] & 0xf0)));
   }
 }
 
-// idx[(w * 8 + q) * 64 + 32 * h + p]: nibble q of word w of a weight row of 32 * h .. 32 * h + 31 (kPrepRow),
-// for nr <= 64 rows (rows past nr repeat row 0; their lanes are dropped).
-PYCOMP_AVX2 void xnor_lut_prep(const uint32_t* w, int64_t ldw, int nr, int64_t nwords, uint8_t* idx) {
-  const uint32_t* rows[64];
-  for (int r = 0; r < 64; ++r) {
+// idx[(w * 8 + q) * 128 + 32 * h + p]: nibble q of word w of the weight row of 32 * h .. 32 * h + 31 that kPrepRow
+// puts in lane p, for nr <= 128 rows (rows past nr repeat row 0; their lanes are dropped).
+PYCOMP_AVX2 void xnor_pair_prep(const uint32_t* w, int64_t ldw, int nr, int64_t nwords, uint8_t* idx) {
+  constexpr int kRows = 128;
+  const uint32_t* rows[kRows];
+  for (int r = 0; r < kRows; ++r) {
     const int row = 32 * (r / 32) + kPrepRow.v[r % 32];
     rows[r] = w + (row < nr ? row : 0) * ldw;
   }
@@ -359,7 +365,7 @@ PYCOMP_AVX2 void xnor_lut_prep(const uint32_t* w, int64_t ldw, int nr, int64_t n
   const __m256i low = _mm256_set1_epi8(0x0f);
   for (int64_t w0 = 0; w0 < nwords; w0 += 8) {
     const int64_t nw = nwords - w0 < 8 ? nwords - w0 : 8;
-    for (int h = 0; h < 2; ++h) {
+    for (int h = 0; h < kRows / 32; ++h) {
       __m256i t[4][8];  // t[k][j]: word w0 + j of rows 32h + 8k .. + 7
       for (int k = 0; k < 4; ++k) transpose_words(rows + 32 * h + 8 * k, w0, nw, t[k]);
       for (int64_t j = 0; j < nw; ++j) {
@@ -369,10 +375,10 @@ PYCOMP_AVX2 void xnor_lut_prep(const uint32_t* w, int64_t ldw, int nr, int64_t n
                       u2 = _mm256_unpacklo_epi32(p[2], p[3]), u3 = _mm256_unpackhi_epi32(p[2], p[3]);
         const __m256i v[4] = {_mm256_unpacklo_epi64(u0, u2), _mm256_unpackhi_epi64(u0, u2),
                               _mm256_unpacklo_epi64(u1, u3), _mm256_unpackhi_epi64(u1, u3)};
-        uint8_t* out = idx + (w0 + j) * 512 + 32 * h;
+        uint8_t* out = idx + (w0 + j) * 8 * kRows + 32 * h;
         for (int b = 0; b < 4; ++b) {  // byte b of the word: nibbles 2b and 2b + 1
-          _mm256_store_si256(reinterpret_cast<__m256i*>(out + (2 * b) * 64), _mm256_and_si256(v[b], low));
-          _mm256_store_si256(reinterpret_cast<__m256i*>(out + (2 * b + 1) * 64),
+          _mm256_store_si256(reinterpret_cast<__m256i*>(out + (2 * b) * kRows), _mm256_and_si256(v[b], low));
+          _mm256_store_si256(reinterpret_cast<__m256i*>(out + (2 * b + 1) * kRows),
                              _mm256_and_si256(_mm256_srli_epi16(v[b], 4), low));
         }
       }
@@ -380,61 +386,100 @@ PYCOMP_AVX2 void xnor_lut_prep(const uint32_t* w, int64_t ldw, int nr, int64_t n
   }
 }
 
-// Bytes count at most 4 per nibble: 7 words (56 nibbles, at most 224) per byte accumulation.
-constexpr int64_t kLutFlushWords = 7;
-// 16-bit counts hold 2047 words (65504 inputs).
-constexpr int64_t kLutSpanWords = 2047 / kLutFlushWords * kLutFlushWords;
-
-template <int MR>
-PYCOMP_AVX2 void xnor_lut_tile(const uint8_t* anib, int64_t ldan, const uint8_t* idx, int64_t nwords,
-                               int32_t* counts) {
-  const uint8_t* tab = &kPopXor.v[0][0];
+// L, H from the accumulators (see above); c1, c2 += their 32 lanes as 16-bit counts.
+PYCOMP_AVX2 inline void pair_recover(__m256i a1, __m256i a2, uint16_t* c1, uint16_t* c2) {
   const __m256i zero = _mm256_setzero_si256();
-  int32_t total[MR][64] = {};
-  for (int64_t s0 = 0; s0 < nwords; s0 += kLutSpanWords) {
-    const int64_t s1 = s0 + kLutSpanWords < nwords ? s0 + kLutSpanWords : nwords;
-    // c16[i][h][e]: the count of weight row 32 * h + e (kPrepRow).
-    alignas(32) uint16_t c16[MR][2][32] = {};
-    for (int64_t k0 = s0; k0 < s1; k0 += kLutFlushWords) {
-      const int64_t k1 = k0 + kLutFlushWords < s1 ? k0 + kLutFlushWords : s1;
-      __m256i acc[MR][2];
-      for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = zero;
-#pragma GCC unroll 2
-      for (int64_t c = k0 * 8; c < k1 * 8; ++c) {
-        const __m256i i0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(idx + c * 64));
-        const __m256i i1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(idx + c * 64 + 32));
-        for (int i = 0; i < MR; ++i) {
-          const __m256i t = _mm256_broadcastsi128_si256(
-              _mm_load_si128(reinterpret_cast<const __m128i*>(tab + anib[i * ldan + c])));
-          acc[i][0] = _mm256_add_epi8(acc[i][0], _mm256_shuffle_epi8(t, i0));
-          acc[i][1] = _mm256_add_epi8(acc[i][1], _mm256_shuffle_epi8(t, i1));
-        }
-        for (int i = 0; i < MR; ++i) asm volatile("" : "+x"(acc[i][0]), "+x"(acc[i][1]));
-      }
-      for (int i = 0; i < MR; ++i)
-        for (int h = 0; h < 2; ++h) {
-          __m256i* c = reinterpret_cast<__m256i*>(c16[i][h]);
-          c[0] = _mm256_add_epi16(c[0], _mm256_unpacklo_epi8(acc[i][h], zero));
-          c[1] = _mm256_add_epi16(c[1], _mm256_unpackhi_epi8(acc[i][h], zero));
-        }
-    }
-    for (int i = 0; i < MR; ++i)
-      for (int h = 0; h < 2; ++h)
-        for (int e = 0; e < 32; ++e) total[i][32 * h + e] += c16[i][h][e];
-  }
-  for (int i = 0; i < MR; ++i)
-    for (int r = 0; r < 64; ++r) counts[i * 64 + r] = total[i][r];
+  const __m256i l = _mm256_sub_epi8(a1, _mm256_and_si256(_mm256_slli_epi16(a2, 4), _mm256_set1_epi8(-16)));
+  const __m256i h = _mm256_sub_epi8(a2, _mm256_and_si256(_mm256_srli_epi16(l, 4), _mm256_set1_epi16(0xf0)));
+  __m256i* p1 = reinterpret_cast<__m256i*>(c1);
+  __m256i* p2 = reinterpret_cast<__m256i*>(c2);
+  _mm256_storeu_si256(p1, _mm256_add_epi16(_mm256_loadu_si256(p1), _mm256_unpacklo_epi8(l, zero)));
+  _mm256_storeu_si256(p1 + 1, _mm256_add_epi16(_mm256_loadu_si256(p1 + 1), _mm256_unpackhi_epi8(l, zero)));
+  _mm256_storeu_si256(p2, _mm256_add_epi16(_mm256_loadu_si256(p2), _mm256_unpacklo_epi8(h, zero)));
+  _mm256_storeu_si256(p2 + 1, _mm256_add_epi16(_mm256_loadu_si256(p2 + 1), _mm256_unpackhi_epi8(h, zero)));
 }
 
-// counts[i * 64 + r] = popc(a_i xor w_r) over nwords words, for mr <= 4 rows of a (anib offsets, stride ldan
-// bytes) and the 64 weight rows of idx (xnor_lut_prep), both starting at the same word.
-PYCOMP_AVX2 void xnor_lut(const uint8_t* anib, int64_t ldan, int mr, const uint8_t* idx, int64_t nwords,
-                          int32_t* counts) {
-  switch (mr) {
-    case 1: return xnor_lut_tile<1>(anib, ldan, idx, nwords, counts);
-    case 2: return xnor_lut_tile<2>(anib, ldan, idx, nwords, counts);
-    case 3: return xnor_lut_tile<3>(anib, ldan, idx, nwords, counts);
-    default: return xnor_lut_tile<4>(anib, ldan, idx, nwords, counts);
+// One step's lookups (table offset o, 4 index vectors at ix), summed into acc.
+PYCOMP_AVX2 inline void pair_step(const uint8_t* tab, uint16_t o, const uint8_t* ix, __m256i* acc) {
+  const __m256i t = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(tab + o)));
+  for (int j = 0; j < 4; ++j)
+    acc[j] = _mm256_add_epi8(acc[j], _mm256_shuffle_epi8(t, _mm256_load_si256(reinterpret_cast<const __m256i*>(ix + 32 * j))));
+}
+
+// c1[r] += popc(a1 xor w_r), c2[r] += popc(a2 xor w_r) over nwords words, for the 128 rows of idx
+// (xnor_pair_prep) and the offsets of a1, a2 (xnor_pair_offsets), both at the same first word.
+PYCOMP_AVX2 void xnor_pair(const uint16_t* off, const uint8_t* idx, int64_t nwords, uint16_t* c1, uint16_t* c2) {
+  const uint8_t* tab = &kPairPop.v[0][0];
+  const int64_t steps = nwords * 8;
+  for (int64_t s0 = 0; s0 < steps; s0 += kPairChunkSteps) {
+    const int64_t s1 = s0 + kPairChunkSteps < steps ? s0 + kPairChunkSteps : steps;
+    __m256i a10 = _mm256_setzero_si256(), a11 = a10, a12 = a10, a13 = a10, a20 = a10, a21 = a10, a22 = a10,
+            a23 = a10;
+    int64_t s = s0;
+    // Three steps and their flush, register by register: written with intrinsics, GCC keeps the accumulators
+    // in registers only with extra moves and spills one of them (measured 25% slower in a harness).
+    for (; s + 3 <= s1; s += 3) {
+      const uint16_t* o = off + s;
+      const uint8_t* ix = idx + 128 * s;
+      asm("movzwl (%[o]), %%eax\n\t"
+          "vbroadcasti128 (%[tab],%%rax), %%ymm0\n\t"
+          "vpshufb (%[ix]), %%ymm0, %%ymm1\n\t"
+          "vpshufb 32(%[ix]), %%ymm0, %%ymm2\n\t"
+          "vpshufb 64(%[ix]), %%ymm0, %%ymm3\n\t"
+          "vpshufb 96(%[ix]), %%ymm0, %%ymm4\n\t"
+          "movzwl 2(%[o]), %%eax\n\t"
+          "vbroadcasti128 (%[tab],%%rax), %%ymm0\n\t"
+          "vpshufb 128(%[ix]), %%ymm0, %%ymm5\n\t"
+          "vpaddb %%ymm5, %%ymm1, %%ymm1\n\t"
+          "vpshufb 160(%[ix]), %%ymm0, %%ymm5\n\t"
+          "vpaddb %%ymm5, %%ymm2, %%ymm2\n\t"
+          "vpshufb 192(%[ix]), %%ymm0, %%ymm5\n\t"
+          "vpaddb %%ymm5, %%ymm3, %%ymm3\n\t"
+          "vpshufb 224(%[ix]), %%ymm0, %%ymm5\n\t"
+          "vpaddb %%ymm5, %%ymm4, %%ymm4\n\t"
+          "movzwl 4(%[o]), %%eax\n\t"
+          "vbroadcasti128 (%[tab],%%rax), %%ymm0\n\t"
+          "vpshufb 256(%[ix]), %%ymm0, %%ymm5\n\t"
+          "vpaddb %%ymm5, %%ymm1, %%ymm1\n\t"
+          "vpshufb 288(%[ix]), %%ymm0, %%ymm5\n\t"
+          "vpaddb %%ymm5, %%ymm2, %%ymm2\n\t"
+          "vpshufb 320(%[ix]), %%ymm0, %%ymm5\n\t"
+          "vpaddb %%ymm5, %%ymm3, %%ymm3\n\t"
+          "vpshufb 352(%[ix]), %%ymm0, %%ymm5\n\t"
+          "vpaddb %%ymm5, %%ymm4, %%ymm4\n\t"
+          "vpaddb %%ymm1, %[a10], %[a10]\n\t"
+          "vpsrlw $4, %%ymm1, %%ymm1\n\t"
+          "vpaddb %%ymm1, %[a20], %[a20]\n\t"
+          "vpaddb %%ymm2, %[a11], %[a11]\n\t"
+          "vpsrlw $4, %%ymm2, %%ymm2\n\t"
+          "vpaddb %%ymm2, %[a21], %[a21]\n\t"
+          "vpaddb %%ymm3, %[a12], %[a12]\n\t"
+          "vpsrlw $4, %%ymm3, %%ymm3\n\t"
+          "vpaddb %%ymm3, %[a22], %[a22]\n\t"
+          "vpaddb %%ymm4, %[a13], %[a13]\n\t"
+          "vpsrlw $4, %%ymm4, %%ymm4\n\t"
+          "vpaddb %%ymm4, %[a23], %[a23]"
+          : [a10] "+x"(a10), [a11] "+x"(a11), [a12] "+x"(a12), [a13] "+x"(a13), [a20] "+x"(a20),
+            [a21] "+x"(a21), [a22] "+x"(a22), [a23] "+x"(a23)
+          : [o] "r"(o), [ix] "r"(ix), [tab] "r"(tab), "m"(*reinterpret_cast<const uint8_t(*)[384]>(ix)),
+            "m"(*reinterpret_cast<const uint16_t(*)[3]>(o)), "m"(kPairPop)
+          : "rax", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5");
+    }
+    if (s < s1) {  // the last 1 or 2 steps of the call
+      const __m256i zero = _mm256_setzero_si256();
+      __m256i acc[4] = {zero, zero, zero, zero};
+      for (; s < s1; ++s) pair_step(tab, off[s], idx + 128 * s, acc);
+      __m256i* a1[4] = {&a10, &a11, &a12, &a13};
+      __m256i* a2[4] = {&a20, &a21, &a22, &a23};
+      for (int j = 0; j < 4; ++j) {
+        *a1[j] = _mm256_add_epi8(*a1[j], acc[j]);
+        *a2[j] = _mm256_add_epi8(*a2[j], _mm256_srli_epi16(acc[j], 4));
+      }
+    }
+    pair_recover(a10, a20, c1, c2);
+    pair_recover(a11, a21, c1 + 32, c2 + 32);
+    pair_recover(a12, a22, c1 + 64, c2 + 64);
+    pair_recover(a13, a23, c1 + 96, c2 + 96);
   }
 }
 
@@ -463,7 +508,7 @@ PYCOMP_AVX2 float binarize_row(const float* x, int64_t K, uint32_t* bits) {
 
 Kernels avx2_kernels() {
   return {&signed_dot, &xor_popc, &binarize_row, kDotMr, 16, kXorMr, kXorNr, &lut_tables, &lut_dot, kLutMr, 8 * kLutR,
-          &xnor_lut_anib, &xnor_lut_prep, &xnor_lut, 4};
+          &xnor_pair_offsets, &xnor_pair_prep, &xnor_pair};
 }
 
 }  // namespace pycomp::cpu::binary::detail

@@ -100,7 +100,7 @@ PYCOMP_AVX512 float binarize_row(const float* x, int64_t K, uint32_t* bits) {
 
 // signed_dot takes one x row per call (rows share nothing but the x sum), 16 weight rows to spread that sum.
 Kernels avx512_kernels() {
-  return {&signed_dot, &xor_popc, &binarize_row, 1, 16, kMr, kNr, nullptr, nullptr, 0, 0, nullptr, nullptr, nullptr, 0};
+  return {&signed_dot, &xor_popc, &binarize_row, 1, 16, kMr, kNr, nullptr, nullptr, 0, 0, nullptr, nullptr, nullptr};
 }
 
 }  // namespace pycomp::cpu::binary::detail

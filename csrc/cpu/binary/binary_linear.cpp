@@ -50,10 +50,13 @@ detail::Kernels kernels(BinaryIsa isa) {
 // Words of K per block of the W1A32 GEMM: 1024 inputs, a 4 KB row of x.
 constexpr int64_t kDotBlockWords = 32;
 // Rows of x from which the XNOR table path (where the ISA has one) beats xor_popc: it transposes the weights
-// once per call.
-constexpr int64_t kXnorLutMinM = 8;
-// Counts per xnor_lut call: at most 4 rows of x (binary_linear.h) by 64 weight rows.
-constexpr int kXnorLutTile = 4 * 64;
+// once per call. (AVX2, 4096x4096, 2 threads: M = 2 0.13 against 0.10 ms, M = 4 0.16 against 0.17-0.18, M = 6
+// 0.18 against 0.26.)
+constexpr int64_t kXnorLutMinM = 4;
+// XNOR table path blocking: words of K per pass over the pairs of x rows (their 16 KB of prepared weight rows stay
+// in L1 while every pair passes under them); pairs of x rows per block (their 16-bit counts and float sums,
+// 48 KB, stay in L2); words per run of 16-bit counts (32 per word at most: 2047 * 32 < 65536).
+constexpr int64_t kXnorChunkWords = 16, kXnorPairBlock = 32, kXnorSpanWords = 2047;
 // Rows of x up to which the W1A32 table path (where the ISA has one) beats signed_dot (A/B at 4096x4096: 1.3-1.9x
 // for M = 1..64, even at M = 128); its tables take 11 KB per 1024 inputs per row of x.
 constexpr int64_t kLutMaxM = 64;
@@ -179,41 +182,58 @@ void xnor_linear_f32(BinaryIsa isa, const float* x, int64_t ldx, const BinaryWei
   std::vector<uint32_t> bits(static_cast<size_t>(M * KW));
   std::vector<float> beta(static_cast<size_t>(M));
   binarize_rows_f32(isa, x, ldx, M, K, bits.data(), beta.data());
-  if (kern.xnor_lut && M >= kXnorLutMinM) {
-    const int64_t ldan = KW * detail::kXnorLutNibbles;
-    Scratch<uint8_t> anib(M * ldan);
-    parallel_for(M, std::max<int64_t>(1, 65536 / ldan), [&](int64_t m0, int64_t m1) {
-      for (int64_t m = m0; m < m1; ++m) kern.xnor_lut_anib(bits.data() + m * KW, KW, anib.get() + m * ldan);
+  if (kern.xnor_pair && M >= kXnorLutMinM) {
+    constexpr int R = detail::kXnorPairRows;
+    const int64_t P = (M + 1) / 2, ldoff = KW * detail::kXnorPairSteps;
+    // Table offsets of each pair of x rows (an odd M pairs its last row with itself).
+    Scratch<uint16_t> off(P * ldoff);
+    parallel_for(P, std::max<int64_t>(1, 4096 / KW), [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p)
+        kern.xnor_pair_offsets(bits.data() + 2 * p * KW, bits.data() + std::min(2 * p + 1, M - 1) * KW, KW,
+                               off.get() + p * ldoff);
     });
-    const int64_t mr = kern.xnor_lut_mr;
-    parallel_for(ceil_div(wt.N, 64), 1, [&](int64_t b0, int64_t b1) {
-      Scratch<uint8_t> idx(KW * detail::kXnorLutIdxBytes);
-      int32_t counts[kXnorLutTile];
-      // alpha per group and weight row, contiguous, so the epilogue of a tile is one vectorizable pass.
-      std::vector<float> alpha(static_cast<size_t>(G * 64));
-      float acc[kXnorLutTile], bias[64];
-      for (int64_t n = b0 * 64; n < std::min(wt.N, b1 * 64); n += 64) {
-        const int nr = static_cast<int>(std::min<int64_t>(64, wt.N - n));
-        kern.xnor_lut_prep(wt.w + n * KW, KW, nr, KW, idx.get());
-        for (int r = 0; r < 64; ++r) bias[r] = wt.bias && r < nr ? wt.bias[n + r] : 0.f;
+    parallel_for(ceil_div(wt.N, R), 1, [&](int64_t b0, int64_t b1) {
+      Scratch<uint8_t> idx(KW * detail::kXnorPairIdxBytes);
+      Scratch<uint16_t> cnt(kXnorPairBlock * 2 * R);  // [pair][row of the pair][weight row]
+      Scratch<float> acc(kXnorPairBlock * 2 * R);     // [row of x in the block][weight row]
+      // alpha per group and weight row, contiguous, so folding counts is one vectorizable pass per row of x.
+      std::vector<float> alpha(static_cast<size_t>(G * R));
+      float bias[R];
+      for (int64_t n = b0 * R; n < std::min(wt.N, b1 * R); n += R) {
+        const int nr = static_cast<int>(std::min<int64_t>(R, wt.N - n));
+        kern.xnor_pair_prep(wt.w + n * KW, KW, nr, KW, idx.get());
+        for (int r = 0; r < R; ++r) bias[r] = wt.bias && r < nr ? wt.bias[n + r] : 0.f;
         for (int64_t g = 0; g < G; ++g)
-          for (int r = 0; r < 64; ++r) alpha[g * 64 + r] = r < nr ? wt.alpha[(n + r) * G + g] : 0.f;
-        for (int64_t m = 0; m < M; m += mr) {
-          const int mt = static_cast<int>(std::min(mr, M - m));
-          for (int i = 0; i < mt * 64; ++i) acc[i] = 0.f;
+          for (int r = 0; r < R; ++r) alpha[g * R + r] = r < nr ? wt.alpha[(n + r) * G + g] : 0.f;
+        for (int64_t p0 = 0; p0 < P; p0 += kXnorPairBlock) {
+          const int64_t pt = std::min(kXnorPairBlock, P - p0), mt = std::min(2 * pt, M - 2 * p0);
+          std::fill(acc.get(), acc.get() + mt * R, 0.f);
           for (int64_t g = 0; g < G; ++g) {
-            const int64_t w0 = g * gw, nw = std::min(gw, KW - w0);
-            const float len = static_cast<float>(std::min(K, (g + 1) * gw * 32) - w0 * 32);
-            kern.xnor_lut(anib.get() + m * ldan + w0 * detail::kXnorLutNibbles, ldan, mt,
-                          idx.get() + w0 * detail::kXnorLutIdxBytes, nw, counts);
-            const float* a = alpha.data() + g * 64;
-            for (int i = 0; i < mt; ++i)
-              for (int r = 0; r < 64; ++r)
-                acc[i * 64 + r] += a[r] * (len - 2.f * static_cast<float>(counts[i * 64 + r]));
+            const float* a = alpha.data() + g * R;
+            const int64_t g1 = std::min(KW, (g + 1) * gw);
+            for (int64_t s0 = g * gw; s0 < g1; s0 += kXnorSpanWords) {
+              const int64_t s1 = std::min(g1, s0 + kXnorSpanWords);
+              std::fill(cnt.get(), cnt.get() + pt * 2 * R, uint16_t{0});
+              for (int64_t c0 = s0; c0 < s1; c0 += kXnorChunkWords) {
+                const int64_t nw = std::min(kXnorChunkWords, s1 - c0);
+                for (int64_t p = 0; p < pt; ++p)
+                  kern.xnor_pair(off.get() + (p0 + p) * ldoff + c0 * detail::kXnorPairSteps,
+                                 idx.get() + c0 * detail::kXnorPairIdxBytes, nw, cnt.get() + p * 2 * R,
+                                 cnt.get() + p * 2 * R + R);
+              }
+              // Padding bits are zero in x and w, so they count nothing; len is the span's valid inputs.
+              const float len = static_cast<float>(std::min(K, s1 * 32) - s0 * 32);
+              for (int64_t i = 0; i < mt; ++i) {
+                const uint16_t* c = cnt.get() + i * R;  // pair i / 2, its row i % 2
+                float* o = acc.get() + i * R;
+                for (int r = 0; r < R; ++r) o[r] += a[r] * (len - 2.f * static_cast<float>(c[r]));
+              }
+            }
           }
-          for (int i = 0; i < mt; ++i) {
-            float* o = out + (m + i) * ldo + n;
-            for (int r = 0; r < nr; ++r) o[r] = beta[m + i] * acc[i * 64 + r] + bias[r];
+          for (int64_t i = 0; i < mt; ++i) {
+            float* o = out + (2 * p0 + i) * ldo + n;
+            const float b = beta[2 * p0 + i];
+            for (int r = 0; r < nr; ++r) o[r] = b * acc[i * R + r] + bias[r];
           }
         }
       }

@@ -65,15 +65,16 @@ constexpr int64_t kLutFloatsPerWord = 88;
 using LutTablesFn = void (*)(const float* xp, int64_t KW, float* tables);
 using LutDotFn = void (*)(const float* tables, int64_t ldt, int mr, const uint32_t* w, int64_t ldw, int nr,
                           int64_t nwords, float* sums);
-// XNOR by table lookup, 64 weight rows at a time (ISAs with a byte shuffle): xnor_lut_anib turns a row of
-// activation bits into kXnorLutNibbles bytes per word; xnor_lut_prep turns nr <= 64 weight rows into
-// kXnorLutIdxBytes bytes per word; xnor_lut gives popc(a xor w) counts[i * 64 + r] over nwords words for
-// mr <= 4 activation rows (stride ldan bytes) and the 64 prepared rows, both pointers at the same first word.
-constexpr int64_t kXnorLutNibbles = 8, kXnorLutIdxBytes = 512;
-using XnorLutAnibFn = void (*)(const uint32_t* bits, int64_t nwords, uint8_t* anib);
-using XnorLutPrepFn = void (*)(const uint32_t* w, int64_t ldw, int nr, int64_t nwords, uint8_t* idx);
-using XnorLutFn = void (*)(const uint8_t* anib, int64_t ldan, int mr, const uint8_t* idx, int64_t nwords,
-                           int32_t* counts);
+// XNOR by table lookup on pairs of activation rows, kXnorPairRows weight rows at a time (ISAs with a byte
+// shuffle): xnor_pair_offsets turns two rows of activation bits (a2 may be a1) into kXnorPairSteps table offsets
+// per word; xnor_pair_prep turns nr <= kXnorPairRows weight rows into kXnorPairIdxBytes bytes per word; xnor_pair
+// adds popc(a1 xor w_r) to c1[r] and popc(a2 xor w_r) to c2[r] (16-bit: the caller keeps the sums below 65536)
+// over nwords words for the prepared rows, offsets and rows at the same first word.
+constexpr int kXnorPairRows = 128;
+constexpr int64_t kXnorPairSteps = 8, kXnorPairIdxBytes = kXnorPairSteps * kXnorPairRows;
+using XnorPairOffsetsFn = void (*)(const uint32_t* a1, const uint32_t* a2, int64_t nwords, uint16_t* off);
+using XnorPairPrepFn = void (*)(const uint32_t* w, int64_t ldw, int nr, int64_t nwords, uint8_t* idx);
+using XnorPairFn = void (*)(const uint16_t* off, const uint8_t* idx, int64_t nwords, uint16_t* c1, uint16_t* c2);
 
 struct Kernels {
   SignedDotFn signed_dot;
@@ -84,10 +85,9 @@ struct Kernels {
   LutTablesFn lut_tables;  // nullptr where the ISA has no table path
   LutDotFn lut_dot;
   int lut_mr, lut_nr;
-  XnorLutAnibFn xnor_lut_anib;  // nullptr where the ISA has no table path
-  XnorLutPrepFn xnor_lut_prep;
-  XnorLutFn xnor_lut;
-  int xnor_lut_mr;
+  XnorPairOffsetsFn xnor_pair_offsets;  // nullptr where the ISA has no table path
+  XnorPairPrepFn xnor_pair_prep;
+  XnorPairFn xnor_pair;
 };
 
 Kernels portable_kernels();

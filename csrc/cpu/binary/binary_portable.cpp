@@ -36,7 +36,7 @@ float binarize_row(const float* x, int64_t K, uint32_t* bits) {
 }  // namespace
 
 Kernels portable_kernels() {
-  return {&signed_dot, &xor_popc, &binarize_row, 4, 4, 4, 4, nullptr, nullptr, 0, 0, nullptr, nullptr, nullptr, 0};
+  return {&signed_dot, &xor_popc, &binarize_row, 4, 4, 4, 4, nullptr, nullptr, 0, 0, nullptr, nullptr, nullptr};
 }
 
 }  // namespace pycomp::cpu::binary::detail
