@@ -372,7 +372,7 @@ struct DynamicTiles {
     const int64_t klen = t.klen;
     __m256i acc[MR][NR];
     for_tile<MR, NR>([&](auto i, auto j) PYCOMP_AVX2_LAMBDA { acc[i][j] = _mm256_setzero_si256(); });
-    RowPrefetcher next(t.next, t.ldw, NR, klen);
+    RowPrefetcher next(t.next, t.ldw, t.next_rows, klen);
     const int64_t k = t.next ? steps<true>(acc, a, w, klen, next) : steps<false>(acc, a, w, klen, next);
     if (k < klen) {
       // K tail: weights past the row end are not ours to read; the activation
@@ -483,7 +483,7 @@ struct ReduceRangeTiles {
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i acc[MR][NR];
     for_tile<MR, NR>([&](auto i, auto j) PYCOMP_AVX2_LAMBDA { acc[i][j] = _mm256_setzero_si256(); });
-    RowPrefetcher next(t.next, t.ldw, NR, klen);
+    RowPrefetcher next(t.next, t.ldw, t.next_rows, klen);
     const int64_t k = t.next ? steps<true>(acc, a, w, klen, next, ones) : steps<false>(acc, a, w, klen, next, ones);
     if (k < klen) {
       // K tail: a zero-padded copy of the weights meets the zero-padded activations.
@@ -595,7 +595,7 @@ struct WeightOnlyTiles {
     const int64_t klen = t.klen;
     __m256 acc[MR][NR];
     for_tile<MR, NR>([&](auto i, auto j) PYCOMP_AVX2_LAMBDA { acc[i][j] = _mm256_setzero_ps(); });
-    RowPrefetcher next(t.next, t.ldw, NR, klen);
+    RowPrefetcher next(t.next, t.ldw, t.next_rows, klen);
     const int64_t k = t.next ? steps<true>(acc, a, w, klen, next) : steps<false>(acc, a, w, klen, next);
     if (k < klen) {
       // K tail: a zero-padded copy of the weights, as in DynamicTiles::run.

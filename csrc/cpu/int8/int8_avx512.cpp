@@ -120,7 +120,7 @@ struct DynamicTiles {
     __m512i acc[MR][NR];
     for_tile<MR, NR>([&](auto i, auto j) PYCOMP_AVX512_LAMBDA { acc[i][j] = _mm512_setzero_si512(); });
     const int64_t klen = t.klen;
-    RowPrefetcher next(t.next, t.ldw, NR, klen);
+    RowPrefetcher next(t.next, t.ldw, t.next_rows, klen);
     const int64_t k = t.next ? steps<true>(acc, a, w, klen, next) : steps<false>(acc, a, w, klen, next);
     if (k < klen) step<true>(acc, a, w, k, (__mmask64(1) << (klen - k)) - 1);
     for_tile<MR, NR>([&](auto i, auto j) PYCOMP_AVX512_LAMBDA {
@@ -187,7 +187,7 @@ struct WeightOnlyTiles {
     __m512 acc[MR][NR];
     for_tile<MR, NR>([&](auto i, auto j) PYCOMP_AVX512_LAMBDA { acc[i][j] = _mm512_setzero_ps(); });
     const int64_t klen = t.klen;
-    RowPrefetcher next(t.next, t.ldw, NR, klen);
+    RowPrefetcher next(t.next, t.ldw, t.next_rows, klen);
     const int64_t k = t.next ? steps<true>(acc, a, w, klen, next) : steps<false>(acc, a, w, klen, next);
     if (k < klen) step<true>(acc, a, w, k, __mmask16((1u << (klen - k)) - 1));
     for_tile<MR, NR>([&](auto i, auto j) PYCOMP_AVX512_LAMBDA {

@@ -135,6 +135,7 @@ struct Tile {
   int64_t ldc;
   bool accumulate;
   const int8_t* next;
+  int next_rows;  // rows of `next` (stride ldw, klen bytes each)
 };
 
 // Walks weight rows a cache line per call of step(), for Tile::next; a tile
@@ -160,13 +161,20 @@ class RowPrefetcher {
   int left_;
 };
 
+// m tiles over which run_blocks spreads the prefetch of the next block. Before, the first m tile of each block
+// fetched it, tile by tile, and waited on memory while the later m tiles found it in cache: AVX2 reduce-range,
+// 4096x4096, M = 16, cold weights, 2 threads: C++ harness, five alternating runs, 1.70-1.81 ms against
+// 1.84-1.97 ms; `pycomp bench`, three alternating runs on a quiet machine, 1.69-1.73 against 1.77-1.78 (M = 128
+// 12.4-13.1 against 12.6-13.8).
+constexpr int64_t kPrefetchPasses = 4;
+
 // Runs the tile kernels over one task's output block, handing each finished
 // (m block, n panel) of accumulators to `epilogue(acc, ldc, m0, mlen, n0, nlen)`.
-// Loop order: m block, n panel, k block, m tile, n tile. The first m tile of
-// each (n panel, k block) reads its weights from memory, later ones from cache;
-// each of those first tiles prefetches the weights of the next one, the last
-// of them those of the next (n panel, k block). GEMV blocks (a single m tile)
-// do so only where T::kGemvPrefetch: the AVX2 W8A8 GEMVs streamed 8-14% faster
+// Loop order: m block, n panel, k block, m tile, n tile. The m tiles of each
+// (n panel, k block) read its weights from cache: the tiles of the last
+// kPrefetchPasses m tiles of the block before prefetched them, each its share
+// of the rows. GEMV blocks (a single m tile) prefetch the next tile's weights
+// in each tile, and only where T::kGemvPrefetch: the AVX2 W8A8 GEMVs streamed 8-14% faster
 // at M=1 on Zen 3 without it (prefetching the next nr rows x K bytes evicts
 // lines of the current tile from L1, and the hardware prefetchers keep up).
 template <class T, class Acc, class Epilogue>
@@ -183,15 +191,31 @@ void run_blocks(const Blocking& b, const typename T::Act* act, int64_t lda, cons
         const int8_t* next_block = kb + b.kc < K    ? w + nb * K + kb + b.kc
                                    : nb + nlen < n1 ? w + (nb + nlen) * K
                                                     : nullptr;
-        for (int64_t mt = 0; mt < mlen; mt += b.mr)
-          for (int64_t nt = 0; nt < nlen; nt += b.nr) {
+        // Several m tiles: every tile of the last kPrefetchPasses m tiles prefetches its share of the next block's
+        // rows, so the next block is in cache when its first m tile starts. One m tile (GEMV): each tile
+        // prefetches the next one's rows.
+        const int64_t mtiles = ceil_div(mlen, b.mr), ntiles = ceil_div(nlen, b.nr);
+        const int64_t spread = std::min(mtiles, kPrefetchPasses), tiles = spread * ntiles;
+        const int64_t next_rows = kb + b.kc < K ? nlen : nb + nlen < n1 ? std::min(b.nc, n1 - nb - nlen) : 0;
+        for (int64_t mt = 0; mt < mtiles; ++mt)
+          for (int64_t nt = 0; nt < ntiles; ++nt) {
             const int8_t* next = nullptr;
-            if (mt == 0 && (T::kGemvPrefetch || mlen > b.mr))
-              next = nt + b.nr < nlen ? w + (nb + nt + b.nr) * K + kb : next_block;
-            T::tile(b, Tile<typename T::Act, Acc>{int(std::min<int64_t>(b.mr, mlen - mt)),
-                                                  int(std::min<int64_t>(b.nr, nlen - nt)), act + (mb + mt) * lda + kb,
-                                                  lda, w + (nb + nt) * K + kb, K, klen, acc.get() + mt * ldc + nt, ldc,
-                                                  kb > 0, next});
+            int rows = 0;
+            if (mtiles > 1 && mt >= mtiles - spread) {
+              const int64_t t = (mt - (mtiles - spread)) * ntiles + nt, r0 = next_rows * t / tiles,
+                            r1 = next_rows * (t + 1) / tiles;
+              if (r1 > r0) next = next_block + r0 * K, rows = int(r1 - r0);
+            } else if (mtiles == 1 && T::kGemvPrefetch) {
+              const int64_t nr = std::min<int64_t>(b.nr, nlen - (nt + 1) * b.nr);
+              next = nr > 0 ? w + (nb + (nt + 1) * b.nr) * K + kb : next_block;
+              rows = int(nr > 0 ? nr : std::min<int64_t>(b.nr, next_rows));
+              if (!next) rows = 0;
+            }
+            T::tile(b, Tile<typename T::Act, Acc>{int(std::min<int64_t>(b.mr, mlen - mt * b.mr)),
+                                                  int(std::min<int64_t>(b.nr, nlen - nt * b.nr)),
+                                                  act + (mb + mt * b.mr) * lda + kb, lda, w + (nb + nt * b.nr) * K + kb,
+                                                  K, klen, acc.get() + mt * b.mr * ldc + nt * b.nr, ldc, kb > 0, next,
+                                                  rows});
           }
       }
       epilogue(acc.get(), ldc, mb, mlen, nb, nlen);
