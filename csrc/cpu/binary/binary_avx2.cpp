@@ -17,6 +17,7 @@
 
 #include <immintrin.h>
 
+#include "cpu/avx2_common.h"
 #include "cpu/binary/binary_common.h"
 #include "cpu/binary/binary_linear.h"
 
@@ -29,11 +30,7 @@ namespace {
 constexpr int kDotMr = 3, kDotNr = 4;
 constexpr int kXorMr = 2, kXorNr = 4;
 
-PYCOMP_AVX2 float hsum(__m256 v) {
-  __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-  return _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
-}
+using avx2::hsum;
 
 // kSigns.v[b][i] = -1 where bit i of byte b is set, else +1: one 32-byte row per weight byte.
 struct SignTable {

@@ -208,8 +208,7 @@ void run_blocks(const Blocking& b, const typename T::Act* act, int64_t lda, cons
             } else if (mtiles == 1 && T::kGemvPrefetch) {
               const int64_t nr = std::min<int64_t>(b.nr, nlen - (nt + 1) * b.nr);
               next = nr > 0 ? w + (nb + (nt + 1) * b.nr) * K + kb : next_block;
-              rows = int(nr > 0 ? nr : std::min<int64_t>(b.nr, next_rows));
-              if (!next) rows = 0;
+              rows = int(nr > 0 ? nr : std::min<int64_t>(b.nr, next_rows));  // none where next is null
             }
             T::tile(b, Tile<typename T::Act, Acc>{int(std::min<int64_t>(b.mr, mlen - mt * b.mr)),
                                                   int(std::min<int64_t>(b.nr, nlen - nt * b.nr)),
