@@ -11,7 +11,7 @@ from torch import nn
 from pycomp.binarize import BinaryConfig, XnorConfig
 from pycomp.calibrate import calib_batches, replace_calibrated
 from pycomp.lowrank.config import LowRankConfig
-from pycomp.nn.base import CompressedLayer
+from pycomp.nn.base import CompressedLayer, adapt_parents
 from pycomp.prune.config import Sparse24Config, SparseConfig
 from pycomp.quantize.int4 import Int4Config
 from pycomp.quantize.int8 import Int8Config
@@ -55,6 +55,15 @@ def _skipped(name: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
+def _held_by_parent(model: nn.Module) -> set[str]:
+    """Names of modules whose parent reads their parameters instead of calling them, so a compressed layer
+    (which has no float `.weight`) cannot stand in for them: nn.MultiheadAttention's out_proj, which its
+    forward passes to F.multi_head_attention_forward as a weight and bias. torch's quantize_dynamic keeps
+    it in float too (torch marks it NonDynamicallyQuantizableLinear)."""
+    return {f"{n}.{c}" if n else c for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)
+            for c, _ in m.named_children()}
+
+
 def _calibrates(config) -> bool:
     return getattr(config, "calibrates", False)
 
@@ -74,7 +83,8 @@ def _layer_step(model: nn.Module, step, skip: Sequence[str], batches) -> nn.Modu
     if _calibrates(root) and root.handles(model):
         return replace_calibrated(model, [("", model)], lambda n, m, x: root.convert(m, n, calib=x), batches,
                                   step.technique)
-    targets = [(n, m) for n, m in model.named_modules() if n and not _skipped(n, skip)]
+    held = _held_by_parent(model)
+    targets = [(n, m) for n, m in model.named_modules() if n and n not in held and not _skipped(n, skip)]
     later, replaced = [], 0
     for name, module in targets:  # layers without calibration first: GPTQ then sees them compressed
         config = config_for(name)
@@ -147,7 +157,8 @@ def compress(model: nn.Module, spec: str | Sequence[str] | Recipe, *, skip: Iter
     spec: a technique name ("int8"), a list of steps applied in order (techniques of TECHNIQUES, which
         replace layers, and training steps of pycomp.recipe.TRAINING_STEPS, e.g. "finetune"), or a
         pycomp.Recipe (then its steps carry their options, and `options` must be empty).
-    skip: fnmatch patterns of module names kept in float (e.g. ["classifier", "*.head"]).
+    skip: fnmatch patterns of module names kept in float (e.g. ["classifier", "*.head"]). The out_proj of
+        every nn.MultiheadAttention stays in float as well: its parent reads the weight directly.
     calib: an iterable (re-iterable, or it is read once and kept) of input batches, or of
         (inputs, labels), or of keyword dicts, for techniques that calibrate (int4 method="gptq";
         unused by int8 and int4 RTN). Each calibrating step collects its layers' inputs with
@@ -176,6 +187,6 @@ def compress(model: nn.Module, spec: str | Sequence[str] | Recipe, *, skip: Iter
         if step.trains:
             out = TRAINING_STEPS[step.technique](out, teacher=model, train=train, **step.options)
         else:
-            out = _layer_step(out, step, recipe.skip, batches)
+            out = adapt_parents(_layer_step(out, step, recipe.skip, batches))
     out._pycomp_recipe = _jsonable((recipe if before is None else before.then(recipe)).to_dict())
     return out

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from pycomp.models import FACTORIES, factory_of
 from pycomp.nn import LAYERS, CompressedLayer
+from pycomp.nn.base import adapt_parents
 
 FORMAT_VERSION = 1
 _VERSION_KEY = "pycomp.format_version"
@@ -88,7 +89,7 @@ def load(path: str | os.PathLike, model: nn.Module | None = None, *, device: str
     path = os.fspath(path)
     manifest, tensors = _read(path)
     layers = {name: _rebuild(name, entry) for name, entry in manifest["layers"].items()}
-    out = _skeleton(path, manifest, model, layers)
+    out = adapt_parents(_skeleton(path, manifest, model, layers))
     _check_state(out, tensors, layers)
     out.load_state_dict(tensors, strict=True, assign=True)
     for layer in layers.values():

@@ -68,3 +68,32 @@ class CompressedLayer(nn.Module):
             raise ValueError(
                 f"{self.label}: expected {features} input features in dimension {dim}, got shape {tuple(x.shape)}"
             )
+
+
+# ------------------------------------------------------------------ parents that read their children's weights
+#
+# Some torch modules read a child Linear's `.weight` instead of calling it. nn.MultiheadAttention always does
+# (its out_proj), so compress keeps that child in float (pycomp.api). nn.TransformerEncoderLayer and
+# nn.TransformerEncoder do it only to decide whether to run their fused inference kernel, which would run the
+# float weights anyway; with a compressed child they must take their plain path, which calls the children.
+
+
+def _plain_path_only(module: nn.Module, args):
+    """A forward pre-hook that does nothing: an nn.TransformerEncoderLayer with any hook in its subtree takes
+    its plain path (torch checks for hooks before it reads the children's weights for the fused path)."""
+    return None
+
+
+def adapt_parents(model: nn.Module) -> nn.Module:
+    """Turns off torch's fused transformer fast paths wherever a compressed layer sits inside them, so each
+    compressed layer runs through its own forward. Idempotent; returns `model`."""
+    for module in model.modules():
+        if not isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerEncoder)):
+            continue
+        if not any(isinstance(m, CompressedLayer) for m in module.modules()):
+            continue
+        if isinstance(module, nn.TransformerEncoder):
+            module.use_nested_tensor = False  # its nested-tensor path reads the first layer's weights
+        elif _plain_path_only not in module._forward_pre_hooks.values():
+            module.register_forward_pre_hook(_plain_path_only)
+    return model

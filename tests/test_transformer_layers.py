@@ -1,0 +1,67 @@
+"""compress on torch's transformer modules, which read some children's weights instead of calling them:
+nn.MultiheadAttention's out_proj stays float, and the encoder's fused fast paths are turned off where a
+compressed layer sits, so the compressed layers run (and save/load keeps it so)."""
+import pytest
+import torch
+from torch import nn
+
+import pycomp
+from pycomp.nn.base import CompressedLayer
+
+TECHNIQUES = [("int8", {}), ("int4", {"group_size": 32}), ("binary", {}), ("xnor", {}), ("2:4", {}),
+              ("lowrank", {"rank": 8})]
+
+
+def _encoder():
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(64, 4, 128, batch_first=True)
+    return nn.TransformerEncoder(layer, 2, enable_nested_tensor=True).eval()
+
+
+def _plain(model, *args, **kwargs):
+    """The model's output with every torch fast path off: the children are all called."""
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        return model(*args, **kwargs)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(True)
+
+
+@pytest.mark.parametrize("spec,options", TECHNIQUES, ids=[t for t, _ in TECHNIQUES])
+@torch.no_grad()
+def test_encoder_layers_compress_and_run_their_own_forward(spec, options):
+    model = _encoder()
+    small = pycomp.compress(model, spec, **options)
+    for layer in small.layers:
+        assert type(layer.self_attn.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
+        assert isinstance(layer.linear1, CompressedLayer)  # binary keeps the model's last Linear in float
+    assert not any(layer._forward_pre_hooks for layer in model.layers), "the original model was changed"
+    x = torch.randn(3, 7, 64)
+    mask = torch.zeros(3, 7, dtype=torch.bool)
+    mask[1, 5:] = True
+    # The all-plain path's numbers (up to MultiheadAttention's own float fast path, ~1e-6), far from the
+    # float model's: the fused layer kernel, which would read the float weights, did not run.
+    ref = model(x)
+    assert (small(x) - ref).abs().max() > 1e-3
+    torch.testing.assert_close(small(x), _plain(small, x), atol=1e-4, rtol=1e-4)
+    masked = small(x, src_key_padding_mask=mask)
+    assert not masked.is_nested
+    torch.testing.assert_close(masked, _plain(small, x, src_key_padding_mask=mask), atol=1e-4, rtol=1e-4)
+    if spec == "int8":
+        assert (small(x) - ref).norm() / ref.norm() < 0.05
+
+
+@torch.no_grad()
+def test_out_proj_stays_float_even_when_named_and_save_load_keeps_the_plain_path(tmp_path):
+    model = _encoder()
+    small = pycomp.compress(model, "int8", overrides={"*.out_proj": {"mode": "weight_only"}})
+    assert type(small.layers[0].self_attn.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
+    again = pycomp.compress(pycomp.compress(model, "2:4"), "int8")  # two steps add one hook
+    assert all(len(layer._forward_pre_hooks) == 1 for layer in again.layers)
+    path = tmp_path / "enc.pycomp"
+    pycomp.save(small, path)
+    loaded = pycomp.load(path, model=_encoder())
+    x = torch.randn(2, 5, 64)
+    mask = torch.tensor([[False] * 5, [False] * 3 + [True] * 2])
+    assert torch.equal(loaded(x), small(x))
+    assert torch.equal(loaded(x, src_key_padding_mask=mask), small(x, src_key_padding_mask=mask))
