@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from pycomp import _ext
+from simde_harness import needs_simde, run_emulated
 
 _C = _ext._C
 pytestmark = pytest.mark.skipif(_C is None, reason=f"pycomp._C not built: {_ext.C_ERROR}")
@@ -620,3 +621,104 @@ def test_isa_names_are_checked():
     for isa in missing:
         with pytest.raises(RuntimeError, match="cannot run"):
             _C.int8_linear_weight_only_cpu(x, w, s, None, isa)
+
+
+_SIMDE_SHIM = r"""
+typedef simde__mmask16 __mmask16;
+typedef simde__mmask64 __mmask64;
+// Masked byte loads lane by lane (reading only the selected bytes, as the hardware does).
+static inline simde__m512i pyc_maskz_loadu_epi8_512(simde__mmask64 k, const void* p) {
+  int8_t b[64] = {}; for (int l = 0; l < 64; ++l) if ((k >> l) & 1) b[l] = static_cast<const int8_t*>(p)[l];
+  return simde_mm512_loadu_si512(b);
+}
+static inline simde__m128i pyc_maskz_loadu_epi8_128(simde__mmask16 k, const void* p) {
+  int8_t b[16] = {}; for (int l = 0; l < 16; ++l) if ((k >> l) & 1) b[l] = static_cast<const int8_t*>(p)[l];
+  return simde_mm_loadu_si128(reinterpret_cast<const simde__m128i*>(b));
+}
+static inline simde__m512i pyc_cvtepi8_epi32(simde__m128i b) {
+  int8_t s[16]; int32_t i[16]; simde_mm_storeu_si128(reinterpret_cast<simde__m128i*>(s), b);
+  for (int l = 0; l < 16; ++l) i[l] = s[l];
+  return simde_mm512_loadu_si512(i);
+}
+static inline int32_t pyc_reduce_add_epi32(simde__m512i v) {
+  int32_t a[16]; simde_mm512_storeu_si512(a, v); uint32_t s = 0; for (int32_t i : a) s += uint32_t(i);
+  return int32_t(s);
+}
+static inline simde__m512 pyc_cvtepi32_ps(simde__m512i v) {
+  int32_t i[16]; float f[16]; simde_mm512_storeu_si512(i, v);
+  for (int l = 0; l < 16; ++l) f[l] = float(i[l]);
+  return simde_mm512_loadu_ps(f);
+}
+"""
+
+_SIMDE_MAIN = r"""
+#include "cpu/int8/int8_tiles.h"
+using namespace pycomp::cpu::int8;
+// The AVX-512 path quantizes with the AVX2 row quantizer, bit-identical to the portable one (checked by
+// test_dynamic_isas_agree_bit_for_bit); the portable one stands in for it here.
+float pycomp::cpu::int8::quantize_row_avx2(const float* x, int64_t K, int8_t* q) {
+  float scale;
+  quantize_portable(x, K, q, &scale, 1, K);
+  return scale;
+}
+int main() {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal;
+  int bad = 0, cases = 0;
+  for (int64_t K : {1, 17, 63, 64, 65, 127, 200, 1031, 4096, 4161})
+    for (int64_t M : {1, 2, 3, 4, 5, 6, 7, 13})
+      for (int64_t N : {1, 3, 9, 50}) {
+        // x: normal for W8A8; small integers for W8A32, so every fp32 partial sum is exact in any order.
+        std::vector<float> xd(M * K), xw(M * K), ws(N), b(N), o1(M * N), o2(M * N);
+        std::vector<int8_t> w(N * K);
+        for (auto& v : xd) v = normal(rng);
+        for (auto& v : xw) v = float(int(rng() % 17) - 8);
+        for (auto& v : w) v = int8_t(int(rng() % 255) - 127);
+        for (int64_t n = 0; n < N; ++n) ws[n] = 0.001f * float(1 + rng() % 97), b[n] = normal(rng);
+        const float* bias = (K % 2) ? b.data() : nullptr;
+        auto compare = [&](const char* what) {
+          ++cases;
+          for (int64_t i = 0; i < M * N; ++i)
+            if (o1[i] != o2[i]) {
+              ++bad;
+              printf("%s M=%ld N=%ld K=%ld at %ld: %.9g vs %.9g\n", what, long(M), long(N), long(K), long(i), o1[i], o2[i]);
+              break;
+            }
+        };
+        linear_dynamic_avx512(xd.data(), K, w.data(), ws.data(), bias, o1.data(), N, M, N, K);
+        linear_dynamic_portable(xd.data(), K, w.data(), ws.data(), bias, o2.data(), N, M, N, K);
+        compare("W8A8");
+        linear_weight_only_avx512(xw.data(), K, w.data(), ws.data(), bias, o1.data(), N, M, N, K);
+        linear_weight_only_portable(xw.data(), K, w.data(), ws.data(), bias, o2.data(), N, M, N, K);
+        compare("W8A32");
+      }
+  printf("%d cases, %d mismatching\n", cases, bad);
+  return bad != 0;
+}
+"""
+
+
+@needs_simde
+def test_avx512_vnni_kernels_under_simde_emulation(tmp_path):
+    """Where the CPU hides AVX-512 (this project's machines), int8_avx512.cpp is compiled with its
+    intrinsics emulated by SIMDe (its two asm statements swapped for the same intrinsics) and checked bit
+    for bit against the portable kernels: W8A8 (vpdpbusd on w + 128, the driver's 128 * sum q correction)
+    and W8A32 on exact sums; GEMV (M <= 4) and 6 x 4 GEMM tiles, edge tiles, masked K tails, K blocks."""
+    run_emulated(tmp_path, "csrc/cpu/int8/int8_avx512.cpp",
+                 [('"avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma"', '"avx2,fma"'),
+                  ('__asm__("vpdpbusd %[a], %[w], %[acc]"\n'
+                   '          : [acc] "+v"(acc)\n'
+                   '          : [w] "v"(w), [a] "m"(*reinterpret_cast<const __m512i*>(a)));',
+                   "acc = _mm512_dpbusd_epi32(acc, w, _mm512_loadu_si512(a));"),
+                  ('__asm__("vfmadd231ps %[a], %[w], %[acc]"\n'
+                   '          : [acc] "+v"(acc)\n'
+                   '          : [w] "v"(w), [a] "m"(*reinterpret_cast<const __m512*>(a)));',
+                   "acc = _mm512_fmadd_ps(_mm512_loadu_ps(a), w, acc);"),
+                  ("_mm512_reduce_add_epi32(", "pyc_reduce_add_epi32("),
+                  ("_mm512_reduce_add_ps(", "pyc_reduce_add_ps("),
+                  ("_mm512_cvtepi32_ps(", "pyc_cvtepi32_ps("),
+                  ("_mm512_cvtepi8_epi32(", "pyc_cvtepi8_epi32("),
+                  ("_mm512_maskz_loadu_epi8(", "pyc_maskz_loadu_epi8_512("),
+                  ("_mm_maskz_loadu_epi8(", "pyc_maskz_loadu_epi8_128(")],
+                 _SIMDE_SHIM, _SIMDE_MAIN,
+                 ("csrc/cpu/int8/int8_portable.cpp",), no_inline=True)

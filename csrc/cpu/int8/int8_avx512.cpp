@@ -2,7 +2,9 @@
 //
 // Not run on hardware by its author (the development and CI machines expose
 // AVX2 only); checked bit for bit against the portable kernels with the
-// intrinsics emulated in software (SIMDe), and compiled on every build.
+// intrinsics emulated in software (SIMDe; tests/test_cpu_int8_kernels.py,
+// test_avx512_vnni_kernels_under_simde_emulation, which swaps the two asm
+// statements below for the same intrinsics), and compiled on every build.
 //
 // W8A8: vpdpbusd multiplies u8 by s8 and sums four products into an int32 lane
 // with no int16 stage. The activations stay signed (q, zero-padded to a
