@@ -225,6 +225,31 @@ int main() {
           for (int64_t i = 0; i < M * N; ++i)
             if (o1[i] != o2[i]) { ++bad; printf("K=%ld N=%ld M=%ld wide=%d: %g vs %g\n", long(K), long(N), long(M), wide, o1[i], o2[i]); break; }
         }
+  // Block-CSR: bn x bk blocks over kb block columns; odd block sizes leave K tails inside each block.
+  for (int64_t bn : {1, 4, 16})
+    for (int64_t bk : {1, 5, 16, 33})
+      for (int64_t N : {7, 45})
+        for (int64_t M : {1, 2, 3, 4, 5, 9}) {
+          const int64_t kb = 4, K = kb * bk, brows = (N + bn - 1) / bn;
+          std::vector<int32_t> crow(brows + 1, 0), col;
+          std::vector<float> val;
+          for (int64_t r = 0; r < brows; ++r) {
+            for (int64_t c = 0; c < kb; ++c)
+              if (r % 4 != 1 && rng() % 2) {
+                col.push_back(int32_t(c));
+                for (int64_t e = 0; e < bn * bk; ++e) val.push_back(float(int(rng() % 9) - 4));
+              }
+            crow[r + 1] = int32_t(col.size());
+          }
+          std::vector<float> x(M * K), bias(N), o1(M * N), o2(M * N);
+          for (auto& v : x) v = float(int(rng() % 9) - 4);
+          for (auto& v : bias) v = float(int(rng() % 17) - 8);
+          bsr_portable(x.data(), K, crow.data(), col.data(), val.data(), bn, bk, bias.data(), o1.data(), N, M, N);
+          bsr_avx512(x.data(), K, crow.data(), col.data(), val.data(), bn, bk, bias.data(), o2.data(), N, M, N);
+          ++cases;
+          for (int64_t i = 0; i < M * N; ++i)
+            if (o1[i] != o2[i]) { ++bad; printf("bsr bn=%ld bk=%ld N=%ld M=%ld: %g vs %g\n", long(bn), long(bk), long(N), long(M), o1[i], o2[i]); break; }
+        }
   printf("%d cases, %d mismatching\n", cases, bad);
   return bad != 0;
 }
@@ -234,9 +259,10 @@ int main() {
 @needs_simde
 def test_avx512_csr_under_simde_emulation(tmp_path):
     """Where the CPU hides AVX-512 (this project's machines), sparse_avx512.cpp is compiled with its
-    intrinsics emulated by SIMDe and its CSR kernel checked bit for bit against the portable one on integer
-    sums (exact in any order): int16 and int32 indices, both M paths (M < 3 gathers; from 3 on, panels of up
-    to 64 rows, 70 crossing one), odd K and N, empty rows."""
+    intrinsics emulated by SIMDe and its CSR and block-CSR kernels checked bit for bit against the portable
+    ones on integer sums (exact in any order): CSR with int16 and int32 indices, both M paths (M < 3 gathers;
+    from 3 on, panels of up to 64 rows, 70 crossing one), odd K and N, empty rows; BSR with 1 to 16-row
+    blocks, block widths with vector tails, empty block rows, M tiles of 1 to 4 rows."""
     run_emulated(tmp_path, "csrc/cpu/sparse/sparse_avx512.cpp",
                  [('"avx512f,avx512bw,avx512vl,avx2,fma"', '"avx2,fma"'),
                   ("_mm512_reduce_add_ps(", "pyc_reduce_add_ps("),
