@@ -99,3 +99,22 @@ def test_compress_appends_to_a_compressed_models_recipe():
     assert second._pycomp_recipe == {"spec": ["int4", "int8"], "options": [{"group_size": 32, "skip": ["5"]}, {}],
                                      "skip": []}
     assert isinstance(second[5], Int8Linear) and first._pycomp_recipe["spec"] == ["int4"]
+
+
+@pytest.mark.parametrize("spec,options", [("int8", {}), ("int4", {"group_size": 32}), ("binary", {}),
+                                          ("2:4", {}), ("lowrank", {"rank": 2})])
+def test_input_on_another_device_names_the_layer(spec, options):
+    # Weights on "meta" stand in for a second device on this CPU-only machine; either direction is refused
+    # by the layer, which names itself, before any op sees the tensors.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 4, 3), nn.Flatten(), nn.Linear(4 * 4 * 4, 8),
+                          nn.Linear(8, 3))
+    small = pycomp.compress(model, spec, **options)
+    x = torch.randn(2, 1, 8, 8)
+    small(x)
+    with pytest.raises(RuntimeError, match=r"Conv2d '\d': input is on cpu but the layer's weights are on meta"):
+        small.to("meta")(x)
+    layer = small[3]
+    with pytest.raises(RuntimeError, match=rf"{type(layer).__name__} '3': input is on meta but the layer's "
+                                           "weights are on cpu"):
+        pycomp.compress(model, spec, **options)[3](torch.randn(2, 64, device="meta"))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import itertools
 
 from torch import Tensor, nn
 
@@ -68,6 +69,10 @@ class CompressedLayer(nn.Module):
             raise ValueError(
                 f"{self.label}: expected {features} input features in dimension {dim}, got shape {tuple(x.shape)}"
             )
+        weights = next(itertools.chain(self.buffers(), self.parameters()), None)
+        if weights is not None and weights.device != x.device:
+            raise RuntimeError(f"{self.label}: input is on {x.device} but the layer's weights are on "
+                               f"{weights.device}; move one to the other (layer.to(x.device))")
 
 
 # ------------------------------------------------------------------ parents that read their children's weights
