@@ -308,6 +308,28 @@ def test_quantize_uint7_ties_and_strided_rows(isa):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+def test_quantize_and_dynamic_nan_and_inf_follow_the_reference(isa):
+    from pycomp.ops.int8 import int8_linear_dynamic_ref, quantize_per_token_int8_ref
+
+    K = 45  # NaN / inf in the vector body and in the tail
+    x = torch.randn(5, K, generator=torch.Generator().manual_seed(2))
+    x[0, 3] = x[0, 40] = float("nan")  # left out of max|x|, quantized to -127
+    x[1, 5] = float("inf")  # infinite max|x|: inv = 0, the inf itself inf * 0 = NaN -> -127
+    x[2, 41] = float("-inf")
+    x[3] = float("nan")
+    q, s = _C.quantize_per_token_int8_cpu(x, isa)
+    q_ref, s_ref = quantize_per_token_int8_ref(x)
+    assert torch.equal(q, q_ref) and torch.equal(s, s_ref)
+    assert q[0, 3].item() == -127 and q[0, 40].item() == -127 and torch.isfinite(s[0])
+    assert q[1, 5].item() == -127 and q[1, :5].eq(0).all() and s[1].item() == float("inf")
+    w, wscale = make_weight(7, K, torch.Generator().manual_seed(3))
+    out = _C.int8_linear_dynamic_cpu(x, w, wscale, None, isa)
+    want = int8_linear_dynamic_ref(x, w, wscale)
+    assert torch.isfinite(out[0]).all() and torch.isfinite(out[4]).all()
+    assert torch.allclose(out, want, rtol=1e-5, atol=1e-5, equal_nan=True)  # NaN / inf where the reference has them
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_quantize_uint7_nan_and_inf_follow_the_reference(isa):
     from pycomp.ops.int8 import int8_linear_dynamic_reduce_range_ref, quantize_per_token_uint7_ref, weight_row_sums
 

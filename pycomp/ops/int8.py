@@ -65,14 +65,16 @@ def quantize_per_token_int8_ref(x: Tensor) -> tuple[Tensor, Tensor]:
     """x (..., K) float -> q (..., K) int8, scale (...) float32.
 
     scale = max|x| / 127 per row; q = clamp(round_half_even(x * (127 / max|x|)), -127, 127).
+    NaN, as in the kernels (and as quantize_per_token_uint7_ref): NaN inputs are left out of max|x|, and a
+    NaN product (a NaN input, or inf * 0 when max|x| is infinite) quantizes to -127.
     """
     xf = x.float()
-    amax = xf.abs().amax(dim=-1, keepdim=True)
+    amax = torch.nan_to_num(xf.abs(), nan=0.0, posinf=float("inf")).amax(dim=-1, keepdim=True)
     # Tensor-by-tensor division: `127.0 / t` runs as reciprocal * 127 and `t / 127.0` as a multiply by
     # fl(1/127) on CUDA; the kernels divide with IEEE rounding, and so must the definition.
     c127 = torch.full_like(amax, 127.0)
     inv = torch.where(amax > 0, c127 / amax, torch.zeros_like(amax))
-    q = torch.round(xf * inv).clamp_(-127, 127).to(torch.int8)
+    q = torch.nan_to_num(torch.round(xf * inv), nan=-127.0).clamp_(-127, 127).to(torch.int8)
     return q, (amax / c127).squeeze(-1)
 
 
