@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from pycomp.benchmark.cpu_binary import check, copies, weights
+from pycomp.benchmark.timing import suite_sizes
 from pycomp.ops import binary as ops
 
-SHAPES = [(4096, 4096), (11008, 4096)]
-MS = [1, 16, 128]
+SHAPES, MS = suite_sizes([(4096, 4096), (11008, 4096)], [1, 16, 128])
 IMPLS = ["fp32", "w1a32", "xnor"]
 
 

@@ -15,12 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from pycomp.benchmark.cpu_int4 import torch_int4pack
-from pycomp.benchmark.timing import cold_copies
+from pycomp.benchmark.timing import cold_copies, suite_sizes
 from pycomp.ops import int4 as ops
 from pycomp.quantize.int4 import rtn_int4
 
-SHAPES = [(4096, 4096), (11008, 4096)]
-MS = [1, 16, 128]
+SHAPES, MS = suite_sizes([(4096, 4096), (11008, 4096)], [1, 16, 128])
 IMPLS = ["fp32", "int4pack", "w4a16", "w4a16_round_x"]  # round_x: the layers' default (x rounded to int16)
 GROUP = 128
 

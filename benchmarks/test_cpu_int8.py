@@ -14,12 +14,11 @@ import torch
 import torch.nn.functional as F
 
 from pycomp.benchmark.cpu_int8 import _fbgemm_linear
-from pycomp.benchmark.timing import cold_copies
+from pycomp.benchmark.timing import cold_copies, suite_sizes
 from pycomp.ops import int8 as ops
 from pycomp.quantize.int8 import quantize_weight_int8
 
-SHAPES = [(4096, 4096), (11008, 4096)]
-MS = [1, 16, 128]
+SHAPES, MS = suite_sizes([(4096, 4096), (11008, 4096)], [1, 16, 128])
 IMPLS = ["fp32", "fbgemm", "w8a8", "w8a8_rr", "w8a32"]  # w8a8_rr: reduce-range, fbgemm's 7-bit activations
 
 

@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from pycomp.benchmark.cpu_sparse import CASES, copies, op_call, packed, reference_weight, sparse_weight, torch_csr_call
+from pycomp.benchmark.timing import suite_sizes
 from pycomp.formats import sparse as fmt
 
-N = K = 4096
-MS = [1, 16, 128]
+[(N, K)], MS = suite_sizes([(4096, 4096)], [1, 16, 128])
 IMPLS = ["fp32", "ours", "torch_csr"]
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -11,11 +12,21 @@ import torch
 
 LLC_BYTES = 32 << 20  # this project's CPU machines (BENCHMARKING.md); cold sets are 4x this
 
+# PYCOMP_BENCH_SMOKE=1: the pytest-benchmark suites (benchmarks/test_cpu_*.py) run every case once on a small
+# odd shape with two weight copies, so tests/test_benchmark_suites.py can check that they still run.
+SMOKE = os.environ.get("PYCOMP_BENCH_SMOKE") == "1"
+SMOKE_SHAPE, SMOKE_MS = (80, 256), [1, 5]  # N: torch's int4pack peer needs a multiple of 16
+
+
+def suite_sizes(shapes: list[tuple[int, int]], ms: list[int]) -> tuple[list[tuple[int, int]], list[int]]:
+    """A benchmark suite's (N, K) shapes and batch sizes, or the smoke ones under PYCOMP_BENCH_SMOKE=1."""
+    return ([SMOKE_SHAPE], SMOKE_MS) if SMOKE else (shapes, ms)
+
 
 def cold_copies(nbytes: int, cap: int = 160) -> int:
     """How many copies of an `nbytes` weight to rotate so that their total exceeds 4x the LLC (cold
     weights); at most `cap`, so small shapes stay partly cached rather than filling memory."""
-    return min(cap, max(2, math.ceil(4 * LLC_BYTES / nbytes) + 1))
+    return 2 if SMOKE else min(cap, max(2, math.ceil(4 * LLC_BYTES / nbytes) + 1))
 
 
 def _sync(device: torch.device | None) -> None:
