@@ -29,6 +29,14 @@ def test_bench_json_small(capsys):
     assert result["machine"]["threads"] == 2
 
 
+@pytest.mark.parametrize("family", ["int8", "int4"])
+def test_bench_int8_and_int4_tables(family, capsys):
+    assert main(["bench", "--family", family, "--shapes", "128x256", "--m", "1,5", "--repeats", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "128x256" in out and "fp32" in out and out.count("128x256") == 2  # one table row per M
+    assert "vs fbgemm" in out if family == "int8" else "int4pack" in out
+
+
 @pytest.mark.parametrize("family", ["binary", "sparse"])
 def test_bench_binary_and_sparse_families(family, capsys):
     assert main(["bench", "--family", family, "--shapes", "128x96", "--m", "1,3", "--repeats", "2"]) == 0
