@@ -48,8 +48,11 @@ def cmd_info(args) -> int:
     from pycomp.ops import int4 as int4_ops
     from pycomp.ops import sparse as sparse_ops
 
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    # The CUDA rows are what this install would run on a CUDA device, shown even where there is none.
+    devices = [("cpu", "cpu"), ("cuda", "cuda" if torch.cuda.is_available() else "cuda (none here)")]
     layers = [("Int8Linear/Int8Conv2d mode=dynamic", lambda d, m, k: int8_ops.plan("dynamic", d, m, k)),
+              ("Int8Linear/Int8Conv2d mode=dynamic reduce_range=True",
+               lambda d, m, k: int8_ops.plan("dynamic_reduce_range", d, m, k)),
               ("Int8Linear/Int8Conv2d mode=weight_only", lambda d, m, k: int8_ops.plan("weight_only", d, m, k)),
               ("Int4Linear/Int4Conv2d", lambda d, m, k: int4_ops.plan(d, m, k)),
               ("BinaryLinear/BinaryConv2d activations=float", lambda d, m, k: binary_ops.plan("w1a16", d, m, K=k)),
@@ -58,9 +61,10 @@ def cmd_info(args) -> int:
               ("SparseLinear/SparseConv2d pattern=unstructured",
                lambda d, m, k: sparse_ops.plan("unstructured", d, m, K=k)),
               ("SparseLinear/SparseConv2d pattern=block",
-               lambda d, m, k: sparse_ops.plan("block", d, m, block=(16, 16), K=k))]
-    rows = [[name, dev, plan(dev, 1, 4096), plan(dev, 1024, 4096), plan(dev, 1024, 4095), plan(dev, 8192, 288)]
-            for name, plan in layers for dev in devices]
+               lambda d, m, k: sparse_ops.plan("block", d, m, block=(16, 16), K=k)),
+              ("LowRankLinear/LowRankConv2d", lambda d, m, k: "torch (2 dense GEMMs)")]
+    rows = [[name, label, plan(dev, 1, 4096), plan(dev, 1024, 4096), plan(dev, 1024, 4095), plan(dev, 8192, 288)]
+            for name, plan in layers for dev, label in devices]
     con.print(_table("what each layer runs on", ["layer", "device", "M=1", "M=1024", "M=1024, K=4095",
                                                  "M=8192, K=288 (a conv)"], rows))
     return 0

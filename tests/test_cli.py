@@ -11,6 +11,7 @@ def test_info(capsys):
     out = capsys.readouterr().out
     assert "pycomp._C" in out and "Int8Linear" in out
     assert "cpu-dense" in out  # the M=8192, K=288 column: weight-only layers on a conv's im2col rows
+    assert "cuda" in out and "reduce_range=True" in out and "LowRankLinear" in out  # every layer, both devices
 
 
 def test_demo_json(capsys):
