@@ -28,6 +28,11 @@ SHIM_HEAD = r"""
 static inline float pyc_reduce_add_ps(simde__m512 v) {
   float a[16]; simde_mm512_storeu_ps(a, v); float s = 0; for (float f : a) s += f; return s;
 }
+static inline simde__m512 pyc_cvtepi32_ps(simde__m512i v) {
+  int32_t i[16]; float f[16]; simde_mm512_storeu_si512(i, v);
+  for (int l = 0; l < 16; ++l) f[l] = float(i[l]);
+  return simde_mm512_loadu_ps(f);
+}
 """
 
 MAIN_HEAD = r"""

@@ -191,11 +191,6 @@ static inline simde__m512i pyc_cvtepu8_epi32(simde__m128i b) {
   for (int l = 0; l < 16; ++l) i[l] = u[l];
   return simde_mm512_loadu_si512(i);
 }
-static inline simde__m512 pyc_cvtepi32_ps(simde__m512i v) {
-  int32_t i[16]; float f[16]; simde_mm512_storeu_si512(i, v);
-  for (int l = 0; l < 16; ++l) f[l] = float(i[l]);
-  return simde_mm512_loadu_ps(f);
-}
 """
 
 _SIMDE_MAIN = r"""

@@ -666,11 +666,6 @@ static inline int32_t pyc_reduce_add_epi32(simde__m512i v) {
   int32_t a[16]; simde_mm512_storeu_si512(a, v); uint32_t s = 0; for (int32_t i : a) s += uint32_t(i);
   return int32_t(s);
 }
-static inline simde__m512 pyc_cvtepi32_ps(simde__m512i v) {
-  int32_t i[16]; float f[16]; simde_mm512_storeu_si512(i, v);
-  for (int l = 0; l < 16; ++l) f[l] = float(i[l]);
-  return simde_mm512_loadu_ps(f);
-}
 """
 
 _SIMDE_MAIN = r"""
