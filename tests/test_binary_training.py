@@ -86,11 +86,12 @@ def test_a_distillation_step_trains_the_student_against_the_float_teacher():
     assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters()))
 
 
-def test_short_ste_finetune_on_digits_keeps_accuracy():
-    """A CI-length run (1 epoch on 640 images, a few seconds); the full run's figure is in the report."""
-    r = finetune_digits("float", epochs=1, limit=640)
+def test_ste_finetune_on_digits_loses_at_most_three_points():
+    """Issue 4's target, the full run of `python -m pycomp.binarize.digits` (15 epochs, about 9 s): binary
+    weights (first and last layer float), STE-trained, lose at most 3 points (0.00 measured)."""
+    r = finetune_digits("float", epochs=15)
     assert r["ste_packed"] == pytest.approx(r["ste_latent"], abs=0.01)  # the packed layers compute the same
-    assert r["float"] - r["ste_packed"] <= 0.04, r
+    assert r["float"] - r["ste_packed"] <= 0.03 + 1e-9, r
 
 
 def test_short_w1a1_runs_plain_warns_and_centred_learns():
