@@ -214,3 +214,22 @@ def test_dequant_bad_inputs_raise():
         tk.w4a16_linear_dequant(torch.randn(2, 32, device=DEVICE), packed, scales, zeros, None, 32, 64)
     with pytest.raises(ValueError, match="2-D"):
         tk.w4a16_linear_dequant(torch.randn(1, 2, 64, device=DEVICE), packed, scales, zeros, None, 32, 64)
+
+
+def test_gpu_autotuners_keep_their_results_on_disk():
+    # Outside the interpreter (a GPU run) the int4, int8 and W1A16 kernels are triton.autotune objects; where
+    # Triton has cache_results they keep each key's winner in Triton's cache, so a new process does not
+    # time every configuration again. Checked in a process without TRITON_INTERPRET (conftest sets it here).
+    import inspect
+    import subprocess
+    import sys
+
+    import triton
+
+    if "cache_results" not in inspect.signature(triton.autotune).parameters:
+        pytest.skip("this Triton has no autotune cache_results")
+    code = ("import pycomp.triton_kernels.int4 as a, pycomp.triton_kernels.int8 as b, pycomp.triton_kernels.binary "
+            "as c; print([getattr(k, 'cache_results', None) for k in (a._w4a16, b._w8a16, b._int8_gemm, c._w1a16)])")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout.strip() == "[True, True, True, True]", run.stdout + run.stderr[-2000:]

@@ -21,6 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._autotune import autotune
+
 # Read at import, like @triton.jit does: "1" runs kernels on CPU tensors in the interpreter.
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -175,7 +177,7 @@ def _prune(configs, named_args, **kwargs):
 
 
 _CONFIGS = list({_config_id(c): c for cs in _CONFIGS_BY_BUCKET.values() for c in cs}.values())
-_w1a16 = _w1a16_kernel if _INTERPRET else triton.autotune(
+_w1a16 = _w1a16_kernel if _INTERPRET else autotune(
     configs=_CONFIGS, key=["M_BUCKET", "N", "K", "G"], prune_configs_by={"early_config_prune": _prune})(_w1a16_kernel)
 
 

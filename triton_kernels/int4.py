@@ -31,6 +31,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._autotune import autotune
+
 # Read at import, like @triton.jit does: "1" runs kernels on CPU tensors in the interpreter.
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -262,8 +264,8 @@ def _prune_by_m(configs, named_args, **kwargs):
 _even_k = triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})
 
 _w4a16_fixed = _even_k(_w4a16_kernel)
-_w4a16 = _w4a16_fixed if _INTERPRET else triton.autotune(configs=_CONFIGS, key=["M_BUCKET", "N", "K", "GS"],
-                             prune_configs_by={"early_config_prune": _prune_by_m})(_even_k(_w4a16_kernel))
+_w4a16 = _w4a16_fixed if _INTERPRET else autotune(configs=_CONFIGS, key=["M_BUCKET", "N", "K", "GS"],
+                     prune_configs_by={"early_config_prune": _prune_by_m})(_even_k(_w4a16_kernel))
 
 
 # ----------------------------------------------------------------------------- launcher

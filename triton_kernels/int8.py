@@ -20,6 +20,8 @@ import triton.language as tl
 from triton.language.extra import libdevice
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
+from ._autotune import autotune
+
 # Read at import, like @triton.jit does: "1" runs kernels on CPU tensors in the interpreter.
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -524,8 +526,8 @@ def _build(kernel, by_bucket, wrap=_even_k):
         wanted = {_config_id(c) for c in by_bucket[named_args["M_BUCKET"]]}
         return [c for c in configs if _config_id(c) in wanted] or configs[:1]
 
-    return triton.autotune(configs=configs, key=["M_BUCKET", "N", "K"],
-                           prune_configs_by={"early_config_prune": prune})(wrap(kernel))
+    return autotune(configs=configs, key=["M_BUCKET", "N", "K"],
+                    prune_configs_by={"early_config_prune": prune})(wrap(kernel))
 
 
 _int8_gemm = _build(_int8_gemm_kernel, _INT8_GEMM_BY_BUCKET)
