@@ -43,6 +43,8 @@ def test_bench_binary_and_sparse_families(family, capsys):
     assert main(["bench", "--family", family, "--shapes", "128x96", "--m", "1,3", "--repeats", "2"]) == 0
     out = capsys.readouterr().out
     assert "x fp32" in out and "128x96" in out
+    if family == "binary":
+        assert "GB/s" in out and "% ceil" in out  # W1A32's memory rate beside its time
     assert main(["bench", "--family", family, "--json", "--shapes", "128x96", "--m", "2", "--repeats", "2"]) == 0
     assert all(r["m"] == 2 for r in json.loads(capsys.readouterr().out)["rows"])
 

@@ -32,6 +32,7 @@ class Row:
     w1a32_backend: str
     xnor_backend: str
     xnor_tops: float  # binary ops (2 per multiply-add) per second
+    w1a32_gbs: float  # the packed weight's bytes (bits and alphas) per second: the memory-bound rows' rate
 
 
 def copies(nbytes: int) -> int:
@@ -74,7 +75,8 @@ def bench_shape(n: int, k: int, ms: list[int], repeats: int) -> list[Row]:
         med = {name: median_ms(v) for name, v in t.items()}
         rows.append(Row(f"{n}x{k}", m, med["fp32"], med["w1a32"], med["xnor"], med["fp32"] / med["w1a32"],
                         med["fp32"] / med["xnor"], ops.plan("w1a16", "cpu", m), ops.plan("xnor", "cpu", m),
-                        2 * m * n * k / med["xnor"] / 1e9))
+                        2 * m * n * k / med["xnor"] / 1e9,
+                        (packed.numel() + alpha.numel()) * 4 / med["w1a32"] / 1e6))
     return rows
 
 
@@ -88,11 +90,14 @@ def table(result: dict) -> str:
     """The rows of run() as a plain-text table."""
     lines = [f"CPU binary linear, {result['threads']} threads, cold weights, read ceiling "
              f"{result['read_bandwidth_gbs']:.1f} GB/s",
-             f"{'shape':>10} {'M':>5} {'fp32 ms':>9} {'W1A32 ms':>9} {'x fp32':>7} {'XNOR ms':>9} {'x fp32':>7} "
-             f"{'XNOR TOP/s':>10}  backends"]
+             f"{'shape':>10} {'M':>5} {'fp32 ms':>9} {'W1A32 ms':>9} {'x fp32':>7} {'GB/s':>6} {'% ceil':>6} "
+             f"{'XNOR ms':>9} {'x fp32':>7} {'XNOR TOP/s':>10}  backends"]
     for r in result["rows"]:
+        # W1A32 reads its weight once per call: GB/s and % of the read ceiling where M is small enough
+        # (<= 4) for the call to be memory-bound; compute-bound rows show "-".
+        pct = f"{100 * r['w1a32_gbs'] / result['read_bandwidth_gbs']:6.0f}" if r["m"] <= 4 else f"{'-':>6}"
         lines.append(f"{r['shape']:>10} {r['m']:>5} {r['fp32_ms']:9.3f} {r['w1a32_ms']:9.3f} {r['w1a32_vs_fp32']:7.1f} "
-                     f"{r['xnor_ms']:9.3f} {r['xnor_vs_fp32']:7.1f} {r['xnor_tops']:10.2f}  "
+                     f"{r['w1a32_gbs']:6.1f} {pct} {r['xnor_ms']:9.3f} {r['xnor_vs_fp32']:7.1f} {r['xnor_tops']:10.2f}  "
                      f"{r['w1a32_backend']}, {r['xnor_backend']}")
     return "\n".join(lines)
 
