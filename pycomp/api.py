@@ -11,7 +11,7 @@ from torch import nn
 from pycomp.binarize import BinaryConfig, XnorConfig
 from pycomp.calibrate import calib_batches, replace_calibrated
 from pycomp.lowrank.config import LowRankConfig
-from pycomp.nn.base import CompressedLayer, adapt_parents
+from pycomp.nn.base import CompressedLayer, adapt_parents, held_by_parent
 from pycomp.prune.config import Sparse24Config, SparseConfig
 from pycomp.quantize.int4 import Int4Config
 from pycomp.quantize.int8 import Int8Config
@@ -55,15 +55,6 @@ def _skipped(name: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def _held_by_parent(model: nn.Module) -> set[str]:
-    """Names of modules whose parent reads their parameters instead of calling them, so a compressed layer
-    (which has no float `.weight`) cannot stand in for them: nn.MultiheadAttention's out_proj, which its
-    forward passes to F.multi_head_attention_forward as a weight and bias. torch's quantize_dynamic keeps
-    it in float too (torch marks it NonDynamicallyQuantizableLinear)."""
-    return {f"{n}.{c}" if n else c for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)
-            for c, _ in m.named_children()}
-
-
 def _calibrates(config) -> bool:
     return getattr(config, "calibrates", False)
 
@@ -83,8 +74,8 @@ def _layer_step(model: nn.Module, step, skip: Sequence[str], batches) -> nn.Modu
     if _calibrates(root) and root.handles(model):
         return replace_calibrated(model, [("", model)], lambda n, m, x: root.convert(m, n, calib=x), batches,
                                   step.technique)
-    held = _held_by_parent(model)
-    targets = [(n, m) for n, m in model.named_modules() if n and n not in held and not _skipped(n, skip)]
+    held_names = held_by_parent(model)
+    targets = [(n, m) for n, m in model.named_modules() if n and n not in held_names and not _skipped(n, skip)]
     later, replaced = [], 0
     for name, module in targets:  # layers without calibration first: GPTQ then sees them compressed
         config = config_for(name)

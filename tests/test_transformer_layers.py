@@ -35,7 +35,8 @@ def test_encoder_layers_compress_and_run_their_own_forward(spec, options):
     for layer in small.layers:
         assert type(layer.self_attn.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
         assert isinstance(layer.linear1, CompressedLayer)  # binary keeps the model's last Linear in float
-    assert not any(layer._forward_pre_hooks for layer in model.layers), "the original model was changed"
+    assert all(layer.activation_relu_or_gelu == 1 for layer in model.layers), "the original model was changed"
+    assert all(layer.activation_relu_or_gelu == 0 for layer in small.layers) and not small.use_nested_tensor
     x = torch.randn(3, 7, 64)
     mask = torch.zeros(3, 7, dtype=torch.bool)
     mask[1, 5:] = True
@@ -45,7 +46,6 @@ def test_encoder_layers_compress_and_run_their_own_forward(spec, options):
     assert (small(x) - ref).abs().max() > 1e-3
     torch.testing.assert_close(small(x), _plain(small, x), atol=1e-4, rtol=1e-4)
     masked = small(x, src_key_padding_mask=mask)
-    assert not masked.is_nested
     torch.testing.assert_close(masked, _plain(small, x, src_key_padding_mask=mask), atol=1e-4, rtol=1e-4)
     if spec == "int8":
         assert (small(x) - ref).norm() / ref.norm() < 0.05
@@ -56,8 +56,8 @@ def test_out_proj_stays_float_even_when_named_and_save_load_keeps_the_plain_path
     model = _encoder()
     small = pycomp.compress(model, "int8", overrides={"*.out_proj": {"mode": "weight_only"}})
     assert type(small.layers[0].self_attn.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
-    again = pycomp.compress(pycomp.compress(model, "2:4"), "int8")  # two steps add one hook
-    assert all(len(layer._forward_pre_hooks) == 1 for layer in again.layers)
+    again = pycomp.compress(pycomp.compress(model, "2:4"), "int8")  # two steps
+    assert all(layer.activation_relu_or_gelu == 0 for layer in again.layers)
     path = tmp_path / "enc.pycomp"
     pycomp.save(small, path)
     loaded = pycomp.load(path, model=_encoder())
@@ -65,3 +65,23 @@ def test_out_proj_stays_float_even_when_named_and_save_load_keeps_the_plain_path
     mask = torch.tensor([[False] * 5, [False] * 3 + [True] * 2])
     assert torch.equal(loaded(x), small(x))
     assert torch.equal(loaded(x, src_key_padding_mask=mask), small(x, src_key_padding_mask=mask))
+
+
+@torch.no_grad()
+def test_qat_and_binary_training_routes_on_an_encoder():
+    from pycomp.binarize import ste
+    from pycomp.quantize import qat
+
+    model = _encoder()
+    x = torch.randn(2, 5, 64)
+    prepared = qat.prepare_qat(model, "int8")
+    assert type(prepared.layers[0].self_attn.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
+    torch.testing.assert_close(prepared(x), _plain(prepared, x), atol=1e-4, rtol=1e-4)  # fake quant ran
+    packed = qat.convert(prepared)
+    torch.testing.assert_close(packed(x), _plain(packed, x), atol=1e-4, rtol=1e-4)
+    latent = ste.prepare(model, keep_first_last=False)
+    assert type(latent.layers[0].self_attn.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
+    binary = ste.convert(latent)
+    assert isinstance(binary.layers[0].linear2, CompressedLayer)
+    torch.testing.assert_close(binary(x), _plain(binary, x), atol=1e-4, rtol=1e-4)
+    assert (binary(x) - model(x)).abs().max() > 1e-3

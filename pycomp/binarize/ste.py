@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from pycomp.binarize.config import ACTIVATIONS, first_and_last
 from pycomp.formats.binary import check_group_size, num_groups
+from pycomp.nn.base import adapt_parents, held_by_parent
 from pycomp.nn.conv import Im2ColConv2d
 
 
@@ -178,7 +179,7 @@ def prepare(model: nn.Module, activations: str = "float", group_size: int = 0, k
     the last, and the names in `skip`) becomes a BinarizedLinear / BinarizedConv2d with the same weights.
     `model` itself is untouched (it can serve as the teacher of a distillation loss)."""
     out = copy.deepcopy(model)
-    keep = set(skip) | (first_and_last(out) if keep_first_last else set())
+    keep = set(skip) | (first_and_last(out) if keep_first_last else set()) | held_by_parent(out)
 
     def make(name, m):
         if name in keep or isinstance(m, LATENT):
@@ -191,7 +192,7 @@ def prepare(model: nn.Module, activations: str = "float", group_size: int = 0, k
 
     if isinstance(out, (nn.Linear, nn.Conv2d)) and not isinstance(out, LATENT):
         return make("", out)
-    return _swap(out, make)
+    return adapt_parents(_swap(out, make))
 
 
 def convert(model: nn.Module) -> nn.Module:
@@ -202,4 +203,4 @@ def convert(model: nn.Module) -> nn.Module:
         return out.to_binary()
     if not any(isinstance(m, LATENT) for m in out.modules()):
         raise ValueError("binarize.convert: the model has no BinarizedLinear/BinarizedConv2d; call prepare() first")
-    return _swap(out, lambda name, m: m.to_binary(name) if isinstance(m, LATENT) else None)
+    return adapt_parents(_swap(out, lambda name, m: m.to_binary(name) if isinstance(m, LATENT) else None))

@@ -69,7 +69,11 @@ class CompressedLayer(nn.Module):
             raise ValueError(
                 f"{self.label}: expected {features} input features in dimension {dim}, got shape {tuple(x.shape)}"
             )
-        weights = next(itertools.chain(self.buffers(), self.parameters()), None)
+        # The layer's own tensors first, without walking the module tree (buffers() costs 4-6 us a call);
+        # a layer of sublayers (low-rank) has none of its own.
+        weights = next(itertools.chain(self._buffers.values(), self._parameters.values()), None)
+        if weights is None:
+            weights = next(self.parameters(), None)
         if weights is not None and weights.device != x.device:
             raise RuntimeError(f"{self.label}: input is on {x.device} but the layer's weights are on "
                                f"{weights.device}; move one to the other (layer.to(x.device))")
@@ -78,27 +82,33 @@ class CompressedLayer(nn.Module):
 # ------------------------------------------------------------------ parents that read their children's weights
 #
 # Some torch modules read a child Linear's `.weight` instead of calling it. nn.MultiheadAttention always does
-# (its out_proj), so compress keeps that child in float (pycomp.api). nn.TransformerEncoderLayer and
-# nn.TransformerEncoder do it only to decide whether to run their fused inference kernel, which would run the
-# float weights anyway; with a compressed child they must take their plain path, which calls the children.
+# (its out_proj), so that child stays float (held_by_parent: compress, prepare_qat, binarize.prepare and the
+# sensitivity scan leave it out). nn.TransformerEncoderLayer and nn.TransformerEncoder do it only to decide
+# whether to run their fused inference kernel, which would compute with the float weights; with a pycomp layer
+# inside they must take their plain path, which calls the children (adapt_parents).
 
 
-def _plain_path_only(module: nn.Module, args):
-    """A forward pre-hook that does nothing: an nn.TransformerEncoderLayer with any hook in its subtree takes
-    its plain path (torch checks for hooks before it reads the children's weights for the fused path)."""
-    return None
+def held_by_parent(model: nn.Module) -> set[str]:
+    """Names of modules whose parent reads their parameters instead of calling them, so no pycomp layer can
+    stand in for them: the out_proj of every nn.MultiheadAttention, which its forward passes to
+    F.multi_head_attention_forward as a weight and bias. torch's quantize_dynamic keeps it in float too
+    (torch marks it NonDynamicallyQuantizableLinear)."""
+    return {f"{n}.{c}" if n else c for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)
+            for c, _ in m.named_children()}
 
 
 def adapt_parents(model: nn.Module) -> nn.Module:
-    """Turns off torch's fused transformer fast paths wherever a compressed layer sits inside them, so each
-    compressed layer runs through its own forward. Idempotent; returns `model`."""
+    """Turns off torch's fused transformer fast paths wherever a pycomp layer (packed, QAT or latent binary)
+    sits inside them, so each runs through its own forward. Plain attributes that torch (1.12 and later) reads
+    before it reads any weight: an encoder layer's activation_relu_or_gelu (which only the fused kernel uses)
+    and an encoder's nested-tensor switch. Idempotent; returns `model`."""
     for module in model.modules():
         if not isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerEncoder)):
             continue
-        if not any(isinstance(m, CompressedLayer) for m in module.modules()):
+        if not any(type(m).__module__.startswith("pycomp.") for m in module.modules()):
             continue
         if isinstance(module, nn.TransformerEncoder):
-            module.use_nested_tensor = False  # its nested-tensor path reads the first layer's weights
-        elif _plain_path_only not in module._forward_pre_hooks.values():
-            module.register_forward_pre_hook(_plain_path_only)
+            module.enable_nested_tensor = module.use_nested_tensor = False
+        else:
+            module.activation_relu_or_gelu = 0
     return model

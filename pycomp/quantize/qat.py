@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from pycomp.formats.int4 import (
     QMAX, SCALE_MAX, SCALE_MIN, SYMMETRIC_ZERO, check_finite, check_group_size, n_groups, pack_int4,
 )
+from pycomp.nn.base import adapt_parents, held_by_parent
 from pycomp.nn.conv import Im2ColConv2d, conv_settings
 from pycomp.ops.int8 import quantize_per_token_int8_ref
 from pycomp.quantize.int4 import int4_group_params
@@ -269,14 +270,15 @@ def prepare_qat(model: nn.Module, technique: str, *, skip: Iterable[str] = (), *
 
     if (root := qat_layer(out, "")) is not None:
         return root
+    held = held_by_parent(out)
     targets = [(n, m) for n, m in out.named_modules() if n and isinstance(m, (nn.Linear, nn.Conv2d))
-               and not _skipped(n, skip)]
+               and n not in held and not _skipped(n, skip)]
     if not targets:
         raise ValueError(f"prepare_qat: found no nn.Linear or nn.Conv2d to train (after skip={skip})")
     for name, module in targets:
         parent, _, child = name.rpartition(".")
         setattr(out.get_submodule(parent), child, qat_layer(module, name))
-    return out
+    return adapt_parents(out)
 
 
 def convert(model: nn.Module) -> nn.Module:
@@ -290,4 +292,4 @@ def convert(model: nn.Module) -> nn.Module:
     for name, module in targets:
         parent, _, child = name.rpartition(".")
         setattr(out.get_submodule(parent), child, module.to_layer())
-    return out
+    return adapt_parents(out)
