@@ -91,6 +91,19 @@ def test_quantize_ties_round_to_even():
     assert s.item() == 1.0
 
 
+@pytest.mark.parametrize("K", [64, 45])  # vector and scalar paths
+def test_quantize_nan_and_inf_follow_the_reference(K):
+    # NaN left out of max|x| and quantized to -127; an infinite max|x| makes inv 0, so the inf itself is -127
+    x = torch.randn(4, K, generator=torch.Generator().manual_seed(2))
+    x[0, 3] = x[0, K - 2] = float("nan")
+    x[1, 5] = float("inf")
+    x[2] = float("nan")
+    q, s = C.quantize_per_token_int8_cuda(x.cuda())
+    q_ref, s_ref = quantize_per_token_int8_ref(x)
+    assert torch.equal(q.cpu(), q_ref) and torch.equal(s.cpu(), s_ref)
+    assert q[0, 3].item() == -127 and q[1, 5].item() == -127
+
+
 def test_quantize_errors():
     with pytest.raises(RuntimeError, match="CUDA tensor"):
         C.quantize_per_token_int8_cuda(torch.randn(2, 16))

@@ -91,7 +91,11 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(const typename 
     int qi[W];
     IO::load(xr + i * W, v);
 #pragma unroll
-    for (int j = 0; j < W; ++j) qi[j] = min(127, max(-127, __float2int_rn(__fmul_rn(v[j], inv))));
+    for (int j = 0; j < W; ++j) {
+      // A NaN product (NaN input, or inf * 0) is -127 as on the CPU; cvt.rni.s32 alone would make it 0.
+      const float p = __fmul_rn(v[j], inv);
+      qi[j] = p != p ? -127 : min(127, max(-127, __float2int_rn(p)));
+    }
     IO::store(qr + i * W, qi);
   }
 }
