@@ -62,7 +62,7 @@ def cmd_info(args) -> int:
                lambda d, m, k: sparse_ops.plan("unstructured", d, m, K=k)),
               ("SparseLinear/SparseConv2d pattern=block",
                lambda d, m, k: sparse_ops.plan("block", d, m, block=(16, 16), K=k)),
-              ("LowRankLinear/LowRankConv2d", lambda d, m, k: "torch (2 dense GEMMs)")]
+              ("LowRankLinear/LowRankConv2d", lambda d, m, k: "torch: 2 GEMMs (conv: 3-4 convs)")]
     rows = [[name, label, plan(dev, 1, 4096), plan(dev, 1024, 4096), plan(dev, 1024, 4095), plan(dev, 8192, 288)]
             for name, plan in layers for dev, label in devices]
     con.print(_table("what each layer runs on", ["layer", "device", "M=1", "M=1024", "M=1024, K=4095",
@@ -213,8 +213,9 @@ def cmd_bench(args) -> int:
     con = _console()
     mi = result["machine"]
     turns = "call by call" if args.block == 1 else f"in turns of {args.block} calls, the first untimed"
+    cold = "two weight copies only (PYCOMP_BENCH_SMOKE=1)" if timing.SMOKE else "cold weights"
     con.print(f"{mi['cpu']}, {mi['threads']} threads, kernels {mi['cpu_isa']}, torch {mi['torch']}; "
-              f"memory read ceiling {result['read_bandwidth_gbs']:.1f} GB/s; cold weights; ops interleaved {turns}")
+              f"memory read ceiling {result['read_bandwidth_gbs']:.1f} GB/s; {cold}; ops interleaved {turns}")
     if args.family in ("binary", "sparse"):
         con.print(family.table(result), highlight=False)
         return 0

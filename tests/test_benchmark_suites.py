@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.skipif(_ext._C is None, reason="pycomp._C not built")
 @pytest.mark.parametrize("suite", ["int8", "int4", "binary", "sparse"])
 def test_benchmark_suite_runs(suite):
+    pytest.importorskip("pytest_benchmark")
     env = {**os.environ, "PYCOMP_BENCH_SMOKE": "1"}
     run = subprocess.run([sys.executable, "-m", "pytest", f"benchmarks/test_cpu_{suite}.py", "--benchmark-disable",
                           "-q", "-p", "no:cacheprovider"], cwd=ROOT, env=env, capture_output=True, text=True,

@@ -76,7 +76,8 @@ def bench_shape(n: int, k: int, ms: list[int], repeats: int) -> list[Row]:
         rows.append(Row(f"{n}x{k}", m, med["fp32"], med["w1a32"], med["xnor"], med["fp32"] / med["w1a32"],
                         med["fp32"] / med["xnor"], ops.plan("w1a16", "cpu", m), ops.plan("xnor", "cpu", m),
                         2 * m * n * k / med["xnor"] / 1e9,
-                        (packed.numel() + alpha.numel()) * 4 / med["w1a32"] / 1e6))
+                        (packed.numel() * packed.element_size() + alpha.numel() * alpha.element_size())
+                        / med["w1a32"] / 1e6))
     return rows
 
 
