@@ -35,7 +35,7 @@ class Digits:
         return self.acc0 - accuracy(model, self.test)
 
 
-def _finetune(model, train, epochs, keep=None, on_step=None):
+def finetune(model, train, epochs, keep=None, on_step=None):
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     keeper = keep_masks(model, keep, optimizer=opt) if keep is not None else None
     model.train()
@@ -54,7 +54,7 @@ def _finetune(model, train, epochs, keep=None, on_step=None):
 def two_four(d: Digits, pad_conv1: bool = False) -> dict:
     pruned = copy.deepcopy(d.model)
     masks = nm_prune(pruned, skip=[] if pad_conv1 else ["conv1"], pad=pad_conv1)
-    _finetune(pruned, d.train, 3, keep=masks)
+    finetune(pruned, d.train, 3, keep=masks)
     return {"method": "2:4" + (", conv1 padded" if pad_conv1 else ", conv1 dense"), "drop": d.drop(pruned),
             "layers": sorted(masks), "kept_pattern": all(is_nm_sparse(pruned.get_submodule(n).weight, pad=pad_conv1)
                                                          for n in masks), "target": None if pad_conv1 else 0.005}
@@ -64,7 +64,7 @@ def gradual_90(d: Digits) -> dict:
     pruned = copy.deepcopy(d.model)
     steps = len(d.train(0))
     pruner = GradualPruner(pruned, 0.9, end_step=6 * steps, frequency=steps // 2, scope="global")
-    _finetune(pruned, d.train, 8, on_step=pruner.step)
+    finetune(pruned, d.train, 8, on_step=pruner.step)
     pruner.remove()
     return {"method": "90% global, gradual", "drop": d.drop(pruned), "sparsity": sparsity_of(pruned),
             "target": 0.01}
@@ -74,7 +74,7 @@ def channels_50(d: Digits) -> dict:
     x = torch.randn(1, 1, 8, 8)
     small = prune_channels(d.model, 0.5, example_input=x)
     flops = count_flops(small, x) / count_flops(d.model, x)
-    _finetune(small, d.train, 5)
+    finetune(small, d.train, 5)
     return {"method": "50% channels", "drop": d.drop(small), "flops": flops, "target": 0.015}
 
 

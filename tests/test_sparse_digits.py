@@ -1,7 +1,7 @@
 """The sparse layers on the digits CNN: prune, fine-tune, then pycomp.compress keeps the fine-tuned pattern
 and the SparseLinear/SparseConv2d model computes what the masked dense model computes.
 
-test_prune_digits.py holds the retention targets of the masked dense models (2:4 <= 0.5 point, 90% gradual
+test_prune_digits.py (through benchmarks/prune_retention.py) holds the retention targets of the masked dense models (2:4 <= 0.5 point, 90% gradual
 <= 1 point); outputs equal to the masked model's carry them over. The 2:4 case also checks its target here,
 end to end; the 90% case uses a shorter schedule to keep CI time down (same code path, fewer steps).
 """
@@ -9,11 +9,13 @@ import copy
 
 import pytest
 import torch
-from test_prune_digits import _finetune  # the masked fine-tuning loop the retention targets use
+from bench_modules import load_benchmark
 
 import pycomp
 from pycomp.nn import SparseConv2d, SparseLinear
 from pycomp.prune import GradualPruner, nm_prune
+
+_finetune = load_benchmark("prune_retention").finetune  # the masked fine-tuning loop the retention targets use
 
 
 @pytest.fixture(scope="module")
