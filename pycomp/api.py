@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import fnmatch
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 
 from torch import nn
@@ -75,6 +76,9 @@ def _layer_step(model: nn.Module, step, skip: Sequence[str], batches) -> nn.Modu
         return replace_calibrated(model, [("", model)], lambda n, m, x: root.convert(m, n, calib=x), batches,
                                   step.technique)
     held_names = held_by_parent(model)
+    if named := sorted(n for n in held_names if any(fnmatch.fnmatchcase(n, p) for p, _ in step.overrides)):
+        warnings.warn(f"compress: {step.technique} overrides name {', '.join(named)}, which stay float: "
+                      "nn.MultiheadAttention reads its out_proj's weight directly", stacklevel=3)
     targets = [(n, m) for n, m in model.named_modules() if n and n not in held_names and not _skipped(n, skip)]
     later, replaced = [], 0
     for name, module in targets:  # layers without calibration first: GPTQ then sees them compressed

@@ -54,7 +54,9 @@ def test_encoder_layers_compress_and_run_their_own_forward(spec, options):
 @torch.no_grad()
 def test_out_proj_stays_float_even_when_named_and_save_load_keeps_the_plain_path(tmp_path):
     model = _encoder()
-    small = pycomp.compress(model, "int8", overrides={"*.out_proj": {"mode": "weight_only"}})
+    with pytest.warns(UserWarning, match=r"overrides name layers.0.self_attn.out_proj, layers.1.self_attn.out_proj, "
+                                         "which stay float"):
+        small = pycomp.compress(model, "int8", overrides={"*.out_proj": {"mode": "weight_only"}})
     assert type(small.layers[0].self_attn.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
     again = pycomp.compress(pycomp.compress(model, "2:4"), "int8")  # two steps
     assert all(layer.activation_relu_or_gelu == 0 for layer in again.layers)
