@@ -12,7 +12,7 @@ from torch import nn
 from pycomp.binarize import BinaryConfig, XnorConfig
 from pycomp.calibrate import calib_batches, replace_calibrated
 from pycomp.lowrank.config import LowRankConfig
-from pycomp.nn.base import CompressedLayer, adapt_parents, held_by_parent
+from pycomp.nn.base import CompressedLayer, held_by_parent, put_layer
 from pycomp.prune.config import Sparse24Config, SparseConfig
 from pycomp.quantize.int4 import Int4Config
 from pycomp.quantize.int8 import Int8Config
@@ -56,6 +56,13 @@ def _skipped(name: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
+def _candidates(model: nn.Module, skip: Sequence[str]) -> list[tuple[str, nn.Module]]:
+    """(name, module) of every submodule a technique may replace: not matched by `skip`, and not one that its
+    parent reads instead of calling (held_by_parent)."""
+    held = held_by_parent(model)
+    return [(n, m) for n, m in model.named_modules() if n and n not in held and not _skipped(n, skip)]
+
+
 def _calibrates(config) -> bool:
     return getattr(config, "calibrates", False)
 
@@ -75,11 +82,11 @@ def _layer_step(model: nn.Module, step, skip: Sequence[str], batches) -> nn.Modu
     if _calibrates(root) and root.handles(model):
         return replace_calibrated(model, [("", model)], lambda n, m, x: root.convert(m, n, calib=x), batches,
                                   step.technique)
-    held_names = held_by_parent(model)
-    if named := sorted(n for n in held_names if any(fnmatch.fnmatchcase(n, p) for p, _ in step.overrides)):
+    patterns = [p for p, _ in step.overrides]
+    if named := sorted(n for n in held_by_parent(model) if any(fnmatch.fnmatchcase(n, p) for p in patterns)):
         warnings.warn(f"compress: {step.technique} overrides name {', '.join(named)}, which stay float: "
                       "nn.MultiheadAttention reads its out_proj's weight directly", stacklevel=3)
-    targets = [(n, m) for n, m in model.named_modules() if n and n not in held_names and not _skipped(n, skip)]
+    targets = _candidates(model, skip)
     later, replaced = [], 0
     for name, module in targets:  # layers without calibration first: GPTQ then sees them compressed
         config = config_for(name)
@@ -89,8 +96,7 @@ def _layer_step(model: nn.Module, step, skip: Sequence[str], batches) -> nn.Modu
             continue
         new = config.convert(module, name)
         if new is not None:
-            parent_name, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent_name), child, new)
+            put_layer(model, name, new)
             replaced += 1
     if later:
         replace_calibrated(model, later, lambda n, m, x: config_for(n).convert(m, n, calib=x), batches,
@@ -182,6 +188,6 @@ def compress(model: nn.Module, spec: str | Sequence[str] | Recipe, *, skip: Iter
         if step.trains:
             out = TRAINING_STEPS[step.technique](out, teacher=model, train=train, **step.options)
         else:
-            out = adapt_parents(_layer_step(out, step, recipe.skip, batches))
+            out = _layer_step(out, step, recipe.skip, batches)
     out._pycomp_recipe = _jsonable((recipe if before is None else before.then(recipe)).to_dict())
     return out

@@ -6,6 +6,8 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 from torch import Tensor, nn
 
+from pycomp.nn.base import put_layer
+
 
 class _Stop(Exception):
     """Raised by a calibration hook once it has its layer's input: the rest of the forward is not needed."""
@@ -89,8 +91,7 @@ def replace_calibrated(model: nn.Module, targets: list[tuple[str, nn.Module]],
             if not inputs:
                 raise ValueError(f"compress: {step}: layer '{name}' never ran on the calibration data; "
                                  "give calib that reaches it, or skip it")
-            parent_name, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent_name), child, convert(name, module, inputs))
+            put_layer(model, name, convert(name, module, inputs))
         return model
     finally:
         for m, training in flags.items():

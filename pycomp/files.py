@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from pycomp.models import FACTORIES, factory_of
 from pycomp.nn import LAYERS, CompressedLayer
-from pycomp.nn.base import adapt_parents
+from pycomp.nn.base import put_layer
 
 FORMAT_VERSION = 1
 _VERSION_KEY = "pycomp.format_version"
@@ -89,7 +89,7 @@ def load(path: str | os.PathLike, model: nn.Module | None = None, *, device: str
     path = os.fspath(path)
     manifest, tensors = _read(path)
     layers = {name: _rebuild(name, entry) for name, entry in manifest["layers"].items()}
-    out = adapt_parents(_skeleton(path, manifest, model, layers))
+    out = _skeleton(path, manifest, model, layers)
     _check_state(out, tensors, layers)
     out.load_state_dict(tensors, strict=True, assign=True)
     for layer in layers.values():
@@ -291,8 +291,7 @@ def _skeleton(path: str, manifest: dict, model: nn.Module | None, layers: dict) 
             raise PycompFileError(f"the model has no module '{name}', which the file holds as {layer.label}; "
                                   "is it the architecture that was compressed?") from None
         _check_replaces(old, layer)
-        parent, _, child = name.rpartition(".")
-        setattr(out.get_submodule(parent), child, layer)
+        put_layer(out, name, layer)
     return out
 
 

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from pycomp.binarize.config import ACTIVATIONS, first_and_last
 from pycomp.formats.binary import check_group_size, num_groups
-from pycomp.nn.base import adapt_parents, held_by_parent
+from pycomp.nn.base import held_by_parent, put_layer
 from pycomp.nn.conv import Im2ColConv2d
 
 
@@ -168,8 +168,7 @@ def _swap(model: nn.Module, make) -> nn.Module:
             continue
         new = make(name, module)
         if new is not None:
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent), child, new)
+            put_layer(model, name, new)
     return model
 
 
@@ -192,7 +191,7 @@ def prepare(model: nn.Module, activations: str = "float", group_size: int = 0, k
 
     if isinstance(out, (nn.Linear, nn.Conv2d)) and not isinstance(out, LATENT):
         return make("", out)
-    return adapt_parents(_swap(out, make))
+    return _swap(out, make)
 
 
 def convert(model: nn.Module) -> nn.Module:
@@ -203,4 +202,4 @@ def convert(model: nn.Module) -> nn.Module:
         return out.to_binary()
     if not any(isinstance(m, LATENT) for m in out.modules()):
         raise ValueError("binarize.convert: the model has no BinarizedLinear/BinarizedConv2d; call prepare() first")
-    return adapt_parents(_swap(out, lambda name, m: m.to_binary(name) if isinstance(m, LATENT) else None))
+    return _swap(out, lambda name, m: m.to_binary(name) if isinstance(m, LATENT) else None)

@@ -85,7 +85,7 @@ class CompressedLayer(nn.Module):
 # (its out_proj), so that child stays float (held_by_parent: compress, prepare_qat, binarize.prepare and the
 # sensitivity scan leave it out). nn.TransformerEncoderLayer and nn.TransformerEncoder do it only to decide
 # whether to run their fused inference kernel, which would compute with the float weights; with a pycomp layer
-# inside they must take their plain path, which calls the children (adapt_parents).
+# inside they must take their plain path, which calls the children (put_layer).
 
 
 def held_by_parent(model: nn.Module) -> set[str]:
@@ -97,18 +97,20 @@ def held_by_parent(model: nn.Module) -> set[str]:
             for c, _ in m.named_children()}
 
 
-def adapt_parents(model: nn.Module) -> nn.Module:
-    """Turns off torch's fused transformer fast paths wherever a pycomp layer (packed, QAT or latent binary)
-    sits inside them, so each runs through its own forward. Plain attributes that torch (1.12 and later) reads
-    before it reads any weight: an encoder layer's activation_relu_or_gelu (which only the fused kernel uses)
-    and an encoder's nested-tensor switch. Idempotent; returns `model`."""
-    for module in model.modules():
-        if not isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerEncoder)):
-            continue
-        if not any(type(m).__module__.startswith("pycomp.") for m in module.modules()):
-            continue
-        if isinstance(module, nn.TransformerEncoder):
-            module.enable_nested_tensor = module.use_nested_tensor = False
-        else:
-            module.activation_relu_or_gelu = 0
-    return model
+def put_layer(model: nn.Module, name: str, layer: nn.Module) -> None:
+    """Sets submodule `name` (dotted, not empty) of `model` to `layer`: the one way pycomp puts a layer into a
+    model. When `layer` is a pycomp module (packed, QAT or latent binary), every nn.TransformerEncoderLayer and
+    nn.TransformerEncoder above it is switched to its plain path, through attributes that torch (1.12 and
+    later) reads before any weight: the layer's activation_relu_or_gelu (which only the fused kernel uses) and
+    the encoder's nested-tensor switch."""
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent), child, layer)
+    if not type(layer).__module__.startswith("pycomp."):
+        return
+    parts = name.split(".")
+    for depth in range(len(parts)):
+        above = model.get_submodule(".".join(parts[:depth]))
+        if isinstance(above, nn.TransformerEncoder):
+            above.enable_nested_tensor = above.use_nested_tensor = False
+        elif isinstance(above, nn.TransformerEncoderLayer):
+            above.activation_relu_or_gelu = 0

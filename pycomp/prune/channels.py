@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from pycomp.nn.base import put_layer
 from pycomp.prune.mask import skip_list
 
 _ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid, nn.Tanh,
@@ -478,6 +479,5 @@ def prune_channels(model: nn.Module, ratio: float = 0.5, *, example_input, skip:
             new = _rebuilt_norm(module, out_idx[name])
         else:
             new = _rebuilt(module, out_idx.get(name), in_idx.get(name))
-        parent, _, child = name.rpartition(".")
-        setattr(work.get_submodule(parent), child, new)
+        put_layer(work, name, new)
     return work

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from pycomp.formats.int4 import (
     QMAX, SCALE_MAX, SCALE_MIN, SYMMETRIC_ZERO, check_finite, check_group_size, n_groups, pack_int4,
 )
-from pycomp.nn.base import adapt_parents, held_by_parent
+from pycomp.nn.base import put_layer
 from pycomp.nn.conv import Im2ColConv2d, conv_settings
 from pycomp.ops.int8 import quantize_per_token_int8_ref
 from pycomp.quantize.int4 import int4_group_params
@@ -258,7 +258,7 @@ def prepare_qat(model: nn.Module, technique: str, *, skip: Iterable[str] = (), *
     technique "int8": mode="dynamic"|"weight_only"; "int4": group_size=32|64|128, symmetric=False.
     The copy's float parameters are shared with nothing: train it, then convert() it.
     """
-    from pycomp.api import _skipped
+    from pycomp.api import _candidates
 
     _check_options(technique, options)
     skip = [skip] if isinstance(skip, str) else list(skip)
@@ -270,15 +270,12 @@ def prepare_qat(model: nn.Module, technique: str, *, skip: Iterable[str] = (), *
 
     if (root := qat_layer(out, "")) is not None:
         return root
-    held = held_by_parent(out)
-    targets = [(n, m) for n, m in out.named_modules() if n and isinstance(m, (nn.Linear, nn.Conv2d))
-               and n not in held and not _skipped(n, skip)]
+    targets = [(n, m) for n, m in _candidates(out, skip) if isinstance(m, (nn.Linear, nn.Conv2d))]
     if not targets:
         raise ValueError(f"prepare_qat: found no nn.Linear or nn.Conv2d to train (after skip={skip})")
     for name, module in targets:
-        parent, _, child = name.rpartition(".")
-        setattr(out.get_submodule(parent), child, qat_layer(module, name))
-    return adapt_parents(out)
+        put_layer(out, name, qat_layer(module, name))
+    return out
 
 
 def convert(model: nn.Module) -> nn.Module:
@@ -290,6 +287,5 @@ def convert(model: nn.Module) -> nn.Module:
     if not targets:
         raise ValueError("convert: the model holds no QAT layer; run prepare_qat first")
     for name, module in targets:
-        parent, _, child = name.rpartition(".")
-        setattr(out.get_submodule(parent), child, module.to_layer())
-    return adapt_parents(out)
+        put_layer(out, name, module.to_layer())
+    return out

@@ -26,12 +26,9 @@ SENSITIVITY_VERSION = 2  # bump when the cached figures change meaning
 def compressible_layers(model: nn.Module, skip: Sequence[str] = ()) -> list[str]:
     """Names of the nn.Linear and nn.Conv2d modules (what every technique today compresses), skip and the
     modules that stay float for their parent (held_by_parent) excluded."""
-    from pycomp.api import _skipped
-    from pycomp.nn.base import held_by_parent
+    from pycomp.api import _candidates
 
-    held = held_by_parent(model)
-    return [n for n, m in model.named_modules() if n and isinstance(m, (nn.Linear, nn.Conv2d))
-            and n not in held and not _skipped(n, skip)]
+    return [n for n, m in _candidates(model, skip) if isinstance(m, (nn.Linear, nn.Conv2d))]
 
 
 def exact_pattern(name: str) -> str:
