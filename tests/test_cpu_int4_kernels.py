@@ -182,6 +182,30 @@ def test_binding_rejects_bad_tensors():
     assert f(torch.randn(0, 40), packed, scales, zeros, bias, 32, 40).shape == (0, 4)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("round_x", [False, True], ids=["f32x", "x16"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_16_bit_x_is_read_in_place_bit_for_bit(isa, round_x, dtype):
+    """bfloat16 and float16 x reach the kernels as they are: the packing (and round_x's int16 rounding, with
+    its 8-wide loads and scalar tails) converts each value, exactly, so the output equals that for the same
+    values as float32, bit for bit. GEMV passes and GEMM tiles, odd K and partial chunks, strided rows,
+    float16 subnormals, and a row holding inf and NaN."""
+    for m in (1, 3, 5, 16, 17, 40):
+        for n, k, gs in ((9, 37, 32), (20, 300, 64), (33, 1100, 128)):
+            packed, scales, zeros, bias = _weights(n, k, gs, False, seed=m + k)
+            g = torch.Generator().manual_seed(m * k)
+            full = torch.randn(m, k + 7, generator=g) * 3
+            full[:, ::5] *= 1e-6  # float16 subnormals
+            if m > 2:
+                full[1, 4], full[2, k // 2] = float("inf"), float("nan")
+            x = full.to(dtype)[:, 3:3 + k]
+            assert x.stride() == (k + 7, 1)
+            got = _C.w4a16_linear_cpu(x, packed, scales, zeros, bias, gs, k, isa, round_x)
+            want = _C.w4a16_linear_cpu(x.float(), packed, scales, zeros, bias, gs, k, isa, round_x)
+            assert got.dtype == torch.float32
+            torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True, msg=f"m={m} k={k}")
+
+
 # ----------------------------------------------------------------------------- AVX-512 without the hardware
 
 _SIMDE_SHIM = r"""
@@ -214,8 +238,9 @@ int main() {
           for (auto& v : x) v = float(int(rng() % 9) - 4);
           for (auto& v : bias) v = float(int(rng() % 17) - 8);
           const uint8_t* zp = sym ? nullptr : z.data();
-          w4a16_linear_portable(x.data(), K, p.data(), s.data(), zp, bias.data(), o1.data(), N, M, N, K, gs);
-          w4a16_linear_avx512(x.data(), K, p.data(), s.data(), zp, bias.data(), o2.data(), N, M, N, K, gs);
+          const pycomp::cpu::XRows xr{pycomp::cpu::XType::f32, x.data(), K};
+          w4a16_linear_portable(xr, p.data(), s.data(), zp, bias.data(), o1.data(), N, M, N, K, gs);
+          w4a16_linear_avx512(xr, p.data(), s.data(), zp, bias.data(), o2.data(), N, M, N, K, gs);
           ++cases;
           for (int64_t i = 0; i < M * N; ++i)
             if (o1[i] != o2[i]) { ++bad; printf("K=%ld gs=%d sym=%d M=%ld: %g vs %g\n", long(K), gs, sym, long(M), o1[i], o2[i]); break; }

@@ -50,10 +50,15 @@ inline void check_devices(const std::string& op, const at::Tensor& x,
 
 inline const at::Tensor* opt(const c10::optional<at::Tensor>& t) { return t ? &*t : nullptr; }
 
+// (..., K) -> (M, K) in x's dtype with unit column stride (a view when x already is).
+inline at::Tensor rows(const at::Tensor& x) {
+  at::Tensor x2 = x.reshape({-1, x.size(-1)});
+  return x2.stride(1) == 1 ? x2 : x2.contiguous();
+}
+
 // (..., K) -> (M, K) float32 with unit column stride (a view when x already is).
 inline at::Tensor rows_f32(const at::Tensor& x) {
-  at::Tensor x2 = x.reshape({-1, x.size(-1)});
-  if (x2.stride(1) != 1) x2 = x2.contiguous();
+  const at::Tensor x2 = rows(x);
   return x2.scalar_type() == at::kFloat ? x2 : x2.to(at::kFloat);
 }
 
@@ -91,14 +96,16 @@ inline bool dense_route(int64_t M, int64_t K) {
   return dense_rows_per_k() > 0 && M >= kDenseMinM && M >= dense_rows_per_k() * K;
 }
 
-// A weight-only entry's product of float32 rows x2 (M, K) and its weight, by its kernel or the dense route.
-// run(rows, bias) -> (rows, N) float32 is the entry's kernel call; decode(eye) -> (K, N) = W^T is the kernel
-// on the identity, exact (an entry whose kernel rounds x, int4's round_x, decodes without it).
+// A weight-only entry's product of rows x2 (M, K) and its weight, by its kernel or the dense route.
+// run(rows, bias) -> (rows, N) float32 is the entry's kernel call on x2 as it is (float32, or a 16-bit float
+// where the kernel takes those); decode(eye) -> (K, N) = W^T is the kernel on a float32 identity, exact (an
+// entry whose kernel rounds x, int4's round_x, decodes without it). The dense route multiplies in float32.
 template <class Run, class Decode>
 at::Tensor weight_only_rows(const at::Tensor& x2, const c10::optional<at::Tensor>& bias, Run&& run, Decode&& decode) {
   if (!dense_route(x2.size(0), x2.size(1))) return run(x2, bias);
-  const at::Tensor wt = decode(at::eye(x2.size(1), x2.options()));
-  return bias ? at::addmm(*bias, x2, wt) : at::mm(x2, wt);
+  const at::Tensor wt = decode(at::eye(x2.size(1), x2.options().dtype(at::kFloat)));
+  const at::Tensor xf = x2.to(at::kFloat);
+  return bias ? at::addmm(*bias, xf, wt) : at::mm(xf, wt);
 }
 
 // The same where the kernel is exact on the identity: decode is run without a bias.

@@ -119,7 +119,8 @@ def _fake(x, packed, scales, zeros, bias, group_size, in_features, round_x=False
     return x.new_empty((*x.shape[:-1], packed.shape[0]))
 
 
-# x dtypes the CPU kernels take (converted to float32 around the kernel); others run the reference.
+# x dtypes the CPU kernels take, reading 16-bit x in place (converted exactly as they pack it); others run the
+# reference.
 CPU_KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
@@ -151,7 +152,7 @@ def _linear_cuda(x, packed, scales, zeros, bias, group_size, in_features, round_
 
 
 def _linear_cpu(x, packed, scales, zeros, bias, group_size, in_features, round_x=False):
-    """The C++ entry (csrc/cpu/int4/int4_ops.h: checks, rows, float32 conversion, kernel) for the kernels' x
+    """The C++ entry (csrc/cpu/int4/int4_ops.h: checks, rows, kernel; the result in x's dtype) for the kernels' x
     dtypes; the checked reference (exact: round_x only ever permits rounding) for the others (float64) and
     without the extension."""
     if x.dtype in CPU_KERNEL_DTYPES and _ext._C is not None:

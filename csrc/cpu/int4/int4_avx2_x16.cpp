@@ -64,22 +64,31 @@ struct RoundedX {
   int64_t Kq;
 };
 
+// 8 values of x from p as float32: bfloat16 and float16 convert exactly.
+PYCOMP_X16_INLINE __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+PYCOMP_X16_INLINE __m256 load8(const Bf16* p) {
+  const __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+PYCOMP_X16_INLINE __m256 load8(const F16* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+
 // Row m's groups: s[g] and q[k] = rint(x[k] / s[g]) (the division, not a reciprocal: round_x_ref divides too).
-PYCOMP_X16 void round_row(const float* x, int64_t K, int gs, int64_t G, int16_t* q, float* s) {
+template <class E>
+PYCOMP_X16 void round_row(const E* x, int64_t K, int gs, int64_t G, int16_t* q, float* s) {
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)), big = _mm256_set1_ps(FLT_MAX);
   for (int64_t g = 0; g < G; ++g) {
     const int64_t k0 = g * gs, k1 = std::min<int64_t>(K, k0 + gs);
     __m256 m = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
     int64_t k = k0;
     for (; k + 8 <= k1; k += 8) {
-      const __m256 a = _mm256_and_ps(abs_mask, _mm256_loadu_ps(x + k));
+      const __m256 a = _mm256_and_ps(abs_mask, load8(x + k));
       m = _mm256_max_ps(m, a);
       bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, big, _CMP_NLE_UQ));  // NaN or inf
     }
     float mx = hmax(m);
     bool nonfinite = _mm256_movemask_ps(bad) != 0;
     for (; k < k1; ++k) {
-      const float a = std::fabs(x[k]);
+      const float a = std::fabs(to_f32(x[k]));
       nonfinite |= !(a <= FLT_MAX);
       mx = std::max(mx, a);
     }
@@ -88,21 +97,23 @@ PYCOMP_X16 void round_row(const float* x, int64_t K, int gs, int64_t G, int16_t*
     const __m256 sv = _mm256_set1_ps(nonfinite ? 1.f : sg), lim = _mm256_set1_ps(kQMax);
     for (k = k0; k + 16 <= k1; k += 16) {
       // |x / s| <= 32767 up to the rounding of s; the clamp keeps NaN-free rows exact and the rest in range.
-      const __m256 a = _mm256_min_ps(lim, _mm256_max_ps(-lim, _mm256_div_ps(_mm256_loadu_ps(x + k), sv)));
-      const __m256 b = _mm256_min_ps(lim, _mm256_max_ps(-lim, _mm256_div_ps(_mm256_loadu_ps(x + k + 8), sv)));
+      const __m256 a = _mm256_min_ps(lim, _mm256_max_ps(-lim, _mm256_div_ps(load8(x + k), sv)));
+      const __m256 b = _mm256_min_ps(lim, _mm256_max_ps(-lim, _mm256_div_ps(load8(x + k + 8), sv)));
       const __m256i p = _mm256_packs_epi32(_mm256_cvtps_epi32(a), _mm256_cvtps_epi32(b));
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + k), _mm256_permute4x64_epi64(p, 0xD8));
     }
-    for (; k < k1; ++k) q[k] = int16_t(std::nearbyint(std::min(kQMax, std::max(-kQMax, x[k] / (nonfinite ? 1.f : sg)))));
+    for (; k < k1; ++k) q[k] = int16_t(std::nearbyint(std::min(kQMax, std::max(-kQMax, to_f32(x[k]) / (nonfinite ? 1.f : sg)))));
     for (k = k1; k < k0 + gs; ++k) q[k] = 0;
   }
 }
 
-RoundedX round_x(const float* x, int64_t ldx, int64_t M, int64_t K, int gs) {
+RoundedX round_x(const XRows& x, int64_t M, int64_t K, int gs) {
   const int64_t G = ceil_div(K, gs), Kq = G * gs;
   RoundedX r{Scratch<int16_t>(M * Kq), Scratch<float>(M * G), Kq};
-  parallel_for(M, std::max<int64_t>(1, 32768 / K), [&](int64_t b, int64_t e) {
-    for (int64_t m = b; m < e; ++m) round_row(x + m * ldx, K, gs, G, r.q.get() + m * Kq, r.s.get() + m * G);
+  visit(x, [&](const auto* xe) {
+    parallel_for(M, std::max<int64_t>(1, 32768 / K), [&](int64_t b, int64_t e) {
+      for (int64_t m = b; m < e; ++m) round_row(xe + m * x.ld, K, gs, G, r.q.get() + m * Kq, r.s.get() + m * G);
+    });
   });
   return r;
 }
@@ -254,11 +265,11 @@ void gemv(const X16Gemv& t) {
   }
 }
 
-void linear_gemv(const float* x, int64_t ldx, const Int4Weights& w, const float* bias, float* out, int64_t ldo,
+void linear_gemv(const XRows& x, const Int4Weights& w, const float* bias, float* out, int64_t ldo,
                  int64_t M, int64_t N) {
   const int gs = w.gs;
   const int64_t G = w.G;
-  RoundedX r = round_x(x, ldx, M, w.K, gs);
+  RoundedX r = round_x(x, M, w.K, gs);
   // Chunk order, and sums of q per group for the zero points.
   const int64_t Kq = r.Kq, ldq = (Kq * 2) % 1024 == 0 ? Kq + 32 : Kq;  // rows 1 KB apart would share L1 sets
   Scratch<int16_t> q(M * ldq);
@@ -389,11 +400,11 @@ PYCOMP_X16 void gemm_tile(const int32_t* xt, const int32_t* panel, const float* 
   }
 }
 
-void linear_gemm(const float* x, int64_t ldx, const Int4Weights& w, const float* bias, float* out, int64_t ldo,
+void linear_gemm(const XRows& x, const Int4Weights& w, const float* bias, float* out, int64_t ldo,
                  int64_t M, int64_t N) {
   const int gs = w.gs;
   const int64_t G = w.G, gp = gs / 2;
-  RoundedX r = round_x(x, ldx, M, w.K, gs);
+  RoundedX r = round_x(x, M, w.K, gs);
   const int64_t P = r.Kq / 2, tiles = ceil_div(M, kMr);
   // xt[(tile * P + p) * kMr + i]: the pair (q[2p], q[2p + 1]) of row tile * kMr + i, zero past M;
   // sxt[(tile * kMr + i) * G + g]: its scales, zero past M.
@@ -440,16 +451,15 @@ void linear_gemm(const float* x, int64_t ldx, const Int4Weights& w, const float*
 
 }  // namespace
 
-void w4a16_linear_x16_avx2(const float* x, int64_t ldx, const uint8_t* packed, const uint16_t* scales,
-                           const uint8_t* zeros, const float* bias, float* out, int64_t ldo, int64_t M, int64_t N,
-                           int64_t K, int group_size) {
+void w4a16_linear_x16_avx2(const XRows& x, const uint8_t* packed, const uint16_t* scales, const uint8_t* zeros,
+                           const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t K, int group_size) {
   const int64_t Kb = (K + 1) / 2;
   const Int4Weights w{packed, scales, zeros, K, Kb, ceil_div(K, group_size), group_size,
                       ceil_div(Kb, kChunkBytes), Kb / kChunkBytes, group_size / (2 * kChunkBytes)};
   if (M <= kGemvMaxM)
-    linear_gemv(x, ldx, w, bias, out, ldo, M, N);
+    linear_gemv(x, w, bias, out, ldo, M, N);
   else
-    linear_gemm(x, ldx, w, bias, out, ldo, M, N);
+    linear_gemm(x, w, bias, out, ldo, M, N);
 }
 
 }  // namespace pycomp::cpu::int4

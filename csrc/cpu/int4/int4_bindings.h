@@ -17,7 +17,7 @@
 namespace pycomp {
 namespace int4_bindings {
 
-// x (M, K) float32 with unit column stride; packed (N, ceil(K/2)) uint8, scales
+// x (M, K) float32, bfloat16 or float16 with unit column stride (the kernels convert it as they pack it); packed (N, ceil(K/2)) uint8, scales
 // (N, G) float16, zeros (N, G) uint8 or None, all contiguous; bias (N) float32 or None.
 inline at::Tensor w4a16_linear_cpu(const at::Tensor& x_in, const at::Tensor& packed, const at::Tensor& scales,
                                    const c10::optional<at::Tensor>& zeros, const c10::optional<at::Tensor>& bias,
@@ -26,8 +26,8 @@ inline at::Tensor w4a16_linear_cpu(const at::Tensor& x_in, const at::Tensor& pac
   const char* op = "w4a16_linear_cpu";
   TORCH_CHECK(group_size == 32 || group_size == 64 || group_size == 128, op,
               ": group_size must be 32, 64 or 128, got ", group_size);
-  TORCH_CHECK(x_in.device().is_cpu() && x_in.dim() == 2 && x_in.scalar_type() == at::kFloat, op,
-              ": x must be a 2-D float32 CPU tensor");
+  TORCH_CHECK(x_in.device().is_cpu() && x_in.dim() == 2 && cpu::xtype_of(x_in.scalar_type()), op,
+              ": x must be a 2-D float32, bfloat16 or float16 CPU tensor");
   const int64_t K = in_features;
   TORCH_CHECK(K > 0 && x_in.size(1) == K, op, ": x has ", x_in.size(1), " features but in_features is ", K);
   TORCH_CHECK(packed.device().is_cpu() && packed.dim() == 2 && packed.scalar_type() == at::kByte &&
@@ -49,13 +49,12 @@ inline at::Tensor w4a16_linear_cpu(const at::Tensor& x_in, const at::Tensor& pac
   }
   const at::Tensor x = cpu::unit_col_stride(x_in);
   const int64_t M = x.size(0);
-  at::Tensor out = at::empty({M, N}, x.options());
+  at::Tensor out = at::empty({M, N}, x.options().dtype(at::kFloat));
   if (M == 0) return out;
-  cpu::w4a16_linear_f32(cpu::isa_arg("w4a16_linear_cpu", isa), x.data_ptr<float>(), x.stride(0),
-                        packed.data_ptr<uint8_t>(),
-                        reinterpret_cast<const uint16_t*>(scales.data_ptr<at::Half>()),
-                        zeros ? zeros->data_ptr<uint8_t>() : nullptr, bias ? bias->data_ptr<float>() : nullptr,
-                        out.data_ptr<float>(), N, M, N, K, int(group_size), round_x);
+  cpu::w4a16_linear(cpu::isa_arg("w4a16_linear_cpu", isa), cpu::x_rows(x), packed.data_ptr<uint8_t>(),
+                    reinterpret_cast<const uint16_t*>(scales.data_ptr<at::Half>()),
+                    zeros ? zeros->data_ptr<uint8_t>() : nullptr, bias ? bias->data_ptr<float>() : nullptr,
+                    out.data_ptr<float>(), N, M, N, K, int(group_size), round_x);
   return out;
 }
 
@@ -66,7 +65,7 @@ inline void register_int4_cpu(pybind11::module_& m) {
   m.def("w4a16_linear_cpu", &int4_bindings::w4a16_linear_cpu, py::arg("x"), py::arg("packed"), py::arg("scales"),
         py::arg("zeros"), py::arg("bias"), py::arg("group_size"), py::arg("in_features"), py::arg("isa") = "",
         py::arg("round_x") = false,
-        "W4A16 linear: x (M, K) float32, k-nibble int4 weight (N, ceil(K/2)) uint8, float16 scales and uint8 "
+        "W4A16 linear: x (M, K) float32, bfloat16 or float16, k-nibble int4 weight (N, ceil(K/2)) uint8, float16 scales and uint8 "
         "zeros (N, ceil(K/group_size)) -> (M, N) float32; round_x: x rounded to int16 per group where AVX2 runs");
   m.def("w4a16_cpu_kernel",
         [](const std::string& isa, bool round_x) {

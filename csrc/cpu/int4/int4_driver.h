@@ -43,6 +43,7 @@
 
 #include "cpu/parallel.h"
 #include "cpu/scratch.h"
+#include "cpu/xrows.h"
 
 namespace pycomp::cpu::int4 {
 
@@ -53,27 +54,6 @@ constexpr int kGemvMaxMr = 4;
 constexpr int64_t kGemvBlockBytes = 64 << 10;
 // Below this many multiply-adds a call runs on one thread: waking the pool costs more than the work.
 constexpr int64_t kMinParallelMacs = int64_t(1) << 18;
-
-// IEEE half bits -> float, subnormals included (the portable path; the x86
-// paths convert with F16C).
-inline float half_to_float(uint16_t h) {
-  const uint32_t sign = uint32_t(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, man = h & 0x3FF;
-  uint32_t bits;
-  if (exp == 0x1F) {
-    bits = sign | 0x7F800000u | (man << 13);
-  } else if (exp != 0) {
-    bits = sign | ((exp + 112) << 23) | (man << 13);
-  } else if (man == 0) {
-    bits = sign;
-  } else {
-    float f = float(man) * (1.f / 16777216.f);  // man * 2^-24, exact
-    std::memcpy(&bits, &f, 4);
-    bits |= sign;
-  }
-  float out;
-  std::memcpy(&out, &bits, 4);
-  return out;
-}
 
 // The weight in the k-nibble layout plus its chunk geometry for a V-lane ISA.
 struct Int4Weights {
@@ -127,43 +107,48 @@ struct GemmTile {
   bool accumulate;
 };
 
+// x's 16-bit types become float32 here, exactly, as the values are copied.
 template <int V>
-void pack_x(const float* x, int64_t ldx, int64_t M, int64_t K, int64_t Kp, float* xp, int64_t lda) {
+void pack_x(const XRows& x, int64_t M, int64_t K, int64_t Kp, float* xp, int64_t lda) {
   const int64_t grain = std::max<int64_t>(1, 32768 / K);
-  parallel_for(M, grain, [&](int64_t b, int64_t e) {
-    for (int64_t m = b; m < e; ++m) {
-      const float* xr = x + m * ldx;
-      float* o = xp + m * lda;
-      for (int64_t c = 0; c < Kp; c += 2 * V)
-        for (int l = 0; l < V; ++l) {
-          const int64_t k = c + 2 * l;
-          o[c + l] = k < K ? xr[k] : 0.f;
-          o[c + V + l] = k + 1 < K ? xr[k + 1] : 0.f;
-        }
-    }
+  visit(x, [&](const auto* xe) {
+    parallel_for(M, grain, [&](int64_t b, int64_t e) {
+      for (int64_t m = b; m < e; ++m) {
+        const auto* xr = xe + m * x.ld;
+        float* o = xp + m * lda;
+        for (int64_t c = 0; c < Kp; c += 2 * V)
+          for (int l = 0; l < V; ++l) {
+            const int64_t k = c + 2 * l;
+            o[c + l] = k < K ? to_f32(xr[k]) : 0.f;
+            o[c + V + l] = k + 1 < K ? to_f32(xr[k + 1]) : 0.f;
+          }
+      }
+    });
   });
 }
 
 // The GEMM's activations: x transposed into tiles of MT rows, xt[(t * Kp + k) * MT + i]
 // = x[t * MT + i, k] in the chunk order, zero past M and K.
 template <int V, int MT>
-void pack_xt(const float* x, int64_t ldx, int64_t M, int64_t K, int64_t Kp, float* xt) {
+void pack_xt(const XRows& x, int64_t M, int64_t K, int64_t Kp, float* xt) {
   const int64_t tiles = ceil_div(M, MT);
-  parallel_for(tiles, 1, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) {
-      float* o = xt + t * Kp * MT;
-      const int64_t rows = std::min<int64_t>(MT, M - t * MT);
-      if (rows < MT) std::memset(o, 0, sizeof(float) * size_t(Kp * MT));
-      for (int64_t i = 0; i < rows; ++i) {
-        const float* xr = x + (t * MT + i) * ldx;
-        for (int64_t c = 0; c < Kp; c += 2 * V)
-          for (int l = 0; l < V; ++l) {
-            const int64_t k = c + 2 * l;
-            o[(c + l) * MT + i] = k < K ? xr[k] : 0.f;
-            o[(c + V + l) * MT + i] = k + 1 < K ? xr[k + 1] : 0.f;
-          }
+  visit(x, [&](const auto* xe) {
+    parallel_for(tiles, 1, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        float* o = xt + t * Kp * MT;
+        const int64_t rows = std::min<int64_t>(MT, M - t * MT);
+        if (rows < MT) std::memset(o, 0, sizeof(float) * size_t(Kp * MT));
+        for (int64_t i = 0; i < rows; ++i) {
+          const auto* xr = xe + (t * MT + i) * x.ld;
+          for (int64_t c = 0; c < Kp; c += 2 * V)
+            for (int l = 0; l < V; ++l) {
+              const int64_t k = c + 2 * l;
+              o[(c + l) * MT + i] = k < K ? to_f32(xr[k]) : 0.f;
+              o[(c + V + l) * MT + i] = k + 1 < K ? to_f32(xr[k + 1]) : 0.f;
+            }
+        }
       }
-    }
+    });
   });
 }
 
@@ -226,7 +211,7 @@ inline void prefetch_rows(const Int4Weights& w, int64_t n0, int64_t n1, int64_t 
 }
 
 template <class T>
-void w4a16_linear(const float* x, int64_t ldx, const uint8_t* packed, const uint16_t* scales, const uint8_t* zeros,
+void w4a16_linear(const XRows& x, const uint8_t* packed, const uint16_t* scales, const uint8_t* zeros,
                   const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t K, int gs) {
   constexpr int V = T::V;
   const int64_t Kb = (K + 1) / 2;
@@ -237,7 +222,7 @@ void w4a16_linear(const float* x, int64_t ldx, const uint8_t* packed, const uint
     // Rows a multiple of 1 KB apart would share L1 sets (a tile reads several rows at one offset).
     const int64_t lda = (Kp * 4) % 1024 == 0 ? Kp + 16 : Kp;
     Scratch<float> xp(M * lda);
-    pack_x<V>(x, ldx, M, K, Kp, xp.get(), lda);
+    pack_x<V>(x, M, K, Kp, xp.get(), lda);
     const PackedX px{xp.get(), lda};
     const int64_t ldxs = w.G * V;
     Scratch<float> xsum(M * ldxs);
@@ -263,7 +248,7 @@ void w4a16_linear(const float* x, int64_t ldx, const uint8_t* packed, const uint
   // once the panel has seen all of K.
   constexpr int MT = T::kMt;
   Scratch<float> xt(ceil_div(M, MT) * Kp * MT);
-  pack_xt<V, MT>(x, ldx, M, K, Kp, xt.get());
+  pack_xt<V, MT>(x, M, K, Kp, xt.get());
   const int64_t nc = T::kPanelRows, kc = T::kPanelK;  // kc: a multiple of 2V
   parallel_tasks(M, N, K, MT, T::kNr, [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     const int64_t ldc = round_up(m1 - m0, MT);

@@ -3,12 +3,14 @@
 
 #include <cstdint>
 
+#include "cpu/xrows.h"
+
 namespace pycomp::cpu::int4 {
 
 #define PYCOMP_INT4_ISA_ENTRY_POINT(isa)                                                                      \
-  void w4a16_linear_##isa(const float* x, int64_t ldx, const uint8_t* packed, const uint16_t* scales,        \
-                          const uint8_t* zeros, const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, \
-                          int64_t K, int group_size);
+  void w4a16_linear_##isa(const XRows& x, const uint8_t* packed, const uint16_t* scales, const uint8_t* zeros, \
+                          const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t K,            \
+                          int group_size);
 
 PYCOMP_INT4_ISA_ENTRY_POINT(portable)
 #if defined(__x86_64__)

@@ -37,20 +37,20 @@ const char* w4a16_kernel_name(Isa isa, bool round_x) {
   }
 }
 
-void w4a16_linear_f32(Isa isa, const float* x, int64_t ldx, const uint8_t* packed, const uint16_t* scales,
-                      const uint8_t* zeros, const float* bias, float* out, int64_t ldo, int64_t M, int64_t N,
-                      int64_t K, int group_size, bool round_x) {
+void w4a16_linear(Isa isa, const XRows& x, const uint8_t* packed, const uint16_t* scales, const uint8_t* zeros,
+                  const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t K, int group_size,
+                  bool round_x) {
   switch (kernel_for(isa, round_x)) {
 #if defined(__x86_64__)
     case Kernel::x16:
-      return int4::w4a16_linear_x16_avx2(x, ldx, packed, scales, zeros, bias, out, ldo, M, N, K, group_size);
+      return int4::w4a16_linear_x16_avx2(x, packed, scales, zeros, bias, out, ldo, M, N, K, group_size);
     case Kernel::avx512:
-      return int4::w4a16_linear_avx512(x, ldx, packed, scales, zeros, bias, out, ldo, M, N, K, group_size);
+      return int4::w4a16_linear_avx512(x, packed, scales, zeros, bias, out, ldo, M, N, K, group_size);
     case Kernel::avx2:
-      return int4::w4a16_linear_avx2(x, ldx, packed, scales, zeros, bias, out, ldo, M, N, K, group_size);
+      return int4::w4a16_linear_avx2(x, packed, scales, zeros, bias, out, ldo, M, N, K, group_size);
 #endif
     default:
-      return int4::w4a16_linear_portable(x, ldx, packed, scales, zeros, bias, out, ldo, M, N, K, group_size);
+      return int4::w4a16_linear_portable(x, packed, scales, zeros, bias, out, ldo, M, N, K, group_size);
   }
 }
 

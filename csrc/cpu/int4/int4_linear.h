@@ -22,11 +22,13 @@
 #include <cstdint>
 
 #include "cpu/cpu_features.h"
+#include "cpu/xrows.h"
 
 namespace pycomp::cpu {
 
-// x: (M, K) fp32, row stride ldx; out: (M, N) fp32, row stride ldo; bias (N)
-// fp32 or nullptr. group_size is 32, 64 or 128; any M, N, K >= 1.
+// x: (M, K) fp32, bf16 or fp16 rows (cpu/xrows.h), read where they lie and converted exactly as the kernels
+// permute or round them; out: (M, N) fp32, row stride ldo; bias (N) fp32 or nullptr. group_size is 32, 64 or
+// 128; any M, N, K >= 1.
 //
 // round_x: allow the kernels to round x to int16 per (row, weight group),
 // q = rint(x / s), s = max|x_g| / 32767, and multiply in integers
@@ -34,9 +36,9 @@ namespace pycomp::cpu {
 // error is at most 2^-16 max|x_g| per input, finer than bfloat16's rounding of
 // every input within 2^7 of its group's largest. Without AVX2 the fp32 kernels
 // run either way.
-void w4a16_linear_f32(Isa isa, const float* x, int64_t ldx, const uint8_t* packed, const uint16_t* scales,
-                      const uint8_t* zeros, const float* bias, float* out, int64_t ldo, int64_t M, int64_t N,
-                      int64_t K, int group_size, bool round_x = false);
+void w4a16_linear(Isa isa, const XRows& x, const uint8_t* packed, const uint16_t* scales, const uint8_t* zeros,
+                  const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t K, int group_size,
+                  bool round_x = false);
 
 // The kernel family that `isa` runs: "avx512", "avx2" or "portable" (an AVX2
 // CPU without F16C runs the portable kernels); with round_x, "avx2-x16" where

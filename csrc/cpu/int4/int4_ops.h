@@ -1,5 +1,6 @@
 // CPU entry of pycomp::w4a16_linear (pycomp/ops/int4.py registers it for float32, bfloat16 and float16 x;
-// float64 x runs the reference there); see csrc/cpu/op_entry.h. Included once, by csrc/bindings.cpp.
+// float64 x runs the reference there); see csrc/cpu/op_entry.h. The kernels read 16-bit x as it is: no float32
+// copy of x is made (but the dense route's, which multiplies in float32). Included once, by csrc/bindings.cpp.
 #pragma once
 
 #include <torch/extension.h>
@@ -42,7 +43,7 @@ inline at::Tensor w4a16_linear(const at::Tensor& x, const at::Tensor& packed, co
                                const c10::optional<at::Tensor>& zeros, const c10::optional<at::Tensor>& bias,
                                int64_t group_size, int64_t in_features, bool round_x) {
   check_w4a16(x, packed, scales, zeros, bias, group_size, in_features);
-  const at::Tensor x2 = rows_f32(x);
+  const at::Tensor x2 = rows(x);  // float32, bfloat16 or float16 (pycomp/ops/int4.py sends no other)
   if (x2.size(0) == 0 || packed.size(0) == 0) return empty_out(x, packed.size(0));
   c10::optional<at::Tensor> z;
   if (zeros) z = zeros->contiguous();
