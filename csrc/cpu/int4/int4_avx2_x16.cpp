@@ -70,7 +70,9 @@ PYCOMP_X16_INLINE __m256 load8(const Bf16* p) {
   const __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
 }
-PYCOMP_X16_INLINE __m256 load8(const F16* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+PYCOMP_X16_INLINE __m256 load8(const F16* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
 
 // Row m's groups: s[g] and q[k] = rint(x[k] / s[g]) (the division, not a reciprocal: round_x_ref divides too).
 template <class E>
@@ -102,7 +104,8 @@ PYCOMP_X16 void round_row(const E* x, int64_t K, int gs, int64_t G, int16_t* q, 
       const __m256i p = _mm256_packs_epi32(_mm256_cvtps_epi32(a), _mm256_cvtps_epi32(b));
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + k), _mm256_permute4x64_epi64(p, 0xD8));
     }
-    for (; k < k1; ++k) q[k] = int16_t(std::nearbyint(std::min(kQMax, std::max(-kQMax, to_f32(x[k]) / (nonfinite ? 1.f : sg)))));
+    for (; k < k1; ++k)
+      q[k] = int16_t(std::nearbyint(std::min(kQMax, std::max(-kQMax, to_f32(x[k]) / (nonfinite ? 1.f : sg)))));
     for (k = k1; k < k0 + gs; ++k) q[k] = 0;
   }
 }
@@ -452,7 +455,8 @@ void linear_gemm(const XRows& x, const Int4Weights& w, const float* bias, float*
 }  // namespace
 
 void w4a16_linear_x16_avx2(const XRows& x, const uint8_t* packed, const uint16_t* scales, const uint8_t* zeros,
-                           const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t K, int group_size) {
+                           const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t K,
+                           int group_size) {
   const int64_t Kb = (K + 1) / 2;
   const Int4Weights w{packed, scales, zeros, K, Kb, ceil_div(K, group_size), group_size,
                       ceil_div(Kb, kChunkBytes), Kb / kChunkBytes, group_size / (2 * kChunkBytes)};

@@ -17,8 +17,9 @@
 namespace pycomp {
 namespace int4_bindings {
 
-// x (M, K) float32, bfloat16 or float16 with unit column stride (the kernels convert it as they pack it); packed (N, ceil(K/2)) uint8, scales
-// (N, G) float16, zeros (N, G) uint8 or None, all contiguous; bias (N) float32 or None.
+// x (M, K) float32, bfloat16 or float16 with unit column stride (the kernels convert it as they pack it);
+// packed (N, ceil(K/2)) uint8, scales (N, G) float16, zeros (N, G) uint8 or None, all contiguous; bias (N)
+// float32 or None.
 inline at::Tensor w4a16_linear_cpu(const at::Tensor& x_in, const at::Tensor& packed, const at::Tensor& scales,
                                    const c10::optional<at::Tensor>& zeros, const c10::optional<at::Tensor>& bias,
                                    int64_t group_size, int64_t in_features, const std::string& isa,
@@ -65,7 +66,8 @@ inline void register_int4_cpu(pybind11::module_& m) {
   m.def("w4a16_linear_cpu", &int4_bindings::w4a16_linear_cpu, py::arg("x"), py::arg("packed"), py::arg("scales"),
         py::arg("zeros"), py::arg("bias"), py::arg("group_size"), py::arg("in_features"), py::arg("isa") = "",
         py::arg("round_x") = false,
-        "W4A16 linear: x (M, K) float32, bfloat16 or float16, k-nibble int4 weight (N, ceil(K/2)) uint8, float16 scales and uint8 "
+        "W4A16 linear: x (M, K) float32, bfloat16 or float16, k-nibble int4 weight (N, ceil(K/2)) uint8, "
+        "float16 scales and uint8 "
         "zeros (N, ceil(K/group_size)) -> (M, N) float32; round_x: x rounded to int16 per group where AVX2 runs");
   m.def("w4a16_cpu_kernel",
         [](const std::string& isa, bool round_x) {

@@ -97,7 +97,8 @@ struct Portable {
 }  // namespace
 
 void w4a16_linear_portable(const XRows& x, const uint8_t* packed, const uint16_t* scales, const uint8_t* zeros,
-                           const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t K, int group_size) {
+                           const float* bias, float* out, int64_t ldo, int64_t M, int64_t N, int64_t K,
+                           int group_size) {
   w4a16_linear<Portable>(x, packed, scales, zeros, bias, out, ldo, M, N, K, group_size);
 }
 
