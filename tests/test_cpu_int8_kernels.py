@@ -669,6 +669,7 @@ static inline int32_t pyc_reduce_add_epi32(simde__m512i v) {
 """
 
 _SIMDE_MAIN = r"""
+#include <cstdlib>
 #include "cpu/int8/int8_tiles.h"
 using namespace pycomp::cpu::int8;
 // The AVX-512 path quantizes with the AVX2 row quantizer, bit-identical to the portable one (checked by
@@ -677,6 +678,16 @@ float pycomp::cpu::int8::quantize_row_avx2(const float* x, int64_t K, int8_t* q)
   float scale;
   quantize_portable(x, K, q, &scale, 1, K);
   return scale;
+}
+float pycomp::cpu::int8::quantize_row_uint7_avx2(const float* x, int64_t K, uint8_t* q, int32_t* zp) {
+  float scale;
+  quantize_uint7_portable(x, K, q, &scale, zp, 1, K);
+  return scale;
+}
+// The reduce-range entry hands conv shapes to the AVX2 small-N kernels, which are not compiled here.
+void pycomp::cpu::int8::linear_reduce_range_avx2(const float*, int64_t, const int8_t*, const float*, const int32_t*,
+                                                 const float*, float*, int64_t, int64_t, int64_t, int64_t) {
+  std::abort();
 }
 int main() {
   std::mt19937 rng(11);
@@ -705,6 +716,12 @@ int main() {
         linear_dynamic_avx512(xd.data(), K, w.data(), ws.data(), bias, o1.data(), N, M, N, K);
         linear_dynamic_portable(xd.data(), K, w.data(), ws.data(), bias, o2.data(), N, M, N, K);
         compare("W8A8");
+        std::vector<int32_t> wsum(N, 0);
+        for (int64_t n = 0; n < N; ++n)
+          for (int64_t k = 0; k < K; ++k) wsum[n] += w[n * K + k];
+        linear_reduce_range_avx512(xd.data(), K, w.data(), ws.data(), wsum.data(), bias, o1.data(), N, M, N, K);
+        linear_reduce_range_portable(xd.data(), K, w.data(), ws.data(), wsum.data(), bias, o2.data(), N, M, N, K);
+        compare("W8A8 reduce-range");
         linear_weight_only_avx512(xw.data(), K, w.data(), ws.data(), bias, o1.data(), N, M, N, K);
         linear_weight_only_portable(xw.data(), K, w.data(), ws.data(), bias, o2.data(), N, M, N, K);
         compare("W8A32");
@@ -719,12 +736,12 @@ int main() {
 def test_avx512_vnni_kernels_under_simde_emulation(tmp_path):
     """Where the CPU hides AVX-512 (the Zen 3 machines of sessions 1-10), int8_avx512.cpp is compiled with its
     intrinsics emulated by SIMDe (its two asm statements swapped for the same intrinsics) and checked bit
-    for bit against the portable kernels: W8A8 (vpdpbusd on w + 128, the driver's 128 * sum q correction)
-    and W8A32 on exact sums; GEMV (M <= 4) and 6 x 4 GEMM tiles, edge tiles, masked K tails, K blocks."""
+    for bit against the portable kernels: W8A8 (vpdpbusd on w + 128, the driver's 128 * sum q correction),
+    W8A8 reduce-range (u8 activations against the weights as they are) and W8A32 on exact sums; GEMV (M <= 4) and 6 x 4 GEMM tiles, edge tiles, masked K tails, K blocks."""
     run_emulated(tmp_path, "csrc/cpu/int8/int8_avx512.cpp",
                  [('"avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma"', '"avx2,fma"'),
-                  ('__asm__("vpdpbusd %[a], %[w], %[acc]" : [acc] "+v"(acc) : [w] "v"(w), [a] "v"(a));',
-                   "acc = _mm512_dpbusd_epi32(acc, w, a);"),
+                  ('__asm__("vpdpbusd %[s], %[u], %[acc]" : [acc] "+v"(acc) : [u] "v"(u), [s] "v"(s));',
+                   "acc = _mm512_dpbusd_epi32(acc, u, s);"),
                   ('__asm__("vfmadd231ps %[a], %[w], %[acc]"\n'
                    '          : [acc] "+v"(acc)\n'
                    '          : [w] "v"(w), [a] "m"(*reinterpret_cast<const __m512*>(a)));',

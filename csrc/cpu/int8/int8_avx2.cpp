@@ -822,6 +822,12 @@ struct SmallNWeightOnly {
 
 float quantize_row_avx2(const float* x, int64_t K, int8_t* q) { return quantize_row(x, K, q); }
 
+float quantize_row_uint7_avx2(const float* x, int64_t K, uint8_t* q, int32_t* zp) {
+  const Uint7Params p = quantize_row_uint7(x, K, q);
+  *zp = int32_t(p.zp);
+  return p.scale;
+}
+
 void quantize_avx2(const float* x, int64_t ldx, int8_t* q, float* scale, int64_t M, int64_t K) {
   quantize_rows(x, ldx, q, scale, M, K, [](const float* xr, int64_t k, int8_t* qr) { return quantize_row(xr, k, qr); });
 }

@@ -14,6 +14,9 @@
 // the true dot product fits in int32. K tails use byte-masked loads (masked
 // weights read 0, flip to 128, meet zero activations).
 //
+// W8A8 reduce-range (7-bit activations, u8 with a zero point): the activations are vpdpbusd's u8 operand as
+// they are and the weights its s8 one, with no flip; the driver subtracts zp * sum_k w.
+//
 // W8A32: 16 weights per load widened to int32 and converted to fp32 in
 // registers, FMAs into 16-lane accumulators, masked loads for K tails.
 //
@@ -59,11 +62,11 @@ PYCOMP_AVX512_INLINE void for_tile(F&& f) {
   unroll<MR>([&](auto i) PYCOMP_AVX512_LAMBDA { unroll<NR>([&](auto j) PYCOMP_AVX512_LAMBDA { f(i, j); }); });
 }
 
-// acc += dot4(u8 w, s8 a) and acc += a * w as single asm statements that
+// acc += dot4(u8 u, s8 s) and acc += a * w as single asm statements that
 // update acc in place: from the intrinsics GCC 12 copies each accumulator to
 // a scratch register and back, and stores it to the stack, on every step.
-PYCOMP_AVX512_INLINE void dpbusd_accumulate(__m512i& acc, __m512i w, __m512i a) {
-  __asm__("vpdpbusd %[a], %[w], %[acc]" : [acc] "+v"(acc) : [w] "v"(w), [a] "v"(a));
+PYCOMP_AVX512_INLINE void dpbusd_accumulate(__m512i& acc, __m512i u, __m512i s) {
+  __asm__("vpdpbusd %[s], %[u], %[acc]" : [acc] "+v"(acc) : [u] "v"(u), [s] "v"(s));
 }
 PYCOMP_AVX512_INLINE void fma_accumulate(__m512& acc, __m512 w, const float* a) {
   __asm__("vfmadd231ps %[a], %[w], %[acc]"
@@ -87,25 +90,36 @@ Blocking avx512_blocking(int64_t M, int64_t gemm_kc) {
 
 // --------------------------------------------------------------- W8A8 tiles
 
-struct DynamicTiles {
-  // 64 values of K; in a K tail, `mask` selects the weight bytes that exist.
+// The W8A8 tiles for both activation forms. Act = int8_t (W8A8): signed q meets the weights flipped to u8 (see
+// the top). Act = uint8_t (reduce-range): the u8 activations meet the s8 weights as they are, and the driver
+// subtracts zp * wsum.
+template <class Act>
+struct DpbusdTiles {
+  static constexpr bool kFlip = std::is_same_v<Act, int8_t>;
+
+  // 64 values of K; in a K tail, `mask` selects the weight bytes that exist (the rest read 0 and meet zero
+  // activations, flipped or not).
   template <bool kTail, int MR, int NR>
-  PYCOMP_AVX512_INLINE static void step(__m512i (&acc)[MR][NR], const int8_t* const (&a)[MR],
+  PYCOMP_AVX512_INLINE static void step(__m512i (&acc)[MR][NR], const Act* const (&a)[MR],
                                         const int8_t* const (&w)[NR], int64_t k, __mmask64 mask) {
     const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
     __m512i av[MR];
     unroll<MR>([&](auto i) PYCOMP_AVX512_LAMBDA { av[i] = _mm512_loadu_si512(a[i] + k); });
     unroll<NR>([&](auto j) PYCOMP_AVX512_LAMBDA {
       const __m512i wv = kTail ? _mm512_maskz_loadu_epi8(mask, w[j] + k) : _mm512_loadu_si512(w[j] + k);
-      const __m512i wj = _mm512_xor_si512(wv, flip);
-      unroll<MR>([&](auto i) PYCOMP_AVX512_LAMBDA { dpbusd_accumulate(acc[i][j], wj, av[i]); });
+      if constexpr (kFlip) {
+        const __m512i wj = _mm512_xor_si512(wv, flip);
+        unroll<MR>([&](auto i) PYCOMP_AVX512_LAMBDA { dpbusd_accumulate(acc[i][j], wj, av[i]); });
+      } else {
+        unroll<MR>([&](auto i) PYCOMP_AVX512_LAMBDA { dpbusd_accumulate(acc[i][j], av[i], wv); });
+      }
     });
   }
 
   // All whole steps; returns where the K tail starts. Versioned on whether
   // there are weights to prefetch (a cache line per row and step), as on AVX2.
   template <bool kNext, int MR, int NR>
-  PYCOMP_AVX512_INLINE static int64_t steps(__m512i (&acc)[MR][NR], const int8_t* const (&a)[MR],
+  PYCOMP_AVX512_INLINE static int64_t steps(__m512i (&acc)[MR][NR], const Act* const (&a)[MR],
                                             const int8_t* const (&w)[NR], int64_t klen, RowPrefetcher& next) {
     int64_t k = 0;
     for (; k + 64 <= klen; k += 64) {
@@ -116,8 +130,8 @@ struct DynamicTiles {
   }
 
   template <int MR, int NR>
-  PYCOMP_AVX512 static void run(const Tile<int8_t, int32_t>& t) {
-    const int8_t* a[MR];
+  PYCOMP_AVX512 static void run(const Tile<Act, int32_t>& t) {
+    const Act* a[MR];
     const int8_t* w[NR];
     unroll<MR>([&](auto i) PYCOMP_AVX512_LAMBDA { a[i] = t.a + i * t.lda; });
     unroll<NR>([&](auto j) PYCOMP_AVX512_LAMBDA { w[j] = t.w + j * t.ldw; });
@@ -151,7 +165,22 @@ struct Dynamic {
   // K blocks of 4096: a 6 x 4096 int8 activation tile (24 KB) stays in L1.
   static Blocking blocking(int64_t M, int64_t) { return avx512_blocking(M, 4096); }
 
-  static void tile(const Blocking&, const Tile<int8_t, int32_t>& t) { TileTable<DynamicTiles, 6, 8>::call(t); }
+  static void tile(const Blocking&, const Tile<int8_t, int32_t>& t) { TileTable<DpbusdTiles<int8_t>, 6, 8>::call(t); }
+};
+
+struct ReduceRange {
+  using Act = uint8_t;
+  static constexpr int64_t kStep = 64;
+  static constexpr bool kGemvPrefetch = true;
+
+  static void pack_row(const float* x, int64_t K, int64_t Kp, uint8_t* a, ReduceRangeAux aux, int64_t m) {
+    aux.scale[m] = quantize_row_uint7_avx2(x, K, a, aux.zp + m);
+    std::fill(a + K, a + Kp, uint8_t(0));
+  }
+
+  static Blocking blocking(int64_t M, int64_t) { return avx512_blocking(M, 4096); }
+
+  static void tile(const Blocking&, const Tile<uint8_t, int32_t>& t) { TileTable<DpbusdTiles<uint8_t>, 6, 8>::call(t); }
 };
 
 // --------------------------------------------------------------- W8A32 tiles
@@ -169,7 +198,7 @@ struct WeightOnlyTiles {
     });
   }
 
-  // All whole steps, as DynamicTiles::steps (64 bytes of each weight row per 4 steps).
+  // All whole steps, as DpbusdTiles::steps (64 bytes of each weight row per 4 steps).
   template <bool kNext, int MR, int NR>
   PYCOMP_AVX512_INLINE static int64_t steps(__m512 (&acc)[MR][NR], const float* const (&a)[MR],
                                             const int8_t* const (&w)[NR], int64_t klen, RowPrefetcher& next) {
@@ -222,6 +251,14 @@ struct WeightOnly {
 void linear_dynamic_avx512(const float* x, int64_t ldx, const int8_t* w, const float* wscale, const float* bias,
                            float* out, int64_t ldo, int64_t M, int64_t N, int64_t K) {
   linear_dynamic<Dynamic>(x, ldx, w, wscale, bias, out, ldo, M, N, K);
+}
+
+// A conv layer's im2col shape (small N, large M) runs the AVX2 small-N kernels, as on AVX2 CPUs.
+void linear_reduce_range_avx512(const float* x, int64_t ldx, const int8_t* w, const float* wscale,
+                                const int32_t* wsum, const float* bias, float* out, int64_t ldo, int64_t M, int64_t N,
+                                int64_t K) {
+  if (small_n_shape(M, N, K)) return linear_reduce_range_avx2(x, ldx, w, wscale, wsum, bias, out, ldo, M, N, K);
+  linear_reduce_range<ReduceRange>(x, ldx, w, wscale, wsum, bias, out, ldo, M, N, K);
 }
 
 void linear_weight_only_avx512(const float* x, int64_t ldx, const int8_t* w, const float* wscale, const float* bias,

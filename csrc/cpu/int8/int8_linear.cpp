@@ -32,12 +32,13 @@ void quantize_per_token_uint7_f32(Isa isa, const float* x, int64_t ldx, uint8_t*
   int8::quantize_uint7_portable(x, ldx, q, scale, zp, M, K);
 }
 
-// The AVX-512 VNNI ISA runs the AVX2 reduce-range kernels (no vpdpbusd version yet).
 void int8_linear_dynamic_reduce_range_f32(Isa isa, const float* x, int64_t ldx, const int8_t* w,
                                           const float* wscale, const int32_t* wsum, const float* bias, float* out,
                                           int64_t ldo, int64_t M, int64_t N, int64_t K) {
 #if defined(__x86_64__)
-  if (isa != Isa::portable)
+  if (isa == Isa::avx512vnni)
+    return int8::linear_reduce_range_avx512(x, ldx, w, wscale, wsum, bias, out, ldo, M, N, K);
+  if (isa == Isa::avx2)
     return int8::linear_reduce_range_avx2(x, ldx, w, wscale, wsum, bias, out, ldo, M, N, K);
 #endif
   int8::linear_reduce_range_portable(x, ldx, w, wscale, wsum, bias, out, ldo, M, N, K);

@@ -48,11 +48,16 @@ PYCOMP_INT8_ISA_ENTRY_POINTS(avx2)
 // The AVX-512 VNNI kernels quantize with the AVX2 code, so quantize_avx512 does not exist.
 void linear_dynamic_avx512(const float* x, int64_t ldx, const int8_t* w, const float* wscale, const float* bias,
                            float* out, int64_t ldo, int64_t M, int64_t N, int64_t K);
+void linear_reduce_range_avx512(const float* x, int64_t ldx, const int8_t* w, const float* wscale,
+                                const int32_t* wsum, const float* bias, float* out, int64_t ldo, int64_t M, int64_t N,
+                                int64_t K);
 void linear_weight_only_avx512(const float* x, int64_t ldx, const int8_t* w, const float* wscale, const float* bias,
                                float* out, int64_t ldo, int64_t M, int64_t N, int64_t K);
 
 // One activation row quantized by the AVX2 code: q[0, K) and the returned scale.
 float quantize_row_avx2(const float* x, int64_t K, int8_t* q);
+// The same for the reduce-range form: q[0, K) in [0, 127], *zp and the returned scale.
+float quantize_row_uint7_avx2(const float* x, int64_t K, uint8_t* q, int32_t* zp);
 #endif
 
 #undef PYCOMP_INT8_ISA_ENTRY_POINTS
