@@ -1,7 +1,8 @@
 // AVX2 horizontal reductions shared by the kernel files that compile their functions with target attributes
 // (int4_avx2.cpp, int4_avx2_x16.cpp, int8_avx2.cpp, binary_avx2.cpp). Their target is the common subset
-// "avx2,fma", so they inline into any of those files' functions. (Each file keeps its own `unroll`: the lambdas it calls carry the
-// file's target, "avx2,fma,f16c" for int4, and GCC inlines a callee only into a caller with all its features.)
+// "avx2,fma", so they inline into any of those files' functions. (Each file keeps its own `unroll`: the lambdas
+// it calls carry the file's target, "avx2,fma,f16c" for int4, and GCC inlines a callee only into a caller with
+// all its features.)
 #pragma once
 
 #if defined(__x86_64__)

@@ -148,10 +148,20 @@ struct DpbusdTiles {
   }
 };
 
-struct Dynamic {
-  using Act = int8_t;
+// What the two W8A8 forms share: 64 values of K per step, GEMV tiles that prefetch the next tile's weight rows,
+// K blocks of 4096 (a 6 x 4096 activation tile, 24 KB, stays in L1) and the vpdpbusd tiles.
+template <class A>
+struct DpbusdTraits {
+  using Act = A;
   static constexpr int64_t kStep = 64;
   static constexpr bool kGemvPrefetch = true;
+
+  static Blocking blocking(int64_t M, int64_t) { return avx512_blocking(M, 4096); }
+
+  static void tile(const Blocking&, const Tile<A, int32_t>& t) { TileTable<DpbusdTiles<A>, 6, 8>::call(t); }
+};
+
+struct Dynamic : DpbusdTraits<int8_t> {
   static constexpr bool kCorrection = true;
 
   static void pack_row(const float* x, int64_t K, int64_t Kp, int8_t* a, DynamicAux aux, int64_t m) {
@@ -161,26 +171,13 @@ struct Dynamic {
     for (int64_t k = 0; k < K; ++k) s += a[k];
     aux.qsum[m] = s;
   }
-
-  // K blocks of 4096: a 6 x 4096 int8 activation tile (24 KB) stays in L1.
-  static Blocking blocking(int64_t M, int64_t) { return avx512_blocking(M, 4096); }
-
-  static void tile(const Blocking&, const Tile<int8_t, int32_t>& t) { TileTable<DpbusdTiles<int8_t>, 6, 8>::call(t); }
 };
 
-struct ReduceRange {
-  using Act = uint8_t;
-  static constexpr int64_t kStep = 64;
-  static constexpr bool kGemvPrefetch = true;
-
+struct ReduceRange : DpbusdTraits<uint8_t> {
   static void pack_row(const float* x, int64_t K, int64_t Kp, uint8_t* a, ReduceRangeAux aux, int64_t m) {
     aux.scale[m] = quantize_row_uint7_avx2(x, K, a, aux.zp + m);
     std::fill(a + K, a + Kp, uint8_t(0));
   }
-
-  static Blocking blocking(int64_t M, int64_t) { return avx512_blocking(M, 4096); }
-
-  static void tile(const Blocking&, const Tile<uint8_t, int32_t>& t) { TileTable<DpbusdTiles<uint8_t>, 6, 8>::call(t); }
 };
 
 // --------------------------------------------------------------- W8A32 tiles
