@@ -12,7 +12,7 @@ from torch import nn
 from pycomp.binarize import BinaryConfig, XnorConfig
 from pycomp.calibrate import calib_batches, replace_calibrated
 from pycomp.lowrank.config import LowRankConfig
-from pycomp.nn.base import CompressedLayer, held_by_parent, put_layer
+from pycomp.nn.base import CompressedLayer, held_by_parent, put_layer, replaceable
 from pycomp.prune.config import Sparse24Config, SparseConfig
 from pycomp.quantize.int4 import Int4Config
 from pycomp.quantize.int8 import Int8Config
@@ -52,15 +52,21 @@ def make_config(technique: str, **options):
     return cls(**options)
 
 
-def _skipped(name: str, patterns: Sequence[str]) -> bool:
-    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
-
-
-def _candidates(model: nn.Module, skip: Sequence[str]) -> list[tuple[str, nn.Module]]:
-    """(name, module) of every submodule a technique may replace: not matched by `skip`, and not one that its
-    parent reads instead of calling (held_by_parent)."""
+def _warn_held_overrides(model: nn.Module, step) -> None:
+    """Warns when an override pattern of `step` names only modules that stay float for their parent (a pattern
+    that also matches layers it can change, such as "*", is not about them)."""
     held = held_by_parent(model)
-    return [(n, m) for n, m in model.named_modules() if n and n not in held and not _skipped(n, skip)]
+    if not held or not step.overrides:
+        return
+    names = [n for n, _ in model.named_modules() if n]
+    named = set()
+    for p, _ in step.overrides:
+        matched = [n for n in names if fnmatch.fnmatchcase(n, p)]
+        if matched and all(n in held for n in matched):
+            named.update(matched)
+    if named:
+        warnings.warn(f"compress: {step.technique} overrides name {', '.join(sorted(named))}, which stay float: "
+                      "nn.MultiheadAttention reads its out_proj's weight directly", stacklevel=4)
 
 
 def _calibrates(config) -> bool:
@@ -82,11 +88,8 @@ def _layer_step(model: nn.Module, step, skip: Sequence[str], batches) -> nn.Modu
     if _calibrates(root) and root.handles(model):
         return replace_calibrated(model, [("", model)], lambda n, m, x: root.convert(m, n, calib=x), batches,
                                   step.technique)
-    patterns = [p for p, _ in step.overrides]
-    if named := sorted(n for n in held_by_parent(model) if any(fnmatch.fnmatchcase(n, p) for p in patterns)):
-        warnings.warn(f"compress: {step.technique} overrides name {', '.join(named)}, which stay float: "
-                      "nn.MultiheadAttention reads its out_proj's weight directly", stacklevel=3)
-    targets = _candidates(model, skip)
+    _warn_held_overrides(model, step)
+    targets = replaceable(model, skip)
     later, replaced = [], 0
     for name, module in targets:  # layers without calibration first: GPTQ then sees them compressed
         config = config_for(name)

@@ -11,13 +11,15 @@ from dataclasses import dataclass
 from torch import nn
 
 from pycomp.formats.binary import check_group_size
+from pycomp.nn.base import replaceable
 
 ACTIVATIONS = ("float", "binary")
 
 
 def compressible_names(model: nn.Module) -> list[str]:
-    """Qualified names of the nn.Linear and nn.Conv2d modules of `model`, in module (registration) order."""
-    return [n for n, m in model.named_modules() if n and isinstance(m, (nn.Linear, nn.Conv2d))]
+    """Qualified names of the nn.Linear and nn.Conv2d modules of `model` that a technique may replace
+    (pycomp.nn.base.replaceable: not an nn.MultiheadAttention's out_proj), in module (registration) order."""
+    return [n for n, m in replaceable(model) if isinstance(m, (nn.Linear, nn.Conv2d))]
 
 
 def first_and_last(model: nn.Module) -> frozenset[str]:

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from pycomp.binarize.config import ACTIVATIONS, first_and_last
 from pycomp.formats.binary import check_group_size, num_groups
-from pycomp.nn.base import held_by_parent, put_layer
+from pycomp.nn.base import put_layer, replaceable
 from pycomp.nn.conv import Im2ColConv2d
 
 
@@ -175,13 +175,15 @@ def _swap(model: nn.Module, make) -> nn.Module:
 def prepare(model: nn.Module, activations: str = "float", group_size: int = 0, keep_first_last: bool = True,
             skip: Iterable[str] = (), centre: bool = False) -> nn.Module:
     """A copy of `model` for binarization-aware training: each nn.Linear / nn.Conv2d (but the first and
-    the last, and the names in `skip`) becomes a BinarizedLinear / BinarizedConv2d with the same weights.
+    the last, the modules matched by the fnmatch patterns in `skip`, and an nn.MultiheadAttention's out_proj)
+    becomes a BinarizedLinear / BinarizedConv2d with the same weights.
     `model` itself is untouched (it can serve as the teacher of a distillation loss)."""
     out = copy.deepcopy(model)
-    keep = set(skip) | (first_and_last(out) if keep_first_last else set()) | held_by_parent(out)
+    keep = first_and_last(out) if keep_first_last else frozenset()
+    allowed = {n for n, _ in replaceable(out, skip)} - keep
 
     def make(name, m):
-        if name in keep or isinstance(m, LATENT):
+        if (name and name not in allowed) or isinstance(m, LATENT):
             return None
         if isinstance(m, nn.Linear):
             return BinarizedLinear.from_float(m, activations, group_size, centre)

@@ -14,6 +14,7 @@ from torch import nn
 
 from pycomp.lowrank.budget import allocate_ranks
 from pycomp.lowrank.rank import check_fraction, check_weight, max_saving_rank
+from pycomp.nn.base import replaceable
 
 CONV_MODES = ("tucker", "cp", "none")
 
@@ -112,12 +113,10 @@ class LowRankConfig:
 @torch.no_grad()
 def plan_budget(model: nn.Module, budget: float | int, skip=()) -> dict[str, int]:
     """{Linear layer name: rank} spreading `budget` (parameters, or a fraction of the dense Linear weights)
-    over the model's nn.Linear layers whose names match no fnmatch pattern in `skip`.
+    over the model's nn.Linear layers whose names match no fnmatch pattern in `skip` (pycomp.nn.base.replaceable:
+    an nn.MultiheadAttention's out_proj stays dense).
     Layers that cannot save parameters at any rank (a side of 1) are left out (kept dense)."""
-    import fnmatch
-
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)
-              and not any(fnmatch.fnmatchcase(n, p) for p in skip)}
+    layers = {n: m for n, m in replaceable(model, skip) if isinstance(m, nn.Linear)}
     shapes = {n: tuple(m.weight.shape) for n, m in layers.items() if max_saving_rank(*m.weight.shape) >= 1}
     if not shapes:
         raise ValueError("lowrank budget: the model has no nn.Linear layer that a factorization can shrink")

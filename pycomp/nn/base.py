@@ -1,8 +1,10 @@
 """What every compressed layer shares: a name for error messages, input checks, and the settings a file records."""
 from __future__ import annotations
 
+import fnmatch
 import inspect
 import itertools
+from collections.abc import Iterable
 
 from torch import Tensor, nn
 
@@ -95,6 +97,16 @@ def held_by_parent(model: nn.Module) -> set[str]:
     (torch marks it NonDynamicallyQuantizableLinear)."""
     return {f"{n}.{c}" if n else c for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)
             for c, _ in m.named_children()}
+
+
+def replaceable(model: nn.Module, skip: Iterable[str] = ()) -> list[tuple[str, nn.Module]]:
+    """(name, module) of every submodule of `model` that a technique may replace, in module order: not the root,
+    not matched by an fnmatch pattern in `skip`, and not one that its parent reads instead of calling
+    (held_by_parent). compress, prepare_qat, binarize.prepare, the binary first/last rule, the low-rank budget
+    plan and the sensitivity scan all enumerate layers through it."""
+    held, skip = held_by_parent(model), tuple(skip)
+    return [(n, m) for n, m in model.named_modules()
+            if n and n not in held and not any(fnmatch.fnmatchcase(n, p) for p in skip)]
 
 
 def put_layer(model: nn.Module, name: str, layer: nn.Module) -> None:

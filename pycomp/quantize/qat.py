@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from pycomp.formats.int4 import (
     QMAX, SCALE_MAX, SCALE_MIN, SYMMETRIC_ZERO, check_finite, check_group_size, n_groups, pack_int4,
 )
-from pycomp.nn.base import put_layer
+from pycomp.nn.base import put_layer, replaceable
 from pycomp.nn.conv import Im2ColConv2d, conv_settings
 from pycomp.ops.int8 import quantize_per_token_int8_ref
 from pycomp.quantize.int4 import int4_group_params
@@ -258,7 +258,6 @@ def prepare_qat(model: nn.Module, technique: str, *, skip: Iterable[str] = (), *
     technique "int8": mode="dynamic"|"weight_only"; "int4": group_size=32|64|128, symmetric=False.
     The copy's float parameters are shared with nothing: train it, then convert() it.
     """
-    from pycomp.api import _candidates
 
     _check_options(technique, options)
     skip = [skip] if isinstance(skip, str) else list(skip)
@@ -270,7 +269,7 @@ def prepare_qat(model: nn.Module, technique: str, *, skip: Iterable[str] = (), *
 
     if (root := qat_layer(out, "")) is not None:
         return root
-    targets = [(n, m) for n, m in _candidates(out, skip) if isinstance(m, (nn.Linear, nn.Conv2d))]
+    targets = [(n, m) for n, m in replaceable(out, skip) if isinstance(m, (nn.Linear, nn.Conv2d))]
     if not targets:
         raise ValueError(f"prepare_qat: found no nn.Linear or nn.Conv2d to train (after skip={skip})")
     for name, module in targets:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from pycomp.nn.base import replaceable
 from pycomp.retention import metrics
 from pycomp.retention.evaluate import _outputs
 
@@ -26,9 +27,8 @@ SENSITIVITY_VERSION = 2  # bump when the cached figures change meaning
 def compressible_layers(model: nn.Module, skip: Sequence[str] = ()) -> list[str]:
     """Names of the nn.Linear and nn.Conv2d modules (what every technique today compresses), skip and the
     modules that stay float for their parent (held_by_parent) excluded."""
-    from pycomp.api import _candidates
 
-    return [n for n, m in _candidates(model, skip) if isinstance(m, (nn.Linear, nn.Conv2d))]
+    return [n for n, m in replaceable(model, skip) if isinstance(m, (nn.Linear, nn.Conv2d))]
 
 
 def exact_pattern(name: str) -> str:
