@@ -186,3 +186,13 @@ def test_qat_recovers_what_rtn_loses_on_the_digits_cnn():
     assert got["kl"] <= 0.6 * rtn["kl"], (got, rtn)
     assert got["agreement"] >= rtn["agreement"], (got, rtn)
     assert got["accuracy"] >= min(rtn["accuracy"], base["accuracy"]) - 1e-9, (got, rtn, base)
+
+
+def test_qat_layers_check_their_input_like_the_packed_layers():
+    """QAT layers run pycomp.nn.base.check_input, the packed layers' checks: the device rule too."""
+    model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
+    qat = prepare_qat(model, "int8")
+    with pytest.raises(RuntimeError, match=r"QATLinear '0': input is on meta but the layer's weights are on cpu"):
+        qat[0](torch.randn(2, 16, device="meta"))
+    with pytest.raises(ValueError, match=r"QATLinear '0': expected 16 input features"):
+        qat[0](torch.randn(2, 15))

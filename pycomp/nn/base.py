@@ -21,6 +21,28 @@ def take_rows(t: Tensor | None, rows: slice) -> Tensor | None:
 _NOT_SETTINGS = ("self", "device", "dtype", "name")
 
 
+def _own_tensor(module: nn.Module) -> Tensor | None:
+    return next(itertools.chain(module._buffers.values(), module._parameters.values()), None)
+
+
+def check_input(layer: nn.Module, x: Tensor, features: int, dim: int) -> None:
+    """The input checks of every pycomp layer (packed, low-rank, QAT), each error naming the layer (its
+    `label`): a float x with `features` entries in dimension `dim`, on the device of the layer's weights."""
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"{layer.label}: input must be a float tensor, got {x.dtype}")
+    if x.dim() == 0 or x.shape[dim] != features:
+        raise ValueError(f"{layer.label}: expected {features} input features in dimension {dim}, "
+                         f"got shape {tuple(x.shape)}")
+    # The layer's own tensors, or (a layer of sublayers: low-rank) its first child's, without walking the module
+    # tree: parameters() costs 2-6 us a call.
+    weights = next(itertools.chain(layer._buffers.values(), layer._parameters.values()), None)
+    if weights is None:
+        weights = next((t for c in layer._modules.values() if (t := _own_tensor(c)) is not None), None)
+    if weights is not None and weights.device != x.device:
+        raise RuntimeError(f"{layer.label}: input is on {x.device} but the layer's weights are on "
+                           f"{weights.device}; move one to the other (layer.to(x.device))")
+
+
 class CompressedLayer(nn.Module):
     """Base of pycomp's drop-in layers.
 
@@ -64,21 +86,7 @@ class CompressedLayer(nn.Module):
         kind = type(self).__name__
         return f"{kind} '{self.name}'" if self.name else kind
 
-    def _check_input(self, x: Tensor, features: int, dim: int) -> None:
-        if not x.dtype.is_floating_point:
-            raise TypeError(f"{self.label}: input must be a float tensor, got {x.dtype}")
-        if x.dim() == 0 or x.shape[dim] != features:
-            raise ValueError(
-                f"{self.label}: expected {features} input features in dimension {dim}, got shape {tuple(x.shape)}"
-            )
-        # The layer's own tensors first, without walking the module tree (buffers() costs 4-6 us a call);
-        # a layer of sublayers (low-rank) has none of its own.
-        weights = next(itertools.chain(self._buffers.values(), self._parameters.values()), None)
-        if weights is None:
-            weights = next(self.parameters(), None)
-        if weights is not None and weights.device != x.device:
-            raise RuntimeError(f"{self.label}: input is on {x.device} but the layer's weights are on "
-                               f"{weights.device}; move one to the other (layer.to(x.device))")
+    _check_input = check_input  # (self, x, features, dim)
 
 
 # ------------------------------------------------------------------ parents that read their children's weights

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from pycomp.formats.int4 import (
     QMAX, SCALE_MAX, SCALE_MIN, SYMMETRIC_ZERO, check_finite, check_group_size, n_groups, pack_int4,
 )
-from pycomp.nn.base import put_layer, replaceable
+from pycomp.nn.base import check_input, put_layer, replaceable
 from pycomp.nn.conv import Im2ColConv2d, conv_settings
 from pycomp.ops.int8 import quantize_per_token_int8_ref
 from pycomp.quantize.int4 import int4_group_params
@@ -139,12 +139,7 @@ class _QATLayer(nn.Module):
     def label(self) -> str:
         return f"{type(self).__name__} '{self.name}'" if self.name else type(self).__name__
 
-    def _check_input(self, x: Tensor, features: int, dim: int) -> None:
-        if not x.dtype.is_floating_point:
-            raise TypeError(f"{self.label}: input must be a float tensor, got {x.dtype}")
-        if x.dim() == 0 or x.shape[dim] != features:
-            raise ValueError(f"{self.label}: expected {features} input features in dimension {dim}, "
-                             f"got shape {tuple(x.shape)}")
+    _check_input = check_input
 
     def _setup(self, module: nn.Module, technique: str, options: dict, name: str) -> None:
         self.name, self.technique = name, technique
