@@ -47,8 +47,11 @@ def test_bench_binary_and_sparse_families(family, capsys):
     assert "x fp32" in out and "128x96" in out
     if family == "binary":
         assert "GB/s" in out and "% ceil" in out  # W1A32's memory rate beside its time
-    assert main(["bench", "--family", family, "--json", "--shapes", "128x96", "--m", "2", "--repeats", "2"]) == 0
-    assert all(r["m"] == 2 for r in json.loads(capsys.readouterr().out)["rows"])
+    assert main(["bench", "--family", family, "--json", "--shapes", "128x96", "--m", "2,5", "--repeats", "2"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert {r["m"] for r in rows} == {2, 5}
+    # % of the read ceiling in the JSON too, where the call reads its weight once (binary: M <= 4)
+    assert all((r["pct_ceiling"] is None) == (family == "binary" and r["m"] > 4) for r in rows)
 
 
 def test_explore_command(tmp_path, capsys):

@@ -33,6 +33,9 @@ class Row:
     xnor_backend: str
     xnor_tops: float  # binary ops (2 per multiply-add) per second
     w1a32_gbs: float  # the packed weight's bytes (bits and alphas) per second: the memory-bound rows' rate
+    # w1a32_gbs as % of the measured read ceiling where M <= 4 (one weight read per call, memory-bound); None
+    # for the compute-bound rows
+    pct_ceiling: float | None
 
 
 def copies(nbytes: int) -> int:
@@ -57,8 +60,9 @@ def check(x, packed, alpha, b) -> None:
             raise AssertionError(f"{op.__name__} disagrees with its reference by {float(err.max())}")
 
 
-def bench_shape(n: int, k: int, ms: list[int], repeats: int) -> list[Row]:
+def bench_shape(n: int, k: int, ms: list[int], repeats: int, ceiling_gbs: float) -> list[Row]:
     w, b, packed, alpha = weights(n, k)
+    wbytes = packed.numel() * packed.element_size() + alpha.numel() * alpha.element_size()
     n_f32, n_bits = copies(w.numel() * 4), copies(packed.numel() * 4)
     w_sets = [w.clone() for _ in range(n_f32)]
     p_sets = [(packed.clone(), alpha.clone()) for _ in range(n_bits)]
@@ -73,18 +77,17 @@ def bench_shape(n: int, k: int, ms: list[int], repeats: int) -> list[Row]:
                 "xnor": lambda i: ops.xnor_linear(x, *p_sets[i % n_bits], 0, b),
             }, repeats=repeats)
         med = {name: median_ms(v) for name, v in t.items()}
+        gbs = wbytes / med["w1a32"] / 1e6
         rows.append(Row(f"{n}x{k}", m, med["fp32"], med["w1a32"], med["xnor"], med["fp32"] / med["w1a32"],
                         med["fp32"] / med["xnor"], ops.plan("w1a16", "cpu", m), ops.plan("xnor", "cpu", m),
-                        2 * m * n * k / med["xnor"] / 1e9,
-                        (packed.numel() * packed.element_size() + alpha.numel() * alpha.element_size())
-                        / med["w1a32"] / 1e6))
+                        2 * m * n * k / med["xnor"] / 1e9, gbs, 100 * gbs / ceiling_gbs if m <= 4 else None))
     return rows
 
 
 def run(shapes=((4096, 4096),), ms=(1, 16, 128), repeats: int = 15) -> dict:
-    rows = [r for n, k in shapes for r in bench_shape(n, k, list(ms), repeats)]
-    return {"read_bandwidth_gbs": read_bandwidth_gbs(), "threads": torch.get_num_threads(),
-            "rows": [asdict(r) for r in rows]}
+    ceiling = read_bandwidth_gbs()
+    rows = [r for n, k in shapes for r in bench_shape(n, k, list(ms), repeats, ceiling)]
+    return {"read_bandwidth_gbs": ceiling, "threads": torch.get_num_threads(), "rows": [asdict(r) for r in rows]}
 
 
 def table(result: dict) -> str:
@@ -94,9 +97,7 @@ def table(result: dict) -> str:
              f"{'shape':>10} {'M':>5} {'fp32 ms':>9} {'W1A32 ms':>9} {'x fp32':>7} {'GB/s':>6} {'% ceil':>6} "
              f"{'XNOR ms':>9} {'x fp32':>7} {'XNOR TOP/s':>10}  backends"]
     for r in result["rows"]:
-        # W1A32 reads its weight once per call: GB/s and % of the read ceiling where M is small enough
-        # (<= 4) for the call to be memory-bound; compute-bound rows show "-".
-        pct = f"{100 * r['w1a32_gbs'] / result['read_bandwidth_gbs']:6.0f}" if r["m"] <= 4 else f"{'-':>6}"
+        pct = f"{r['pct_ceiling']:6.0f}" if r["pct_ceiling"] is not None else f"{'-':>6}"
         lines.append(f"{r['shape']:>10} {r['m']:>5} {r['fp32_ms']:9.3f} {r['w1a32_ms']:9.3f} {r['w1a32_vs_fp32']:7.1f} "
                      f"{r['w1a32_gbs']:6.1f} {pct} {r['xnor_ms']:9.3f} {r['xnor_vs_fp32']:7.1f} {r['xnor_tops']:10.2f}  "
                      f"{r['w1a32_backend']}, {r['xnor_backend']}")
