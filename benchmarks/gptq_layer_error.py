@@ -14,26 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pycomp.calibrate import inputs_of
 from pycomp.models.digits import digits_tensors, pretrained_digits_cnn
 from pycomp.nn import Int4Conv2d, Int4Linear
-
-
-def _layer_inputs(model: nn.Module, names: list[str], *batches: torch.Tensor) -> dict[str, list[torch.Tensor]]:
-    """Each named layer's input on each batch, from one forward pass per batch."""
-    got = {n: [] for n in names}
-    hooks = [model.get_submodule(n).register_forward_pre_hook(lambda m, a, n=n: got[n].append(a[0])) for n in names]
-    with torch.no_grad():
-        for b in batches:
-            model(b)
-    for h in hooks:
-        h.remove()
-    return got
 
 
 def _output(layer: nn.Module, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     if isinstance(layer, nn.Conv2d):
         return F.conv2d(x, weight, None, layer.stride, layer.padding, layer.dilation, layer.groups)
-    return x @ weight.t()
+    return F.linear(x, weight)
 
 
 def layer_errors(group_size: int = 128, act_order: bool = False) -> list[dict]:
@@ -41,11 +30,11 @@ def layer_errors(group_size: int = 128, act_order: bool = False) -> list[dict]:
     model = pretrained_digits_cnn()
     xtr, _, xte, _ = digits_tensors()
     names = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-    inputs = _layer_inputs(model, names, xtr, xte)
     rows = []
     for name in names:
         layer = model.get_submodule(name)
-        x_train, x_test = inputs[name]
+        with torch.no_grad():
+            x_train, x_test = inputs_of(model, layer, [xtr, xte], torch.device("cpu"))
         make = Int4Conv2d if isinstance(layer, nn.Conv2d) else Int4Linear
         rtn = make.from_float(layer, group_size=group_size, name=name)
         gptq = make.from_float(layer, group_size=group_size, method="gptq", calib=list(x_train.split(500)),

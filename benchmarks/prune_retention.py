@@ -16,7 +16,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from pycomp.models.digits import accuracy, batches, digits_loaders, digits_tensors, pretrained_digits_cnn
+from pycomp.models.digits import accuracy, batches, digits_tensors, pretrained_digits_cnn
 from pycomp.prune import (GradualPruner, count_flops, is_nm_sparse, keep_masks, nm_prune, prune_channels,
                           sparsity_of)
 
@@ -25,9 +25,9 @@ class Digits:
     """The float CNN, its test accuracy, and the training batches of each epoch."""
 
     def __init__(self):
-        xtr, ytr, _, _ = digits_tensors()
+        xtr, ytr, xte, yte = digits_tensors()
         self.model = pretrained_digits_cnn()
-        self.test = digits_loaders()[1]
+        self.test = batches(xte, yte, 128)  # digits_loaders()'s test batches
         self.acc0 = accuracy(self.model, self.test)
         self.train = lambda epoch: batches(xtr, ytr, 64, shuffle=True, seed=1000 + epoch)
 

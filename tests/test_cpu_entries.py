@@ -193,10 +193,10 @@ def test_dense_route_gives_the_kernels_answer(dense_route_off):
         torch.testing.assert_close(dense, kernel, rtol=1e-4, atol=1e-4, msg=name)
     assert int4.plan("cpu", m, k) != "cpu-dense"
     # int4's kernels read a bfloat16 x in place; the dense route multiplies a float32 copy of it.
-    xb = x.bfloat16()
-    kernel = _weight_only_cases(k, n)["int4"](xb)
+    xb, int4_op = x.bfloat16(), _weight_only_cases(k, n)["int4"]
+    kernel = int4_op(xb)
     _ext._C.set_cpu_dense_route(8)
-    dense = _weight_only_cases(k, n)["int4"](xb)
+    dense = int4_op(xb)
     assert dense.dtype == kernel.dtype == torch.bfloat16
     torch.testing.assert_close(dense.float(), kernel.float(), rtol=1e-2, atol=1e-2)
     assert int4.plan("cpu", m, k) == binary.plan("w1a16", "cpu", m, K=k) == "cpu-dense"
